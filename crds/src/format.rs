@@ -1,0 +1,418 @@
+//! Reading and writing resources in the two forms Kuma users have:
+//!
+//! - **Universal** (`kumactl`, REST API): `type`, `name`, `mesh`, `labels`,
+//!   then the spec fields at the top level for Mesh and Dataplane, or under
+//!   `spec` for everything else.
+//! - **Kubernetes**: `apiVersion: kuma.io/v1alpha1`, `kind`, `metadata`,
+//!   `spec`; a Dataplane keeps `mesh` beside `spec`; other mesh-scoped kinds
+//!   name their mesh with the `kuma.io/mesh` label.
+//!
+//! Parsing checks, in order: the document shape and metadata, the structure
+//! of the spec against the CRD schema (unknown fields, types, enums — all of
+//! them), and then Kuma's semantic rules (all of them). Nothing partial is
+//! returned: a resource comes back only when it is entirely valid.
+
+use std::collections::BTreeMap;
+
+use serde_json::{Map, Value, json};
+
+use crate::resource::{
+    DEFAULT_MESH, Form, MESH_LABEL, Meta, Resource, ResourceType, Scope, Spec, validate_meta, validate_spec,
+};
+use crate::validation::{FieldPath, ValidationError, Violations};
+
+/// The Kubernetes API version of every kind.
+pub const API_VERSION: &str = "kuma.io/v1alpha1";
+
+const UNIVERSAL_META_KEYS: &[&str] = &[
+    "type",
+    "name",
+    "mesh",
+    "labels",
+    "creationTime",
+    "modificationTime",
+    "kri",
+];
+
+/// Parses one YAML or JSON document of either form.
+pub fn parse(text: &str) -> Result<Resource, ValidationError> {
+    let value = yaml_to_value(text)?;
+    parse_value(value)
+}
+
+/// Parses one JSON value of either form.
+pub fn parse_value(value: Value) -> Result<Resource, ValidationError> {
+    if value.get("apiVersion").is_some() || value.get("kind").is_some() {
+        parse_kubernetes(value)
+    } else {
+        parse_universal(value)
+    }
+}
+
+/// Parses every document of a multi-document YAML stream; empty documents
+/// are skipped. Each result says which document (0-based) it came from.
+pub fn parse_documents(text: &str) -> Vec<Result<Resource, ValidationError>> {
+    use serde::Deserialize;
+    let mut out = Vec::new();
+    for doc in serde_yaml::Deserializer::from_str(text) {
+        match serde_yaml::Value::deserialize(doc) {
+            Ok(serde_yaml::Value::Null) => {}
+            Ok(y) => out.push(yaml_value_to_json(y).and_then(parse_value)),
+            Err(e) => {
+                out.push(Err(ValidationError::single(
+                    &FieldPath::root(),
+                    format!("invalid YAML: {e}"),
+                )));
+                break;
+            }
+        }
+    }
+    out
+}
+
+/// Converts YAML text to JSON, rejecting what JSON cannot hold.
+pub fn yaml_to_value(text: &str) -> Result<Value, ValidationError> {
+    let y: serde_yaml::Value = serde_yaml::from_str(text)
+        .map_err(|e| ValidationError::single(&FieldPath::root(), format!("invalid YAML: {e}")))?;
+    yaml_value_to_json(y)
+}
+
+fn yaml_value_to_json(y: serde_yaml::Value) -> Result<Value, ValidationError> {
+    serde_json::to_value(y).map_err(|e| {
+        ValidationError::single(
+            &FieldPath::root(),
+            format!("invalid document: {e} (map keys must be strings)"),
+        )
+    })
+}
+
+fn string_field(obj: &Map<String, Value>, key: &str, path: &FieldPath, v: &mut Violations) -> Option<String> {
+    match obj.get(key) {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => Some(s.clone()),
+        Some(_) => {
+            v.add(path, "must be a string");
+            None
+        }
+    }
+}
+
+fn string_map(value: Option<&Value>, path: &FieldPath, v: &mut Violations) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    match value {
+        None | Some(Value::Null) => {}
+        Some(Value::Object(m)) => {
+            for (k, val) in m {
+                match val {
+                    Value::String(s) => {
+                        out.insert(k.clone(), s.clone());
+                    }
+                    _ => v.add(&path.key(k), "must be a string"),
+                }
+            }
+        }
+        Some(_) => v.add(path, "must be a map of strings"),
+    }
+    out
+}
+
+/// Structural check, typed parse and semantic validation of a spec value.
+fn finish(
+    resource_type: ResourceType,
+    meta: Meta,
+    spec_value: Value,
+    status: Option<Value>,
+    form: Form,
+    mut v: Violations,
+) -> Result<Resource, ValidationError> {
+    let root = Resource::spec_root(resource_type, form);
+    crate::validation::schema::check(&spec_value, Spec::schema(resource_type), &root, &mut v);
+    validate_meta(resource_type, &meta, form, &mut v);
+    if !v.is_empty() {
+        return Err(ValidationError(v.into_vec()));
+    }
+    let spec = Spec::from_value(resource_type, spec_value).map_err(|(path, message)| {
+        let field = if path == "." {
+            root.to_string()
+        } else if root.as_str().is_empty() {
+            path
+        } else {
+            format!("{root}.{path}")
+        };
+        ValidationError(vec![crate::validation::Violation { field, message }])
+    })?;
+    validate_spec(&spec, &meta, form, &mut v);
+    v.into_result()?;
+    Ok(Resource { meta, spec, status })
+}
+
+/// Parses the Universal form.
+pub fn parse_universal(value: Value) -> Result<Resource, ValidationError> {
+    let mut v = Violations::new();
+    let Value::Object(mut obj) = value else {
+        return Err(ValidationError::single(
+            &FieldPath::root(),
+            "must be an object with `type` and `name`",
+        ));
+    };
+    let type_path = FieldPath::new("type");
+    let resource_type = match obj.get("type") {
+        Some(Value::String(t)) => match t.parse::<ResourceType>() {
+            Ok(rt) => rt,
+            Err(_) => {
+                return Err(ValidationError::single(
+                    &type_path,
+                    format!("unknown resource type {t:?}"),
+                ));
+            }
+        },
+        Some(_) => return Err(ValidationError::single(&type_path, "must be a string")),
+        None => {
+            return Err(ValidationError::single(
+                &type_path,
+                "must be set (e.g. `type: MeshTimeout`)",
+            ));
+        }
+    };
+    let descriptor = resource_type.descriptor();
+    let name = string_field(&obj, "name", &FieldPath::new("name"), &mut v).unwrap_or_default();
+    let mut mesh = string_field(&obj, "mesh", &FieldPath::new("mesh"), &mut v);
+    if descriptor.scope == Scope::Global {
+        if mesh.is_some() {
+            v.add(
+                &FieldPath::new("mesh"),
+                format!("must not be set for {resource_type}"),
+            );
+        }
+        mesh = None;
+    } else if mesh.is_none() {
+        mesh = Some(DEFAULT_MESH.to_string());
+    }
+    let labels = string_map(obj.get("labels"), &FieldPath::new("labels"), &mut v);
+    let meta = Meta {
+        name,
+        namespace: None,
+        mesh,
+        labels,
+        annotations: BTreeMap::new(),
+        version: None,
+        creation_time: string_field(&obj, "creationTime", &FieldPath::new("creationTime"), &mut v),
+        modification_time: string_field(
+            &obj,
+            "modificationTime",
+            &FieldPath::new("modificationTime"),
+            &mut v,
+        ),
+    };
+    let status = obj.remove("status");
+    let spec_value = if descriptor.flat_universal {
+        Value::Object(
+            obj.into_iter()
+                .filter(|(k, _)| !UNIVERSAL_META_KEYS.contains(&k.as_str()))
+                .collect(),
+        )
+    } else {
+        for key in obj.keys() {
+            if !UNIVERSAL_META_KEYS.contains(&key.as_str()) && key != "spec" {
+                v.add(
+                    &FieldPath::new(key),
+                    format!(
+                        "unknown field (allowed: {}, spec)",
+                        UNIVERSAL_META_KEYS[..4].join(", ")
+                    ),
+                );
+            }
+        }
+        obj.remove("spec").unwrap_or_else(|| json!({}))
+    };
+    if status.is_some()
+        && !matches!(
+            resource_type,
+            ResourceType::MeshService | ResourceType::MeshExternalService
+        )
+    {
+        v.add(&FieldPath::new("status"), "unknown field");
+    }
+    finish(resource_type, meta, spec_value, status, Form::Universal, v)
+}
+
+/// Parses the Kubernetes form.
+pub fn parse_kubernetes(value: Value) -> Result<Resource, ValidationError> {
+    let mut v = Violations::new();
+    let Value::Object(mut obj) = value else {
+        return Err(ValidationError::single(
+            &FieldPath::root(),
+            "must be an object with `apiVersion` and `kind`",
+        ));
+    };
+    match obj.get("apiVersion") {
+        Some(Value::String(a)) if a == API_VERSION => {}
+        _ => v.add(&FieldPath::new("apiVersion"), format!("must be {API_VERSION}")),
+    }
+    let kind_path = FieldPath::new("kind");
+    let resource_type = match obj.get("kind") {
+        Some(Value::String(k)) => match k.parse::<ResourceType>() {
+            Ok(rt) => rt,
+            Err(_) => return Err(ValidationError::single(&kind_path, format!("unknown kind {k:?}"))),
+        },
+        _ => {
+            return Err(ValidationError::single(
+                &kind_path,
+                "must be set (e.g. `kind: MeshTimeout`)",
+            ));
+        }
+    };
+    let mp = FieldPath::new("metadata");
+    let metadata = obj.remove("metadata").unwrap_or_else(|| json!({}));
+    if let Err(e) = serde_path_to_error::deserialize::<
+        _,
+        k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+    >(metadata.clone())
+    {
+        v.add(&mp.field(&e.path().to_string()), e.inner().to_string());
+    }
+    let md = metadata.as_object().cloned().unwrap_or_default();
+    let labels = string_map(md.get("labels"), &mp.field("labels"), &mut v);
+    let annotations = string_map(md.get("annotations"), &mp.field("annotations"), &mut v);
+    let name = string_field(&md, "name", &mp.field("name"), &mut v).unwrap_or_default();
+    let namespace = string_field(&md, "namespace", &mp.field("namespace"), &mut v);
+    let descriptor = resource_type.descriptor();
+    let top_mesh = obj.remove("mesh");
+    let mesh = if descriptor.scope == Scope::Global {
+        None
+    } else {
+        let from_top = match &top_mesh {
+            Some(Value::String(m)) if resource_type == ResourceType::Dataplane => Some(m.clone()),
+            _ => None,
+        };
+        Some(
+            from_top
+                .or_else(|| labels.get(MESH_LABEL).cloned())
+                .or_else(|| annotations.get(MESH_LABEL).cloned())
+                .unwrap_or_else(|| DEFAULT_MESH.to_string()),
+        )
+    };
+    if top_mesh.is_some() && resource_type != ResourceType::Dataplane {
+        v.add(
+            &FieldPath::new("mesh"),
+            format!("unknown field: {resource_type} names its mesh with the kuma.io/mesh label"),
+        );
+    }
+    let status = obj.remove("status");
+    let spec_value = obj.remove("spec").unwrap_or_else(|| json!({}));
+    for key in obj.keys() {
+        if key != "apiVersion" && key != "kind" {
+            v.add(
+                &FieldPath::new(key),
+                "unknown field (allowed: apiVersion, kind, metadata, spec)",
+            );
+        }
+    }
+    let meta = Meta {
+        name,
+        namespace: if descriptor.scope == Scope::Global {
+            None
+        } else {
+            namespace
+        },
+        mesh,
+        labels,
+        annotations,
+        version: md
+            .get("resourceVersion")
+            .and_then(Value::as_str)
+            .map(String::from),
+        creation_time: md
+            .get("creationTimestamp")
+            .and_then(Value::as_str)
+            .map(String::from),
+        modification_time: None,
+    };
+    finish(resource_type, meta, spec_value, status, Form::Kubernetes, v)
+}
+
+/// The Universal form of a resource, with keys in Kuma's order.
+pub fn to_universal(resource: &Resource) -> Value {
+    let rt = resource.resource_type();
+    let mut obj = Map::new();
+    obj.insert("type".into(), json!(rt.name()));
+    if let Some(mesh) = &resource.meta.mesh {
+        obj.insert("mesh".into(), json!(mesh));
+    }
+    obj.insert("name".into(), json!(resource.meta.core_name()));
+    if let Some(t) = &resource.meta.creation_time {
+        obj.insert("creationTime".into(), json!(t));
+    }
+    if let Some(t) = &resource.meta.modification_time {
+        obj.insert("modificationTime".into(), json!(t));
+    }
+    if !resource.meta.labels.is_empty() {
+        obj.insert("labels".into(), json!(resource.meta.labels));
+    }
+    let spec = resource.spec.to_value();
+    if rt.descriptor().flat_universal {
+        if let Value::Object(fields) = spec {
+            obj.extend(fields);
+        }
+    } else {
+        obj.insert("spec".into(), spec);
+    }
+    if let Some(status) = &resource.status {
+        obj.insert("status".into(), status.clone());
+    }
+    Value::Object(obj)
+}
+
+/// The Kubernetes form of a resource. A resource without a namespace (read
+/// from Universal) is placed in `default_namespace` when namespaced.
+pub fn to_kubernetes(resource: &Resource, default_namespace: &str) -> Value {
+    let rt = resource.resource_type();
+    let mut metadata = Map::new();
+    metadata.insert("name".into(), json!(resource.meta.name));
+    if rt.descriptor().scope == Scope::Mesh {
+        metadata.insert(
+            "namespace".into(),
+            json!(
+                resource
+                    .meta
+                    .namespace
+                    .clone()
+                    .unwrap_or_else(|| default_namespace.to_string())
+            ),
+        );
+    }
+    let mut labels = resource.meta.labels.clone();
+    if rt != ResourceType::Dataplane
+        && let Some(mesh) = &resource.meta.mesh
+    {
+        labels
+            .entry(MESH_LABEL.to_string())
+            .or_insert_with(|| mesh.clone());
+    }
+    if !labels.is_empty() {
+        metadata.insert("labels".into(), json!(labels));
+    }
+    if !resource.meta.annotations.is_empty() {
+        metadata.insert("annotations".into(), json!(resource.meta.annotations));
+    }
+    if let Some(v) = &resource.meta.version {
+        metadata.insert("resourceVersion".into(), json!(v));
+    }
+    let mut obj = Map::new();
+    obj.insert("apiVersion".into(), json!(API_VERSION));
+    obj.insert("kind".into(), json!(rt.name()));
+    obj.insert("metadata".into(), Value::Object(metadata));
+    if rt == ResourceType::Dataplane {
+        obj.insert("mesh".into(), json!(resource.meta.mesh_or_default()));
+    }
+    obj.insert("spec".into(), resource.spec.to_value());
+    if let Some(status) = &resource.status {
+        obj.insert("status".into(), status.clone());
+    }
+    Value::Object(obj)
+}
+
+/// YAML text of a JSON value.
+pub fn to_yaml(value: &Value) -> String {
+    serde_yaml::to_string(value).unwrap_or_default()
+}

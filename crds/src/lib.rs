@@ -1,0 +1,23 @@
+//! The kuma.io resource model shared by every part of the control plane:
+//! the Kubernetes controllers, the PostgreSQL and in-memory stores, the REST
+//! API and the Envoy config generator.
+//!
+//! - [`resource`]: resource types, metadata and typed specs;
+//! - [`format`]: reading and writing the Universal and Kubernetes forms;
+//! - [`validation`]: field paths and Kuma-style validation;
+//! - [`policies`], [`mesh`], [`dataplane`], [`mesh_service`]: the types;
+//! - [`matching`]: which policies select a dataplane and what they merge to;
+//! - [`crd`]: CustomResourceDefinitions generated from the types.
+
+#![forbid(unsafe_code)]
+
+pub mod common;
+pub mod crd;
+pub mod dataplane;
+pub mod format;
+pub mod matching;
+pub mod mesh;
+pub mod mesh_service;
+pub mod policies;
+pub mod resource;
+pub mod validation;
