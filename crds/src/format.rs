@@ -264,6 +264,33 @@ pub fn parse_kubernetes(value: Value) -> Result<Resource, ValidationError> {
     };
     let mp = FieldPath::new("metadata");
     let metadata = obj.remove("metadata").unwrap_or_else(|| json!({}));
+    const OBJECT_META_KEYS: &[&str] = &[
+        "annotations",
+        "creationTimestamp",
+        "deletionGracePeriodSeconds",
+        "deletionTimestamp",
+        "finalizers",
+        "generateName",
+        "generation",
+        "labels",
+        "managedFields",
+        "name",
+        "namespace",
+        "ownerReferences",
+        "resourceVersion",
+        "selfLink",
+        "uid",
+    ];
+    let metadata_schema: Map<String, Value> = OBJECT_META_KEYS
+        .iter()
+        .map(|k| (k.to_string(), json!({})))
+        .collect();
+    crate::validation::schema::check(
+        &metadata,
+        &json!({"type": "object", "properties": metadata_schema}),
+        &mp,
+        &mut v,
+    );
     if let Err(e) = serde_path_to_error::deserialize::<
         _,
         k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,

@@ -61,10 +61,16 @@ pub struct RuleMatch {
 impl RuleMatch {
     /// Checks the SPIFFE ID syntax and the SNI, like Kuma's `ValidateMatch`.
     pub fn validate_common(&self, path: &FieldPath, v: &mut Violations) {
-        if let Some(id) = &self.spiffe_id
-            && let Err(e) = check_spiffe_id(&id.value)
-        {
-            v.add(&path.field("spiffeID"), format!("must be a valid Spiffe ID: {e}"));
+        if let Some(id) = &self.spiffe_id {
+            // A prefix naturally ends with `/` (`spiffe://mesh/`), which a
+            // full SPIFFE ID may not; check the prefix without it.
+            let value = match id.match_type {
+                Some(SpiffeIdMatchType::Prefix) => id.value.strip_suffix('/').unwrap_or(&id.value),
+                _ => id.value.as_str(),
+            };
+            if let Err(e) = check_spiffe_id(value) {
+                v.add(&path.field("spiffeID"), format!("must be a valid Spiffe ID: {e}"));
+            }
         }
         if let Some(sni) = &self.sni {
             if sni.match_type.is_none() {
