@@ -376,6 +376,11 @@ fn policies() {
             &["spec.to[0].default.loadBalancer.leastRequest.choiceCount: must be greater than or equal to 2"],
         ),
         (
+            // Envoy refuses a maglev table whose size is not prime.
+            "type: MeshLoadBalancingStrategy\nname: l\nspec: {to: [{targetRef: {kind: Mesh}, default: {loadBalancer: {type: Maglev, maglev: {tableSize: 1000}}}}]}",
+            &["spec.to[0].default.loadBalancer.maglev.tableSize: must be a prime number"],
+        ),
+        (
             "type: MeshLoadBalancingStrategy\nname: l\nspec: {to: [{targetRef: {kind: MeshHTTPRoute, name: r}, default: {loadBalancer: {type: Random}}}]}",
             &[
                 "spec.to[0].default.loadBalancer: field is not allowed when targetRef.kind is MeshHTTPRoute, only hashPolicies is supported",

@@ -405,6 +405,9 @@ fn validate_conf(conf: &Conf, to: &TargetRef, path: &FieldPath, v: &mut Violatio
                             &lp.field("maglev").field("tableSize"),
                             "must be in inclusive range [1, 5000011]",
                         );
+                    } else if m.table_size.is_some_and(|n| !is_prime(n)) {
+                        // Kuma accepts it and Envoy then rejects the cluster.
+                        v.add(&lp.field("maglev").field("tableSize"), "must be a prime number");
                     }
                 }
             }
@@ -552,6 +555,11 @@ fn validate_hash_policies(list: &Option<Vec<HashPolicy>>, path: &FieldPath, v: &
             }
         }
     }
+}
+
+/// Trial division; table sizes are at most 5000011.
+fn is_prime(n: u32) -> bool {
+    n >= 2 && (2..).take_while(|d| d * d <= n).all(|d| !n.is_multiple_of(d))
 }
 
 #[cfg(test)]

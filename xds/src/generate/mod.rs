@@ -1,0 +1,113 @@
+//! Envoy configuration of one proxy, as a pure function of the proxy and its
+//! mesh ([`generate`]).
+//!
+//! The generators build Kuma's resources (same names, same origins) and
+//! apply each policy where the resource is built, in Kuma's plugin order;
+//! MeshProxyPatch runs last over the whole set.
+
+mod inbound;
+mod outbound;
+mod system;
+mod transparent;
+
+pub use outbound::{OutboundTarget, outbound_targets};
+pub use system::{ADMIN_CLUSTER, READINESS_CLUSTER, prefix_route, static_hcm};
+pub use transparent::original_dst_cluster;
+
+use std::collections::BTreeMap;
+
+use kuma_crds::matching::{Destination, InboundRules, MatchOptions, MatchedPolicies, Merged, match_policies};
+use kuma_crds::resource::ResourceType;
+
+use crate::context::{MeshContext, Proxy};
+use crate::resources::ResourceSet;
+
+/// The policies of every type that apply to one proxy.
+#[derive(Clone, Debug, Default)]
+pub struct Policies {
+    by_type: BTreeMap<ResourceType, MatchedPolicies>,
+}
+
+impl Policies {
+    /// Matches every policy type of the mesh against the proxy.
+    pub fn compute(proxy: &Proxy<'_>, mesh: &MeshContext) -> Self {
+        let by_type = ResourceType::policies()
+            .into_iter()
+            .filter(|t| mesh.policies.contains_key(t))
+            .map(|t| {
+                (
+                    t,
+                    match_policies(t, proxy.resource, &mesh.all_policies, MatchOptions::default()),
+                )
+            })
+            .filter(|(_, m)| !m.is_empty())
+            .collect();
+        Policies { by_type }
+    }
+
+    /// The matched policies of a type.
+    pub fn get(&self, t: ResourceType) -> Option<&MatchedPolicies> {
+        self.by_type.get(&t)
+    }
+
+    /// Whether any policy of the type selects the proxy.
+    pub fn has(&self, t: ResourceType) -> bool {
+        self.by_type.contains_key(&t)
+    }
+
+    /// The merged `to` configuration of a type for a destination.
+    pub fn to_conf(&self, t: ResourceType, destination: &Destination) -> Option<Merged> {
+        self.by_type.get(&t)?.to.conf(destination)
+    }
+
+    /// The typed `to` configuration of a type for a destination.
+    pub fn to_typed<C: serde::de::DeserializeOwned>(
+        &self,
+        t: ResourceType,
+        destination: &Destination,
+    ) -> Option<C> {
+        self.to_conf(t, destination)?.conf().ok()
+    }
+
+    /// The inbound rules of a type for inbound `index`.
+    pub fn inbound(&self, t: ResourceType, index: usize) -> Option<&InboundRules> {
+        self.by_type.get(&t)?.inbounds.get(&index)
+    }
+
+    /// The typed catch-all inbound configuration of a type for inbound `index`.
+    pub fn inbound_typed<C: serde::de::DeserializeOwned>(&self, t: ResourceType, index: usize) -> Option<C> {
+        self.inbound(t, index)?.catch_all.as_ref()?.conf().ok()
+    }
+
+    /// The merged single-item configuration of a type.
+    pub fn single(&self, t: ResourceType) -> Option<&Merged> {
+        self.by_type.get(&t)?.single.as_ref()
+    }
+
+    /// The typed single-item configuration of a type.
+    pub fn single_typed<C: serde::de::DeserializeOwned>(&self, t: ResourceType) -> Option<C> {
+        self.single(t)?.conf().ok()
+    }
+
+    /// Every matched type.
+    pub fn iter(&self) -> impl Iterator<Item = (&ResourceType, &MatchedPolicies)> {
+        self.by_type.iter()
+    }
+}
+
+/// Generates the whole Envoy configuration of `proxy`.
+pub fn generate(proxy: &Proxy<'_>, mesh: &MeshContext) -> ResourceSet {
+    let policies = Policies::compute(proxy, mesh);
+    generate_with(proxy, mesh, &policies)
+}
+
+/// Generates with policies already matched.
+pub fn generate_with(proxy: &Proxy<'_>, mesh: &MeshContext, policies: &Policies) -> ResourceSet {
+    let mut rs = ResourceSet::new();
+    system::generate(proxy, mesh, policies, &mut rs);
+    transparent::generate(proxy, mesh, policies, &mut rs);
+    inbound::generate(proxy, mesh, policies, &mut rs);
+    outbound::generate(proxy, mesh, policies, &mut rs);
+    crate::plugins::mesh_proxy_patch::apply(policies, &mut rs);
+    rs
+}

@@ -1,0 +1,327 @@
+//! Outbound listeners, clusters and endpoints: one listener per outbound the
+//! proxy has (explicit `networking.outbound[]`, or a VIP per service with a
+//! transparent proxy), with MeshHTTPRoute routes for HTTP services and
+//! MeshTCPRoute splits for the others.
+
+use std::collections::BTreeMap;
+
+use envoy_types::pb::envoy::config::core::v3::Locality;
+use envoy_types::pb::envoy::config::core::v3::TrafficDirection;
+use envoy_types::pb::envoy::config::endpoint::v3::{ClusterLoadAssignment, LbEndpoint, LocalityLbEndpoints};
+use envoy_types::pb::envoy::config::listener::v3::FilterChain;
+use envoy_types::pb::envoy::config::route::v3::{RouteConfiguration, VirtualHost, route};
+use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
+    HttpConnectionManager, http_connection_manager,
+};
+use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::{TcpProxy, tcp_proxy};
+use kuma_crds::common::{BackendRef, TargetRef, TargetRefKind};
+use kuma_crds::dataplane::SERVICE_TAG;
+use kuma_crds::matching::{Destination, tags_match};
+use kuma_crds::resource::ResourceType;
+
+use super::Policies;
+use crate::context::{MeshContext, Proxy, Service};
+use crate::envoy;
+use crate::plugins;
+use crate::plugins::mesh_http_route::{backend_service, cluster_name};
+use crate::resources::{Origin, Resource, ResourceSet, XdsType};
+
+/// The port a service's VIP listener uses.
+pub const VIP_PORT: u32 = 80;
+
+/// An outbound of the proxy: where the app calls and which service it reaches.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct OutboundTarget {
+    /// The destination `kuma.io/service`.
+    pub service: String,
+    /// The local address the app calls.
+    pub address: String,
+    /// The local port.
+    pub port: u32,
+    /// The outbound's tags (at least `kuma.io/service`).
+    pub tags: BTreeMap<String, String>,
+    /// Whether Envoy binds the port (not when a transparent proxy redirects).
+    pub bind: bool,
+}
+
+impl OutboundTarget {
+    /// The listener name.
+    pub fn listener_name(&self) -> String {
+        format!("outbound:{}:{}", self.address, self.port)
+    }
+
+    /// The destination for policy lookups.
+    pub fn destination(&self) -> Destination {
+        let mut d = Destination::service(&self.service).with_tags(&self.tags);
+        d.port = Some(self.port);
+        d
+    }
+}
+
+/// The outbounds of a proxy: its explicit outbounds, plus with a
+/// transparent proxy a VIP outbound for every service of the mesh.
+pub fn outbound_targets(proxy: &Proxy<'_>, mesh: &MeshContext) -> Vec<OutboundTarget> {
+    let tp = proxy.transparent_proxy().is_some_and(|(_, out)| out > 0);
+    let mut out: BTreeMap<(String, u32), OutboundTarget> = BTreeMap::new();
+    for o in proxy.dataplane.outbounds() {
+        let Some(tags) = &o.tags else { continue };
+        let Some(service) = tags.get(SERVICE_TAG) else {
+            continue;
+        };
+        let address = o.address.clone().unwrap_or_else(|| "127.0.0.1".to_string());
+        let target = OutboundTarget {
+            service: service.clone(),
+            address: address.clone(),
+            port: o.port,
+            tags: tags.clone(),
+            bind: !tp,
+        };
+        out.insert((address, o.port), target);
+    }
+    if tp {
+        let inbound_ports: Vec<(String, u32)> = proxy
+            .dataplane
+            .inbounds()
+            .iter()
+            .map(|i| (proxy.dataplane.inbound_address(i).to_string(), i.port))
+            .collect();
+        for service in mesh.services.values() {
+            let key = (service.vip.to_string(), VIP_PORT);
+            if inbound_ports.contains(&key) {
+                continue;
+            }
+            out.entry(key).or_insert_with(|| OutboundTarget {
+                service: service.name.clone(),
+                address: service.vip.to_string(),
+                port: VIP_PORT,
+                tags: BTreeMap::from([(SERVICE_TAG.to_string(), service.name.clone())]),
+                bind: false,
+            });
+        }
+    }
+    out.into_values().collect()
+}
+
+pub(super) fn generate(proxy: &Proxy<'_>, mesh: &MeshContext, policies: &Policies, rs: &mut ResourceSet) {
+    for target in outbound_targets(proxy, mesh) {
+        generate_target(&target, proxy, mesh, policies, rs);
+    }
+}
+
+/// The clusters an outbound needs: cluster name → (service, subset tags).
+type ClusterSet = BTreeMap<String, (String, BTreeMap<String, String>)>;
+
+fn generate_target(
+    target: &OutboundTarget,
+    proxy: &Proxy<'_>,
+    mesh: &MeshContext,
+    policies: &Policies,
+    rs: &mut ResourceSet,
+) {
+    let destination = target.destination();
+    let protocol = mesh.protocol_of(&target.service);
+    let http_conf = policies.to_conf(ResourceType::MeshHTTPRoute, &destination);
+    let tcp_conf = policies.to_conf(ResourceType::MeshTCPRoute, &destination);
+    let use_http = protocol.is_http() && !(tcp_conf.is_some() && http_conf.is_none());
+    let clusters = std::cell::RefCell::new(ClusterSet::new());
+    let record = |b: &BackendRef, need_http: bool| -> Option<String> {
+        let (service, tags) = backend_service(b)?;
+        if need_http && !mesh.protocol_of(&service).is_http() {
+            return None;
+        }
+        let name = cluster_name(&service, &tags);
+        clusters.borrow_mut().insert(name.clone(), (service, tags));
+        Some(name)
+    };
+
+    let chain = if use_http {
+        let routes = plugins::mesh_http_route::routes(http_conf.as_ref(), &target.service, &target.tags);
+        let mut envoy_routes = Vec::new();
+        for r in &routes {
+            let route_destination = match &r.origin {
+                Some(origin) => destination.clone().with_route(origin),
+                None => destination.clone(),
+            };
+            for mut er in plugins::mesh_http_route::envoy_routes(r, &|b| record(b, true)) {
+                if let Some(route::Action::Route(action)) = &mut er.action {
+                    plugins::mesh_load_balancing_strategy::route(action, policies, &route_destination);
+                    plugins::mesh_timeout::outbound_route(action, policies, &route_destination);
+                    plugins::mesh_retry::route(action, policies, &route_destination, protocol);
+                }
+                envoy_routes.push(er);
+            }
+        }
+        let mut hcm = HttpConnectionManager {
+            stat_prefix: envoy::sanitize_metric(&target.service),
+            codec_type: http_connection_manager::CodecType::Auto as i32,
+            normalize_path: Some(envoy::bool_value(true)),
+            http_filters: vec![envoy::router_filter()],
+            route_specifier: Some(http_connection_manager::RouteSpecifier::RouteConfig(
+                RouteConfiguration {
+                    name: format!("outbound:{}", target.service),
+                    validate_clusters: Some(envoy::bool_value(false)),
+                    virtual_hosts: vec![VirtualHost {
+                        name: target.service.clone(),
+                        domains: vec!["*".into()],
+                        routes: envoy_routes,
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                },
+            )),
+            ..Default::default()
+        };
+        plugins::mesh_timeout::outbound_hcm(&mut hcm, policies, &destination);
+        plugins::mesh_access_log::outbound_hcm(&mut hcm, proxy, mesh, policies, &destination, rs);
+        plugins::mesh_trace::hcm(&mut hcm, proxy, mesh, policies, false, rs);
+        FilterChain {
+            filters: vec![envoy::network_filter(envoy::HCM, &hcm)],
+            ..Default::default()
+        }
+    } else {
+        let conf: Option<kuma_crds::policies::mesh_tcp_route::Conf> = tcp_conf.and_then(|c| c.conf().ok());
+        let backends = conf
+            .and_then(|c| c.backend_refs)
+            .filter(|b| !b.is_empty())
+            .unwrap_or_else(|| {
+                let mut default = BackendRef::from_target(
+                    &TargetRef::named(TargetRefKind::MeshService, &target.service),
+                    100,
+                );
+                let subset: BTreeMap<String, String> = target
+                    .tags
+                    .iter()
+                    .filter(|(k, _)| *k != SERVICE_TAG)
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect();
+                default.tags = (!subset.is_empty()).then_some(subset);
+                vec![default]
+            });
+        let splits: Vec<(String, u32)> = backends
+            .iter()
+            .filter(|b| b.effective_weight() > 0)
+            .filter_map(|b| record(b, false).map(|c| (c, b.effective_weight())))
+            .collect();
+        let mut tcp = TcpProxy {
+            stat_prefix: envoy::sanitize_metric(&target.service),
+            ..Default::default()
+        };
+        tcp.cluster_specifier = match splits.as_slice() {
+            [] => None,
+            [(single, _)] => Some(tcp_proxy::ClusterSpecifier::Cluster(single.clone())),
+            many => Some(tcp_proxy::ClusterSpecifier::WeightedClusters(
+                tcp_proxy::WeightedCluster {
+                    clusters: many
+                        .iter()
+                        .map(|(name, weight)| tcp_proxy::weighted_cluster::ClusterWeight {
+                            name: name.clone(),
+                            weight: *weight,
+                            ..Default::default()
+                        })
+                        .collect(),
+                },
+            )),
+        };
+        plugins::mesh_timeout::outbound_tcp(&mut tcp, policies, &destination);
+        plugins::mesh_retry::tcp(&mut tcp, policies, &destination);
+        plugins::mesh_access_log::outbound_tcp(&mut tcp, proxy, mesh, policies, &destination, rs);
+        // Kafka gets plain TCP proxying: the kafka_broker filter is an Envoy
+        // contrib extension that the standard Envoy build lacks.
+        FilterChain {
+            filters: vec![envoy::network_filter(envoy::TCP_PROXY, &tcp)],
+            ..Default::default()
+        }
+    };
+
+    let mut listener = envoy::listener(
+        &target.listener_name(),
+        &target.address,
+        target.port,
+        TrafficDirection::Outbound,
+        vec![chain],
+    );
+    listener.metadata = envoy::tags_metadata(&target.tags);
+    if !target.bind {
+        listener.bind_to_port = Some(envoy::bool_value(false));
+    }
+    rs.add(Origin::Outbound, Resource::Listener(listener));
+
+    for (name, (service, tags)) in clusters.into_inner() {
+        if rs.get(XdsType::Cluster, &name).is_some() {
+            continue;
+        }
+        let cluster_destination = Destination::service(&service).with_tags(&tags);
+        let mut cluster = envoy::eds_cluster(&name);
+        // Sidecars talk HTTP/2 to each other whatever the app protocol; the
+        // peer's inbound connection manager negotiates.
+        envoy::set_upstream_http(&mut cluster, true);
+        let svc_protocol = mesh.protocol_of(&service);
+        plugins::mesh_load_balancing_strategy::cluster(&mut cluster, policies, &cluster_destination);
+        plugins::mesh_timeout::outbound_cluster(&mut cluster, policies, &cluster_destination, svc_protocol);
+        plugins::mesh_health_check::cluster(
+            &mut cluster,
+            proxy,
+            policies,
+            &cluster_destination,
+            svc_protocol,
+        );
+        plugins::mesh_circuit_breaker::outbound_cluster(&mut cluster, policies, &cluster_destination);
+        let mut cla = endpoints(&name, mesh.services.get(&service).map(|s| s.as_ref()), &tags);
+        plugins::mesh_load_balancing_strategy::endpoints(&mut cla, proxy, policies, &cluster_destination);
+        rs.add(Origin::Outbound, Resource::Cluster(cluster));
+        rs.add(Origin::Outbound, Resource::Endpoints(cla));
+    }
+}
+
+/// The endpoints of a cluster: the service's ready endpoints whose tags
+/// include the subset's, grouped by zone. A service without endpoints gets
+/// an empty assignment, which Envoy needs to finish warming the cluster.
+pub fn endpoints(
+    cluster: &str,
+    service: Option<&Service>,
+    subset: &BTreeMap<String, String>,
+) -> ClusterLoadAssignment {
+    let mut by_zone: BTreeMap<Option<String>, Vec<LbEndpoint>> = BTreeMap::new();
+    for e in service.map(|s| s.endpoints.as_slice()).unwrap_or(&[]) {
+        if !tags_match(subset, &e.tags) {
+            continue;
+        }
+        let mut lb = envoy::lb_endpoint(&e.address, e.port);
+        lb.load_balancing_weight = Some(envoy::u32_value(1));
+        let meta: BTreeMap<String, String> = e
+            .tags
+            .iter()
+            .filter(|(k, _)| *k != SERVICE_TAG)
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        if !meta.is_empty() {
+            lb.metadata = Some(envoy_types::pb::envoy::config::core::v3::Metadata {
+                filter_metadata: [
+                    ("envoy.lb".to_string(), envoy::string_struct(&meta)),
+                    (
+                        "envoy.transport_socket_match".to_string(),
+                        envoy::string_struct(&meta),
+                    ),
+                ]
+                .into(),
+                ..Default::default()
+            });
+        }
+        by_zone.entry(e.zone.clone()).or_default().push(lb);
+    }
+    ClusterLoadAssignment {
+        cluster_name: cluster.to_string(),
+        endpoints: by_zone
+            .into_iter()
+            .map(|(zone, lb_endpoints)| LocalityLbEndpoints {
+                locality: zone.map(|z| Locality {
+                    zone: z,
+                    ..Default::default()
+                }),
+                lb_endpoints,
+                ..Default::default()
+            })
+            .collect(),
+        ..Default::default()
+    }
+}

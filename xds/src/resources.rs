@@ -1,0 +1,353 @@
+//! A proxy's Envoy resources while they are generated, and once encoded.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
+
+use envoy_types::pb::envoy::config::cluster::v3::Cluster;
+use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
+use envoy_types::pb::envoy::config::listener::v3::Listener;
+use envoy_types::pb::envoy::config::route::v3::RouteConfiguration;
+use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::Secret;
+use prost::{Message, Name};
+
+use crate::proto;
+
+/// The xDS resource types, in the order a change must reach Envoy so that
+/// nothing refers to what does not exist yet (make before break).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum XdsType {
+    /// Clusters (CDS) first: listeners and routes point at them.
+    Cluster,
+    /// Endpoints (EDS) of the clusters, which warm until they get them.
+    Endpoints,
+    /// Secrets (SDS), which clusters and listeners reference by name.
+    Secret,
+    /// Listeners (LDS) once what they use exists.
+    Listener,
+    /// Route configurations (RDS) last.
+    Route,
+}
+
+impl XdsType {
+    /// Every type, in push order.
+    pub const ALL: [XdsType; 5] = [
+        XdsType::Cluster,
+        XdsType::Endpoints,
+        XdsType::Secret,
+        XdsType::Listener,
+        XdsType::Route,
+    ];
+
+    /// The type URL Envoy uses.
+    pub fn type_url(self) -> &'static str {
+        match self {
+            XdsType::Cluster => "type.googleapis.com/envoy.config.cluster.v3.Cluster",
+            XdsType::Endpoints => "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment",
+            XdsType::Secret => "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret",
+            XdsType::Listener => "type.googleapis.com/envoy.config.listener.v3.Listener",
+            XdsType::Route => "type.googleapis.com/envoy.config.route.v3.RouteConfiguration",
+        }
+    }
+
+    /// The type of a type URL.
+    pub fn from_type_url(url: &str) -> Option<XdsType> {
+        XdsType::ALL.into_iter().find(|t| t.type_url() == url)
+    }
+
+    /// The full message name.
+    pub fn message_name(self) -> &'static str {
+        proto::type_name(self.type_url())
+    }
+
+    /// Whether Envoy subscribes to every resource of this type (wildcard)
+    /// rather than naming the ones it wants.
+    pub fn is_wildcard(self) -> bool {
+        matches!(self, XdsType::Cluster | XdsType::Listener)
+    }
+
+    /// A short name for logs and metrics.
+    pub fn short(self) -> &'static str {
+        match self {
+            XdsType::Cluster => "cds",
+            XdsType::Endpoints => "eds",
+            XdsType::Secret => "sds",
+            XdsType::Listener => "lds",
+            XdsType::Route => "rds",
+        }
+    }
+}
+
+impl fmt::Display for XdsType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.short())
+    }
+}
+
+/// What part of the generator produced a resource; MeshProxyPatch matches on it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Origin {
+    /// Inbound listeners and local app clusters.
+    Inbound,
+    /// Outbound listeners, clusters and endpoints.
+    Outbound,
+    /// Transparent proxy passthrough.
+    Transparent,
+    /// Envoy admin and readiness.
+    Admin,
+    /// The Prometheus metrics listener.
+    Prometheus,
+    /// Tracing collectors.
+    Tracing,
+    /// Access log collectors.
+    AccessLog,
+    /// Resources added by MeshPassthrough.
+    Passthrough,
+    /// Clusters added by MeshProxyPatch.
+    ProxyTemplateModifications,
+    /// Listeners added by MeshProxyPatch.
+    MeshProxyPatch,
+    /// mTLS secrets.
+    Secrets,
+}
+
+impl Origin {
+    /// Kuma's name for the origin.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Origin::Inbound => "inbound",
+            Origin::Outbound => "outbound",
+            Origin::Transparent => "transparent",
+            Origin::Admin => "admin",
+            Origin::Prometheus => "prometheus",
+            Origin::Tracing => "mesh-trace",
+            Origin::AccessLog => "meshaccesslog",
+            Origin::Passthrough => "meshpassthrough",
+            Origin::ProxyTemplateModifications => "proxy-template-modifications",
+            Origin::MeshProxyPatch => "mesh-proxy-patch",
+            Origin::Secrets => "secrets",
+        }
+    }
+}
+
+/// One typed Envoy resource.
+// Resources are built once and kept in maps; boxing every variant would buy
+// nothing but indirection.
+#[allow(clippy::large_enum_variant)]
+#[derive(Clone, Debug, PartialEq)]
+pub enum Resource {
+    /// A cluster.
+    Cluster(Cluster),
+    /// A cluster's endpoints.
+    Endpoints(ClusterLoadAssignment),
+    /// A secret.
+    Secret(Secret),
+    /// A listener.
+    Listener(Listener),
+    /// A route configuration.
+    Route(RouteConfiguration),
+}
+
+impl Resource {
+    /// The resource's xDS type.
+    pub fn xds_type(&self) -> XdsType {
+        match self {
+            Resource::Cluster(_) => XdsType::Cluster,
+            Resource::Endpoints(_) => XdsType::Endpoints,
+            Resource::Secret(_) => XdsType::Secret,
+            Resource::Listener(_) => XdsType::Listener,
+            Resource::Route(_) => XdsType::Route,
+        }
+    }
+
+    /// The resource's name.
+    pub fn name(&self) -> &str {
+        match self {
+            Resource::Cluster(c) => &c.name,
+            Resource::Endpoints(c) => &c.cluster_name,
+            Resource::Secret(s) => &s.name,
+            Resource::Listener(l) => &l.name,
+            Resource::Route(r) => &r.name,
+        }
+    }
+
+    /// The protobuf encoding.
+    pub fn encode(&self) -> Vec<u8> {
+        match self {
+            Resource::Cluster(m) => m.encode_to_vec(),
+            Resource::Endpoints(m) => m.encode_to_vec(),
+            Resource::Secret(m) => m.encode_to_vec(),
+            Resource::Listener(m) => m.encode_to_vec(),
+            Resource::Route(m) => m.encode_to_vec(),
+        }
+    }
+
+    /// Envoy's JSON form.
+    pub fn to_json(&self) -> serde_json::Value {
+        let json = proto::bytes_to_json(self.xds_type().message_name(), &self.encode());
+        // The descriptors describe every type above, so this cannot fail.
+        json.unwrap_or(serde_json::Value::Null)
+    }
+
+    /// The full message name.
+    pub fn message_name(&self) -> String {
+        match self {
+            Resource::Cluster(_) => Cluster::full_name(),
+            Resource::Endpoints(_) => ClusterLoadAssignment::full_name(),
+            Resource::Secret(_) => Secret::full_name(),
+            Resource::Listener(_) => Listener::full_name(),
+            Resource::Route(_) => RouteConfiguration::full_name(),
+        }
+    }
+}
+
+/// A resource ready to send: its bytes and a content hash used as its
+/// version (stable across restarts).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EncodedResource {
+    /// The resource type.
+    pub xds_type: XdsType,
+    /// The resource name.
+    pub name: String,
+    /// The protobuf encoding.
+    pub bytes: Vec<u8>,
+    /// The content hash.
+    pub hash: u64,
+}
+
+impl EncodedResource {
+    /// Encodes and hashes a resource.
+    pub fn new(resource: &Resource) -> Self {
+        let bytes = resource.encode();
+        let xds_type = resource.xds_type();
+        let hash = proto::content_hash(xds_type.message_name(), &bytes);
+        EncodedResource {
+            xds_type,
+            name: resource.name().to_string(),
+            bytes,
+            hash,
+        }
+    }
+
+    /// The version string of this resource.
+    pub fn version(&self) -> String {
+        format!("{:016x}", self.hash)
+    }
+}
+
+/// A generated resource and where it came from.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Generated {
+    /// Which generator part produced it.
+    pub origin: Origin,
+    /// The resource.
+    pub resource: Resource,
+}
+
+/// All resources generated for one proxy, ordered by type then name so that
+/// output is deterministic.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ResourceSet {
+    items: BTreeMap<(XdsType, String), Generated>,
+}
+
+impl ResourceSet {
+    /// An empty set.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds or replaces a resource.
+    pub fn add(&mut self, origin: Origin, resource: Resource) {
+        self.items.insert(
+            (resource.xds_type(), resource.name().to_string()),
+            Generated { origin, resource },
+        );
+    }
+
+    /// Removes a resource.
+    pub fn remove(&mut self, xds_type: XdsType, name: &str) -> Option<Generated> {
+        self.items.remove(&(xds_type, name.to_string()))
+    }
+
+    /// A resource by type and name.
+    pub fn get(&self, xds_type: XdsType, name: &str) -> Option<&Generated> {
+        self.items.get(&(xds_type, name.to_string()))
+    }
+
+    /// A resource by type and name, mutably.
+    pub fn get_mut(&mut self, xds_type: XdsType, name: &str) -> Option<&mut Generated> {
+        self.items.get_mut(&(xds_type, name.to_string()))
+    }
+
+    /// Every resource, by type then name.
+    pub fn iter(&self) -> impl Iterator<Item = &Generated> {
+        self.items.values()
+    }
+
+    /// Every resource, mutably.
+    pub fn iter_mut(&mut self) -> impl Iterator<Item = &mut Generated> {
+        self.items.values_mut()
+    }
+
+    /// The resources of one type.
+    pub fn of_type(&self, xds_type: XdsType) -> impl Iterator<Item = &Generated> {
+        self.items
+            .iter()
+            .filter(move |((t, _), _)| *t == xds_type)
+            .map(|(_, g)| g)
+    }
+
+    /// The names of one type.
+    pub fn names(&self, xds_type: XdsType) -> Vec<String> {
+        self.of_type(xds_type)
+            .map(|g| g.resource.name().to_string())
+            .collect()
+    }
+
+    /// The number of resources.
+    pub fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
+    /// Moves every resource of `other` into this set.
+    pub fn merge(&mut self, other: ResourceSet) {
+        self.items.extend(other.items);
+    }
+
+    /// Keeps the resources `keep` accepts.
+    pub fn retain(&mut self, mut keep: impl FnMut(&Generated) -> bool) {
+        self.items.retain(|_, g| keep(g));
+    }
+
+    /// Encodes every resource.
+    pub fn encode(&self) -> Vec<Arc<EncodedResource>> {
+        self.items
+            .values()
+            .map(|g| Arc::new(EncodedResource::new(&g.resource)))
+            .collect()
+    }
+
+    /// The resources as YAML in Kuma's golden-file layout: a list of
+    /// `{name, origin, resource: {'@type': …, …}}`, by type then name.
+    pub fn to_yaml(&self) -> String {
+        let list: Vec<serde_json::Value> = self
+            .items
+            .values()
+            .map(|g| {
+                let mut resource = serde_json::Map::new();
+                resource.insert("@type".into(), format!("type.googleapis.com/{}", g.resource.message_name()).into());
+                if let serde_json::Value::Object(fields) = g.resource.to_json() {
+                    resource.extend(fields);
+                }
+                serde_json::json!({"name": g.resource.name(), "origin": g.origin.as_str(), "resource": resource})
+            })
+            .collect();
+        serde_yaml::to_string(&list).unwrap_or_default()
+    }
+}

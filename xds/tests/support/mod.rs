@@ -1,0 +1,142 @@
+//! Shared by the xds integration tests: loading fixture files and finding
+//! the real Envoy binary.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+use kuma_crds::format::parse_documents;
+use kuma_crds::mesh::MeshSpec;
+use kuma_crds::resource::{Resource, Spec};
+use kuma_xds::context::{MeshContext, Proxy, ProxyMetadata};
+use kuma_xds::generate::generate;
+use kuma_xds::resources::ResourceSet;
+
+/// The workspace root.
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xds/ has a parent")
+        .to_path_buf()
+}
+
+/// The real Envoy binary: `$ENVOY_BIN`, or the one `scripts/install-envoy.sh`
+/// installs (running it when needed).
+pub fn envoy_bin() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        if let Ok(bin) = std::env::var("ENVOY_BIN") {
+            return PathBuf::from(bin);
+        }
+        let out = Command::new("bash")
+            .arg(workspace_root().join("scripts/install-envoy.sh"))
+            .output()
+            .expect("run scripts/install-envoy.sh");
+        assert!(
+            out.status.success(),
+            "installing Envoy failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
+    })
+    .clone()
+}
+
+/// A fixture: a multi-document universal YAML file holding an optional
+/// Mesh, then Dataplanes (the first is the proxy under test) and policies.
+pub struct Fixture {
+    pub mesh_name: String,
+    pub mesh: MeshSpec,
+    pub resources: Vec<Resource>,
+}
+
+impl Fixture {
+    /// Loads a fixture file, expanding `#! include <path>` lines (relative
+    /// to the file) so that cases share their base mesh.
+    pub fn load(path: &Path) -> Fixture {
+        let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let mut expanded = String::new();
+        for line in text.lines() {
+            match line.strip_prefix("#! include ") {
+                Some(rel) => {
+                    let included = path.parent().expect("file has a dir").join(rel.trim());
+                    let body = std::fs::read_to_string(&included).unwrap_or_else(|e| {
+                        panic!("{}: include {}: {e}", path.display(), included.display())
+                    });
+                    expanded.push_str(&body);
+                    expanded.push_str("\n---\n");
+                }
+                None => {
+                    expanded.push_str(line);
+                    expanded.push('\n');
+                }
+            }
+        }
+        Fixture::parse(&expanded).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+    }
+
+    /// Parses fixture text; the error names the failing document.
+    pub fn parse(text: &str) -> Result<Fixture, String> {
+        let mut mesh_name = "default".to_string();
+        let mut mesh = MeshSpec::default();
+        let mut resources = Vec::new();
+        for (i, doc) in parse_documents(text).into_iter().enumerate() {
+            let r = doc.map_err(|e| format!("document {i}: {e}"))?;
+            match &r.spec {
+                Spec::Mesh(m) => {
+                    mesh_name = r.meta.name.clone();
+                    mesh = m.clone();
+                }
+                _ => resources.push(r),
+            }
+        }
+        Ok(Fixture {
+            mesh_name,
+            mesh,
+            resources,
+        })
+    }
+
+    /// The proxy under test: the first Dataplane.
+    pub fn proxy_resource(&self) -> &Resource {
+        self.resources
+            .iter()
+            .find(|r| matches!(r.spec, Spec::Dataplane(_)))
+            .expect("fixture has a Dataplane")
+    }
+
+    /// The mesh digest.
+    pub fn mesh_context(&self) -> MeshContext {
+        MeshContext::build(&self.mesh_name, &self.mesh, &self.resources)
+    }
+
+    /// The generated config of the proxy under test.
+    pub fn generate(&self) -> (String, ResourceSet) {
+        let resource = self.proxy_resource();
+        let Spec::Dataplane(dp) = &resource.spec else {
+            unreachable!()
+        };
+        let proxy = Proxy::new(resource, ProxyMetadata::for_dataplane(dp)).expect("a dataplane");
+        (proxy.id(), generate(&proxy, &self.mesh_context()))
+    }
+}
+
+/// Every file under `dir` (recursively) whose name ends with `suffix`, sorted.
+pub fn files_with_suffix(dir: &Path, suffix: &str) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).unwrap_or_else(|e| panic!("read {}: {e}", d.display())) {
+            let path = entry.expect("dir entry").path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if path.to_string_lossy().ends_with(suffix) {
+                out.push(path);
+            }
+        }
+    }
+    out.sort();
+    out
+}
