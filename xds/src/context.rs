@@ -80,6 +80,9 @@ pub struct Service {
     pub endpoints: Vec<Endpoint>,
     /// The virtual IP transparent proxies reach it on.
     pub vip: Ipv4Addr,
+    /// A digest of all of the above: config built from a service is still
+    /// valid while its digest is unchanged.
+    pub digest: u64,
 }
 
 /// Everything about one mesh that generation needs, shared by all its proxies.
@@ -95,6 +98,8 @@ pub struct MeshContext {
     pub policies: BTreeMap<ResourceType, Vec<Resource>>,
     /// Every policy resource in one list (what matching takes).
     pub all_policies: Vec<Resource>,
+    /// A digest of the mesh name and spec.
+    pub mesh_digest: u64,
 }
 
 /// The VIP range transparent proxies use for services (`240.0.0.0/4`).
@@ -156,6 +161,7 @@ impl MeshContext {
                     _ => Protocol::Tcp,
                 };
                 let vip = vips[&name];
+                let digest = crate::digest::digest(&(&name, protocol, &eps, vip));
                 (
                     name.clone(),
                     Arc::new(Service {
@@ -163,18 +169,28 @@ impl MeshContext {
                         protocol,
                         endpoints: eps,
                         vip,
+                        digest,
                     }),
                 )
             })
             .collect();
         let all_policies = policies.values().flatten().cloned().collect();
+        let mut mesh_digest = crate::digest::JsonDigest::new();
+        mesh_digest.add(mesh_name);
+        mesh_digest.add(mesh);
         MeshContext {
             name: mesh_name.to_string(),
             mesh: Arc::new(mesh.clone()),
             services,
             policies,
             all_policies,
+            mesh_digest: mesh_digest.finish128() as u64,
         }
+    }
+
+    /// A service's digest (0 for unknown services).
+    pub fn service_digest(&self, service: &str) -> u64 {
+        self.services.get(service).map(|s| s.digest).unwrap_or(0)
     }
 
     /// A service's protocol (TCP for unknown services).
@@ -236,7 +252,61 @@ pub const DEFAULT_ADMIN_PORT: u32 = 9901;
 /// Default kuma-dp readiness port.
 pub const DEFAULT_READINESS_PORT: u32 = 9902;
 
+/// Node metadata keys kuma-dp's bootstrap sets (Kuma's names).
+pub mod metadata_keys {
+    /// Envoy's admin port, as a string.
+    pub const ADMIN_PORT: &str = "dataplane.admin.port";
+    /// Envoy's admin address.
+    pub const ADMIN_ADDRESS: &str = "dataplane.admin.address";
+    /// kuma-dp's readiness reporter port, as a string.
+    pub const READINESS_PORT: &str = "dataplane.readinessReporter.port";
+    /// The proxy type.
+    pub const PROXY_TYPE: &str = "dataplane.proxyType";
+    /// The Dataplane as sent at bootstrap (universal).
+    pub const DATAPLANE_RESOURCE: &str = "dataplane.resource";
+    /// kuma-dp feature flags.
+    pub const FEATURES: &str = "features";
+    /// kuma-dp's working directory.
+    pub const WORKDIR: &str = "workdir";
+    /// kuma-dp and Envoy versions.
+    pub const VERSION: &str = "version";
+}
+
 impl ProxyMetadata {
+    /// Reads what kuma-dp's bootstrap put in Envoy's node metadata;
+    /// missing or malformed values take the defaults.
+    pub fn from_node(node: &envoy_types::pb::envoy::config::core::v3::Node) -> Self {
+        use envoy_types::pb::google::protobuf::value::Kind;
+        let fields = node.metadata.as_ref().map(|m| &m.fields);
+        let get = |k: &str| fields.and_then(|f| f.get(k)).and_then(|v| v.kind.as_ref());
+        let port = |k: &str, default: u32| match get(k) {
+            Some(Kind::StringValue(s)) => s.parse().unwrap_or(default),
+            Some(Kind::NumberValue(n)) if *n > 0.0 && *n < 65536.0 => *n as u32,
+            _ => default,
+        };
+        let features = match get(metadata_keys::FEATURES) {
+            Some(Kind::ListValue(l)) => l
+                .values
+                .iter()
+                .filter_map(|v| match &v.kind {
+                    Some(Kind::StringValue(s)) => Some(s.clone()),
+                    _ => None,
+                })
+                .collect(),
+            _ => BTreeSet::new(),
+        };
+        let workdir = match get(metadata_keys::WORKDIR) {
+            Some(Kind::StringValue(s)) if !s.is_empty() => Some(s.clone()),
+            _ => None,
+        };
+        ProxyMetadata {
+            admin_port: port(metadata_keys::ADMIN_PORT, DEFAULT_ADMIN_PORT),
+            readiness_port: port(metadata_keys::READINESS_PORT, DEFAULT_READINESS_PORT),
+            features,
+            workdir,
+        }
+    }
+
     /// Defaults for a dataplane: its admin port, the default readiness port.
     pub fn for_dataplane(dp: &DataplaneSpec) -> Self {
         ProxyMetadata {

@@ -286,14 +286,23 @@ pub fn filter_config<M: Message + Name + Default>(f: &Filter) -> Option<M> {
 }
 
 /// Applies `edit` to the HTTP connection manager of every filter chain.
-pub fn edit_hcms(listener: &mut Listener, mut edit: impl FnMut(&mut HttpConnectionManager)) {
+pub fn edit_hcms(listener: &mut Listener, edit: impl FnMut(&mut HttpConnectionManager)) {
+    edit_network_filters(listener, HCM, edit);
+}
+
+/// Applies `edit` to every network filter named `name` whose config is an `M`.
+pub fn edit_network_filters<M: Message + Name + Default>(
+    listener: &mut Listener,
+    name: &str,
+    mut edit: impl FnMut(&mut M),
+) {
     for chain in &mut listener.filter_chains {
         for f in &mut chain.filters {
-            if f.name == HCM
-                && let Some(mut hcm) = filter_config::<HttpConnectionManager>(f)
+            if f.name == name
+                && let Some(mut config) = filter_config::<M>(f)
             {
-                edit(&mut hcm);
-                f.config_type = Some(filter::ConfigType::TypedConfig(any(&hcm)));
+                edit(&mut config);
+                f.config_type = Some(filter::ConfigType::TypedConfig(any(&config)));
             }
         }
     }

@@ -3,10 +3,17 @@
 
 #![forbid(unsafe_code)]
 
+pub mod bootstrap;
 pub mod context;
+pub mod digest;
+pub mod dp_server;
 pub mod envoy;
 pub mod generate;
+pub mod metrics;
 pub mod plugins;
 pub mod proto;
 pub mod resources;
+pub mod server;
+pub mod snapshot;
 pub mod static_config;
+pub mod sync;

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use envoy_types::pb::envoy::config::cluster::v3::Cluster;
 use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
@@ -235,20 +235,93 @@ impl EncodedResource {
     }
 }
 
-/// A generated resource and where it came from.
-#[derive(Clone, Debug, PartialEq)]
+/// A generated resource, where it came from, and (once asked for) its
+/// encoding. Entries are shared between the proxies whose config contains
+/// the same resource, so each is encoded and hashed once.
+#[derive(Debug)]
 pub struct Generated {
+    origin: Origin,
+    resource: Resource,
+    encoded: OnceLock<Arc<EncodedResource>>,
+}
+
+impl Clone for Generated {
+    fn clone(&self) -> Self {
+        Generated {
+            origin: self.origin,
+            resource: self.resource.clone(),
+            encoded: self.encoded.clone(),
+        }
+    }
+}
+
+impl PartialEq for Generated {
+    fn eq(&self, other: &Self) -> bool {
+        self.origin == other.origin && self.resource == other.resource
+    }
+}
+
+impl Generated {
+    /// A new entry.
+    pub fn new(origin: Origin, resource: Resource) -> Self {
+        Generated {
+            origin,
+            resource,
+            encoded: OnceLock::new(),
+        }
+    }
+
     /// Which generator part produced it.
-    pub origin: Origin,
+    pub fn origin(&self) -> Origin {
+        self.origin
+    }
+
     /// The resource.
-    pub resource: Resource,
+    pub fn resource(&self) -> &Resource {
+        &self.resource
+    }
+
+    /// The resource for editing; forgets the stale encoding.
+    pub fn resource_mut(&mut self) -> &mut Resource {
+        self.encoded = OnceLock::new();
+        &mut self.resource
+    }
+
+    /// The encoding, computed on first use.
+    pub fn encoded(&self) -> &Arc<EncodedResource> {
+        self.encoded
+            .get_or_init(|| Arc::new(EncodedResource::new(&self.resource)))
+    }
+}
+
+/// One resource of a [`ResourceSet`] being edited: reading is free, the
+/// first write copies the entry if other proxies share it.
+pub struct Entry<'a> {
+    slot: &'a mut Arc<Generated>,
+}
+
+impl Entry<'_> {
+    /// Which generator part produced it.
+    pub fn origin(&self) -> Origin {
+        self.slot.origin
+    }
+
+    /// The resource.
+    pub fn resource(&self) -> &Resource {
+        &self.slot.resource
+    }
+
+    /// The resource for editing.
+    pub fn resource_mut(&mut self) -> &mut Resource {
+        Arc::make_mut(self.slot).resource_mut()
+    }
 }
 
 /// All resources generated for one proxy, ordered by type then name so that
 /// output is deterministic.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct ResourceSet {
-    items: BTreeMap<(XdsType, String), Generated>,
+    items: BTreeMap<(XdsType, String), Arc<Generated>>,
 }
 
 impl ResourceSet {
@@ -259,35 +332,48 @@ impl ResourceSet {
 
     /// Adds or replaces a resource.
     pub fn add(&mut self, origin: Origin, resource: Resource) {
-        self.items.insert(
-            (resource.xds_type(), resource.name().to_string()),
-            Generated { origin, resource },
+        self.add_shared(Arc::new(Generated::new(origin, resource)));
+    }
+
+    /// Adds or replaces a resource shared with other sets.
+    pub fn add_shared(&mut self, generated: Arc<Generated>) {
+        let key = (
+            generated.resource.xds_type(),
+            generated.resource.name().to_string(),
         );
+        self.items.insert(key, generated);
     }
 
     /// Removes a resource.
-    pub fn remove(&mut self, xds_type: XdsType, name: &str) -> Option<Generated> {
+    pub fn remove(&mut self, xds_type: XdsType, name: &str) -> Option<Arc<Generated>> {
         self.items.remove(&(xds_type, name.to_string()))
     }
 
     /// A resource by type and name.
     pub fn get(&self, xds_type: XdsType, name: &str) -> Option<&Generated> {
-        self.items.get(&(xds_type, name.to_string()))
+        self.items.get(&(xds_type, name.to_string())).map(|g| g.as_ref())
     }
 
-    /// A resource by type and name, mutably.
-    pub fn get_mut(&mut self, xds_type: XdsType, name: &str) -> Option<&mut Generated> {
-        self.items.get_mut(&(xds_type, name.to_string()))
+    /// Whether a resource exists.
+    pub fn contains(&self, xds_type: XdsType, name: &str) -> bool {
+        self.items.contains_key(&(xds_type, name.to_string()))
+    }
+
+    /// A resource by type and name, for editing.
+    pub fn get_mut(&mut self, xds_type: XdsType, name: &str) -> Option<Entry<'_>> {
+        self.items
+            .get_mut(&(xds_type, name.to_string()))
+            .map(|slot| Entry { slot })
     }
 
     /// Every resource, by type then name.
     pub fn iter(&self) -> impl Iterator<Item = &Generated> {
-        self.items.values()
+        self.items.values().map(|g| g.as_ref())
     }
 
-    /// Every resource, mutably.
-    pub fn iter_mut(&mut self) -> impl Iterator<Item = &mut Generated> {
-        self.items.values_mut()
+    /// Every resource, for editing.
+    pub fn iter_mut(&mut self) -> impl Iterator<Item = Entry<'_>> {
+        self.items.values_mut().map(|slot| Entry { slot })
     }
 
     /// The resources of one type.
@@ -295,7 +381,7 @@ impl ResourceSet {
         self.items
             .iter()
             .filter(move |((t, _), _)| *t == xds_type)
-            .map(|(_, g)| g)
+            .map(|(_, g)| g.as_ref())
     }
 
     /// The names of one type.
@@ -325,12 +411,10 @@ impl ResourceSet {
         self.items.retain(|_, g| keep(g));
     }
 
-    /// Encodes every resource.
+    /// Every resource encoded (each encoded at most once however many
+    /// proxies share it).
     pub fn encode(&self) -> Vec<Arc<EncodedResource>> {
-        self.items
-            .values()
-            .map(|g| Arc::new(EncodedResource::new(&g.resource)))
-            .collect()
+        self.items.values().map(|g| g.encoded().clone()).collect()
     }
 
     /// The resources as YAML in Kuma's golden-file layout: a list of

@@ -14,20 +14,20 @@ use crate::resources::{ResourceSet, XdsType};
 pub fn static_bootstrap(resources: &ResourceSet, node_id: &str) -> Value {
     let routes: Map<String, Value> = resources
         .of_type(XdsType::Route)
-        .map(|g| (g.resource.name().to_string(), g.resource.to_json()))
+        .map(|g| (g.resource().name().to_string(), g.resource().to_json()))
         .collect();
     let assignments: Map<String, Value> = resources
         .of_type(XdsType::Endpoints)
-        .map(|g| (g.resource.name().to_string(), g.resource.to_json()))
+        .map(|g| (g.resource().name().to_string(), g.resource().to_json()))
         .collect();
     let secrets: Vec<Value> = resources
         .of_type(XdsType::Secret)
-        .map(|g| g.resource.to_json())
+        .map(|g| g.resource().to_json())
         .collect();
     let clusters: Vec<Value> = resources
         .of_type(XdsType::Cluster)
         .map(|g| {
-            let mut cluster = g.resource.to_json();
+            let mut cluster = g.resource().to_json();
             inline_assignment(&mut cluster, &assignments);
             inline_secrets(&mut cluster);
             cluster
@@ -36,7 +36,7 @@ pub fn static_bootstrap(resources: &ResourceSet, node_id: &str) -> Value {
     let listeners: Vec<Value> = resources
         .of_type(XdsType::Listener)
         .map(|g| {
-            let mut listener = g.resource.to_json();
+            let mut listener = g.resource().to_json();
             inline_routes(&mut listener, &routes);
             inline_secrets(&mut listener);
             listener

@@ -10,6 +10,7 @@ mod support;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use kuma_xds::generate::OutboundCache;
 use kuma_xds::static_config::static_bootstrap;
 use support::{Fixture, envoy_bin, files_with_suffix};
 
@@ -70,6 +71,42 @@ fn generated_config_matches_golden_files() {
         failures.len(),
         failures.join("\n")
     );
+}
+
+/// Sharing outbound resources between proxies changes nothing: every proxy
+/// of every case gets the same config with a shared cache as without one,
+/// also when generated a second time from the warm cache.
+#[test]
+fn shared_outbound_cache_changes_no_output() {
+    for (name, input) in cases() {
+        let fixture = fixture(&input);
+        let alone = fixture.generate_all(None);
+        let cache = OutboundCache::new();
+        for round in 0..2 {
+            let shared = fixture.generate_all(Some(&cache));
+            for ((id, a), (_, b)) in alone.iter().zip(&shared) {
+                assert_eq!(
+                    a.to_yaml(),
+                    b.to_yaml(),
+                    "{name}: proxy {id} differs with the cache (round {round})"
+                );
+                // Map fields encode in hash order, so compare content hashes.
+                let hashes = |set: &kuma_xds::resources::ResourceSet| -> Vec<(String, u64)> {
+                    set.encode().iter().map(|e| (e.name.clone(), e.hash)).collect()
+                };
+                assert_eq!(
+                    hashes(a),
+                    hashes(b),
+                    "{name}: proxy {id} hashes differently with the cache"
+                );
+            }
+        }
+        let stats = cache.stats();
+        assert!(
+            stats.hits > 0,
+            "{name}: the second round must be served from the cache: {stats:?}"
+        );
+    }
 }
 
 fn first_difference(expected: &str, actual: &str) -> String {

@@ -5,12 +5,14 @@
 //! apply each policy where the resource is built, in Kuma's plugin order;
 //! MeshProxyPatch runs last over the whole set.
 
+mod cache;
 mod inbound;
 mod outbound;
 mod system;
 mod transparent;
 
-pub use outbound::{OutboundTarget, outbound_targets};
+pub use cache::{CacheStats, OutboundCache};
+pub use outbound::{OutboundBundle, OutboundTarget, outbound_targets};
 pub use system::{ADMIN_CLUSTER, READINESS_CLUSTER, prefix_route, static_hcm};
 pub use transparent::original_dst_cluster;
 
@@ -20,12 +22,14 @@ use kuma_crds::matching::{Destination, InboundRules, MatchOptions, MatchedPolici
 use kuma_crds::resource::ResourceType;
 
 use crate::context::{MeshContext, Proxy};
+use crate::digest::JsonDigest;
 use crate::resources::ResourceSet;
 
 /// The policies of every type that apply to one proxy.
 #[derive(Clone, Debug, Default)]
 pub struct Policies {
     by_type: BTreeMap<ResourceType, MatchedPolicies>,
+    to_signature: u128,
 }
 
 impl Policies {
@@ -42,7 +46,17 @@ impl Policies {
             })
             .filter(|(_, m)| !m.is_empty())
             .collect();
-        Policies { by_type }
+        let to_signature = to_signature(&by_type);
+        Policies {
+            by_type,
+            to_signature,
+        }
+    }
+
+    /// A digest of every `to` entry that applies to the proxy: proxies with
+    /// the same signature get the same configuration for every destination.
+    pub fn to_signature(&self) -> u128 {
+        self.to_signature
     }
 
     /// The matched policies of a type.
@@ -95,6 +109,20 @@ impl Policies {
     }
 }
 
+fn to_signature(by_type: &BTreeMap<ResourceType, MatchedPolicies>) -> u128 {
+    let mut d = JsonDigest::new();
+    for (t, matched) in by_type {
+        d.add(t.name());
+        for e in &matched.to.entries {
+            d.add(&e.target);
+            d.add(&e.route_scope);
+            d.add(&e.conf);
+            d.add(&e.source);
+        }
+    }
+    d.finish128()
+}
+
 /// Generates the whole Envoy configuration of `proxy`.
 pub fn generate(proxy: &Proxy<'_>, mesh: &MeshContext) -> ResourceSet {
     let policies = Policies::compute(proxy, mesh);
@@ -103,11 +131,47 @@ pub fn generate(proxy: &Proxy<'_>, mesh: &MeshContext) -> ResourceSet {
 
 /// Generates with policies already matched.
 pub fn generate_with(proxy: &Proxy<'_>, mesh: &MeshContext, policies: &Policies) -> ResourceSet {
+    generate_cached(proxy, mesh, policies, None)
+}
+
+/// Generates with policies already matched, sharing outbound resources
+/// with other proxies of the mesh through `cache`.
+pub fn generate_cached(
+    proxy: &Proxy<'_>,
+    mesh: &MeshContext,
+    policies: &Policies,
+    cache: Option<&OutboundCache>,
+) -> ResourceSet {
+    generate_shared(proxy, mesh, policies, cache).resources
+}
+
+/// A proxy's generated configuration and the shared outbound bundles it
+/// uses (which keeps them in the cache while the proxy needs them).
+#[derive(Debug)]
+pub struct Generation {
+    /// The resources.
+    pub resources: ResourceSet,
+    /// The outbound bundles used.
+    pub bundles: Vec<std::sync::Arc<OutboundBundle>>,
+}
+
+/// Generates with policies already matched, sharing outbound resources
+/// through `cache`, and reports the bundles used.
+pub fn generate_shared(
+    proxy: &Proxy<'_>,
+    mesh: &MeshContext,
+    policies: &Policies,
+    cache: Option<&OutboundCache>,
+) -> Generation {
     let mut rs = ResourceSet::new();
+    let mut bundles = Vec::new();
     system::generate(proxy, mesh, policies, &mut rs);
     transparent::generate(proxy, mesh, policies, &mut rs);
     inbound::generate(proxy, mesh, policies, &mut rs);
-    outbound::generate(proxy, mesh, policies, &mut rs);
+    outbound::generate(proxy, mesh, policies, cache, &mut rs, &mut bundles);
     crate::plugins::mesh_proxy_patch::apply(policies, &mut rs);
-    rs
+    Generation {
+        resources: rs,
+        bundles,
+    }
 }

@@ -3,7 +3,9 @@
 //! transparent proxy), with MeshHTTPRoute routes for HTTP services and
 //! MeshTCPRoute splits for the others.
 
-use std::collections::BTreeMap;
+use std::cell::RefCell;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use envoy_types::pb::envoy::config::core::v3::Locality;
 use envoy_types::pb::envoy::config::core::v3::TrafficDirection;
@@ -20,17 +22,19 @@ use kuma_crds::matching::{Destination, tags_match};
 use kuma_crds::resource::ResourceType;
 
 use super::Policies;
+use super::cache::OutboundCache;
 use crate::context::{MeshContext, Proxy, Service};
+use crate::digest::digest128;
 use crate::envoy;
 use crate::plugins;
 use crate::plugins::mesh_http_route::{backend_service, cluster_name};
-use crate::resources::{Origin, Resource, ResourceSet, XdsType};
+use crate::resources::{Generated, Origin, Resource, ResourceSet, XdsType};
 
 /// The port a service's VIP listener uses.
 pub const VIP_PORT: u32 = 80;
 
 /// An outbound of the proxy: where the app calls and which service it reaches.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct OutboundTarget {
     /// The destination `kuma.io/service`.
     pub service: String,
@@ -102,31 +106,81 @@ pub fn outbound_targets(proxy: &Proxy<'_>, mesh: &MeshContext) -> Vec<OutboundTa
     out.into_values().collect()
 }
 
-pub(super) fn generate(proxy: &Proxy<'_>, mesh: &MeshContext, policies: &Policies, rs: &mut ResourceSet) {
+pub(super) fn generate(
+    proxy: &Proxy<'_>,
+    mesh: &MeshContext,
+    policies: &Policies,
+    cache: Option<&OutboundCache>,
+    rs: &mut ResourceSet,
+    used: &mut Vec<Arc<OutboundBundle>>,
+) {
     for target in outbound_targets(proxy, mesh) {
-        generate_target(&target, proxy, mesh, policies, rs);
+        let bundle = match cache {
+            Some(cache) => {
+                let key = digest128(&(policies.to_signature(), mesh.mesh_digest, &target));
+                cache.get_or_build(key, mesh, || build_bundle(&target, mesh, policies))
+            }
+            None => Arc::new(build_bundle(&target, mesh, policies)),
+        };
+        add_for_proxy(&target, &bundle, proxy, mesh, policies, rs);
+        used.push(bundle);
     }
+}
+
+/// The resources of one outbound that depend only on the outbound, the
+/// services it reaches and the proxy's `to` policies, so that every proxy
+/// with the same `to` policies shares them (built and encoded once).
+#[derive(Debug)]
+pub struct OutboundBundle {
+    listener: Arc<Generated>,
+    clusters: Vec<BundleCluster>,
+    /// The services read while building, with their digests at the time:
+    /// the bundle is stale once one of them changes.
+    deps: Vec<(String, u64)>,
+}
+
+impl OutboundBundle {
+    /// The services the bundle was built from.
+    pub fn services(&self) -> impl Iterator<Item = &str> {
+        self.deps.iter().map(|(s, _)| s.as_str())
+    }
+
+    /// Whether every service the bundle was built from is unchanged.
+    pub fn is_current(&self, mesh: &MeshContext) -> bool {
+        self.deps
+            .iter()
+            .all(|(service, digest)| mesh.service_digest(service) == *digest)
+    }
+}
+
+#[derive(Debug)]
+struct BundleCluster {
+    service: String,
+    tags: BTreeMap<String, String>,
+    cluster: Arc<Generated>,
+    endpoints: Arc<Generated>,
 }
 
 /// The clusters an outbound needs: cluster name → (service, subset tags).
 type ClusterSet = BTreeMap<String, (String, BTreeMap<String, String>)>;
 
-fn generate_target(
-    target: &OutboundTarget,
-    proxy: &Proxy<'_>,
-    mesh: &MeshContext,
-    policies: &Policies,
-    rs: &mut ResourceSet,
-) {
+/// Builds an outbound's shared resources. Reads the mesh only through
+/// `protocol_of`/`service`, which record the services it depends on.
+fn build_bundle(target: &OutboundTarget, mesh: &MeshContext, policies: &Policies) -> OutboundBundle {
+    let read = RefCell::new(BTreeSet::from([target.service.clone()]));
+    let protocol_of = |service: &str| {
+        read.borrow_mut().insert(service.to_string());
+        mesh.protocol_of(service)
+    };
     let destination = target.destination();
-    let protocol = mesh.protocol_of(&target.service);
+    let protocol = protocol_of(&target.service);
     let http_conf = policies.to_conf(ResourceType::MeshHTTPRoute, &destination);
     let tcp_conf = policies.to_conf(ResourceType::MeshTCPRoute, &destination);
     let use_http = protocol.is_http() && !(tcp_conf.is_some() && http_conf.is_none());
-    let clusters = std::cell::RefCell::new(ClusterSet::new());
+    let clusters = RefCell::new(ClusterSet::new());
     let record = |b: &BackendRef, need_http: bool| -> Option<String> {
         let (service, tags) = backend_service(b)?;
-        if need_http && !mesh.protocol_of(&service).is_http() {
+        if need_http && !protocol_of(&service).is_http() {
             return None;
         }
         let name = cluster_name(&service, &tags);
@@ -172,8 +226,6 @@ fn generate_target(
             ..Default::default()
         };
         plugins::mesh_timeout::outbound_hcm(&mut hcm, policies, &destination);
-        plugins::mesh_access_log::outbound_hcm(&mut hcm, proxy, mesh, policies, &destination, rs);
-        plugins::mesh_trace::hcm(&mut hcm, proxy, mesh, policies, false, rs);
         FilterChain {
             filters: vec![envoy::network_filter(envoy::HCM, &hcm)],
             ..Default::default()
@@ -224,7 +276,6 @@ fn generate_target(
         };
         plugins::mesh_timeout::outbound_tcp(&mut tcp, policies, &destination);
         plugins::mesh_retry::tcp(&mut tcp, policies, &destination);
-        plugins::mesh_access_log::outbound_tcp(&mut tcp, proxy, mesh, policies, &destination, rs);
         // Kafka gets plain TCP proxying: the kafka_broker filter is an Envoy
         // contrib extension that the standard Envoy build lacks.
         FilterChain {
@@ -244,32 +295,95 @@ fn generate_target(
     if !target.bind {
         listener.bind_to_port = Some(envoy::bool_value(false));
     }
-    rs.add(Origin::Outbound, Resource::Listener(listener));
 
+    let mut bundle_clusters = Vec::new();
     for (name, (service, tags)) in clusters.into_inner() {
-        if rs.get(XdsType::Cluster, &name).is_some() {
-            continue;
-        }
         let cluster_destination = Destination::service(&service).with_tags(&tags);
         let mut cluster = envoy::eds_cluster(&name);
         // Sidecars talk HTTP/2 to each other whatever the app protocol; the
         // peer's inbound connection manager negotiates.
         envoy::set_upstream_http(&mut cluster, true);
-        let svc_protocol = mesh.protocol_of(&service);
+        let svc_protocol = protocol_of(&service);
         plugins::mesh_load_balancing_strategy::cluster(&mut cluster, policies, &cluster_destination);
         plugins::mesh_timeout::outbound_cluster(&mut cluster, policies, &cluster_destination, svc_protocol);
-        plugins::mesh_health_check::cluster(
-            &mut cluster,
-            proxy,
-            policies,
-            &cluster_destination,
-            svc_protocol,
-        );
+        plugins::mesh_health_check::cluster(&mut cluster, policies, &cluster_destination, svc_protocol);
         plugins::mesh_circuit_breaker::outbound_cluster(&mut cluster, policies, &cluster_destination);
-        let mut cla = endpoints(&name, mesh.services.get(&service).map(|s| s.as_ref()), &tags);
-        plugins::mesh_load_balancing_strategy::endpoints(&mut cla, proxy, policies, &cluster_destination);
-        rs.add(Origin::Outbound, Resource::Cluster(cluster));
-        rs.add(Origin::Outbound, Resource::Endpoints(cla));
+        let cla = endpoints(&name, mesh.services.get(&service).map(|s| s.as_ref()), &tags);
+        bundle_clusters.push(BundleCluster {
+            service,
+            tags,
+            cluster: Arc::new(Generated::new(Origin::Outbound, Resource::Cluster(cluster))),
+            endpoints: Arc::new(Generated::new(Origin::Outbound, Resource::Endpoints(cla))),
+        });
+    }
+    let deps = read.into_inner().into_iter().map(|s| {
+        let digest = mesh.service_digest(&s);
+        (s, digest)
+    });
+    OutboundBundle {
+        listener: Arc::new(Generated::new(Origin::Outbound, Resource::Listener(listener))),
+        clusters: bundle_clusters,
+        deps: deps.collect(),
+    }
+}
+
+/// Adds a bundle to the proxy's resources, with what depends on the proxy
+/// itself: access logs and tracing (which name the proxy), the proxy's
+/// tags on health checks, locality-aware endpoint priorities.
+fn add_for_proxy(
+    target: &OutboundTarget,
+    bundle: &OutboundBundle,
+    proxy: &Proxy<'_>,
+    mesh: &MeshContext,
+    policies: &Policies,
+    rs: &mut ResourceSet,
+) {
+    let destination = target.destination();
+    if policies.has(ResourceType::MeshAccessLog) || policies.has(ResourceType::MeshTrace) {
+        let mut listener = bundle.listener.resource().clone();
+        if let Resource::Listener(l) = &mut listener {
+            envoy::edit_hcms(l, |hcm| {
+                plugins::mesh_access_log::outbound_hcm(hcm, proxy, mesh, policies, &destination, rs);
+                plugins::mesh_trace::hcm(hcm, proxy, mesh, policies, false, rs);
+            });
+            envoy::edit_network_filters(l, envoy::TCP_PROXY, |tcp: &mut TcpProxy| {
+                plugins::mesh_access_log::outbound_tcp(tcp, proxy, mesh, policies, &destination, rs);
+            });
+        }
+        rs.add(Origin::Outbound, listener);
+    } else {
+        rs.add_shared(bundle.listener.clone());
+    }
+
+    let locality = policies.has(ResourceType::MeshLoadBalancingStrategy);
+    for c in &bundle.clusters {
+        let name = c.cluster.resource().name();
+        // The same cluster may serve several outbounds; the first wins.
+        if rs.contains(XdsType::Cluster, name) {
+            continue;
+        }
+        match c.cluster.resource() {
+            Resource::Cluster(cluster) if plugins::mesh_health_check::has_http_checks(cluster) => {
+                let mut cluster = cluster.clone();
+                plugins::mesh_health_check::add_source_tags(&mut cluster, &proxy.tags());
+                rs.add(Origin::Outbound, Resource::Cluster(cluster));
+            }
+            _ => rs.add_shared(c.cluster.clone()),
+        }
+        match c.endpoints.resource() {
+            Resource::Endpoints(cla) if locality => {
+                let mut cla = cla.clone();
+                let cluster_destination = Destination::service(&c.service).with_tags(&c.tags);
+                plugins::mesh_load_balancing_strategy::endpoints(
+                    &mut cla,
+                    proxy,
+                    policies,
+                    &cluster_destination,
+                );
+                rs.add(Origin::Outbound, Resource::Endpoints(cla));
+            }
+            _ => rs.add_shared(c.endpoints.clone()),
+        }
     }
 }
 

@@ -16,7 +16,7 @@ use kuma_crds::matching::Destination;
 use kuma_crds::policies::mesh_health_check::Conf;
 use kuma_crds::resource::ResourceType;
 
-use crate::context::{Protocol, Proxy};
+use crate::context::Protocol;
 use crate::envoy;
 use crate::generate::Policies;
 
@@ -139,14 +139,10 @@ pub fn health_check(
     })
 }
 
-/// Outbound cluster: appends the health check and the panic settings.
-pub fn cluster(
-    cluster: &mut Cluster,
-    proxy: &Proxy<'_>,
-    policies: &Policies,
-    destination: &Destination,
-    protocol: Protocol,
-) {
+/// Outbound cluster: appends the health check and the panic settings. The
+/// checking proxy's tags are added per proxy by [`add_source_tags`], so that
+/// the cluster itself can be shared by proxies with different tags.
+pub fn cluster(cluster: &mut Cluster, policies: &Policies, destination: &Destination, protocol: Protocol) {
     let Some(conf) = policies.to_typed::<Conf>(T, destination) else {
         return;
     };
@@ -174,7 +170,33 @@ pub fn cluster(
             );
         }
     }
-    if let Some(hc) = health_check(&conf, protocol, &proxy.tags()) {
+    if let Some(hc) = health_check(&conf, protocol, &BTreeMap::new()) {
         cluster.health_checks.push(hc);
+    }
+}
+
+/// Whether the cluster has HTTP health checks (which carry the checking
+/// proxy's tags).
+pub fn has_http_checks(cluster: &Cluster) -> bool {
+    cluster.health_checks.iter().any(|hc| {
+        matches!(
+            hc.health_checker,
+            Some(health_check::HealthChecker::HttpHealthCheck(_))
+        )
+    })
+}
+
+/// Adds Kuma's `x-kuma-tags` header with the checking proxy's tags to every
+/// HTTP health check of the cluster.
+pub fn add_source_tags(cluster: &mut Cluster, proxy_tags: &BTreeMap<String, String>) {
+    let kuma_tags = serialize_tags(proxy_tags);
+    if kuma_tags.is_empty() {
+        return;
+    }
+    for hc in &mut cluster.health_checks {
+        if let Some(health_check::HealthChecker::HttpHealthCheck(http)) = &mut hc.health_checker {
+            http.request_headers_to_add
+                .insert(0, envoy::header("x-kuma-tags", &kuma_tags, false));
+        }
     }
 }

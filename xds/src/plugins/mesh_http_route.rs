@@ -161,6 +161,13 @@ pub fn routes(
             ));
         }
     }
+    // A match without a path matches every path (Gateway API), and ranks
+    // as the prefix `/` it is.
+    for r in &mut out {
+        if r.matched.path.is_none() {
+            r.matched.path = catch_all().path;
+        }
+    }
     out.sort_by(|a, b| compare_matches(&a.matched, &b.matched));
     if !out.iter().any(|r| r.matched == catch_all()) {
         out.push(HttpRoute {
@@ -170,11 +177,6 @@ pub fn routes(
             filters: Vec::new(),
             backends: vec![default_backend],
         });
-    }
-    for r in &mut out {
-        if r.matched.path.is_none() {
-            r.matched.path = catch_all().path;
-        }
     }
     out
 }

@@ -164,8 +164,11 @@ pub fn endpoints(
     policies: &Policies,
     destination: &Destination,
 ) {
-    let conf: Option<Conf> = policies.to_typed(T, destination);
-    let locality = conf.as_ref().and_then(|c| c.locality_awareness.clone());
+    // Like Kuma: no strategy for the destination, no locality awareness.
+    let Some(conf) = policies.to_typed::<Conf>(T, destination) else {
+        return;
+    };
+    let locality = conf.locality_awareness.clone();
     if locality.as_ref().and_then(|l| l.disabled) == Some(true) {
         return;
     }

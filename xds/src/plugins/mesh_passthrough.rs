@@ -207,8 +207,8 @@ pub fn apply(_proxy: &Proxy<'_>, mesh: &MeshContext, policies: &Policies, rs: &m
             }
             let new_chains = chains(&matches, rs);
             for name in &present {
-                if let Some(g) = rs.get_mut(XdsType::Listener, name)
-                    && let Resource::Listener(l) = &mut g.resource
+                if let Some(mut g) = rs.get_mut(XdsType::Listener, name)
+                    && let Resource::Listener(l) = g.resource_mut()
                 {
                     l.filter_chains = new_chains.clone();
                     l.listener_filters = vec![

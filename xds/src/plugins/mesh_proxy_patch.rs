@@ -22,7 +22,7 @@ use serde_json::Value;
 use crate::envoy;
 use crate::generate::Policies;
 use crate::proto;
-use crate::resources::{Generated, Origin, Resource, ResourceSet, XdsType};
+use crate::resources::{Origin, Resource, ResourceSet, XdsType};
 
 const T: ResourceType = ResourceType::MeshProxyPatch;
 
@@ -99,8 +99,8 @@ fn new_message<M: prost::Message + prost::Name + Default>(value: &Option<String>
     proto::from_json(&json).map_err(|e| PatchError::Value(e.to_string()))
 }
 
-fn origin_matches(wanted: &Option<String>, g: &Generated) -> bool {
-    wanted.as_deref().is_none_or(|o| o == g.origin.as_str())
+fn origin_matches(wanted: &Option<String>, origin: Origin) -> bool {
+    wanted.as_deref().is_none_or(|o| o == origin.as_str())
 }
 
 fn listener_tags_match(l: &Listener, tags: &Option<std::collections::BTreeMap<String, String>>) -> bool {
@@ -197,19 +197,18 @@ fn apply_one(m: &Modification, rs: &mut ResourceSet) -> Result<(), PatchError> {
             ),
             ResourceOperation::Remove | ResourceOperation::Patch => {
                 let mut result = Ok(());
-                next.retain(|g| {
-                    let hit = matches!(&g.resource, Resource::Cluster(cl) if wanted.name.as_deref().is_none_or(|n| n == cl.name))
-                        && origin_matches(&wanted.origin, g);
-                    !(hit && c.operation == ResourceOperation::Remove)
-                });
-                if c.operation == ResourceOperation::Patch {
-                    for g in next.iter_mut() {
-                        let origin_ok = origin_matches(&wanted.origin, g);
-                        if let Resource::Cluster(cl) = &mut g.resource
-                            && origin_ok
-                            && wanted.name.as_deref().is_none_or(|n| n == cl.name)
-                            && result.is_ok()
-                        {
+                let hit = |origin: Origin, r: &Resource| {
+                    matches!(r, Resource::Cluster(cl) if wanted.name.as_deref().is_none_or(|n| n == cl.name))
+                        && origin_matches(&wanted.origin, origin)
+                };
+                if c.operation == ResourceOperation::Remove {
+                    next.retain(|g| !hit(g.origin(), g.resource()));
+                } else {
+                    for mut g in next.iter_mut() {
+                        if !hit(g.origin(), g.resource()) || result.is_err() {
+                            continue;
+                        }
+                        if let Resource::Cluster(cl) = g.resource_mut() {
                             match edit(cl, &c.value, &c.json_patches) {
                                 Ok(new) => *cl = new,
                                 Err(e) => result = Err(e),
@@ -230,21 +229,21 @@ fn apply_one(m: &Modification, rs: &mut ResourceSet) -> Result<(), PatchError> {
             ),
             op => {
                 let mut result = Ok(());
-                let hit = |g: &Generated| match &g.resource {
+                let hit = |origin: Origin, r: &Resource| match r {
                     Resource::Listener(l) => {
                         wanted.name.as_deref().is_none_or(|n| n == l.name)
-                            && origin_matches(&wanted.origin, g)
+                            && origin_matches(&wanted.origin, origin)
                             && listener_tags_match(l, &wanted.tags)
                     }
                     _ => false,
                 };
                 if op == ResourceOperation::Remove {
-                    next.retain(|g| !hit(g));
+                    next.retain(|g| !hit(g.origin(), g.resource()));
                 } else {
-                    for g in next.iter_mut() {
-                        if hit(g)
+                    for mut g in next.iter_mut() {
+                        if hit(g.origin(), g.resource())
                             && result.is_ok()
-                            && let Resource::Listener(l) = &mut g.resource
+                            && let Resource::Listener(l) = g.resource_mut()
                         {
                             match edit(l, &lm.value, &lm.json_patches) {
                                 Ok(new) => *l = new,
@@ -260,17 +259,21 @@ fn apply_one(m: &Modification, rs: &mut ResourceSet) -> Result<(), PatchError> {
     for (fm, http) in [(&m.network_filter, false), (&m.http_filter, true)] {
         let Some(fm) = fm else { continue };
         let wanted = fm.match_.clone().unwrap_or_default();
-        for g in next.iter_mut() {
-            let origin_ok = origin_matches(&wanted.origin, g);
-            let Resource::Listener(l) = &mut g.resource else {
-                continue;
+        for mut g in next.iter_mut() {
+            let selected = match g.resource() {
+                Resource::Listener(l) => {
+                    origin_matches(&wanted.origin, g.origin())
+                        && wanted.listener_name.as_deref().is_none_or(|n| n == l.name)
+                        && listener_tags_match(l, &wanted.listener_tags)
+                }
+                _ => false,
             };
-            if !origin_ok
-                || wanted.listener_name.as_deref().is_some_and(|n| n != l.name)
-                || !listener_tags_match(l, &wanted.listener_tags)
-            {
+            if !selected {
                 continue;
             }
+            let Resource::Listener(l) = g.resource_mut() else {
+                continue;
+            };
             if http {
                 for_each_hcm(l, |hcm| {
                     apply_filter_list(
@@ -296,14 +299,13 @@ fn apply_one(m: &Modification, rs: &mut ResourceSet) -> Result<(), PatchError> {
     }
     if let Some(vm) = &m.virtual_host {
         let wanted = &vm.match_;
-        for g in next.iter_mut() {
-            let origin_ok = origin_matches(&wanted.origin, g);
-            let Resource::Listener(l) = &mut g.resource else {
-                continue;
-            };
-            if !origin_ok {
+        for mut g in next.iter_mut() {
+            if !matches!(g.resource(), Resource::Listener(_)) || !origin_matches(&wanted.origin, g.origin()) {
                 continue;
             }
+            let Resource::Listener(l) = g.resource_mut() else {
+                continue;
+            };
             for_each_hcm(l, |hcm| {
                 let Some(http_connection_manager::RouteSpecifier::RouteConfig(rc)) = &mut hcm.route_specifier
                 else {

@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod http;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
@@ -11,7 +13,7 @@ use kuma_crds::format::parse_documents;
 use kuma_crds::mesh::MeshSpec;
 use kuma_crds::resource::{Resource, Spec};
 use kuma_xds::context::{MeshContext, Proxy, ProxyMetadata};
-use kuma_xds::generate::generate;
+use kuma_xds::generate::{OutboundCache, Policies, generate, generate_cached};
 use kuma_xds::resources::ResourceSet;
 
 /// The workspace root.
@@ -110,6 +112,21 @@ impl Fixture {
     /// The mesh digest.
     pub fn mesh_context(&self) -> MeshContext {
         MeshContext::build(&self.mesh_name, &self.mesh, &self.resources)
+    }
+
+    /// The generated config of every Dataplane of the fixture, sharing
+    /// outbound resources through `cache` when given.
+    pub fn generate_all(&self, cache: Option<&OutboundCache>) -> Vec<(String, ResourceSet)> {
+        let mesh = self.mesh_context();
+        self.resources
+            .iter()
+            .filter_map(|r| {
+                let Spec::Dataplane(dp) = &r.spec else { return None };
+                let proxy = Proxy::new(r, ProxyMetadata::for_dataplane(dp))?;
+                let policies = Policies::compute(&proxy, &mesh);
+                Some((proxy.id(), generate_cached(&proxy, &mesh, &policies, cache)))
+            })
+            .collect()
     }
 
     /// The generated config of the proxy under test.

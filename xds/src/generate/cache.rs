@@ -1,0 +1,121 @@
+//! The outbound cache: bundles of outbound resources shared by every proxy
+//! whose `to` policies are the same, so that a mesh of a thousand proxies
+//! builds and encodes each distinct outbound once, and a change rebuilds
+//! only the bundles it touches.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use super::outbound::OutboundBundle;
+use crate::context::MeshContext;
+
+/// Shared outbound bundles of one mesh, keyed by a digest of everything
+/// that goes into them except the services they read, which each bundle
+/// checks itself.
+#[derive(Debug, Default)]
+pub struct OutboundCache {
+    inner: Mutex<Inner>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    entries: HashMap<u128, Entry>,
+    /// Bumped by every sweep; entries remember the round they were last used in.
+    round: u64,
+    hits: u64,
+    misses: u64,
+}
+
+#[derive(Debug)]
+struct Entry {
+    bundle: Arc<OutboundBundle>,
+    last_used: u64,
+}
+
+/// Counters of an [`OutboundCache`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CacheStats {
+    /// Bundles held.
+    pub entries: usize,
+    /// Lookups served from the cache.
+    pub hits: u64,
+    /// Lookups that built a bundle.
+    pub misses: u64,
+}
+
+impl OutboundCache {
+    /// An empty cache.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The bundle for `key`, built by `build` when absent or stale.
+    pub(super) fn get_or_build(
+        &self,
+        key: u128,
+        mesh: &MeshContext,
+        build: impl FnOnce() -> OutboundBundle,
+    ) -> Arc<OutboundBundle> {
+        {
+            let mut inner = self.lock();
+            let round = inner.round;
+            if let Some(entry) = inner.entries.get_mut(&key)
+                && entry.bundle.is_current(mesh)
+            {
+                entry.last_used = round;
+                let bundle = entry.bundle.clone();
+                inner.hits += 1;
+                return bundle;
+            }
+        }
+        // Built without the lock: two proxies may build the same bundle
+        // concurrently, which wastes a little work but never blocks.
+        let bundle = Arc::new(build());
+        let mut inner = self.lock();
+        inner.misses += 1;
+        let last_used = inner.round;
+        inner.entries.insert(
+            key,
+            Entry {
+                bundle: bundle.clone(),
+                last_used,
+            },
+        );
+        bundle
+    }
+
+    /// Drops the bundles no proxy used during the last `rounds` sweeps and
+    /// starts a new round.
+    pub fn sweep(&self, rounds: u64) {
+        let mut inner = self.lock();
+        let round = inner.round;
+        inner
+            .entries
+            .retain(|_, e| round.saturating_sub(e.last_used) < rounds);
+        inner.round += 1;
+    }
+
+    /// Drops the bundles nobody but the cache holds (callers keep the
+    /// bundles their proxies use, see [`super::Generation`]).
+    pub fn drop_unreferenced(&self) {
+        self.lock()
+            .entries
+            .retain(|_, e| Arc::strong_count(&e.bundle) > 1);
+    }
+
+    /// Current counters.
+    pub fn stats(&self) -> CacheStats {
+        let inner = self.lock();
+        CacheStats {
+            entries: inner.entries.len(),
+            hits: inner.hits,
+            misses: inner.misses,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        // A panic while holding the lock leaves the map consistent (every
+        // mutation is a single insert or retain), so poisoning is ignored.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}

@@ -1,0 +1,169 @@
+//! The incremental (delta) protocol of one ADS stream, as a state machine
+//! over requests and snapshots (no I/O).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+
+use envoy_types::pb::envoy::service::discovery::v3::{
+    DeltaDiscoveryRequest, DeltaDiscoveryResponse, Resource,
+};
+use envoy_types::pb::google::protobuf::Any;
+use tonic::Status;
+
+use super::{Feedback, FeedbackKind, control_plane};
+use crate::resources::XdsType;
+use crate::snapshot::{Snapshot, resource_version};
+
+#[derive(Debug, Default)]
+struct TypeState {
+    wildcard: bool,
+    names: BTreeSet<String>,
+    /// What Envoy holds: resource name → version.
+    client: HashMap<String, u64>,
+    nonce: Option<String>,
+    must_respond: bool,
+}
+
+/// One delta stream.
+#[derive(Debug, Default)]
+pub struct DeltaStream {
+    types: BTreeMap<String, TypeState>,
+    snapshot: Option<Arc<Snapshot>>,
+    next_nonce: u64,
+}
+
+/// What handling an input produced.
+#[derive(Debug, Default)]
+pub struct DeltaOutput {
+    /// Responses to send, in order.
+    pub responses: Vec<DeltaDiscoveryResponse>,
+    /// ACKs, NACKs and stale requests seen.
+    pub feedback: Vec<Feedback>,
+}
+
+impl DeltaStream {
+    /// A stream with no subscriptions and no snapshot yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Handles a request from Envoy.
+    pub fn on_request(&mut self, request: DeltaDiscoveryRequest) -> Result<DeltaOutput, Status> {
+        if request.type_url.is_empty() {
+            return Err(Status::invalid_argument("type_url is required on an ADS stream"));
+        }
+        let mut out = DeltaOutput::default();
+        let xds_type = XdsType::from_type_url(&request.type_url);
+        let first = !self.types.contains_key(&request.type_url);
+        let state = self.types.entry(request.type_url.clone()).or_default();
+        if first {
+            // Resources Envoy still holds from an earlier stream are not
+            // sent again unless they changed.
+            for (name, version) in &request.initial_resource_versions {
+                if let Ok(v) = u64::from_str_radix(version, 16) {
+                    state.client.insert(name.clone(), v);
+                }
+            }
+            state.wildcard =
+                xds_type.is_some_and(|t| t.is_wildcard()) && request.resource_names_subscribe.is_empty();
+            state.must_respond = true;
+        }
+        if !request.response_nonce.is_empty() {
+            let kind = if state.nonce.as_deref() != Some(request.response_nonce.as_str()) {
+                FeedbackKind::Stale
+            } else if request.error_detail.is_some() {
+                FeedbackKind::Nack
+            } else {
+                FeedbackKind::Ack
+            };
+            out.feedback
+                .push(Feedback::delta(&request.type_url, kind, &request));
+        }
+        for name in &request.resource_names_subscribe {
+            if name == "*" {
+                state.wildcard = true;
+            } else {
+                state.names.insert(name.clone());
+            }
+        }
+        for name in &request.resource_names_unsubscribe {
+            if name == "*" {
+                state.wildcard = false;
+            } else {
+                state.names.remove(name);
+                // Forgotten by Envoy: a later subscription must send it again.
+                state.client.remove(name);
+            }
+        }
+        if let Some(t) = xds_type {
+            self.respond(t, &mut out);
+        }
+        Ok(out)
+    }
+
+    /// Handles a new snapshot: sends what changed, clusters first.
+    pub fn on_snapshot(&mut self, snapshot: Option<Arc<Snapshot>>) -> DeltaOutput {
+        self.snapshot = snapshot;
+        let mut out = DeltaOutput::default();
+        for t in XdsType::ALL {
+            self.respond(t, &mut out);
+        }
+        out
+    }
+
+    fn respond(&mut self, t: XdsType, out: &mut DeltaOutput) {
+        let Some(snapshot) = self.snapshot.clone() else {
+            return;
+        };
+        let Some(state) = self.types.get_mut(t.type_url()) else {
+            return;
+        };
+        let typed = snapshot.get(t);
+        let wanted = |name: &str| state.wildcard || state.names.contains(name);
+        let mut resources = Vec::new();
+        for (name, r) in &typed.resources {
+            if wanted(name) && state.client.get(name) != Some(&r.version) {
+                resources.push(Resource {
+                    name: name.clone(),
+                    version: resource_version(r.version),
+                    resource: Some(Any {
+                        type_url: t.type_url().to_string(),
+                        value: r.encoded.bytes.clone(),
+                    }),
+                    ..Default::default()
+                });
+            }
+        }
+        let mut removed: Vec<String> = state
+            .client
+            .keys()
+            .filter(|name| !typed.resources.contains_key(*name) || !wanted(name))
+            .cloned()
+            .collect();
+        removed.sort();
+        if resources.is_empty() && removed.is_empty() && !state.must_respond {
+            return;
+        }
+        for r in &resources {
+            if let Some(v) = typed.resources.get(&r.name) {
+                state.client.insert(r.name.clone(), v.version);
+            }
+        }
+        for name in &removed {
+            state.client.remove(name);
+        }
+        self.next_nonce += 1;
+        let nonce = self.next_nonce.to_string();
+        state.nonce = Some(nonce.clone());
+        state.must_respond = false;
+        out.responses.push(DeltaDiscoveryResponse {
+            system_version_info: typed.version.clone(),
+            resources,
+            type_url: t.type_url().to_string(),
+            removed_resources: removed,
+            nonce,
+            control_plane: Some(control_plane()),
+            ..Default::default()
+        });
+    }
+}

@@ -1,0 +1,412 @@
+//! The ADS server: `StreamAggregatedResources` (state of the world) and
+//! `DeltaAggregatedResources` (incremental) over the snapshot cache.
+//!
+//! Each stream is a small state machine ([`SotwStream`], [`DeltaStream`])
+//! driven by a task that waits for either Envoy's next request or a new
+//! snapshot of its node; the protocol rules live in the state machines.
+
+mod delta;
+mod sotw;
+
+pub use delta::{DeltaOutput, DeltaStream};
+pub use sotw::{SotwOutput, SotwStream};
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use envoy_types::pb::envoy::config::core::v3::{ControlPlane, Node};
+use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_server::{
+    AggregatedDiscoveryService, AggregatedDiscoveryServiceServer,
+};
+use envoy_types::pb::envoy::service::discovery::v3::{
+    DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
+};
+use futures::Stream;
+use tokio::sync::{Semaphore, mpsc};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::metadata::MetadataMap;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::metrics::XdsMetrics;
+use crate::snapshot::SnapshotCache;
+
+/// The control plane identifier sent with every response.
+pub const CONTROL_PLANE_ID: &str = "kuma-cp-rs";
+
+fn control_plane() -> ControlPlane {
+    ControlPlane {
+        identifier: CONTROL_PLANE_ID.to_string(),
+    }
+}
+
+/// How Envoy answered a response.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FeedbackKind {
+    /// Applied.
+    Ack,
+    /// Rejected; the previous configuration stays.
+    Nack,
+    /// A reply to a superseded response, ignored.
+    Stale,
+}
+
+/// Envoy's answer to one response.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Feedback {
+    /// The type URL.
+    pub type_url: String,
+    /// ACK, NACK or stale.
+    pub kind: FeedbackKind,
+    /// The version Envoy reports (SotW) or the nonce (delta).
+    pub version: String,
+    /// Envoy's error, for a NACK.
+    pub error: Option<String>,
+}
+
+impl Feedback {
+    fn new(type_url: &str, kind: FeedbackKind, r: &DiscoveryRequest) -> Self {
+        Feedback {
+            type_url: type_url.to_string(),
+            kind,
+            version: r.version_info.clone(),
+            error: r.error_detail.as_ref().map(|e| e.message.clone()),
+        }
+    }
+
+    fn delta(type_url: &str, kind: FeedbackKind, r: &DeltaDiscoveryRequest) -> Self {
+        Feedback {
+            type_url: type_url.to_string(),
+            kind,
+            version: r.response_nonce.clone(),
+            error: r.error_detail.as_ref().map(|e| e.message.clone()),
+        }
+    }
+}
+
+/// What the control plane decides about a connecting proxy.
+pub trait ProxyRegistry: Send + Sync + 'static {
+    /// Called with the node of a stream's first request and the stream's
+    /// metadata (which carries the dataplane token). Returns a guard kept
+    /// for the stream's lifetime (dropping it means the proxy left), or
+    /// the status refusing the stream.
+    fn connect(&self, node: &Node, metadata: &MetadataMap) -> Result<Box<dyn Send + Sync>, Status>;
+}
+
+/// Accepts every proxy and tracks nothing.
+#[derive(Debug, Default)]
+pub struct AcceptAll;
+
+impl ProxyRegistry for AcceptAll {
+    fn connect(&self, _node: &Node, _metadata: &MetadataMap) -> Result<Box<dyn Send + Sync>, Status> {
+        Ok(Box::new(()))
+    }
+}
+
+/// Limits of the server.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    /// Open streams at most; more are refused with `RESOURCE_EXHAUSTED`.
+    pub max_streams: usize,
+    /// The largest request accepted, in bytes.
+    pub max_request_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_streams: 20_000,
+            max_request_bytes: 4 * 1024 * 1024,
+        }
+    }
+}
+
+/// The ADS service.
+pub struct AdsServer {
+    cache: Arc<SnapshotCache>,
+    registry: Arc<dyn ProxyRegistry>,
+    metrics: Arc<XdsMetrics>,
+    streams: Arc<Semaphore>,
+}
+
+impl AdsServer {
+    /// A server over `cache`.
+    pub fn new(
+        cache: Arc<SnapshotCache>,
+        registry: Arc<dyn ProxyRegistry>,
+        metrics: Arc<XdsMetrics>,
+        limits: &Limits,
+    ) -> Self {
+        AdsServer {
+            cache,
+            registry,
+            metrics,
+            streams: Arc::new(Semaphore::new(limits.max_streams)),
+        }
+    }
+
+    /// The tonic service, with the request size limit applied.
+    pub fn into_service(self, limits: &Limits) -> AggregatedDiscoveryServiceServer<AdsServer> {
+        AggregatedDiscoveryServiceServer::new(self).max_decoding_message_size(limits.max_request_bytes)
+    }
+
+    /// Admits a stream: checks the limit, reads the first request and
+    /// identifies the node.
+    async fn admit<Req: FirstRequest>(
+        &self,
+        request: Request<Streaming<Req>>,
+    ) -> Result<(Admitted, Req, Streaming<Req>), Status> {
+        let Ok(permit) = self.streams.clone().try_acquire_owned() else {
+            self.metrics.refused_streams.inc();
+            return Err(Status::resource_exhausted("too many xDS streams"));
+        };
+        let metadata = request.metadata().clone();
+        let mut stream = request.into_inner();
+        let first = match stream.message().await {
+            Ok(Some(first)) => first,
+            Ok(None) => return Err(Status::cancelled("stream closed before its first request")),
+            Err(status) => return Err(status),
+        };
+        let node = match first.node() {
+            Some(node) if !node.id.is_empty() => node.clone(),
+            _ => {
+                self.metrics.refused_streams.inc();
+                return Err(Status::invalid_argument(
+                    "the first request must carry node.id (<mesh>.<name>)",
+                ));
+            }
+        };
+        let guard = self.registry.connect(&node, &metadata).inspect_err(|_| {
+            self.metrics.refused_streams.inc();
+        })?;
+        Ok((
+            Admitted {
+                node_id: node.id,
+                _guard: guard,
+                _permit: permit,
+            },
+            first,
+            stream,
+        ))
+    }
+}
+
+/// A stream that passed admission; dropping it releases the proxy.
+struct Admitted {
+    node_id: String,
+    _guard: Box<dyn Send + Sync>,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+trait FirstRequest: Send + 'static {
+    fn node(&self) -> Option<&Node>;
+}
+
+impl FirstRequest for DiscoveryRequest {
+    fn node(&self) -> Option<&Node> {
+        self.node.as_ref()
+    }
+}
+
+impl FirstRequest for DeltaDiscoveryRequest {
+    fn node(&self) -> Option<&Node> {
+        self.node.as_ref()
+    }
+}
+
+type ResponseStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
+
+/// Buffered responses per stream; a slow Envoy holds up only its own task.
+const STREAM_BUFFER: usize = 16;
+
+#[tonic::async_trait]
+impl AggregatedDiscoveryService for AdsServer {
+    type StreamAggregatedResourcesStream = ResponseStream<DiscoveryResponse>;
+    type DeltaAggregatedResourcesStream = ResponseStream<DeltaDiscoveryResponse>;
+
+    async fn stream_aggregated_resources(
+        &self,
+        request: Request<Streaming<DiscoveryRequest>>,
+    ) -> Result<Response<Self::StreamAggregatedResourcesStream>, Status> {
+        let (admitted, first, requests) = self.admit(request).await?;
+        let (tx, rx) = mpsc::channel(STREAM_BUFFER);
+        let driver = Driver {
+            cache: self.cache.clone(),
+            metrics: self.metrics.clone(),
+            mode: "sotw",
+        };
+        tokio::spawn(driver.run_sotw(admitted, first, requests, tx));
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn delta_aggregated_resources(
+        &self,
+        request: Request<Streaming<DeltaDiscoveryRequest>>,
+    ) -> Result<Response<Self::DeltaAggregatedResourcesStream>, Status> {
+        let (admitted, first, requests) = self.admit(request).await?;
+        let (tx, rx) = mpsc::channel(STREAM_BUFFER);
+        let driver = Driver {
+            cache: self.cache.clone(),
+            metrics: self.metrics.clone(),
+            mode: "delta",
+        };
+        tokio::spawn(driver.run_delta(admitted, first, requests, tx));
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}
+
+/// Runs one stream's task.
+struct Driver {
+    cache: Arc<SnapshotCache>,
+    metrics: Arc<XdsMetrics>,
+    mode: &'static str,
+}
+
+impl Driver {
+    fn record(&self, node: &str, feedback: &[Feedback]) {
+        for f in feedback {
+            let labels = XdsMetrics::type_labels(&f.type_url, self.mode);
+            match f.kind {
+                FeedbackKind::Ack => {
+                    self.metrics.acks.get_or_create(&labels).inc();
+                    tracing::debug!(node, type_url = %f.type_url, version = %f.version, "ACK");
+                }
+                FeedbackKind::Nack => {
+                    self.metrics.nacks.get_or_create(&labels).inc();
+                    tracing::warn!(
+                        node,
+                        type_url = %f.type_url,
+                        version = %f.version,
+                        error = f.error.as_deref().unwrap_or(""),
+                        "Envoy rejected the configuration; it keeps the last one it accepted"
+                    );
+                }
+                FeedbackKind::Stale => {
+                    self.metrics.stale_requests.get_or_create(&labels).inc();
+                }
+            }
+        }
+    }
+
+    fn count_responses<'a>(&self, type_urls: impl Iterator<Item = &'a str>) {
+        for t in type_urls {
+            self.metrics
+                .responses
+                .get_or_create(&XdsMetrics::type_labels(t, self.mode))
+                .inc();
+        }
+    }
+
+    async fn run_sotw(
+        self,
+        admitted: Admitted,
+        first: DiscoveryRequest,
+        mut requests: Streaming<DiscoveryRequest>,
+        tx: mpsc::Sender<Result<DiscoveryResponse, Status>>,
+    ) {
+        let labels = crate::metrics::ModeLabels {
+            mode: self.mode.to_string(),
+        };
+        let gauge = self.metrics.streams.get_or_create(&labels).clone();
+        gauge.inc();
+        let node = admitted.node_id.clone();
+        let mut snapshots = self.cache.watch(&node);
+        let mut state = SotwStream::new();
+        let initial = snapshots.borrow_and_update().clone();
+        let mut outputs = vec![Ok(state.on_snapshot(initial))];
+        outputs.push(state.on_request(first));
+        'stream: loop {
+            for output in outputs.drain(..) {
+                match output {
+                    Ok(out) => {
+                        self.record(&node, &out.feedback);
+                        self.count_responses(out.responses.iter().map(|r| r.type_url.as_str()));
+                        for r in out.responses {
+                            if tx.send(Ok(r)).await.is_err() {
+                                break 'stream;
+                            }
+                        }
+                    }
+                    Err(status) => {
+                        let _ = tx.send(Err(status)).await;
+                        break 'stream;
+                    }
+                }
+            }
+            tokio::select! {
+                message = requests.message() => match message {
+                    Ok(Some(request)) => outputs.push(state.on_request(request)),
+                    Ok(None) | Err(_) => break,
+                },
+                changed = snapshots.changed() => {
+                    if changed.is_err() {
+                        break;
+                    }
+                    let snapshot = snapshots.borrow_and_update().clone();
+                    outputs.push(Ok(state.on_snapshot(snapshot)));
+                }
+                () = tx.closed() => break,
+            }
+        }
+        gauge.dec();
+        drop(snapshots);
+        self.cache.remove_if_unwatched(&node);
+        drop(admitted);
+    }
+
+    async fn run_delta(
+        self,
+        admitted: Admitted,
+        first: DeltaDiscoveryRequest,
+        mut requests: Streaming<DeltaDiscoveryRequest>,
+        tx: mpsc::Sender<Result<DeltaDiscoveryResponse, Status>>,
+    ) {
+        let labels = crate::metrics::ModeLabels {
+            mode: self.mode.to_string(),
+        };
+        let gauge = self.metrics.streams.get_or_create(&labels).clone();
+        gauge.inc();
+        let node = admitted.node_id.clone();
+        let mut snapshots = self.cache.watch(&node);
+        let mut state = DeltaStream::new();
+        let initial = snapshots.borrow_and_update().clone();
+        let mut outputs = vec![Ok(state.on_snapshot(initial))];
+        outputs.push(state.on_request(first));
+        'stream: loop {
+            for output in outputs.drain(..) {
+                match output {
+                    Ok(out) => {
+                        self.record(&node, &out.feedback);
+                        self.count_responses(out.responses.iter().map(|r| r.type_url.as_str()));
+                        for r in out.responses {
+                            if tx.send(Ok(r)).await.is_err() {
+                                break 'stream;
+                            }
+                        }
+                    }
+                    Err(status) => {
+                        let _ = tx.send(Err(status)).await;
+                        break 'stream;
+                    }
+                }
+            }
+            tokio::select! {
+                message = requests.message() => match message {
+                    Ok(Some(request)) => outputs.push(state.on_request(request)),
+                    Ok(None) | Err(_) => break,
+                },
+                changed = snapshots.changed() => {
+                    if changed.is_err() {
+                        break;
+                    }
+                    let snapshot = snapshots.borrow_and_update().clone();
+                    outputs.push(Ok(state.on_snapshot(snapshot)));
+                }
+                () = tx.closed() => break,
+            }
+        }
+        gauge.dec();
+        drop(snapshots);
+        self.cache.remove_if_unwatched(&node);
+        drop(admitted);
+    }
+}

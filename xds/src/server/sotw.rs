@@ -1,0 +1,174 @@
+//! The state-of-the-world protocol of one ADS stream, as a state machine
+//! over requests and snapshots (no I/O), so its rules are tested directly.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use envoy_types::pb::envoy::service::discovery::v3::{DiscoveryRequest, DiscoveryResponse};
+use envoy_types::pb::google::protobuf::Any;
+use tonic::Status;
+
+use super::{Feedback, FeedbackKind, control_plane};
+use crate::resources::XdsType;
+use crate::snapshot::Snapshot;
+
+/// What was last sent for a type: the type version and the names sent
+/// (`None` for a wildcard response).
+type Sent = (String, Option<BTreeSet<String>>);
+
+#[derive(Debug, Default)]
+struct TypeState {
+    wildcard: bool,
+    names: BTreeSet<String>,
+    /// The nonce of the last response; requests quoting another are stale.
+    nonce: Option<String>,
+    sent: Option<Sent>,
+    /// Whether the next chance to respond must respond (a fresh subscription).
+    must_respond: bool,
+}
+
+/// One SotW stream.
+#[derive(Debug)]
+pub struct SotwStream {
+    types: BTreeMap<String, TypeState>,
+    snapshot: Option<Arc<Snapshot>>,
+    next_nonce: u64,
+}
+
+/// What handling an input produced.
+#[derive(Debug, Default)]
+pub struct SotwOutput {
+    /// Responses to send, in order.
+    pub responses: Vec<DiscoveryResponse>,
+    /// ACKs, NACKs and stale requests seen.
+    pub feedback: Vec<Feedback>,
+}
+
+impl Default for SotwStream {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl SotwStream {
+    /// A stream with no subscriptions and no snapshot yet.
+    pub fn new() -> Self {
+        SotwStream {
+            types: BTreeMap::new(),
+            snapshot: None,
+            next_nonce: 0,
+        }
+    }
+
+    /// Handles a request from Envoy.
+    pub fn on_request(&mut self, request: DiscoveryRequest) -> Result<SotwOutput, Status> {
+        if request.type_url.is_empty() {
+            return Err(Status::invalid_argument("type_url is required on an ADS stream"));
+        }
+        let mut out = SotwOutput::default();
+        let xds_type = XdsType::from_type_url(&request.type_url);
+        let state = self.types.entry(request.type_url.clone()).or_default();
+        if !request.response_nonce.is_empty() {
+            if state.nonce.as_deref() != Some(request.response_nonce.as_str()) {
+                // Envoy's reply to a response we have since superseded; its
+                // answer to the newer one is on the way.
+                out.feedback
+                    .push(Feedback::new(&request.type_url, FeedbackKind::Stale, &request));
+                return Ok(out);
+            }
+            let kind = if request.error_detail.is_some() {
+                FeedbackKind::Nack
+            } else {
+                FeedbackKind::Ack
+            };
+            out.feedback
+                .push(Feedback::new(&request.type_url, kind, &request));
+        } else {
+            // A new subscription (stream start or a type Envoy starts
+            // using): it always gets an answer, whatever version Envoy holds.
+            state.must_respond = true;
+        }
+        let wildcard_type = xds_type.is_some_and(|t| t.is_wildcard());
+        state.wildcard = request.resource_names.iter().any(|n| n == "*")
+            || (wildcard_type && request.resource_names.is_empty());
+        state.names = request
+            .resource_names
+            .iter()
+            .filter(|n| *n != "*")
+            .cloned()
+            .collect();
+        if let Some(t) = xds_type {
+            self.respond(t, &mut out);
+        }
+        Ok(out)
+    }
+
+    /// Handles a new snapshot: responds for every subscribed type whose
+    /// content changed, clusters first (make before break).
+    pub fn on_snapshot(&mut self, snapshot: Option<Arc<Snapshot>>) -> SotwOutput {
+        self.snapshot = snapshot;
+        let mut out = SotwOutput::default();
+        for t in XdsType::ALL {
+            self.respond(t, &mut out);
+        }
+        out
+    }
+
+    fn respond(&mut self, t: XdsType, out: &mut SotwOutput) {
+        let Some(snapshot) = self.snapshot.clone() else {
+            return;
+        };
+        let Some(state) = self.types.get_mut(t.type_url()) else {
+            return;
+        };
+        let typed = snapshot.get(t);
+        let (resources, names): (Vec<Any>, Option<BTreeSet<String>>) = if state.wildcard {
+            (
+                typed
+                    .resources
+                    .values()
+                    .map(|r| any(t, &r.encoded.bytes))
+                    .collect(),
+                None,
+            )
+        } else {
+            let present: BTreeSet<String> = state
+                .names
+                .iter()
+                .filter(|n| typed.resources.contains_key(*n))
+                .cloned()
+                .collect();
+            let resources = present
+                .iter()
+                .map(|n| any(t, &typed.resources[n].encoded.bytes))
+                .collect();
+            (resources, Some(present))
+        };
+        let desired: Sent = (typed.version.clone(), names);
+        // After a NACK `sent` holds the rejected version, so it is not sent
+        // again until the configuration changes: no resend loop.
+        if !state.must_respond && state.sent.as_ref() == Some(&desired) {
+            return;
+        }
+        self.next_nonce += 1;
+        let nonce = self.next_nonce.to_string();
+        state.nonce = Some(nonce.clone());
+        state.sent = Some(desired);
+        state.must_respond = false;
+        out.responses.push(DiscoveryResponse {
+            version_info: typed.version.clone(),
+            resources,
+            type_url: t.type_url().to_string(),
+            nonce,
+            control_plane: Some(control_plane()),
+            ..Default::default()
+        });
+    }
+}
+
+fn any(t: XdsType, bytes: &[u8]) -> Any {
+    Any {
+        type_url: t.type_url().to_string(),
+        value: bytes.to_vec(),
+    }
+}

@@ -1,0 +1,196 @@
+//! The snapshot cache: the latest encoded configuration of every proxy,
+//! versioned by content, which xDS streams watch.
+//!
+//! Versions are digests of content, so they are stable across restarts and
+//! a regenerated but unchanged type keeps its version and is not pushed.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, RwLock};
+
+use tokio::sync::watch;
+
+use crate::resources::{EncodedResource, ResourceSet, XdsType};
+
+/// The resources of one type in a snapshot.
+#[derive(Clone, Debug, Default)]
+pub struct TypeSnapshot {
+    /// The type's version: a digest of every resource's name and version.
+    pub version: String,
+    /// The resources by name, with the version each is sent with.
+    pub resources: BTreeMap<String, VersionedResource>,
+}
+
+/// A resource and the version it is sent with.
+#[derive(Clone, Debug)]
+pub struct VersionedResource {
+    /// The encoded resource.
+    pub encoded: Arc<EncodedResource>,
+    /// Its version: its content hash, except for endpoints, whose version
+    /// also covers their cluster's so that a changed cluster gets its
+    /// endpoints again (Envoy keeps a re-created cluster warming until then).
+    pub version: u64,
+}
+
+/// A proxy's whole configuration, ready to send. Two snapshots are the
+/// same when every type has the same version.
+#[derive(Clone, Debug, Default)]
+pub struct Snapshot {
+    types: BTreeMap<XdsType, TypeSnapshot>,
+}
+
+impl Snapshot {
+    /// Encodes and versions a generated resource set.
+    pub fn from_resources(set: &ResourceSet) -> Self {
+        let mut by_type: BTreeMap<XdsType, BTreeMap<String, Arc<EncodedResource>>> = BTreeMap::new();
+        for encoded in set.encode() {
+            by_type
+                .entry(encoded.xds_type)
+                .or_default()
+                .insert(encoded.name.clone(), encoded);
+        }
+        let clusters = by_type.get(&XdsType::Cluster).cloned().unwrap_or_default();
+        let types = XdsType::ALL
+            .into_iter()
+            .map(|t| {
+                let resources: BTreeMap<String, VersionedResource> = by_type
+                    .remove(&t)
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|(name, encoded)| {
+                        let version = match (t, clusters.get(&name)) {
+                            (XdsType::Endpoints, Some(cluster)) => {
+                                crate::digest::digest(&(encoded.hash, cluster.hash))
+                            }
+                            _ => encoded.hash,
+                        };
+                        (name, VersionedResource { encoded, version })
+                    })
+                    .collect();
+                let version = format!(
+                    "{:016x}",
+                    crate::digest::digest(&resources.iter().map(|(n, r)| (n, r.version)).collect::<Vec<_>>())
+                );
+                (t, TypeSnapshot { version, resources })
+            })
+            .collect();
+        Snapshot { types }
+    }
+
+    /// The resources of a type.
+    pub fn get(&self, t: XdsType) -> &TypeSnapshot {
+        static EMPTY: std::sync::OnceLock<TypeSnapshot> = std::sync::OnceLock::new();
+        self.types
+            .get(&t)
+            .unwrap_or_else(|| EMPTY.get_or_init(TypeSnapshot::default))
+    }
+
+    /// The version of a type.
+    pub fn version(&self, t: XdsType) -> &str {
+        &self.get(t).version
+    }
+
+    /// The number of resources.
+    pub fn len(&self) -> usize {
+        self.types.values().map(|t| t.resources.len()).sum()
+    }
+
+    /// Whether it holds nothing.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Which types differ from `other`.
+    pub fn changed_types(&self, other: &Snapshot) -> Vec<XdsType> {
+        XdsType::ALL
+            .into_iter()
+            .filter(|t| self.version(*t) != other.version(*t))
+            .collect()
+    }
+}
+
+/// The version string of one resource.
+pub fn resource_version(version: u64) -> String {
+    format!("{version:016x}")
+}
+
+/// The latest snapshot of every proxy, by node id (`<mesh>.<name>`).
+///
+/// Each node has a watch channel: a stream always sees the newest snapshot,
+/// and a burst of updates while it is busy collapses into one.
+#[derive(Debug, Default)]
+pub struct SnapshotCache {
+    nodes: RwLock<HashMap<String, watch::Sender<Option<Arc<Snapshot>>>>>,
+}
+
+impl SnapshotCache {
+    /// An empty cache.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Sets a node's snapshot; returns whether any type changed (an
+    /// identical snapshot wakes no stream).
+    pub fn set(&self, node: &str, snapshot: Snapshot) -> bool {
+        let sender = self.sender(node);
+        sender.send_if_modified(|current| {
+            if current
+                .as_ref()
+                .is_some_and(|c| c.changed_types(&snapshot).is_empty())
+            {
+                return false;
+            }
+            *current = Some(Arc::new(snapshot));
+            true
+        })
+    }
+
+    /// A node's current snapshot.
+    pub fn get(&self, node: &str) -> Option<Arc<Snapshot>> {
+        let nodes = self.nodes.read().unwrap_or_else(|e| e.into_inner());
+        nodes.get(node).and_then(|s| s.borrow().clone())
+    }
+
+    /// Watches a node's snapshots (created empty if unknown).
+    pub fn watch(&self, node: &str) -> watch::Receiver<Option<Arc<Snapshot>>> {
+        self.sender(node).subscribe()
+    }
+
+    /// Forgets a node's snapshot when no stream watches it any more.
+    pub fn remove_if_unwatched(&self, node: &str) {
+        let mut nodes = self.nodes.write().unwrap_or_else(|e| e.into_inner());
+        if nodes.get(node).is_some_and(|s| s.receiver_count() == 0) {
+            nodes.remove(node);
+        }
+    }
+
+    /// Forgets a node's snapshot; its streams see `None` and keep waiting.
+    pub fn clear(&self, node: &str) {
+        let nodes = self.nodes.read().unwrap_or_else(|e| e.into_inner());
+        if let Some(s) = nodes.get(node) {
+            s.send_replace(None);
+        }
+    }
+
+    /// The nodes with a snapshot.
+    pub fn nodes(&self) -> Vec<String> {
+        let nodes = self.nodes.read().unwrap_or_else(|e| e.into_inner());
+        let mut out: Vec<String> = nodes
+            .iter()
+            .filter(|(_, s)| s.borrow().is_some())
+            .map(|(n, _)| n.clone())
+            .collect();
+        out.sort();
+        out
+    }
+
+    fn sender(&self, node: &str) -> watch::Sender<Option<Arc<Snapshot>>> {
+        if let Some(s) = self.nodes.read().unwrap_or_else(|e| e.into_inner()).get(node) {
+            return s.clone();
+        }
+        let mut nodes = self.nodes.write().unwrap_or_else(|e| e.into_inner());
+        nodes
+            .entry(node.to_string())
+            .or_insert_with(|| watch::channel(None).0)
+            .clone()
+    }
+}

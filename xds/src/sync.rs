@@ -1,0 +1,466 @@
+//! Keeps every connected proxy's snapshot in step with the resources.
+//!
+//! The [`Reconciler`] receives resource changes and proxy arrivals as
+//! events, applies them in batches (everything that arrived while the
+//! previous batch was processed is one batch, so bursts coalesce) and
+//! regenerates only the proxies a batch can affect:
+//!
+//! * a Dataplane change regenerates that proxy, and when it changes what
+//!   the proxy serves (endpoints, protocol) every proxy that reaches those
+//!   services;
+//! * a policy change regenerates the proxies its old or new top-level
+//!   target selects;
+//! * a Mesh change regenerates every proxy of the mesh.
+//!
+//! Regeneration shares outbound bundles through each mesh's
+//! [`OutboundCache`], so the cost of a change is roughly the number of
+//! affected proxies times the cost of assembling (not building) a config.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use kuma_crds::matching::{PolicyView, select};
+use kuma_crds::mesh::MeshSpec;
+use kuma_crds::resource::{Resource, ResourceType, Spec};
+use tokio::sync::mpsc;
+
+use crate::context::{MeshContext, Proxy, ProxyMetadata, dataplane_endpoints};
+use crate::generate::{OutboundBundle, OutboundCache, Policies, generate_shared};
+use crate::metrics::XdsMetrics;
+use crate::snapshot::{Snapshot, SnapshotCache};
+
+/// A change the reconciler reacts to.
+#[derive(Clone, Debug)]
+pub enum Event {
+    /// A resource was created or updated.
+    Upsert(Box<Resource>),
+    /// A resource was deleted.
+    Delete {
+        /// Its type.
+        resource_type: ResourceType,
+        /// Its mesh (for a Mesh, its own name).
+        mesh: String,
+        /// Its core name.
+        name: String,
+    },
+    /// A proxy opened an xDS stream.
+    Connected {
+        /// `<mesh>.<name>`.
+        node: String,
+        /// What its bootstrap said about it.
+        metadata: ProxyMetadata,
+    },
+    /// A proxy's last xDS stream closed.
+    Disconnected {
+        /// `<mesh>.<name>`.
+        node: String,
+    },
+}
+
+/// Splits a node id `<mesh>.<name>` (the name may contain dots).
+pub fn parse_node_id(node: &str) -> Option<(&str, &str)> {
+    node.split_once('.')
+        .filter(|(m, n)| !m.is_empty() && !n.is_empty())
+}
+
+/// A connected proxy of a mesh.
+#[derive(Debug)]
+struct ConnectedProxy {
+    metadata: ProxyMetadata,
+    /// The services its last config was built from.
+    services: BTreeSet<String>,
+    /// Whether it has a transparent proxy (then it reaches every service).
+    transparent: bool,
+    /// The outbound bundles its last config uses (kept alive in the cache).
+    bundles: Vec<Arc<OutboundBundle>>,
+}
+
+/// One mesh's resources and proxies.
+#[derive(Debug, Default)]
+struct MeshState {
+    mesh: Option<MeshSpec>,
+    resources: BTreeMap<(ResourceType, String), Resource>,
+    context: Option<Arc<MeshContext>>,
+    cache: OutboundCache,
+    proxies: BTreeMap<String, ConnectedProxy>,
+}
+
+/// What one batch changed in a mesh.
+#[derive(Debug, Default)]
+struct MeshChanges {
+    everything: bool,
+    resources_changed: bool,
+    proxies: BTreeSet<String>,
+    services: BTreeSet<String>,
+    policies: Vec<Resource>,
+}
+
+/// The generation state of every mesh. Not thread-safe by itself: the
+/// [`Reconciler`] task owns it.
+#[derive(Debug)]
+pub struct Generator {
+    meshes: BTreeMap<String, MeshState>,
+    snapshots: Arc<SnapshotCache>,
+    metrics: Arc<XdsMetrics>,
+}
+
+/// What a batch did, for logs and tests.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct BatchReport {
+    /// Proxies regenerated.
+    pub regenerated: BTreeSet<String>,
+    /// Proxies whose snapshot changed.
+    pub changed: BTreeSet<String>,
+}
+
+impl Generator {
+    /// An empty generator publishing into `snapshots`.
+    pub fn new(snapshots: Arc<SnapshotCache>, metrics: Arc<XdsMetrics>) -> Self {
+        Generator {
+            meshes: BTreeMap::new(),
+            snapshots,
+            metrics,
+        }
+    }
+
+    /// Applies a batch of events and publishes the affected snapshots.
+    pub fn apply(&mut self, events: Vec<Event>) -> BatchReport {
+        let started = Instant::now();
+        let mut changes: BTreeMap<String, MeshChanges> = BTreeMap::new();
+        for event in events {
+            self.record(event, &mut changes);
+        }
+        let mut report = BatchReport::default();
+        for (mesh_name, c) in changes {
+            self.reconcile_mesh(&mesh_name, c, &mut report);
+        }
+        self.metrics
+            .reconcile_seconds
+            .observe(started.elapsed().as_secs_f64());
+        report
+    }
+
+    fn record(&mut self, event: Event, changes: &mut BTreeMap<String, MeshChanges>) {
+        match event {
+            Event::Upsert(resource) => {
+                let t = resource.resource_type();
+                let name = resource.meta.core_name();
+                let mesh = if t == ResourceType::Mesh {
+                    name.clone()
+                } else {
+                    resource.meta.mesh_or_default().to_string()
+                };
+                let c = changes.entry(mesh.clone()).or_default();
+                let state = self.meshes.entry(mesh).or_default();
+                if let Spec::Mesh(spec) = &resource.spec {
+                    state.mesh = Some(spec.clone());
+                    c.everything = true;
+                    return;
+                }
+                let old = state.resources.insert((t, name.clone()), (*resource).clone());
+                note_change(t, &name, old.as_ref(), Some(&resource), c);
+            }
+            Event::Delete {
+                resource_type,
+                mesh,
+                name,
+            } => {
+                let c = changes.entry(mesh.clone()).or_default();
+                let state = self.meshes.entry(mesh).or_default();
+                if resource_type == ResourceType::Mesh {
+                    state.mesh = None;
+                    c.everything = true;
+                    return;
+                }
+                let old = state.resources.remove(&(resource_type, name.clone()));
+                note_change(resource_type, &name, old.as_ref(), None, c);
+            }
+            Event::Connected { node, metadata } => {
+                let Some((mesh, name)) = parse_node_id(&node) else {
+                    return;
+                };
+                let state = self.meshes.entry(mesh.to_string()).or_default();
+                state.proxies.insert(
+                    name.to_string(),
+                    ConnectedProxy {
+                        metadata,
+                        services: BTreeSet::new(),
+                        transparent: false,
+                        bundles: Vec::new(),
+                    },
+                );
+                changes
+                    .entry(mesh.to_string())
+                    .or_default()
+                    .proxies
+                    .insert(name.to_string());
+            }
+            Event::Disconnected { node } => {
+                let Some((mesh, name)) = parse_node_id(&node) else {
+                    return;
+                };
+                if let Some(state) = self.meshes.get_mut(mesh) {
+                    state.proxies.remove(name);
+                }
+                self.snapshots.clear(&node);
+                self.snapshots.remove_if_unwatched(&node);
+            }
+        }
+    }
+
+    fn reconcile_mesh(&mut self, mesh_name: &str, c: MeshChanges, report: &mut BatchReport) {
+        let Some(state) = self.meshes.get_mut(mesh_name) else {
+            return;
+        };
+        let Some(spec) = state.mesh.clone() else {
+            // Like Kuma: no mesh, no configuration for its proxies.
+            for name in state.proxies.keys() {
+                self.snapshots.clear(&format!("{mesh_name}.{name}"));
+            }
+            state.context = None;
+            return;
+        };
+        let old_services: BTreeSet<String> = state
+            .context
+            .as_ref()
+            .map(|m| m.services.keys().cloned().collect())
+            .unwrap_or_default();
+        if c.everything || c.resources_changed || state.context.is_none() {
+            let resources: Vec<Resource> = state.resources.values().cloned().collect();
+            state.context = Some(Arc::new(MeshContext::build(mesh_name, &spec, &resources)));
+        }
+        let Some(mesh) = state.context.clone() else { return };
+        let service_set_changed = mesh.services.keys().ne(old_services.iter());
+
+        let mut affected: BTreeSet<String> = c.proxies.clone();
+        if c.everything {
+            affected.extend(state.proxies.keys().cloned());
+        } else {
+            for (name, p) in &state.proxies {
+                if (service_set_changed && p.transparent) || p.services.iter().any(|s| c.services.contains(s))
+                {
+                    affected.insert(name.clone());
+                }
+            }
+            if !c.policies.is_empty() {
+                let routes: Vec<&Resource> = state
+                    .resources
+                    .range((ResourceType::MeshHTTPRoute, String::new())..)
+                    .take_while(|((t, _), _)| *t == ResourceType::MeshHTTPRoute)
+                    .map(|(_, r)| r)
+                    .collect();
+                for name in state.proxies.keys() {
+                    if affected.contains(name) {
+                        continue;
+                    }
+                    let Some(dp) = state.resources.get(&(ResourceType::Dataplane, name.clone())) else {
+                        continue;
+                    };
+                    if c.policies.iter().any(|p| selects(p, dp, &routes)) {
+                        affected.insert(name.clone());
+                    }
+                }
+            }
+        }
+
+        for name in affected {
+            let node = format!("{mesh_name}.{name}");
+            let Some(connected) = state.proxies.get_mut(&name) else {
+                continue;
+            };
+            let Some(resource) = state.resources.get(&(ResourceType::Dataplane, name.clone())) else {
+                self.snapshots.clear(&node);
+                continue;
+            };
+            let Some(proxy) = Proxy::new(resource, connected.metadata.clone()) else {
+                continue;
+            };
+            let started = Instant::now();
+            let policies = Policies::compute(&proxy, &mesh);
+            let generation = generate_shared(&proxy, &mesh, &policies, Some(&state.cache));
+            let snapshot = Snapshot::from_resources(&generation.resources);
+            self.metrics
+                .generation_seconds
+                .observe(started.elapsed().as_secs_f64());
+            self.metrics.generations.inc();
+            connected.services = generation
+                .bundles
+                .iter()
+                .flat_map(|b| b.services())
+                .map(str::to_string)
+                .collect();
+            connected.transparent = proxy.transparent_proxy().is_some();
+            connected.bundles = generation.bundles;
+            report.regenerated.insert(node.clone());
+            if self.snapshots.set(&node, snapshot) {
+                self.metrics.snapshot_updates.inc();
+                report.changed.insert(node);
+            }
+        }
+        state.cache.drop_unreferenced();
+        self.metrics.proxies.set(self.snapshots.nodes().len() as i64);
+    }
+
+    /// The mesh digest in use, for inspection.
+    pub fn mesh_context(&self, mesh: &str) -> Option<Arc<MeshContext>> {
+        self.meshes.get(mesh)?.context.clone()
+    }
+
+    /// Cache counters of a mesh.
+    pub fn cache_stats(&self, mesh: &str) -> Option<crate::generate::CacheStats> {
+        Some(self.meshes.get(mesh)?.cache.stats())
+    }
+}
+
+/// Records what a resource change can affect.
+fn note_change(
+    t: ResourceType,
+    name: &str,
+    old: Option<&Resource>,
+    new: Option<&Resource>,
+    c: &mut MeshChanges,
+) {
+    c.resources_changed = true;
+    match t {
+        ResourceType::Dataplane => {
+            c.proxies.insert(name.to_string());
+            let served = |r: Option<&Resource>| match r.map(|r| &r.spec) {
+                Some(Spec::Dataplane(dp)) => dataplane_endpoints(name, dp),
+                _ => Vec::new(),
+            };
+            let (before, after) = (served(old), served(new));
+            if before != after {
+                c.services
+                    .extend(before.into_iter().chain(after).map(|(service, _, _)| service));
+            }
+        }
+        t if t.is_policy() => c.policies.extend(old.into_iter().chain(new).cloned()),
+        // Anything else of the mesh (MeshService, …) may matter anywhere.
+        _ => c.everything = true,
+    }
+}
+
+/// Whether a policy's top-level target selects the dataplane (a route
+/// change counts for every proxy a route-targeting policy selects).
+fn selects(policy: &Resource, dataplane: &Resource, routes: &[&Resource]) -> bool {
+    let Spec::Dataplane(dp) = &dataplane.spec else {
+        return false;
+    };
+    let Some(view) = PolicyView::of(&policy.spec) else {
+        return false;
+    };
+    !matches!(select(policy, &view.top, dataplane, dp, routes), Ok(None))
+}
+
+/// The handle the rest of the control plane uses: sends events to the
+/// reconcile task.
+#[derive(Clone, Debug)]
+pub struct Reconciler {
+    events: mpsc::UnboundedSender<Event>,
+    connections: Arc<Mutex<HashMap<String, usize>>>,
+}
+
+impl Reconciler {
+    /// Starts the reconcile task over `generator`.
+    pub fn spawn(mut generator: Generator) -> Self {
+        let (tx, mut rx) = mpsc::unbounded_channel::<Event>();
+        tokio::spawn(async move {
+            while let Some(first) = rx.recv().await {
+                let mut batch = vec![first];
+                while let Ok(more) = rx.try_recv() {
+                    batch.push(more);
+                }
+                // Generation is CPU work; keep it off the async workers.
+                generator = match tokio::task::spawn_blocking(move || {
+                    let report = generator.apply(batch);
+                    tracing::debug!(
+                        regenerated = report.regenerated.len(),
+                        changed = report.changed.len(),
+                        "applied a batch of changes"
+                    );
+                    generator
+                })
+                .await
+                {
+                    Ok(g) => g,
+                    Err(e) => {
+                        tracing::error!(error = %e, "the reconcile task failed");
+                        return;
+                    }
+                };
+            }
+        });
+        Reconciler {
+            events: tx,
+            connections: Arc::new(Mutex::new(HashMap::new())),
+        }
+    }
+
+    /// Sends an event.
+    pub fn send(&self, event: Event) {
+        // Fails only when the task is gone, i.e. at shutdown.
+        let _ = self.events.send(event);
+    }
+}
+
+/// Held by an xDS stream; the proxy disconnects when its last one drops.
+struct ConnectionGuard {
+    node: String,
+    reconciler: Reconciler,
+}
+
+impl Drop for ConnectionGuard {
+    fn drop(&mut self) {
+        let mut conns = self
+            .reconciler
+            .connections
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let last = match conns.get_mut(&self.node) {
+            Some(n) if *n > 1 => {
+                *n -= 1;
+                false
+            }
+            _ => {
+                conns.remove(&self.node);
+                true
+            }
+        };
+        drop(conns);
+        if last {
+            self.reconciler.send(Event::Disconnected {
+                node: self.node.clone(),
+            });
+        }
+    }
+}
+
+impl crate::server::ProxyRegistry for Reconciler {
+    fn connect(
+        &self,
+        node: &envoy_types::pb::envoy::config::core::v3::Node,
+        _metadata: &tonic::metadata::MetadataMap,
+    ) -> Result<Box<dyn Send + Sync>, tonic::Status> {
+        if parse_node_id(&node.id).is_none() {
+            return Err(tonic::Status::invalid_argument(format!(
+                "node.id {:?} is not <mesh>.<name>",
+                node.id
+            )));
+        }
+        *self
+            .connections
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(node.id.clone())
+            .or_default() += 1;
+        self.send(Event::Connected {
+            node: node.id.clone(),
+            metadata: ProxyMetadata::from_node(node),
+        });
+        Ok(Box::new(ConnectionGuard {
+            node: node.id.clone(),
+            reconciler: self.clone(),
+        }))
+    }
+}
