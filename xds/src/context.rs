@@ -234,6 +234,13 @@ pub fn dataplane_endpoints(name: &str, dp: &DataplaneSpec) -> Vec<(String, Optio
     out
 }
 
+/// Kuma's `x-kuma-tags` header value: `&key=v1,v2&` per key, keys sorted.
+pub fn serialize_tag_set(tags: &BTreeMap<String, BTreeSet<String>>) -> String {
+    tags.iter()
+        .map(|(k, values)| format!("&{k}={}&", values.iter().cloned().collect::<Vec<_>>().join(",")))
+        .collect()
+}
+
 /// What a proxy told the control plane about itself at bootstrap.
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub struct ProxyMetadata {
@@ -387,6 +394,18 @@ impl<'a> Proxy<'a> {
             }
         }
         out.remove(PROTOCOL_TAG);
+        out
+    }
+
+    /// Every tag of the proxy's inbounds with all its values (including
+    /// `kuma.io/protocol`), as Kuma's `x-kuma-tags` header carries them.
+    pub fn tag_set(&self) -> BTreeMap<String, BTreeSet<String>> {
+        let mut out: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        for i in self.dataplane.inbounds() {
+            for (k, v) in i.tags.iter().flatten() {
+                out.entry(k.clone()).or_default().insert(v.clone());
+            }
+        }
         out
     }
 

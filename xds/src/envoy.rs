@@ -141,7 +141,23 @@ pub fn eds_cluster(name: &str) -> Cluster {
         ..Default::default()
     };
     set_alt_stat_name(&mut c);
+    track_remaining(&mut c);
     c
+}
+
+/// Kuma has every cluster report its remaining capacity (`remaining_*`
+/// gauges), with or without a MeshCircuitBreaker.
+pub fn track_remaining(cluster: &mut Cluster) {
+    let cb = cluster.circuit_breakers.get_or_insert_with(Default::default);
+    match cb.thresholds.iter_mut().find(|t| t.priority == 0) {
+        Some(t) => t.track_remaining = true,
+        None => cb.thresholds.push(
+            envoy_types::pb::envoy::config::cluster::v3::circuit_breakers::Thresholds {
+                track_remaining: true,
+                ..Default::default()
+            },
+        ),
+    }
 }
 
 /// A cluster with fixed endpoints (IPs, or host names resolved by Envoy).
@@ -168,6 +184,7 @@ pub fn static_cluster(name: &str, endpoints: &[(String, u32)], connect_timeout: 
         c.dns_lookup_family = cluster::DnsLookupFamily::V4Only as i32;
     }
     set_alt_stat_name(&mut c);
+    track_remaining(&mut c);
     c
 }
 
@@ -253,6 +270,57 @@ pub fn http_filter<M: Message + Name>(name: &str, config: &M) -> HttpFilter {
 }
 
 /// The router HTTP filter.
+/// The gRPC statistics filter Kuma puts first on gRPC connection managers
+/// (per-status stats, and filter state for access logs).
+pub fn grpc_stats_filter() -> HttpFilter {
+    http_filter(
+        "envoy.filters.http.grpc_stats",
+        &envoy_types::pb::envoy::extensions::filters::http::grpc_stats::v3::FilterConfig {
+            emit_filter_state: true,
+            ..Default::default()
+        },
+    )
+}
+
+/// The HTTP filters a connection manager starts with: gRPC statistics for
+/// gRPC, then the router; plugins insert theirs before the router.
+pub fn base_http_filters(grpc: bool) -> Vec<HttpFilter> {
+    let mut filters = Vec::new();
+    if grpc {
+        filters.push(grpc_stats_filter());
+    }
+    filters.push(router_filter());
+    filters
+}
+
+/// The peers a connection manager treats as internal: Kuma's default
+/// `ipam.knownInternalCIDRs`. The IPv6 ranges are kept for IPv4-only
+/// proxies too (they never match there), so configs can be shared.
+pub fn internal_address_config()
+-> envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::http_connection_manager::InternalAddressConfig
+{
+    let ranges = [
+        ("10.0.0.0", 8),
+        ("192.168.0.0", 16),
+        ("172.16.0.0", 12),
+        ("127.0.0.1", 32),
+        ("fc00::", 7),
+        ("fd00::", 8),
+        ("::1", 128),
+    ];
+    envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::http_connection_manager::InternalAddressConfig {
+        cidr_ranges: ranges
+            .into_iter()
+            .map(|(prefix, len)| envoy_types::pb::envoy::config::core::v3::CidrRange {
+                address_prefix: prefix.to_string(),
+                prefix_len: Some(u32_value(len)),
+            })
+            .collect(),
+        ..Default::default()
+    }
+}
+
+/// The router filter.
 pub fn router_filter() -> HttpFilter {
     http_filter(
         ROUTER,

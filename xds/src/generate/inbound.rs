@@ -19,11 +19,11 @@ use crate::envoy;
 use crate::plugins;
 use crate::resources::{Origin, Resource, ResourceSet};
 
-/// Kuma's inbound defaults: twice the outbound connect timeout, and long
-/// idle timeouts so the client side decides.
-const CONNECT_TIMEOUT_SECS: i64 = 10;
-const IDLE_TIMEOUT_SECS: i64 = 7200;
+/// The stream idle timeout of inbound connection managers; the other
+/// timeouts come from MeshTimeout (or its defaults), which always applies.
 const STREAM_IDLE_TIMEOUT_SECS: i64 = 3600;
+/// Placeholder connect timeout, replaced by MeshTimeout's.
+const CONNECT_TIMEOUT_SECS: i64 = 5;
 
 /// The source address of connections from Envoy to the app under a
 /// transparent proxy, which iptables leaves alone.
@@ -53,15 +53,6 @@ pub(super) fn generate(proxy: &Proxy<'_>, mesh: &MeshContext, policies: &Policie
             Protocol::Http2 | Protocol::Grpc => envoy::set_upstream_http(&mut cluster, true),
             Protocol::Tcp | Protocol::Kafka => {}
         }
-        if protocol.is_http() {
-            let mut options = envoy::upstream_http_options(&cluster).unwrap_or_default();
-            options.common_http_protocol_options =
-                Some(envoy_types::pb::envoy::config::core::v3::HttpProtocolOptions {
-                    idle_timeout: Some(envoy::seconds(IDLE_TIMEOUT_SECS)),
-                    ..Default::default()
-                });
-            envoy::set_upstream_http_options(&mut cluster, &options);
-        }
         if tp && workload_ip != "127.0.0.1" && workload_ip != "::1" {
             cluster.upstream_bind_config = Some(BindConfig {
                 source_address: Some(SocketAddress {
@@ -87,14 +78,9 @@ pub(super) fn generate(proxy: &Proxy<'_>, mesh: &MeshContext, policies: &Policie
                     uri: true,
                     ..Default::default()
                 }),
-                common_http_protocol_options: Some(
-                    envoy_types::pb::envoy::config::core::v3::HttpProtocolOptions {
-                        idle_timeout: Some(envoy::seconds(IDLE_TIMEOUT_SECS)),
-                        ..Default::default()
-                    },
-                ),
                 stream_idle_timeout: Some(envoy::seconds(STREAM_IDLE_TIMEOUT_SECS)),
-                http_filters: vec![envoy::router_filter()],
+                internal_address_config: Some(envoy::internal_address_config()),
+                http_filters: envoy::base_http_filters(protocol == Protocol::Grpc),
                 route_specifier: Some(http_connection_manager::RouteSpecifier::RouteConfig(
                     RouteConfiguration {
                         name: service
@@ -128,19 +114,20 @@ pub(super) fn generate(proxy: &Proxy<'_>, mesh: &MeshContext, policies: &Policie
                 ..Default::default()
             };
             plugins::mesh_access_log::inbound_hcm(&mut hcm, proxy, mesh, policies, index, rs);
-            plugins::mesh_trace::hcm(&mut hcm, proxy, mesh, policies, true, rs);
+            plugins::mesh_trace::hcm(&mut hcm, proxy, mesh, policies, None, rs);
             plugins::mesh_fault_injection::inbound_hcm(&mut hcm, policies, index);
             plugins::mesh_rate_limit::inbound_hcm(&mut hcm, policies, index);
             plugins::mesh_timeout::inbound_hcm(&mut hcm, policies, index);
+            let mut filters = vec![envoy::network_filter(envoy::HCM, &hcm)];
+            plugins::mesh_rate_limit::inbound_tcp(&mut filters, policies, index);
             FilterChain {
-                filters: vec![envoy::network_filter(envoy::HCM, &hcm)],
+                filters,
                 ..Default::default()
             }
         } else {
             let mut tcp = TcpProxy {
                 stat_prefix,
                 cluster_specifier: Some(tcp_proxy::ClusterSpecifier::Cluster(cluster_name.clone())),
-                idle_timeout: Some(envoy::seconds(IDLE_TIMEOUT_SECS)),
                 ..Default::default()
             };
             plugins::mesh_access_log::inbound_tcp(&mut tcp, proxy, mesh, policies, index, rs);

@@ -23,7 +23,7 @@ use kuma_crds::resource::ResourceType;
 
 use super::Policies;
 use super::cache::OutboundCache;
-use crate::context::{MeshContext, Proxy, Service};
+use crate::context::{MeshContext, Proxy, Service, serialize_tag_set};
 use crate::digest::digest128;
 use crate::envoy;
 use crate::plugins;
@@ -209,7 +209,8 @@ fn build_bundle(target: &OutboundTarget, mesh: &MeshContext, policies: &Policies
             stat_prefix: envoy::sanitize_metric(&target.service),
             codec_type: http_connection_manager::CodecType::Auto as i32,
             normalize_path: Some(envoy::bool_value(true)),
-            http_filters: vec![envoy::router_filter()],
+            internal_address_config: Some(envoy::internal_address_config()),
+            http_filters: envoy::base_http_filters(protocol == crate::context::Protocol::Grpc),
             route_specifier: Some(http_connection_manager::RouteSpecifier::RouteConfig(
                 RouteConfiguration {
                     name: format!("outbound:{}", target.service),
@@ -339,12 +340,27 @@ fn add_for_proxy(
     rs: &mut ResourceSet,
 ) {
     let destination = target.destination();
-    if policies.has(ResourceType::MeshAccessLog) || policies.has(ResourceType::MeshTrace) {
+    // Peers match `from`-scoped faults on the caller's tags, which Kuma
+    // sends on every request once the mesh has a MeshFaultInjection.
+    let kuma_tags = mesh
+        .policies
+        .contains_key(&ResourceType::MeshFaultInjection)
+        .then(|| serialize_tag_set(&proxy.tag_set()));
+    if policies.has(ResourceType::MeshAccessLog)
+        || policies.has(ResourceType::MeshTrace)
+        || kuma_tags.is_some()
+    {
         let mut listener = bundle.listener.resource().clone();
         if let Resource::Listener(l) = &mut listener {
             envoy::edit_hcms(l, |hcm| {
+                if let (Some(tags), Some(http_connection_manager::RouteSpecifier::RouteConfig(rc))) =
+                    (&kuma_tags, &mut hcm.route_specifier)
+                {
+                    rc.request_headers_to_add
+                        .push(envoy::header("x-kuma-tags", tags, true));
+                }
                 plugins::mesh_access_log::outbound_hcm(hcm, proxy, mesh, policies, &destination, rs);
-                plugins::mesh_trace::hcm(hcm, proxy, mesh, policies, false, rs);
+                plugins::mesh_trace::hcm(hcm, proxy, mesh, policies, Some(&target.service), rs);
             });
             envoy::edit_network_filters(l, envoy::TCP_PROXY, |tcp: &mut TcpProxy| {
                 plugins::mesh_access_log::outbound_tcp(tcp, proxy, mesh, policies, &destination, rs);
@@ -355,7 +371,7 @@ fn add_for_proxy(
         rs.add_shared(bundle.listener.clone());
     }
 
-    let locality = policies.has(ResourceType::MeshLoadBalancingStrategy);
+    let locality = plugins::mesh_load_balancing_strategy::applies(policies, mesh);
     for c in &bundle.clusters {
         let name = c.cluster.resource().name();
         // The same cluster may serve several outbounds; the first wins.
@@ -365,7 +381,10 @@ fn add_for_proxy(
         match c.cluster.resource() {
             Resource::Cluster(cluster) if plugins::mesh_health_check::has_http_checks(cluster) => {
                 let mut cluster = cluster.clone();
-                plugins::mesh_health_check::add_source_tags(&mut cluster, &proxy.tags());
+                plugins::mesh_health_check::add_source_tags(
+                    &mut cluster,
+                    &serialize_tag_set(&proxy.tag_set()),
+                );
                 rs.add(Origin::Outbound, Resource::Cluster(cluster));
             }
             _ => rs.add_shared(c.cluster.clone()),
@@ -377,6 +396,7 @@ fn add_for_proxy(
                 plugins::mesh_load_balancing_strategy::endpoints(
                     &mut cla,
                     proxy,
+                    mesh,
                     policies,
                     &cluster_destination,
                 );

@@ -26,6 +26,7 @@ pub fn original_dst_cluster(name: &str) -> Cluster {
         ..Default::default()
     };
     envoy::set_alt_stat_name(&mut c);
+    envoy::track_remaining(&mut c);
     c
 }
 

@@ -24,6 +24,8 @@ use kuma_crds::matching::Destination;
 use kuma_crds::policies::mesh_access_log::{Backend, BackendType, Conf, Format, FormatType};
 use kuma_crds::resource::ResourceType;
 
+use envoy_types::pb::google::protobuf::{Value as ProtoValue, value};
+
 use crate::context::{MeshContext, Proxy};
 use crate::envoy;
 use crate::generate::Policies;
@@ -122,9 +124,58 @@ fn file_log(path: &str, format: Option<&Format>, http: bool, values: &KumaValues
     }
 }
 
-/// The cluster of an OpenTelemetry collector, one per endpoint.
-fn otel_cluster_name(endpoint: &str) -> String {
-    format!("meshaccesslog:opentelemetry:{endpoint}")
+const OTEL_CLUSTER_PREFIX: &str = "meshaccesslog:opentelemetry:";
+
+/// The cluster of an OpenTelemetry collector: like Kuma, numbered per
+/// proxy in the order collectors are first seen, one per endpoint.
+fn otel_cluster(rs: &mut ResourceSet, host: &str, port: u32) -> String {
+    let existing: Vec<(String, bool)> = rs
+        .of_type(crate::resources::XdsType::Cluster)
+        .filter(|g| g.resource().name().starts_with(OTEL_CLUSTER_PREFIX))
+        .map(|g| {
+            let same = match g.resource() {
+                Resource::Cluster(c) => c
+                    .load_assignment
+                    .iter()
+                    .flat_map(|la| &la.endpoints)
+                    .flat_map(|e| &e.lb_endpoints)
+                    .any(|lb| envoy::lb_endpoint(host, port) == *lb),
+                _ => false,
+            };
+            (g.resource().name().to_string(), same)
+        })
+        .collect();
+    if let Some((name, _)) = existing.iter().find(|(_, same)| *same) {
+        return name.clone();
+    }
+    let name = format!("{OTEL_CLUSTER_PREFIX}{}", existing.len());
+    let mut cluster = envoy::static_cluster(&name, &[(host.to_string(), port)], envoy::seconds(5));
+    envoy::set_upstream_http(&mut cluster, true);
+    rs.add(Origin::AccessLog, Resource::Cluster(cluster));
+    name
+}
+
+fn string_kv(key: &str, value: &str) -> KeyValue {
+    KeyValue {
+        key: key.to_string(),
+        value: Some(AnyValue {
+            value: Some(any_value::Value::StringValue(value.to_string())),
+        }),
+        ..Default::default()
+    }
+}
+
+/// Fills Kuma's placeholders in every string of a JSON value.
+fn interpolate_json(v: &serde_json::Value, values: &KumaValues) -> serde_json::Value {
+    match v {
+        serde_json::Value::String(s) => serde_json::Value::String(values.interpolate(s)),
+        serde_json::Value::Array(items) => items.iter().map(|i| interpolate_json(i, values)).collect(),
+        serde_json::Value::Object(map) => map
+            .iter()
+            .map(|(k, i)| (k.clone(), interpolate_json(i, values)))
+            .collect(),
+        other => other.clone(),
+    }
 }
 
 /// The access loggers of a conf's backends; OpenTelemetry collectors get a
@@ -150,21 +201,24 @@ fn loggers(
             BackendType::Tcp => {
                 let Some(t) = &b.tcp else { continue };
                 let (text, json, _) = text_format(t.format.as_ref(), http, values);
+                // kuma-dp forwards a structured message as one JSON line; a
+                // plain one is sent as written, so it carries its newline.
                 let message = match json {
-                    Some(fields) => serde_json::to_string(&fields).unwrap_or_default(),
-                    None => format!("{text}\n"),
+                    Some(fields) => ProtoValue {
+                        kind: Some(value::Kind::StructValue(envoy::string_struct(&fields))),
+                    },
+                    None => ProtoValue {
+                        kind: Some(value::Kind::StringValue(format!("{text}\n"))),
+                    },
                 };
-                let fields = BTreeMap::from([
-                    ("address".to_string(), t.address.clone()),
-                    ("message".to_string(), message),
-                ]);
+                let mut record =
+                    envoy::string_struct(&BTreeMap::from([("address".to_string(), t.address.clone())]));
+                record.fields.insert("message".to_string(), message);
                 let log = FileAccessLog {
                     path: tcp_socket_path(proxy),
                     access_log_format: Some(file_access_log::AccessLogFormat::LogFormat(
                         SubstitutionFormatString {
-                            format: Some(substitution_format_string::Format::JsonFormat(
-                                envoy::string_struct(&fields),
-                            )),
+                            format: Some(substitution_format_string::Format::JsonFormat(record)),
                             ..Default::default()
                         },
                     )),
@@ -180,16 +234,28 @@ fn loggers(
                     Some((h, p)) => (h.to_string(), p.parse().unwrap_or(4317)),
                     None => (endpoint.to_string(), 4317),
                 };
-                let cluster_name = otel_cluster_name(endpoint);
-                let mut cluster = envoy::static_cluster(&cluster_name, &[(host, port)], envoy::seconds(5));
-                envoy::set_upstream_http(&mut cluster, true);
-                rs.add(Origin::AccessLog, Resource::Cluster(cluster));
+                let cluster_name = otel_cluster(rs, &host, port);
                 let (text, _, _) = text_format(None, http, values);
                 let body = match &o.body {
-                    Some(serde_json::Value::String(s)) => values.interpolate(s),
-                    Some(other) => values.interpolate(&other.to_string()),
-                    None => text,
+                    None => AnyValue {
+                        value: Some(any_value::Value::StringValue(text)),
+                    },
+                    Some(serde_json::Value::String(s)) => AnyValue {
+                        value: Some(any_value::Value::StringValue(values.interpolate(s))),
+                    },
+                    // OTLP's JSON form of an AnyValue, placeholders filled in
+                    // every string; anything else is logged as its text.
+                    Some(other) => {
+                        let filled = interpolate_json(other, values);
+                        crate::proto::from_json::<AnyValue>(&filled).unwrap_or_else(|_| AnyValue {
+                            value: Some(any_value::Value::StringValue(filled.to_string())),
+                        })
+                    }
                 };
+                let mut resource_attributes = vec![string_kv("kuma.mesh", &values.mesh)];
+                if !values.zone.is_empty() {
+                    resource_attributes.push(string_kv("kuma.zone", &values.zone));
+                }
                 let config = OpenTelemetryAccessLogConfig {
                     // Kuma still fills the deprecated `common_config`; the
                     // replacement fields carry the same meaning.
@@ -203,8 +269,9 @@ fn loggers(
                         )),
                         ..Default::default()
                     }),
-                    body: Some(AnyValue {
-                        value: Some(any_value::Value::StringValue(body)),
+                    body: Some(body),
+                    resource_attributes: Some(KeyValueList {
+                        values: resource_attributes,
                     }),
                     attributes: Some(KeyValueList {
                         values: o

@@ -5,8 +5,6 @@
 //! is disabled. TCP payloads are base64 in the policy and sent decoded
 //! (Kuma sends the base64 text itself, which no server expects).
 
-use std::collections::BTreeMap;
-
 use base64::Engine;
 use envoy_types::pb::envoy::config::cluster::v3::{Cluster, cluster};
 use envoy_types::pb::envoy::config::core::v3::{HealthCheck, TypedExtensionConfig, health_check};
@@ -22,18 +20,6 @@ use crate::generate::Policies;
 
 const T: ResourceType = ResourceType::MeshHealthCheck;
 
-/// Kuma's `x-kuma-tags` header value: `&k=v&k2=v2&` over sorted keys.
-pub fn serialize_tags(tags: &BTreeMap<String, String>) -> String {
-    if tags.is_empty() {
-        return String::new();
-    }
-    let mut out = String::from("&");
-    for (k, v) in tags {
-        out.push_str(&format!("{k}={v}&"));
-    }
-    out
-}
-
 fn payload(b64: &str) -> health_check::Payload {
     let bytes = base64::engine::general_purpose::STANDARD
         .decode(b64)
@@ -46,11 +32,7 @@ fn payload(b64: &str) -> health_check::Payload {
 }
 
 /// The health check of `conf` for a destination speaking `protocol`, if any.
-pub fn health_check(
-    conf: &Conf,
-    protocol: Protocol,
-    proxy_tags: &BTreeMap<String, String>,
-) -> Option<HealthCheck> {
+pub fn health_check(conf: &Conf, protocol: Protocol) -> Option<HealthCheck> {
     let enabled = |disabled: Option<bool>| disabled != Some(true);
     let http = conf.http.as_ref().filter(|h| enabled(h.disabled));
     let grpc = conf.grpc.as_ref().filter(|g| enabled(g.disabled));
@@ -59,10 +41,6 @@ pub fn health_check(
         Protocol::Http | Protocol::Http2 if http.is_some() => {
             let h = http?;
             let mut headers = Vec::new();
-            let kuma_tags = serialize_tags(proxy_tags);
-            if !kuma_tags.is_empty() {
-                headers.push(envoy::header("x-kuma-tags", &kuma_tags, false));
-            }
             if let Some(m) = &h.request_headers_to_add {
                 for kv in m.add.iter().flatten() {
                     headers.push(envoy::header(&kv.name, &kv.value, false));
@@ -170,7 +148,7 @@ pub fn cluster(cluster: &mut Cluster, policies: &Policies, destination: &Destina
             );
         }
     }
-    if let Some(hc) = health_check(&conf, protocol, &BTreeMap::new()) {
+    if let Some(hc) = health_check(&conf, protocol) {
         cluster.health_checks.push(hc);
     }
 }
@@ -186,17 +164,17 @@ pub fn has_http_checks(cluster: &Cluster) -> bool {
     })
 }
 
-/// Adds Kuma's `x-kuma-tags` header with the checking proxy's tags to every
-/// HTTP health check of the cluster.
-pub fn add_source_tags(cluster: &mut Cluster, proxy_tags: &BTreeMap<String, String>) {
-    let kuma_tags = serialize_tags(proxy_tags);
+/// Adds Kuma's `x-kuma-tags` header (the checking proxy's tags, see
+/// [`crate::context::serialize_tag_set`]) to every HTTP health check of the
+/// cluster.
+pub fn add_source_tags(cluster: &mut Cluster, kuma_tags: &str) {
     if kuma_tags.is_empty() {
         return;
     }
     for hc in &mut cluster.health_checks {
         if let Some(health_check::HealthChecker::HttpHealthCheck(http)) = &mut hc.health_checker {
             http.request_headers_to_add
-                .insert(0, envoy::header("x-kuma-tags", &kuma_tags, false));
+                .insert(0, envoy::header("x-kuma-tags", kuma_tags, false));
         }
     }
 }

@@ -16,7 +16,7 @@ use kuma_crds::policies::mesh_load_balancing_strategy::{
 };
 use kuma_crds::resource::ResourceType;
 
-use crate::context::Proxy;
+use crate::context::{MeshContext, Proxy};
 use crate::envoy;
 use crate::generate::Policies;
 
@@ -153,25 +153,47 @@ pub fn cluster(cluster: &mut Cluster, policies: &Policies, destination: &Destina
     }
 }
 
-/// Outbound endpoints: locality priorities. Endpoints in the proxy's zone
-/// come first; with `crossZone.failover`, other zones get the priority of
-/// the first rule that lets them in and are dropped otherwise; with
-/// `localZone.affinityTags`, local endpoints sharing the proxy's tag values
-/// get weighted sub-zones.
+/// Whether outbound endpoints of the proxy may need locality priorities.
+pub fn applies(policies: &Policies, mesh: &MeshContext) -> bool {
+    policies.has(T) || legacy_locality(mesh)
+}
+
+/// The Mesh's legacy `routing.localityAwareLoadBalancing` switch.
+fn legacy_locality(mesh: &MeshContext) -> bool {
+    mesh.mesh
+        .routing
+        .as_ref()
+        .and_then(|r| r.locality_aware_load_balancing)
+        == Some(true)
+}
+
+/// Outbound endpoints: locality priorities, as Kuma computes them.
+///
+/// Without a strategy for the destination nothing changes, unless the
+/// Mesh's legacy switch is on. Plain locality awareness puts the proxy's
+/// zone first and every other zone (and zone-less endpoints) at priority 1.
+/// With `localZone` or `crossZone` configured, other zones are kept only
+/// when a `crossZone.failover` rule lets them in (at that rule's priority),
+/// `localZone.affinityTags` weight local sub-zones, and the overprovisioning
+/// factor comes from `failoverThreshold` (200 by default).
 pub fn endpoints(
     cla: &mut ClusterLoadAssignment,
     proxy: &Proxy<'_>,
+    mesh: &MeshContext,
     policies: &Policies,
     destination: &Destination,
 ) {
-    // Like Kuma: no strategy for the destination, no locality awareness.
-    let Some(conf) = policies.to_typed::<Conf>(T, destination) else {
-        return;
+    let locality = match policies.to_typed::<Conf>(T, destination) {
+        Some(conf) => conf.locality_awareness.clone(),
+        None if legacy_locality(mesh) => None,
+        None => return,
     };
-    let locality = conf.locality_awareness.clone();
     if locality.as_ref().and_then(|l| l.disabled) == Some(true) {
         return;
     }
+    let configured = locality
+        .as_ref()
+        .is_some_and(|l| l.local_zone.is_some() || l.cross_zone.is_some());
     let proxy_tags = proxy.tags();
     let Some(local_zone) = proxy_tags.get(ZONE_TAG).cloned() else {
         return;
@@ -190,7 +212,7 @@ pub fn endpoints(
             .map(|l| l.zone.clone())
             .unwrap_or_default();
         for lb in group.lb_endpoints {
-            let (priority, sub_zone, weight) = if zone == local_zone || zone.is_empty() {
+            let (priority, sub_zone, weight) = if zone == local_zone {
                 let tags = lb
                     .metadata
                     .as_ref()
@@ -221,6 +243,7 @@ pub fn endpoints(
                 }
             } else {
                 match &cross {
+                    None if configured => continue,
                     None => (1, String::new(), 1),
                     Some(c) => {
                         let rule = c.failover.iter().flatten().enumerate().find(|(_, f)| {
@@ -263,14 +286,17 @@ pub fn endpoints(
             },
         )
         .collect();
-    if let Some(threshold) = cross
-        .as_ref()
-        .and_then(|c| c.failover_threshold.as_ref())
-        .and_then(|t| t.percentage.as_decimal())
-        && threshold > 0.0
-    {
+    if configured {
+        let factor = match cross
+            .as_ref()
+            .and_then(|c| c.failover_threshold.as_ref())
+            .and_then(|t| t.percentage.as_decimal())
+        {
+            Some(threshold) if threshold > 0.0 => ((100.0 / threshold) as u32) * 100,
+            _ => 200,
+        };
         cla.policy
             .get_or_insert_with(cluster_load_assignment::Policy::default)
-            .overprovisioning_factor = Some(envoy::u32_value(((100.0 / threshold) as u32) * 100));
+            .overprovisioning_factor = Some(envoy::u32_value(factor));
     }
 }

@@ -18,7 +18,8 @@ use crate::generate::Policies;
 
 const T: ResourceType = ResourceType::MeshRateLimit;
 const HTTP_FILTER: &str = "envoy.filters.http.local_ratelimit";
-const TCP_FILTER: &str = "envoy.filters.network.local_ratelimit";
+/// Kuma's name for the network filter (MeshProxyPatch matches on it).
+const TCP_FILTER: &str = "envoy.extensions.filters.network.local_ratelimit.v3.LocalRateLimit";
 
 fn bucket(rate: &Rate) -> TokenBucket {
     TokenBucket {
@@ -95,7 +96,7 @@ pub fn inbound_hcm(hcm: &mut HttpConnectionManager, policies: &Policies, index: 
     envoy::insert_before_router(hcm, vec![filter]);
 }
 
-/// Inbound TCP filters: a connection rate limit first.
+/// Inbound network filters (TCP or HTTP): a connection rate limit first.
 pub fn inbound_tcp(filters: &mut Vec<Filter>, policies: &Policies, index: usize) {
     let Some(conf) = policies.inbound_typed::<Conf>(T, index) else {
         return;

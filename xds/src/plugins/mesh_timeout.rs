@@ -1,8 +1,10 @@
 //! MeshTimeout: connect/idle timeouts on clusters and TCP proxies, request
 //! and stream-idle timeouts on routes, header timeouts on connection managers.
 //!
-//! Unset fields take Kuma's defaults (connect 5s, idle 1h, request 15s,
-//! stream idle 30m, the rest off) whenever a MeshTimeout selects the proxy.
+//! Like Kuma, the plugin always runs: inbounds and outbound clusters get the
+//! matching configuration or Kuma's defaults (connect 5s, idle 1h, request
+//! 15s, stream idle 30m, the rest off), while outbound routes and TCP
+//! proxies change only where a `to` entry covers the destination.
 
 use envoy_types::pb::envoy::config::cluster::v3::Cluster;
 use envoy_types::pb::envoy::config::core::v3::HttpProtocolOptions as CommonHttpOptions;
@@ -83,45 +85,52 @@ pub fn apply_tcp(tcp: &mut TcpProxy, conf: &Conf) {
     tcp.idle_timeout = Some(or_default(conf.idle_timeout.as_ref(), 3600));
 }
 
+/// The `to` configuration covering the destination, if any.
 fn outbound(policies: &Policies, destination: &Destination) -> Option<Conf> {
-    policies
-        .has(T)
-        .then(|| policies.to_typed(T, destination).unwrap_or_default())
+    policies.to_typed(T, destination)
 }
 
-fn inbound(policies: &Policies, index: usize) -> Option<Conf> {
-    policies
-        .has(T)
-        .then(|| policies.inbound_typed(T, index).unwrap_or_default())
+/// The inbound's configuration, Kuma's defaults without a policy.
+fn inbound(policies: &Policies, index: usize) -> Conf {
+    policies.inbound_typed(T, index).unwrap_or_default()
 }
 
-/// Outbound cluster.
+/// Outbound cluster: the covering configuration or the defaults.
 pub fn outbound_cluster(
     cluster: &mut Cluster,
     policies: &Policies,
     destination: &Destination,
     protocol: Protocol,
 ) {
-    if let Some(conf) = outbound(policies, destination) {
-        apply_cluster(cluster, &conf, protocol);
-    }
+    apply_cluster(
+        cluster,
+        &outbound(policies, destination).unwrap_or_default(),
+        protocol,
+    );
 }
 
-/// Outbound route.
+/// Outbound route: only where a `to` entry covers the destination.
 pub fn outbound_route(action: &mut RouteAction, policies: &Policies, destination: &Destination) {
     if let Some(conf) = outbound(policies, destination) {
         apply_route(action, &conf);
     }
 }
 
-/// Outbound connection manager.
+/// Outbound connection manager: connection idle timeouts live on the
+/// clusters, so the manager's own is always off; the header timeout only
+/// where a `to` entry covers the destination.
 pub fn outbound_hcm(hcm: &mut HttpConnectionManager, policies: &Policies, destination: &Destination) {
-    if let Some(conf) = outbound(policies, destination) {
-        apply_hcm(hcm, &conf);
+    match outbound(policies, destination) {
+        Some(conf) => apply_hcm(hcm, &conf),
+        None => {
+            let mut common = hcm.common_http_protocol_options.unwrap_or_default();
+            common.idle_timeout = Some(envoy::seconds(0));
+            hcm.common_http_protocol_options = Some(common);
+        }
     }
 }
 
-/// Outbound TCP proxy.
+/// Outbound TCP proxy: only where a `to` entry covers the destination.
 pub fn outbound_tcp(tcp: &mut TcpProxy, policies: &Policies, destination: &Destination) {
     if let Some(conf) = outbound(policies, destination) {
         apply_tcp(tcp, &conf);
@@ -130,16 +139,12 @@ pub fn outbound_tcp(tcp: &mut TcpProxy, policies: &Policies, destination: &Desti
 
 /// Inbound (local app) cluster.
 pub fn inbound_cluster(cluster: &mut Cluster, policies: &Policies, index: usize, protocol: Protocol) {
-    if let Some(conf) = inbound(policies, index) {
-        apply_cluster(cluster, &conf, protocol);
-    }
+    apply_cluster(cluster, &inbound(policies, index), protocol);
 }
 
 /// Inbound connection manager and its routes.
 pub fn inbound_hcm(hcm: &mut HttpConnectionManager, policies: &Policies, index: usize) {
-    let Some(conf) = inbound(policies, index) else {
-        return;
-    };
+    let conf = inbound(policies, index);
     apply_hcm(hcm, &conf);
     if let Some(http_connection_manager::RouteSpecifier::RouteConfig(rc)) = &mut hcm.route_specifier {
         for vh in &mut rc.virtual_hosts {
@@ -154,7 +159,5 @@ pub fn inbound_hcm(hcm: &mut HttpConnectionManager, policies: &Policies, index: 
 
 /// Inbound TCP proxy.
 pub fn inbound_tcp(tcp: &mut TcpProxy, policies: &Policies, index: usize) {
-    if let Some(conf) = inbound(policies, index) {
-        apply_tcp(tcp, &conf);
-    }
+    apply_tcp(tcp, &inbound(policies, index));
 }

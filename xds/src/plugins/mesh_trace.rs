@@ -29,15 +29,15 @@ fn literal(tag: &str, value: &str) -> CustomTag {
     }
 }
 
-/// Sets the tracing of a connection manager (`inbound` selects the
-/// direction for Datadog's split service names) and adds the collector
-/// cluster to `rs`.
+/// Sets the tracing of a connection manager and adds the collector cluster
+/// to `rs`. `outbound_to` is the destination service of an outbound (`None`
+/// for an inbound); Datadog's split service names include it.
 pub fn hcm(
     hcm: &mut HttpConnectionManager,
     proxy: &Proxy<'_>,
     mesh: &MeshContext,
     policies: &Policies,
-    inbound: bool,
+    outbound_to: Option<&str>,
     rs: &mut ResourceSet,
 ) {
     let Some(conf) = policies.single_typed::<Conf>(T) else {
@@ -79,10 +79,9 @@ pub fn hcm(
             let Some(url) = parse_http_url(&d.url) else { return };
             let cluster = "meshtrace:datadog".to_string();
             let service_name = if d.split_service == Some(true) {
-                if inbound {
-                    format!("{service}_INBOUND")
-                } else {
-                    format!("{service}_OUTBOUND")
+                match outbound_to {
+                    None => format!("{service}_INBOUND"),
+                    Some(destination) => format!("{service}_OUTBOUND_{destination}"),
                 }
             } else {
                 service.clone()
