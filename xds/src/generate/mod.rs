@@ -12,13 +12,13 @@ mod system;
 mod transparent;
 
 pub use cache::{CacheStats, OutboundCache};
-pub use outbound::{OutboundBundle, OutboundTarget, outbound_targets};
+pub use outbound::{KeyedTarget, OutboundBundle, OutboundTarget, outbound_targets, vip_targets};
 pub use system::{ADMIN_CLUSTER, READINESS_CLUSTER, prefix_route, static_hcm};
 pub use transparent::original_dst_cluster;
 
 use std::collections::BTreeMap;
 
-use kuma_crds::matching::{Destination, InboundRules, MatchOptions, MatchedPolicies, Merged, match_policies};
+use kuma_crds::matching::{Destination, InboundRules, MatchOptions, MatchedPolicies, Merged};
 use kuma_crds::resource::ResourceType;
 
 use crate::context::{MeshContext, Proxy};
@@ -41,7 +41,8 @@ impl Policies {
             .map(|t| {
                 (
                     t,
-                    match_policies(t, proxy.resource, &mesh.all_policies, MatchOptions::default()),
+                    mesh.policy_index
+                        .match_policies(t, proxy.resource, MatchOptions::default()),
                 )
             })
             .filter(|(_, m)| !m.is_empty())

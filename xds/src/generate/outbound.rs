@@ -62,11 +62,33 @@ impl OutboundTarget {
     }
 }
 
+/// An outbound and the digest identifying it in cache keys.
+pub type KeyedTarget = (Arc<OutboundTarget>, u64);
+
+/// The VIP outbound of every service, as a transparent proxy sees them;
+/// the same for every proxy of the mesh, so built once per mesh.
+pub fn vip_targets(services: &BTreeMap<String, Arc<Service>>) -> Vec<KeyedTarget> {
+    services
+        .values()
+        .map(|service| {
+            let target = OutboundTarget {
+                service: service.name.clone(),
+                address: service.vip.to_string(),
+                port: VIP_PORT,
+                tags: BTreeMap::from([(SERVICE_TAG.to_string(), service.name.clone())]),
+                bind: false,
+            };
+            let digest = crate::digest::digest(&target);
+            (Arc::new(target), digest)
+        })
+        .collect()
+}
+
 /// The outbounds of a proxy: its explicit outbounds, plus with a
 /// transparent proxy a VIP outbound for every service of the mesh.
-pub fn outbound_targets(proxy: &Proxy<'_>, mesh: &MeshContext) -> Vec<OutboundTarget> {
+pub fn outbound_targets(proxy: &Proxy<'_>, mesh: &MeshContext) -> Vec<KeyedTarget> {
     let tp = proxy.transparent_proxy().is_some_and(|(_, out)| out > 0);
-    let mut out: BTreeMap<(String, u32), OutboundTarget> = BTreeMap::new();
+    let mut explicit: BTreeMap<(String, u32), OutboundTarget> = BTreeMap::new();
     for o in proxy.dataplane.outbounds() {
         let Some(tags) = &o.tags else { continue };
         let Some(service) = tags.get(SERVICE_TAG) else {
@@ -80,30 +102,26 @@ pub fn outbound_targets(proxy: &Proxy<'_>, mesh: &MeshContext) -> Vec<OutboundTa
             tags: tags.clone(),
             bind: !tp,
         };
-        out.insert((address, o.port), target);
+        explicit.insert((address, o.port), target);
     }
+    let mut out: Vec<KeyedTarget> =
+        Vec::with_capacity(explicit.len() + if tp { mesh.vip_targets.len() } else { 0 });
     if tp {
-        let inbound_ports: Vec<(String, u32)> = proxy
-            .dataplane
-            .inbounds()
-            .iter()
-            .map(|i| (proxy.dataplane.inbound_address(i).to_string(), i.port))
-            .collect();
-        for service in mesh.services.values() {
-            let key = (service.vip.to_string(), VIP_PORT);
-            if inbound_ports.contains(&key) {
-                continue;
-            }
-            out.entry(key).or_insert_with(|| OutboundTarget {
-                service: service.name.clone(),
-                address: service.vip.to_string(),
-                port: VIP_PORT,
-                tags: BTreeMap::from([(SERVICE_TAG.to_string(), service.name.clone())]),
-                bind: false,
-            });
-        }
+        let taken = |t: &OutboundTarget| {
+            explicit.contains_key(&(t.address.clone(), t.port))
+                || proxy
+                    .dataplane
+                    .inbounds()
+                    .iter()
+                    .any(|i| i.port == t.port && proxy.dataplane.inbound_address(i) == t.address)
+        };
+        out.extend(mesh.vip_targets.iter().filter(|(t, _)| !taken(t)).cloned());
     }
-    out.into_values().collect()
+    out.extend(explicit.into_values().map(|t| {
+        let digest = crate::digest::digest(&t);
+        (Arc::new(t), digest)
+    }));
+    out
 }
 
 pub(super) fn generate(
@@ -114,10 +132,10 @@ pub(super) fn generate(
     rs: &mut ResourceSet,
     used: &mut Vec<Arc<OutboundBundle>>,
 ) {
-    for target in outbound_targets(proxy, mesh) {
+    for (target, target_digest) in outbound_targets(proxy, mesh) {
         let bundle = match cache {
             Some(cache) => {
-                let key = digest128(&(policies.to_signature(), mesh.mesh_digest, &target));
+                let key = digest128(&(policies.to_signature(), mesh.mesh_digest, target_digest));
                 cache.get_or_build(key, mesh, || build_bundle(&target, mesh, policies))
             }
             None => Arc::new(build_bundle(&target, mesh, policies)),

@@ -121,7 +121,7 @@ impl DeltaStream {
         let typed = snapshot.get(t);
         let wanted = |name: &str| state.wildcard || state.names.contains(name);
         let mut resources = Vec::new();
-        for (name, r) in &typed.resources {
+        for (name, r) in typed.resources.iter() {
             if wanted(name) && state.client.get(name) != Some(&r.version) {
                 resources.push(Resource {
                     name: name.clone(),
@@ -137,7 +137,7 @@ impl DeltaStream {
         let mut removed: Vec<String> = state
             .client
             .keys()
-            .filter(|name| !typed.resources.contains_key(*name) || !wanted(name))
+            .filter(|name| !typed.resources.contains_key(name) || !wanted(name))
             .cloned()
             .collect();
         removed.sort();

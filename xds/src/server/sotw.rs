@@ -135,7 +135,7 @@ impl SotwStream {
             let present: BTreeSet<String> = state
                 .names
                 .iter()
-                .filter(|n| typed.resources.contains_key(*n))
+                .filter(|n| typed.resources.contains_key(n))
                 .cloned()
                 .collect();
             let resources = present

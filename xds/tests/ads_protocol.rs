@@ -1,0 +1,302 @@
+//! The xDS protocol rules, checked on the stream state machines directly:
+//! nonces, ACK/NACK without resend loops, make-before-break order, named
+//! and wildcard subscriptions, and delta reconnects that skip what Envoy
+//! already holds.
+
+mod support;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use envoy_types::pb::envoy::service::discovery::v3::{DeltaDiscoveryRequest, DiscoveryRequest};
+use envoy_types::pb::google::rpc::Status as RpcStatus;
+use kuma_xds::resources::XdsType;
+use kuma_xds::server::{DeltaStream, FeedbackKind, SotwStream};
+use kuma_xds::snapshot::{Snapshot, resource_version};
+use support::Fixture;
+
+/// A snapshot of the first proxy of a golden input.
+fn snapshot(case: &str) -> Arc<Snapshot> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/golden")
+        .join(format!("{case}.input.yaml"));
+    let (_, resources) = Fixture::load(&path).generate();
+    Arc::new(Snapshot::from_resources(&resources))
+}
+
+fn sotw(t: XdsType, names: &[&str], version: &str, nonce: &str) -> DiscoveryRequest {
+    DiscoveryRequest {
+        type_url: t.type_url().into(),
+        resource_names: names.iter().map(|n| n.to_string()).collect(),
+        version_info: version.into(),
+        response_nonce: nonce.into(),
+        ..Default::default()
+    }
+}
+
+fn nack(mut r: DiscoveryRequest) -> DiscoveryRequest {
+    r.error_detail = Some(RpcStatus {
+        code: 3,
+        message: "rejected".into(),
+        ..Default::default()
+    });
+    r
+}
+
+#[test]
+fn sotw_answers_subscriptions_once_a_snapshot_exists() {
+    let mut s = SotwStream::new();
+    let out = s.on_request(sotw(XdsType::Cluster, &[], "", "")).unwrap();
+    assert!(
+        out.responses.is_empty(),
+        "nothing to send before the first snapshot"
+    );
+    let snap = snapshot("basic/base-mesh");
+    let out = s.on_snapshot(Some(snap.clone()));
+    assert_eq!(out.responses.len(), 1);
+    let r = &out.responses[0];
+    assert_eq!(r.type_url, XdsType::Cluster.type_url());
+    assert_eq!(r.version_info, snap.version(XdsType::Cluster));
+    assert_eq!(
+        r.resources.len(),
+        snap.get(XdsType::Cluster).resources.len(),
+        "wildcard: every cluster"
+    );
+}
+
+#[test]
+fn sotw_ack_nack_and_stale_nonces() {
+    let snap = snapshot("basic/base-mesh");
+    let mut s = SotwStream::new();
+    s.on_snapshot(Some(snap.clone()));
+    let first = s
+        .on_request(sotw(XdsType::Cluster, &[], "", ""))
+        .unwrap()
+        .responses
+        .remove(0);
+
+    // A NACK is reported and the same version is not sent again.
+    let out = s
+        .on_request(nack(sotw(XdsType::Cluster, &[], "", &first.nonce)))
+        .unwrap();
+    assert_eq!(out.feedback[0].kind, FeedbackKind::Nack);
+    assert_eq!(out.feedback[0].error.as_deref(), Some("rejected"));
+    assert!(out.responses.is_empty(), "no resend loop after a NACK");
+    // Nor on an unchanged snapshot.
+    assert!(s.on_snapshot(Some(snap.clone())).responses.is_empty());
+
+    // A new configuration is sent; a reply quoting the old nonce is stale.
+    let changed = snapshot("mesh_timeout/outbound-and-inbound");
+    let next = s.on_snapshot(Some(changed.clone())).responses;
+    assert_eq!(next.len(), 1, "only clusters are subscribed");
+    assert_ne!(next[0].nonce, first.nonce);
+    let out = s
+        .on_request(sotw(XdsType::Cluster, &[], &first.version_info, &first.nonce))
+        .unwrap();
+    assert_eq!(out.feedback[0].kind, FeedbackKind::Stale);
+    assert!(out.responses.is_empty());
+
+    // The ACK of the latest response is reported, and nothing is resent.
+    let out = s
+        .on_request(sotw(XdsType::Cluster, &[], &next[0].version_info, &next[0].nonce))
+        .unwrap();
+    assert_eq!(out.feedback[0].kind, FeedbackKind::Ack);
+    assert_eq!(out.feedback[0].version, changed.version(XdsType::Cluster));
+    assert!(out.responses.is_empty());
+}
+
+#[test]
+fn sotw_pushes_changed_types_clusters_first() {
+    let mut s = SotwStream::new();
+    s.on_snapshot(Some(snapshot("basic/base-mesh")));
+    for t in [XdsType::Listener, XdsType::Cluster] {
+        let r = s.on_request(sotw(t, &[], "", "")).unwrap().responses.remove(0);
+        s.on_request(sotw(t, &[], &r.version_info, &r.nonce)).unwrap();
+    }
+    let eds = s
+        .on_request(sotw(XdsType::Endpoints, &["backend", "db"], "", ""))
+        .unwrap()
+        .responses
+        .remove(0);
+    assert_eq!(
+        eds.resources.len(),
+        2,
+        "named subscription: only the names asked for"
+    );
+    s.on_request(sotw(
+        XdsType::Endpoints,
+        &["backend", "db"],
+        &eds.version_info,
+        &eds.nonce,
+    ))
+    .unwrap();
+
+    let types: Vec<String> = s
+        .on_snapshot(Some(snapshot("mesh_timeout/outbound-and-inbound")))
+        .responses
+        .into_iter()
+        .map(|r| r.type_url)
+        .collect();
+    assert_eq!(
+        types,
+        vec![
+            XdsType::Cluster.type_url(),
+            XdsType::Endpoints.type_url(),
+            XdsType::Listener.type_url()
+        ],
+        "clusters, then their endpoints (re-sent after a cluster change), then listeners"
+    );
+}
+
+#[test]
+fn sotw_named_subscription_changes_are_answered() {
+    let mut s = SotwStream::new();
+    s.on_snapshot(Some(snapshot("basic/base-mesh")));
+    let r = s
+        .on_request(sotw(XdsType::Endpoints, &["backend"], "", ""))
+        .unwrap()
+        .responses
+        .remove(0);
+    assert_eq!(r.resources.len(), 1);
+    // Envoy adds a name in its ACK: the new set is sent.
+    let out = s
+        .on_request(sotw(
+            XdsType::Endpoints,
+            &["backend", "db"],
+            &r.version_info,
+            &r.nonce,
+        ))
+        .unwrap();
+    assert_eq!(out.responses.len(), 1);
+    assert_eq!(out.responses[0].resources.len(), 2);
+}
+
+#[test]
+fn sotw_refuses_requests_without_a_type() {
+    let mut s = SotwStream::new();
+    let err = s.on_request(DiscoveryRequest::default()).unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+}
+
+fn delta(t: XdsType, subscribe: &[&str], nonce: &str) -> DeltaDiscoveryRequest {
+    DeltaDiscoveryRequest {
+        type_url: t.type_url().into(),
+        resource_names_subscribe: subscribe.iter().map(|n| n.to_string()).collect(),
+        response_nonce: nonce.into(),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn delta_sends_only_what_changed_and_removals() {
+    let base = snapshot("basic/base-mesh");
+    let mut s = DeltaStream::new();
+    s.on_snapshot(Some(base.clone()));
+    let first = s
+        .on_request(delta(XdsType::Cluster, &[], ""))
+        .unwrap()
+        .responses
+        .remove(0);
+    assert_eq!(first.resources.len(), base.get(XdsType::Cluster).resources.len());
+    let out = s.on_request(delta(XdsType::Cluster, &[], &first.nonce)).unwrap();
+    assert_eq!(out.feedback[0].kind, FeedbackKind::Ack);
+    assert!(out.responses.is_empty());
+
+    // A snapshot that changes a few clusters sends just those.
+    let changed = snapshot("mesh_circuit_breaker/outbound-inbound");
+    let next = s.on_snapshot(Some(changed.clone())).responses.remove(0);
+    let names: Vec<&str> = next.resources.iter().map(|r| r.name.as_str()).collect();
+    let expected: Vec<&str> = changed
+        .get(XdsType::Cluster)
+        .resources
+        .iter()
+        .filter(|(n, r)| base.get(XdsType::Cluster).resources.get(n).map(|b| b.version) != Some(r.version))
+        .map(|(n, _)| n.as_str())
+        .collect();
+    assert_eq!(names, expected);
+    assert!(!names.is_empty() && names.len() < changed.get(XdsType::Cluster).resources.len());
+    for r in &next.resources {
+        assert_eq!(
+            r.version,
+            resource_version(changed.get(XdsType::Cluster).resources[&r.name].version)
+        );
+    }
+}
+
+#[test]
+fn delta_reconnect_skips_resources_envoy_holds() {
+    let snap = snapshot("basic/base-mesh");
+    let clusters = &snap.get(XdsType::Cluster).resources;
+    let mut s = DeltaStream::new();
+    s.on_snapshot(Some(snap.clone()));
+    let mut request = delta(XdsType::Cluster, &[], "");
+    // Envoy holds every cluster but one at the current version, and one
+    // cluster that no longer exists.
+    let kept: Vec<&String> = clusters.keys().skip(1).collect();
+    for name in &kept {
+        request
+            .initial_resource_versions
+            .insert((*name).clone(), resource_version(clusters[*name].version));
+    }
+    request
+        .initial_resource_versions
+        .insert("gone".into(), "0000000000000001".into());
+    let r = s.on_request(request).unwrap().responses.remove(0);
+    let sent: Vec<&str> = r.resources.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(sent, vec![clusters.keys().next().unwrap().as_str()]);
+    assert_eq!(r.removed_resources, vec!["gone".to_string()]);
+}
+
+#[test]
+fn delta_nack_is_reported_without_a_resend() {
+    let mut s = DeltaStream::new();
+    s.on_snapshot(Some(snapshot("basic/base-mesh")));
+    let r = s
+        .on_request(delta(XdsType::Listener, &[], ""))
+        .unwrap()
+        .responses
+        .remove(0);
+    let mut reply = delta(XdsType::Listener, &[], &r.nonce);
+    reply.error_detail = Some(RpcStatus {
+        code: 3,
+        message: "bad listener".into(),
+        ..Default::default()
+    });
+    let out = s.on_request(reply).unwrap();
+    assert_eq!(out.feedback[0].kind, FeedbackKind::Nack);
+    assert!(out.responses.is_empty());
+    assert!(
+        s.on_snapshot(Some(snapshot("basic/base-mesh")))
+            .responses
+            .is_empty()
+    );
+}
+
+#[test]
+fn delta_unsubscribe_then_subscribe_sends_again() {
+    let mut s = DeltaStream::new();
+    s.on_snapshot(Some(snapshot("basic/base-mesh")));
+    let r = s
+        .on_request(delta(XdsType::Endpoints, &["backend"], ""))
+        .unwrap()
+        .responses
+        .remove(0);
+    assert_eq!(r.resources.len(), 1);
+    let mut unsub = delta(XdsType::Endpoints, &[], &r.nonce);
+    unsub.resource_names_unsubscribe = vec!["backend".into()];
+    let out = s.on_request(unsub).unwrap();
+    assert!(
+        out.responses.is_empty(),
+        "an unsubscribed name is simply forgotten"
+    );
+    let again = s
+        .on_request(delta(XdsType::Endpoints, &["backend"], ""))
+        .unwrap()
+        .responses
+        .remove(0);
+    assert_eq!(
+        again.resources.len(),
+        1,
+        "a renewed subscription gets the resource again"
+    );
+}

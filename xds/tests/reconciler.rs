@@ -1,0 +1,170 @@
+//! The reconciler regenerates exactly the proxies a change can affect,
+//! coalesces bursts, and publishes a snapshot only when it changed.
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::sync::Arc;
+
+use kuma_crds::format::parse;
+use kuma_crds::resource::{Resource, ResourceType};
+use kuma_xds::context::ProxyMetadata;
+use kuma_xds::metrics::XdsMetrics;
+use kuma_xds::snapshot::SnapshotCache;
+use kuma_xds::sync::{Event, Generator};
+use support::Fixture;
+
+/// A generator over the shared golden mesh with every proxy connected.
+fn connected_mesh() -> (Generator, Arc<SnapshotCache>, Arc<XdsMetrics>) {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/_base/web.yaml");
+    let fixture = Fixture::load(&path);
+    let snapshots = Arc::new(SnapshotCache::new());
+    let metrics = Arc::new(XdsMetrics::default());
+    let mut g = Generator::new(snapshots.clone(), metrics.clone());
+    let mut events = vec![Event::Upsert(Box::new(
+        parse("type: Mesh\nname: default").unwrap(),
+    ))];
+    for r in &fixture.resources {
+        events.push(Event::Upsert(Box::new(r.clone())));
+        events.push(Event::Connected {
+            node: format!("default.{}", r.meta.name),
+            metadata: ProxyMetadata {
+                admin_port: 9901,
+                readiness_port: 9902,
+                ..Default::default()
+            },
+        });
+    }
+    let report = g.apply(events);
+    assert_eq!(
+        report.regenerated.len(),
+        fixture.resources.len(),
+        "every connected proxy gets a config"
+    );
+    (g, snapshots, metrics)
+}
+
+fn upsert(yaml: &str) -> Event {
+    Event::Upsert(Box::new(parse(yaml).unwrap_or_else(|e| panic!("{e}"))))
+}
+
+fn nodes(names: &[&str]) -> BTreeSet<String> {
+    names.iter().map(|n| format!("default.{n}")).collect()
+}
+
+const WEB_TIMEOUT: &str = "type: MeshTimeout\nmesh: default\nname: web-timeout\nspec:\n  targetRef:\n    kind: MeshService\n    name: web\n  to:\n    - targetRef:\n        kind: Mesh\n      default:\n        idleTimeout: 20s\n";
+
+#[test]
+fn a_policy_regenerates_only_the_proxies_it_selects() {
+    let (mut g, snapshots, _) = connected_mesh();
+    let before = snapshots.get("default.web-1").unwrap();
+    let report = g.apply(vec![upsert(WEB_TIMEOUT)]);
+    assert_eq!(report.regenerated, nodes(&["web-1"]));
+    assert_eq!(report.changed, nodes(&["web-1"]));
+    let after = snapshots.get("default.web-1").unwrap();
+    // Cluster idle timeouts, the TCP proxy's idle timeout on the db
+    // listener, and endpoints re-sent for the changed clusters.
+    use kuma_xds::resources::XdsType;
+    assert_eq!(
+        after.changed_types(&before),
+        vec![XdsType::Cluster, XdsType::Endpoints, XdsType::Listener]
+    );
+
+    // Retargeting it moves it: both the old and the new targets regenerate.
+    let retargeted = WEB_TIMEOUT.replace("name: web\n", "name: frontend\n");
+    let report = g.apply(vec![upsert(&retargeted)]);
+    assert_eq!(report.regenerated, nodes(&["frontend-1", "web-1"]));
+
+    let report = g.apply(vec![Event::Delete {
+        resource_type: ResourceType::MeshTimeout,
+        mesh: "default".into(),
+        name: "web-timeout".into(),
+    }]);
+    assert_eq!(report.regenerated, nodes(&["frontend-1"]));
+}
+
+#[test]
+fn a_new_endpoint_regenerates_the_proxies_that_reach_its_service() {
+    let (mut g, _, _) = connected_mesh();
+    let db2 = "type: Dataplane\nmesh: default\nname: db-2\nnetworking:\n  address: 192.168.0.40\n  inbound:\n    - port: 5432\n      tags:\n        kuma.io/service: db\n        kuma.io/protocol: tcp\n";
+    let report = g.apply(vec![
+        upsert(db2),
+        Event::Connected {
+            node: "default.db-2".into(),
+            metadata: ProxyMetadata::default(),
+        },
+    ]);
+    // web-1 calls db; nobody else does.
+    assert_eq!(report.regenerated, nodes(&["db-2", "web-1"]));
+
+    // A label change of a dataplane affects that proxy only.
+    let relabelled = format!("{db2}labels:\n  team: storage\n");
+    let report = g.apply(vec![upsert(&relabelled)]);
+    assert_eq!(report.regenerated, nodes(&["db-2"]));
+    assert!(report.changed.is_empty(), "labels alone change no Envoy config");
+}
+
+#[test]
+fn a_burst_is_applied_once() {
+    let (mut g, _, metrics) = connected_mesh();
+    let before = metrics.generations.get();
+    let burst: Vec<Event> = (1..=20)
+        .map(|i| upsert(&WEB_TIMEOUT.replace("20s", &format!("{i}s"))))
+        .collect();
+    let report = g.apply(burst);
+    assert_eq!(report.regenerated, nodes(&["web-1"]));
+    assert_eq!(
+        metrics.generations.get() - before,
+        1,
+        "twenty updates, one generation"
+    );
+}
+
+#[test]
+fn an_unchanged_resource_publishes_nothing() {
+    let (mut g, snapshots, _) = connected_mesh();
+    let mut watch = snapshots.watch("default.web-1");
+    watch.borrow_and_update();
+    let web: Resource =
+        Fixture::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/_base/web.yaml"))
+            .proxy_resource()
+            .clone();
+    let report = g.apply(vec![Event::Upsert(Box::new(web))]);
+    assert_eq!(report.regenerated, nodes(&["web-1"]));
+    assert!(report.changed.is_empty());
+    assert!(
+        !watch.has_changed().unwrap(),
+        "streams are not woken for an identical config"
+    );
+}
+
+#[test]
+fn a_mesh_change_regenerates_the_whole_mesh_and_a_missing_mesh_clears_it() {
+    let (mut g, snapshots, _) = connected_mesh();
+    let report = g.apply(vec![upsert("type: Mesh\nname: default\nlabels:\n  env: prod")]);
+    assert_eq!(report.regenerated.len(), 6);
+    g.apply(vec![Event::Delete {
+        resource_type: ResourceType::Mesh,
+        mesh: "default".into(),
+        name: "default".into(),
+    }]);
+    assert!(
+        snapshots.get("default.web-1").is_none(),
+        "no mesh, no configuration"
+    );
+}
+
+#[test]
+fn a_disconnected_proxy_is_forgotten() {
+    let (mut g, snapshots, _) = connected_mesh();
+    g.apply(vec![Event::Disconnected {
+        node: "default.web-1".into(),
+    }]);
+    assert!(snapshots.get("default.web-1").is_none());
+    let report = g.apply(vec![upsert(WEB_TIMEOUT)]);
+    assert!(
+        report.regenerated.is_empty(),
+        "only connected proxies are generated"
+    );
+}
