@@ -107,8 +107,17 @@ pub fn outbound_targets(proxy: &Proxy<'_>, mesh: &MeshContext) -> Vec<KeyedTarge
     let mut out: Vec<KeyedTarget> =
         Vec::with_capacity(explicit.len() + if tp { mesh.vip_targets.len() } else { 0 });
     if tp {
+        // `reachableServices` narrows a transparent proxy to what it calls.
+        let reachable = proxy
+            .dataplane
+            .networking()
+            .transparent_proxying
+            .as_ref()
+            .and_then(|t| t.reachable_services.as_ref())
+            .filter(|r| !r.is_empty());
         let taken = |t: &OutboundTarget| {
-            explicit.contains_key(&(t.address.clone(), t.port))
+            reachable.is_some_and(|r| !r.contains(&t.service))
+                || explicit.contains_key(&(t.address.clone(), t.port))
                 || proxy
                     .dataplane
                     .inbounds()
