@@ -245,6 +245,11 @@ pub fn parse_kubernetes(value: Value) -> Result<Resource, ValidationError> {
             "must be an object with `apiVersion` and `kind`",
         ));
     };
+    if obj.get("apiVersion").and_then(Value::as_str) == Some("v1")
+        && obj.get("kind").and_then(Value::as_str) == Some("Secret")
+    {
+        return parse_kubernetes_secret(obj);
+    }
     match obj.get("apiVersion") {
         Some(Value::String(a)) if a == API_VERSION => {}
         _ => v.add(&FieldPath::new("apiVersion"), format!("must be {API_VERSION}")),
@@ -358,6 +363,76 @@ pub fn parse_kubernetes(value: Value) -> Result<Resource, ValidationError> {
     finish(resource_type, meta, spec_value, status, Form::Kubernetes, v)
 }
 
+/// A Kubernetes `v1` Secret of type `system.kuma.io/secret` (a mesh
+/// Secret, mesh from the `kuma.io/mesh` label) or
+/// `system.kuma.io/global-secret`, the bytes under `data.value`.
+fn parse_kubernetes_secret(mut obj: Map<String, Value>) -> Result<Resource, ValidationError> {
+    let mut v = Violations::new();
+    let resource_type = match obj.get("type").and_then(Value::as_str) {
+        Some(crate::secret::K8S_SECRET_TYPE) => ResourceType::Secret,
+        Some(crate::secret::K8S_GLOBAL_SECRET_TYPE) => ResourceType::GlobalSecret,
+        _ => {
+            return Err(ValidationError::single(
+                &FieldPath::new("type"),
+                format!(
+                    "must be {} or {}",
+                    crate::secret::K8S_SECRET_TYPE,
+                    crate::secret::K8S_GLOBAL_SECRET_TYPE
+                ),
+            ));
+        }
+    };
+    let mp = FieldPath::new("metadata");
+    let md = obj
+        .remove("metadata")
+        .and_then(|m| m.as_object().cloned())
+        .unwrap_or_default();
+    let labels = string_map(md.get("labels"), &mp.field("labels"), &mut v);
+    let name = string_field(&md, "name", &mp.field("name"), &mut v).unwrap_or_default();
+    let namespace = string_field(&md, "namespace", &mp.field("namespace"), &mut v);
+    let data = obj
+        .get("data")
+        .and_then(|d| d.get("value"))
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
+    for key in obj.keys() {
+        if !["apiVersion", "kind", "type", "data"].contains(&key.as_str()) {
+            v.add(
+                &FieldPath::new(key),
+                "unknown field (allowed: apiVersion, kind, type, metadata, data)",
+            );
+        }
+    }
+    let mesh = (resource_type == ResourceType::Secret).then(|| {
+        labels
+            .get(MESH_LABEL)
+            .cloned()
+            .unwrap_or_else(|| DEFAULT_MESH.to_string())
+    });
+    let meta = Meta {
+        name,
+        namespace: None,
+        mesh,
+        labels: labels.into_iter().filter(|(k, _)| k != MESH_LABEL).collect(),
+        annotations: BTreeMap::new(),
+        version: md
+            .get("resourceVersion")
+            .and_then(Value::as_str)
+            .map(String::from),
+        creation_time: md
+            .get("creationTimestamp")
+            .and_then(Value::as_str)
+            .map(String::from),
+        modification_time: None,
+    };
+    let _ = namespace;
+    let spec = json!({ "data": data });
+    let mut resource = finish(resource_type, meta, spec, None, Form::Universal, v)?;
+    resource.meta.namespace = None;
+    Ok(resource)
+}
+
 /// The Universal form of a resource, with keys in Kuma's order.
 pub fn to_universal(resource: &Resource) -> Value {
     let rt = resource.resource_type();
@@ -394,6 +469,9 @@ pub fn to_universal(resource: &Resource) -> Value {
 /// from Universal) is placed in `default_namespace` when namespaced.
 pub fn to_kubernetes(resource: &Resource, default_namespace: &str) -> Value {
     let rt = resource.resource_type();
+    if !rt.descriptor().has_crd {
+        return kubernetes_secret(resource, default_namespace);
+    }
     let mut metadata = Map::new();
     metadata.insert("name".into(), json!(resource.meta.name));
     if rt.descriptor().scope == Scope::Mesh {
@@ -437,6 +515,31 @@ pub fn to_kubernetes(resource: &Resource, default_namespace: &str) -> Value {
         obj.insert("status".into(), status.clone());
     }
     Value::Object(obj)
+}
+
+/// Secrets live in the control plane's namespace as `v1` Secrets.
+fn kubernetes_secret(resource: &Resource, namespace: &str) -> Value {
+    let mut labels = resource.meta.labels.clone();
+    let secret_type = match &resource.meta.mesh {
+        Some(mesh) => {
+            labels.insert(MESH_LABEL.to_string(), mesh.clone());
+            crate::secret::K8S_SECRET_TYPE
+        }
+        None => crate::secret::K8S_GLOBAL_SECRET_TYPE,
+    };
+    let data = resource
+        .spec
+        .to_value()
+        .get("data")
+        .cloned()
+        .unwrap_or(Value::Null);
+    json!({
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": resource.meta.name, "namespace": namespace, "labels": labels},
+        "type": secret_type,
+        "data": {"value": data},
+    })
 }
 
 /// YAML text of a JSON value.

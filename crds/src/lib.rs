@@ -5,7 +5,7 @@
 //! - [`resource`]: resource types, metadata and typed specs;
 //! - [`format`]: reading and writing the Universal and Kubernetes forms;
 //! - [`validation`]: field paths and Kuma-style validation;
-//! - [`policies`], [`mesh`], [`dataplane`], [`mesh_service`]: the types;
+//! - [`policies`], [`mesh`], [`dataplane`], [`mesh_service`], [`secret`]: the types;
 //! - [`matching`]: which policies select a dataplane and what they merge to;
 //! - [`crd`]: CustomResourceDefinitions generated from the types.
 
@@ -20,4 +20,5 @@ pub mod mesh;
 pub mod mesh_service;
 pub mod policies;
 pub mod resource;
+pub mod secret;
 pub mod validation;

@@ -54,7 +54,7 @@ fn kubernetes_examples_round_trip() {
         let resource = parse(&doc).unwrap_or_else(|e| panic!("rejected: {e}\n{doc}"));
         seen.insert(resource.resource_type());
         let original = yaml_to_value(&doc).unwrap();
-        assert_same(&original, &to_kubernetes(&resource, "unused"), &doc);
+        assert_same(&original, &to_kubernetes(&resource, "kuma-system"), &doc);
 
         // Through the Universal form and back keeps spec, mesh and name.
         let universal = to_universal(&resource);

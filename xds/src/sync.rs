@@ -439,12 +439,13 @@ impl Drop for ConnectionGuard {
     }
 }
 
-impl crate::server::ProxyRegistry for Reconciler {
-    fn connect(
+impl Reconciler {
+    /// Registers a proxy's stream; the proxy disconnects when the last
+    /// returned guard is dropped.
+    pub fn connect_node(
         &self,
         node: &envoy_types::pb::envoy::config::core::v3::Node,
-        _metadata: &tonic::metadata::MetadataMap,
-    ) -> Result<Box<dyn Send + Sync>, tonic::Status> {
+    ) -> Result<crate::server::ConnectionGuard, tonic::Status> {
         if parse_node_id(&node.id).is_none() {
             return Err(tonic::Status::invalid_argument(format!(
                 "node.id {:?} is not <mesh>.<name>",
@@ -465,5 +466,15 @@ impl crate::server::ProxyRegistry for Reconciler {
             node: node.id.clone(),
             reconciler: self.clone(),
         }))
+    }
+}
+
+impl crate::server::ProxyRegistry for Reconciler {
+    fn connect<'a>(
+        &'a self,
+        node: &'a envoy_types::pb::envoy::config::core::v3::Node,
+        _metadata: &'a tonic::metadata::MetadataMap,
+    ) -> crate::server::ConnectFuture<'a> {
+        Box::pin(async move { self.connect_node(node) })
     }
 }

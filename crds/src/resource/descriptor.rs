@@ -43,6 +43,8 @@ pub struct Descriptor {
     /// Whether the Universal form is flat (fields beside `type`/`name`)
     /// rather than nested under `spec`.
     pub flat_universal: bool,
+    /// Whether it is a `kuma.io` CRD on Kubernetes (secrets are `v1` Secrets).
+    pub has_crd: bool,
 }
 
 const fn resource(
@@ -66,6 +68,7 @@ const fn resource(
         is_from_as_rules: false,
         single_item: false,
         flat_universal: false,
+        has_crd: true,
     }
 }
 
@@ -127,6 +130,18 @@ resource_types! {
     Dataplane => {
         let mut d = resource("Dataplane", "dataplanes", "dataplane", "dp", Scope::Mesh);
         d.flat_universal = true;
+        d
+    },
+    Secret => {
+        let mut d = resource("Secret", "secrets", "secret", "sec", Scope::Mesh);
+        d.flat_universal = true;
+        d.has_crd = false;
+        d
+    },
+    GlobalSecret => {
+        let mut d = resource("GlobalSecret", "global-secrets", "global-secret", "gsec", Scope::Global);
+        d.flat_universal = true;
+        d.has_crd = false;
         d
     },
     MeshService => resource("MeshService", "meshservices", "meshservice", "msvc", Scope::Mesh),

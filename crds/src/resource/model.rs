@@ -10,6 +10,7 @@ use crate::dataplane::DataplaneSpec;
 use crate::mesh::MeshSpec;
 use crate::mesh_service::{MeshExternalServiceSpec, MeshServiceSpec};
 use crate::policies::*;
+use crate::secret::SecretSpec;
 use crate::validation::{FieldPath, ValidationError, Violations};
 
 /// The label holding a resource's mesh on Kubernetes.
@@ -132,6 +133,8 @@ macro_rules! specs {
 specs! {
     Mesh(MeshSpec),
     Dataplane(DataplaneSpec),
+    Secret(SecretSpec),
+    GlobalSecret(SecretSpec),
     MeshService(MeshServiceSpec),
     MeshExternalService(MeshExternalServiceSpec),
     MeshHTTPRoute(mesh_http_route::MeshHTTPRouteSpec),
@@ -265,6 +268,7 @@ pub fn validate_spec(spec: &Spec, meta: &Meta, form: Form, v: &mut Violations) {
     match spec {
         Spec::Mesh(s) => s.validate(&root, v),
         Spec::Dataplane(s) => s.validate(&root, v),
+        Spec::Secret(s) | Spec::GlobalSecret(s) => s.validate(&root, v),
         Spec::MeshService(s) => s.validate(v),
         Spec::MeshExternalService(s) => s.validate(v),
         Spec::MeshHTTPRoute(s) => s.validate(&ctx, v),

@@ -83,13 +83,36 @@ impl Feedback {
     }
 }
 
+/// Something that happened on a proxy's stream.
+#[derive(Clone, Copy, Debug)]
+pub enum StreamEvent<'a> {
+    /// A response was sent.
+    Sent {
+        /// Its type URL.
+        type_url: &'a str,
+        /// Its version (SotW) or system version (delta).
+        version: &'a str,
+    },
+    /// Envoy answered a response.
+    Feedback(&'a Feedback),
+}
+
+/// A guard kept for a stream's lifetime; dropping it means the proxy left.
+pub type ConnectionGuard = Box<dyn Send + Sync>;
+
+/// The future [`ProxyRegistry::connect`] returns.
+pub type ConnectFuture<'a> =
+    Pin<Box<dyn std::future::Future<Output = Result<ConnectionGuard, Status>> + Send + 'a>>;
+
 /// What the control plane decides about a connecting proxy.
 pub trait ProxyRegistry: Send + Sync + 'static {
     /// Called with the node of a stream's first request and the stream's
-    /// metadata (which carries the dataplane token). Returns a guard kept
-    /// for the stream's lifetime (dropping it means the proxy left), or
-    /// the status refusing the stream.
-    fn connect(&self, node: &Node, metadata: &MetadataMap) -> Result<Box<dyn Send + Sync>, Status>;
+    /// metadata (which carries the dataplane token). Resolves to a guard
+    /// kept for the stream's lifetime, or the status refusing the stream.
+    fn connect<'a>(&'a self, node: &'a Node, metadata: &'a MetadataMap) -> ConnectFuture<'a>;
+
+    /// Observes the stream (for insights); nothing by default.
+    fn observe(&self, _node: &str, _event: StreamEvent<'_>) {}
 }
 
 /// Accepts every proxy and tracks nothing.
@@ -97,8 +120,8 @@ pub trait ProxyRegistry: Send + Sync + 'static {
 pub struct AcceptAll;
 
 impl ProxyRegistry for AcceptAll {
-    fn connect(&self, _node: &Node, _metadata: &MetadataMap) -> Result<Box<dyn Send + Sync>, Status> {
-        Ok(Box::new(()))
+    fn connect<'a>(&'a self, _node: &'a Node, _metadata: &'a MetadataMap) -> ConnectFuture<'a> {
+        Box::pin(async { Ok(Box::new(()) as ConnectionGuard) })
     }
 }
 
@@ -175,7 +198,7 @@ impl AdsServer {
                 ));
             }
         };
-        let guard = self.registry.connect(&node, &metadata).inspect_err(|_| {
+        let guard = self.registry.connect(&node, &metadata).await.inspect_err(|_| {
             self.metrics.refused_streams.inc();
         })?;
         Ok((
@@ -215,6 +238,27 @@ impl FirstRequest for DeltaDiscoveryRequest {
 
 type ResponseStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
+/// The version a response carries.
+trait SentVersion {
+    fn version(&self) -> &str;
+}
+
+impl SentVersion for DiscoveryResponse {
+    fn version(&self) -> &str {
+        &self.version_info
+    }
+}
+
+impl SentVersion for DeltaDiscoveryResponse {
+    fn version(&self) -> &str {
+        &self.system_version_info
+    }
+}
+
+fn sent_version<R: SentVersion>(r: &R) -> &str {
+    r.version()
+}
+
 /// Buffered responses per stream; a slow Envoy holds up only its own task.
 const STREAM_BUFFER: usize = 16;
 
@@ -232,6 +276,7 @@ impl AggregatedDiscoveryService for AdsServer {
         let driver = Driver {
             cache: self.cache.clone(),
             metrics: self.metrics.clone(),
+            registry: self.registry.clone(),
             mode: "sotw",
         };
         tokio::spawn(driver.run_sotw(admitted, first, requests, tx));
@@ -247,6 +292,7 @@ impl AggregatedDiscoveryService for AdsServer {
         let driver = Driver {
             cache: self.cache.clone(),
             metrics: self.metrics.clone(),
+            registry: self.registry.clone(),
             mode: "delta",
         };
         tokio::spawn(driver.run_delta(admitted, first, requests, tx));
@@ -258,12 +304,14 @@ impl AggregatedDiscoveryService for AdsServer {
 struct Driver {
     cache: Arc<SnapshotCache>,
     metrics: Arc<XdsMetrics>,
+    registry: Arc<dyn ProxyRegistry>,
     mode: &'static str,
 }
 
 impl Driver {
     fn record(&self, node: &str, feedback: &[Feedback]) {
         for f in feedback {
+            self.registry.observe(node, StreamEvent::Feedback(f));
             let labels = XdsMetrics::type_labels(&f.type_url, self.mode);
             match f.kind {
                 FeedbackKind::Ack => {
@@ -321,6 +369,13 @@ impl Driver {
                         self.record(&node, &out.feedback);
                         self.count_responses(out.responses.iter().map(|r| r.type_url.as_str()));
                         for r in out.responses {
+                            self.registry.observe(
+                                &node,
+                                StreamEvent::Sent {
+                                    type_url: &r.type_url,
+                                    version: sent_version(&r),
+                                },
+                            );
                             if tx.send(Ok(r)).await.is_err() {
                                 break 'stream;
                             }
@@ -378,6 +433,13 @@ impl Driver {
                         self.record(&node, &out.feedback);
                         self.count_responses(out.responses.iter().map(|r| r.type_url.as_str()));
                         for r in out.responses {
+                            self.registry.observe(
+                                &node,
+                                StreamEvent::Sent {
+                                    type_url: &r.type_url,
+                                    version: sent_version(&r),
+                                },
+                            );
                             if tx.send(Ok(r)).await.is_err() {
                                 break 'stream;
                             }

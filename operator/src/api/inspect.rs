@@ -1,0 +1,345 @@
+//! Dataplane overviews with insights, inspection endpoints and tokens.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::Extension;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use kuma_crds::matching::{MatchOptions, PolicyView, select};
+use kuma_crds::resource::{Resource, ResourceType, Spec};
+use kuma_xds::context::{MeshContext, Proxy, ProxyMetadata};
+use kuma_xds::generate::generate;
+use serde_json::{Value, json};
+
+use super::resources::{kind, page, require_mesh, resource_json};
+use super::{ApiError, ApiState, Caller, json_response};
+use crate::store::ResourceKey;
+
+type ApiResult = Result<Response, ApiError>;
+
+fn node_id(mesh: &str, name: &str) -> String {
+    format!("{mesh}.{name}")
+}
+
+/// Kuma's DataplaneOverview item: meta, `dataplane` (the spec) and
+/// `dataplaneInsight` when the proxy was ever seen.
+fn overview(state: &ApiState, dp: &Resource) -> Value {
+    let Value::Object(full) = resource_json(dp) else {
+        return Value::Null;
+    };
+    let mut out = serde_json::Map::new();
+    let mut spec = serde_json::Map::new();
+    for (k, v) in full {
+        match k.as_str() {
+            "type" => {
+                out.insert(k, "DataplaneOverview".into());
+            }
+            "mesh" | "name" | "creationTime" | "modificationTime" | "labels" | "kri" => {
+                out.insert(k, v);
+            }
+            _ => {
+                spec.insert(k, v);
+            }
+        }
+    }
+    out.insert("dataplane".into(), Value::Object(spec));
+    if let Some(insight) = state
+        .insights
+        .insight_json(&node_id(dp.meta.mesh_or_default(), &dp.meta.core_name()))
+    {
+        out.insert("dataplaneInsight".into(), insight);
+    }
+    Value::Object(out)
+}
+
+pub async fn overview_list(
+    state: &ApiState,
+    mesh: &str,
+    q: Option<String>,
+    headers: &HeaderMap,
+    path: &str,
+) -> ApiResult {
+    let dps = state
+        .store
+        .list(ResourceType::Dataplane, Some(mesh))
+        .await
+        .map_err(|e| ApiError::store("Could not retrieve resources", e))?;
+    let items = dps.iter().map(|d| overview(state, d)).collect();
+    Ok(json_response(StatusCode::OK, &page(items, q, headers, path)?))
+}
+
+pub async fn overview_one(state: &ApiState, mesh: &str, name: &str) -> ApiResult {
+    let dp = state
+        .store
+        .get(&ResourceKey::new(ResourceType::Dataplane, mesh, name))
+        .await
+        .map_err(|e| ApiError::store("Could not retrieve a resource", e))?;
+    Ok(json_response(StatusCode::OK, &overview(state, &dp)))
+}
+
+/// Every resource of a mesh that config generation reads.
+async fn mesh_resources(state: &ApiState, mesh: &str) -> Result<Vec<Resource>, ApiError> {
+    let mut all = Vec::new();
+    for t in ResourceType::ALL.iter().copied().filter(|t| {
+        !matches!(
+            t,
+            ResourceType::Secret | ResourceType::GlobalSecret | ResourceType::Mesh
+        )
+    }) {
+        all.extend(
+            state
+                .store
+                .list(t, Some(mesh))
+                .await
+                .map_err(|e| ApiError::store("Could not retrieve resources", e))?,
+        );
+    }
+    Ok(all)
+}
+
+/// `GET /meshes/{mesh}/{kind}/{name}/{sub}`.
+pub async fn sub_resource(
+    State(state): State<Arc<ApiState>>,
+    Path((mesh, segment, name, sub)): Path<(String, String, String, String)>,
+) -> ApiResult {
+    require_mesh(&state, &mesh).await?;
+    let t = kind(&segment)?;
+    match (t, sub.as_str()) {
+        (ResourceType::Dataplane, "_overview") => overview_one(&state, &mesh, &name).await,
+        (ResourceType::Dataplane, "_config") => dataplane_config(&state, &mesh, &name).await,
+        (ResourceType::Dataplane, "_policies") => dataplane_policies(&state, &mesh, &name).await,
+        (t, "dataplanes") if t.is_policy() => policy_dataplanes(&state, &mesh, t, &name).await,
+        _ => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "Not Found",
+            format!("unknown endpoint {sub:?}"),
+        )),
+    }
+}
+
+/// `GET /meshes/{mesh}/{kind}/{name}/{sub}/{sub2}`.
+pub async fn sub_sub_resource(
+    State(state): State<Arc<ApiState>>,
+    Path((mesh, segment, name, sub, sub2)): Path<(String, String, String, String, String)>,
+) -> ApiResult {
+    require_mesh(&state, &mesh).await?;
+    let t = kind(&segment)?;
+    match (sub.as_str(), sub2.as_str()) {
+        ("_resources", "dataplanes") if t.is_policy() => policy_dataplanes(&state, &mesh, t, &name).await,
+        _ => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "Not Found",
+            format!("unknown endpoint {sub}/{sub2}"),
+        )),
+    }
+}
+
+async fn dataplane_with_mesh(
+    state: &ApiState,
+    mesh: &str,
+    name: &str,
+) -> Result<(Resource, MeshContext), ApiError> {
+    let dp = state
+        .store
+        .get(&ResourceKey::new(ResourceType::Dataplane, mesh, name))
+        .await
+        .map_err(|e| ApiError::store("Could not retrieve a resource", e))?;
+    let mesh_resource = state
+        .store
+        .get(&ResourceKey::new(ResourceType::Mesh, "", mesh))
+        .await
+        .map_err(|e| ApiError::store("Failed to retrieve Mesh", e))?;
+    let Spec::Mesh(spec) = &mesh_resource.spec else {
+        return Err(ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "Internal Server Error",
+            "not a mesh",
+        ));
+    };
+    let resources = mesh_resources(state, mesh).await?;
+    Ok((dp, MeshContext::build(mesh, spec, &resources)))
+}
+
+/// The Envoy configuration the dataplane gets, as Kuma's `_config`:
+/// `{"xds": {<type URL>: {<name>: <resource>}}}`.
+async fn dataplane_config(state: &ApiState, mesh: &str, name: &str) -> ApiResult {
+    let (dp, context) = dataplane_with_mesh(state, mesh, name).await?;
+    let Spec::Dataplane(spec) = &dp.spec else {
+        return Err(ApiError::new(StatusCode::NOT_FOUND, "Not Found", ""));
+    };
+    let proxy = Proxy::new(&dp, ProxyMetadata::for_dataplane(spec))
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "Not Found", "not a dataplane"))?;
+    let resources = generate(&proxy, &context);
+    let mut xds: BTreeMap<String, serde_json::Map<String, Value>> = BTreeMap::new();
+    for g in resources.iter() {
+        xds.entry(g.resource().xds_type().type_url().to_string())
+            .or_default()
+            .insert(g.resource().name().to_string(), g.resource().to_json());
+    }
+    Ok(json_response(StatusCode::OK, &json!({ "xds": xds })))
+}
+
+/// Which policies select the dataplane and what they merge to, per type.
+async fn dataplane_policies(state: &ApiState, mesh: &str, name: &str) -> ApiResult {
+    let (dp, context) = dataplane_with_mesh(state, mesh, name).await?;
+    let mut policies = Vec::new();
+    for t in ResourceType::policies() {
+        let matched = context
+            .policy_index
+            .match_policies(t, &dp, MatchOptions::default());
+        if matched.is_empty() {
+            continue;
+        }
+        let origins: Vec<Value> = matched
+            .policies
+            .iter()
+            .map(|p| json!({"kri": crate::labels::kri(&p.resource), "name": p.name()}))
+            .collect();
+        let mut entry = serde_json::Map::new();
+        entry.insert("kind".into(), t.name().into());
+        entry.insert("origins".into(), origins.into());
+        if let Some(single) = &matched.single {
+            entry.insert("conf".into(), single.value.clone());
+        }
+        let to: Vec<Value> = matched
+            .to
+            .entries
+            .iter()
+            .map(|e| json!({"targetRef": e.target, "conf": e.conf, "origin": e.source.name}))
+            .collect();
+        if !to.is_empty() {
+            entry.insert("to".into(), to.into());
+        }
+        let inbounds: Vec<Value> = matched
+            .inbounds
+            .iter()
+            .map(|(i, rules)| {
+                let port = match &dp.spec {
+                    Spec::Dataplane(d) => d.inbounds().get(*i).map(|x| x.port).unwrap_or_default(),
+                    _ => 0,
+                };
+                json!({"port": port, "conf": rules.catch_all.as_ref().map(|m| m.value.clone())})
+            })
+            .collect();
+        if !inbounds.is_empty() {
+            entry.insert("inbounds".into(), inbounds.into());
+        }
+        if !matched.warnings.is_empty() {
+            entry.insert("warnings".into(), json!(matched.warnings));
+        }
+        policies.push(Value::Object(entry));
+    }
+    Ok(json_response(StatusCode::OK, &json!({ "policies": policies })))
+}
+
+/// The dataplanes a policy's top-level target selects.
+async fn policy_dataplanes(state: &ApiState, mesh: &str, t: ResourceType, name: &str) -> ApiResult {
+    let policy = state
+        .store
+        .get(&ResourceKey::new(t, mesh, name))
+        .await
+        .map_err(|e| ApiError::store("Could not retrieve policy", e))?;
+    let Some(view) = PolicyView::of(&policy.spec) else {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "Bad Request",
+            format!("{t} is not a policy"),
+        ));
+    };
+    let routes: Vec<Resource> = state
+        .store
+        .list(ResourceType::MeshHTTPRoute, Some(mesh))
+        .await
+        .map_err(|e| ApiError::store("Could not retrieve resources", e))?;
+    let route_refs: Vec<&Resource> = routes.iter().collect();
+    let mut items = Vec::new();
+    for dp in state
+        .store
+        .list(ResourceType::Dataplane, Some(mesh))
+        .await
+        .map_err(|e| ApiError::store("Could not retrieve resources", e))?
+    {
+        let Spec::Dataplane(spec) = &dp.spec else { continue };
+        if matches!(select(&policy, &view.top, &dp, spec, &route_refs), Ok(Some(_))) {
+            items.push(json!({
+                "labels": dp.meta.labels,
+                "mesh": mesh,
+                "name": dp.meta.core_name(),
+                "type": "Dataplane",
+            }));
+        }
+    }
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({"items": items, "total": items.len()}),
+    ))
+}
+
+/// `POST /tokens/dataplane` (admin only): the token as plain text.
+pub async fn dataplane_token(
+    State(state): State<Arc<ApiState>>,
+    Extension(caller): Extension<Caller>,
+    body: axum::body::Bytes,
+) -> ApiResult {
+    if caller != Caller::Admin {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "Access Denied",
+            "user \"mesh-system:anonymous/mesh-system:unauthenticated\" cannot access generate dataplane token",
+        ));
+    }
+    #[derive(serde::Deserialize, Default)]
+    #[serde(rename_all = "camelCase", default)]
+    struct TokenRequest {
+        name: String,
+        mesh: String,
+        tags: BTreeMap<String, Vec<String>>,
+        #[serde(rename = "type")]
+        proxy_type: String,
+        valid_for: String,
+    }
+    let request: TokenRequest = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "Invalid request",
+            format!("invalid token request: {e}"),
+        )
+    })?;
+    if request.mesh.is_empty() {
+        return Err(ApiError::fields(
+            "Invalid request",
+            vec![("mesh".into(), "cannot be empty".into())],
+        ));
+    }
+    let valid_for = if request.valid_for.is_empty() {
+        None
+    } else {
+        Some(humantime::parse_duration(&request.valid_for).map_err(|e| {
+            ApiError::fields(
+                "Invalid request",
+                vec![("validFor".into(), format!("is invalid: {e}"))],
+            )
+        })?)
+    };
+    require_mesh(&state, &request.mesh).await?;
+    let token = state
+        .tokens
+        .issue(
+            &request.mesh,
+            &request.name,
+            request.tags,
+            &request.proxy_type,
+            valid_for,
+        )
+        .await
+        .map_err(|e| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "Could not issue a token",
+                e.to_string(),
+            )
+        })?;
+    Ok((StatusCode::OK, [(header::CONTENT_TYPE, "text/plain")], token).into_response())
+}

@@ -1,0 +1,169 @@
+//! Kuma's REST API (port 5681): resources by mesh and type, dataplane
+//! overviews with insights, inspection (matched policies, generated config,
+//! selected dataplanes) and dataplane tokens, with Kuma's paths, JSON and
+//! error bodies.
+
+mod errors;
+mod inspect;
+mod resources;
+
+pub use errors::ApiError;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::extract::{ConnectInfo, Request};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::config::Config;
+use crate::insights::Insights;
+use crate::store::Store;
+use crate::tokens::Tokens;
+
+/// The product version reported (the Kuma release this is compatible with).
+pub const KUMA_VERSION: &str = "2.14.3";
+
+/// What handlers share.
+pub struct ApiState {
+    /// The store.
+    pub store: Store,
+    /// Token issuing.
+    pub tokens: Tokens,
+    /// Connection insights.
+    pub insights: Arc<Insights>,
+    /// The effective configuration.
+    pub config: Config,
+    /// This instance.
+    pub instance_id: String,
+    /// The cluster (store) id.
+    pub cluster_id: String,
+}
+
+/// Who is calling.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Caller {
+    /// A loopback client (admin when `localhostIsAdmin`).
+    Admin,
+    /// Anyone else: may manage ordinary resources, not secrets or tokens.
+    Anonymous,
+}
+
+/// The API routes.
+pub fn router(state: Arc<ApiState>) -> axum::Router {
+    axum::Router::new()
+        .route("/", get(index))
+        .route("/config", get(effective_config))
+        .route("/tokens/dataplane", post(inspect::dataplane_token))
+        .route("/meshes", get(resources::list_meshes))
+        .route(
+            "/meshes/{mesh}",
+            get(resources::get_mesh)
+                .put(resources::put_mesh)
+                .delete(resources::delete_mesh),
+        )
+        .route("/meshes/{mesh}/{kind}", get(resources::list_in_mesh))
+        .route(
+            "/meshes/{mesh}/{kind}/{name}",
+            get(resources::get_in_mesh)
+                .put(resources::put_in_mesh)
+                .delete(resources::delete_in_mesh),
+        )
+        .route("/meshes/{mesh}/{kind}/{name}/{sub}", get(inspect::sub_resource))
+        .route(
+            "/meshes/{mesh}/{kind}/{name}/{sub}/{sub2}",
+            get(inspect::sub_sub_resource),
+        )
+        .route("/{kind}", get(resources::list_all))
+        .route(
+            "/{kind}/{name}",
+            get(resources::get_global)
+                .put(resources::put_global)
+                .delete(resources::delete_global),
+        )
+        .layer(axum::middleware::from_fn_with_state(state.clone(), identify))
+        .with_state(state)
+}
+
+/// Marks the request with its [`Caller`]: loopback peers that did not come
+/// through a proxy or a browser are admin, like Kuma's `localhostIsAdmin`.
+async fn identify(
+    axum::extract::State(state): axum::extract::State<Arc<ApiState>>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    let peer = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0);
+    let caller = if state.config.api_server.authn.localhost_is_admin
+        && peer.is_some_and(|p| p.ip().is_loopback())
+        && is_direct_local(request.headers())
+    {
+        Caller::Admin
+    } else {
+        Caller::Anonymous
+    };
+    request.extensions_mut().insert(caller);
+    next.run(request).await
+}
+
+fn is_direct_local(headers: &HeaderMap) -> bool {
+    let forwarded = ["forwarded", "x-forwarded-for", "x-real-ip"]
+        .iter()
+        .any(|h| headers.contains_key(*h));
+    let browser_cross_site = headers
+        .get("sec-fetch-site")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| !matches!(v, "same-origin" | "none"));
+    let host_local = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(|h| {
+            let host = h
+                .rsplit_once(':')
+                .filter(|(_, p)| p.chars().all(|c| c.is_ascii_digit()))
+                .map_or(h, |(h, _)| h);
+            let host = host.trim_start_matches('[').trim_end_matches(']');
+            host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+        })
+        .unwrap_or(true);
+    !forwarded && !browser_cross_site && host_local
+}
+
+/// Kuma's JSON: one-space indentation, a trailing newline.
+pub fn json_response<T: Serialize>(status: StatusCode, body: &T) -> Response {
+    let mut out = Vec::new();
+    let formatter = serde_json::ser::PrettyFormatter::with_indent(b" ");
+    let mut ser = serde_json::Serializer::with_formatter(&mut out, formatter);
+    if body.serialize(&mut ser).is_err() {
+        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+    }
+    out.push(b'\n');
+    (status, [(header::CONTENT_TYPE, "application/json")], out).into_response()
+}
+
+async fn index(axum::extract::State(state): axum::extract::State<Arc<ApiState>>) -> Response {
+    let hostname = std::env::var("HOSTNAME").unwrap_or_else(|_| "localhost".into());
+    json_response(
+        StatusCode::OK,
+        &serde_json::json!({
+            "clusterId": state.cluster_id,
+            "gui": "",
+            "hostname": hostname,
+            "instanceId": state.instance_id,
+            "product": "Kuma",
+            "version": KUMA_VERSION,
+            "basedOnKuma": KUMA_VERSION,
+        }),
+    )
+}
+
+async fn effective_config(axum::extract::State(state): axum::extract::State<Arc<ApiState>>) -> Response {
+    let mut config = serde_json::to_value(&state.config).unwrap_or(Value::Null);
+    if let Some(pg) = config.pointer_mut("/store/postgres/password") {
+        *pg = Value::String("*****".into());
+    }
+    json_response(StatusCode::OK, &config)
+}

@@ -1,0 +1,479 @@
+//! CRUD of resources: `/meshes`, `/meshes/{mesh}/{kind}[/{name}]`,
+//! `/{kind}[/{name}]` for global kinds and lists across meshes.
+
+use std::sync::Arc;
+
+use axum::Extension;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use kuma_crds::format::{parse_value, to_universal};
+use kuma_crds::resource::{Resource, ResourceType, Scope};
+use serde_json::{Value, json};
+
+use super::{ApiError, ApiState, Caller, json_response};
+use crate::store::{ResourceKey, StoreError};
+
+const DEFAULT_PAGE: usize = 100;
+const MAX_PAGE: usize = 1000;
+
+/// The JSON of a resource as Kuma's API returns it (`kri` after `labels`).
+pub fn resource_json(r: &Resource) -> Value {
+    let Value::Object(universal) = to_universal(r) else {
+        return Value::Null;
+    };
+    let mut out = serde_json::Map::new();
+    let kri = crate::labels::kri(r);
+    let mut kri_done = false;
+    for (k, v) in universal {
+        let after_meta = !matches!(
+            k.as_str(),
+            "type" | "mesh" | "name" | "creationTime" | "modificationTime" | "labels"
+        );
+        if after_meta && !kri_done {
+            if let Some(kri) = &kri {
+                out.insert("kri".into(), kri.clone().into());
+            }
+            kri_done = true;
+        }
+        out.insert(k, v);
+    }
+    if !kri_done && let Some(kri) = kri {
+        out.insert("kri".into(), kri.into());
+    }
+    Value::Object(out)
+}
+
+/// The kind of a URL segment (Kuma's plural path names).
+pub fn kind(segment: &str) -> Result<ResourceType, ApiError> {
+    ResourceType::ALL
+        .iter()
+        .copied()
+        .find(|t| t.descriptor().plural == segment)
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "Not Found",
+                format!("unknown resource type {segment:?}"),
+            )
+        })
+}
+
+/// Refuses secrets to non-admin callers, like Kuma's `adminResources`.
+pub fn check_access(t: ResourceType, caller: Caller) -> Result<(), ApiError> {
+    if matches!(t, ResourceType::Secret | ResourceType::GlobalSecret) && caller != Caller::Admin {
+        let reason = format!(
+            "user \"mesh-system:anonymous/mesh-system:unauthenticated\" cannot access the resource of type \"{t}\""
+        );
+        return Err(ApiError::new(StatusCode::FORBIDDEN, "Access Denied", reason));
+    }
+    Ok(())
+}
+
+/// 404 unless the mesh exists.
+pub async fn require_mesh(state: &ApiState, mesh: &str) -> Result<(), ApiError> {
+    state
+        .store
+        .get(&ResourceKey::new(ResourceType::Mesh, "", mesh))
+        .await
+        .map(|_| ())
+        .map_err(|e| ApiError::store("Failed to retrieve Mesh", e))
+}
+
+/// Parsed list query: paging and filters.
+struct ListQuery {
+    pairs: Vec<(String, String)>,
+    size: usize,
+    offset: usize,
+}
+
+fn list_query(raw: Option<String>) -> Result<ListQuery, ApiError> {
+    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(raw.as_deref().unwrap_or(""))
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "Bad Request", e.to_string()))?;
+    let get = |k: &str| pairs.iter().find(|(p, _)| p == k).map(|(_, v)| v.clone());
+    let size = match get("size") {
+        None => DEFAULT_PAGE,
+        Some(s) => {
+            let bad = |reason: String| ApiError {
+                status: StatusCode::BAD_REQUEST,
+                title: "Could not retrieve resources".into(),
+                detail: "Invalid page size".into(),
+                params: vec![("size".into(), reason)],
+            };
+            let n: i64 = s.parse().map_err(|_| bad("invalid format".into()))?;
+            if n <= 0 {
+                return Err(bad("must be greater than 0".into()));
+            }
+            if n as usize > MAX_PAGE {
+                return Err(bad(format!(
+                    "invalid page size of {n}. Maximum page size is {MAX_PAGE}"
+                )));
+            }
+            n as usize
+        }
+    };
+    let offset = match get("offset") {
+        None => 0,
+        Some(o) => o.parse().map_err(|e| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "Could not retrieve resources",
+                format!("invalid: invalid offset: strconv.Atoi: parsing {o:?}: {e}"),
+            )
+        })?,
+    };
+    Ok(ListQuery { pairs, size, offset })
+}
+
+fn matches_filters(r: &Resource, q: &ListQuery) -> Result<bool, ApiError> {
+    for (k, v) in &q.pairs {
+        if k == "name" {
+            if !r.meta.core_name().contains(v.as_str()) {
+                return Ok(false);
+            }
+        } else if let Some(label) = k.strip_prefix("filter[labels.").and_then(|s| s.strip_suffix(']')) {
+            if r.meta.labels.get(label) != Some(v) {
+                return Ok(false);
+            }
+        } else if k.starts_with("filter[") {
+            return Err(ApiError::fields(
+                "Could not retrieve resources",
+                vec![(k.clone(), "filters are only supported on labels".into())],
+            ));
+        } else if k == "tag" {
+            let (tk, tv) = v.split_once(':').unwrap_or((v.as_str(), ""));
+            let kuma_crds::resource::Spec::Dataplane(dp) = &r.spec else {
+                continue;
+            };
+            let found = dp
+                .inbounds()
+                .iter()
+                .filter_map(|i| i.tags.as_ref())
+                .any(|tags| tags.get(tk).is_some_and(|x| tv.is_empty() || x == tv));
+            if !found {
+                return Ok(false);
+            }
+        }
+    }
+    Ok(true)
+}
+
+/// A page of items and Kuma's `{total, items, next}`.
+pub fn page(
+    items: Vec<Value>,
+    q_raw: Option<String>,
+    headers: &HeaderMap,
+    path: &str,
+) -> Result<Value, ApiError> {
+    let q = list_query(q_raw)?;
+    Ok(paged(items, &q, headers, path))
+}
+
+fn paged(items: Vec<Value>, q: &ListQuery, headers: &HeaderMap, path: &str) -> Value {
+    let total = items.len();
+    let items: Vec<Value> = items.into_iter().skip(q.offset).take(q.size).collect();
+    let next = if q.offset + q.size < total {
+        let mut pairs: Vec<(String, String)> = q
+            .pairs
+            .iter()
+            .filter(|(k, _)| k != "offset" && k != "size")
+            .cloned()
+            .collect();
+        pairs.push(("offset".into(), (q.offset + q.size).to_string()));
+        pairs.push(("size".into(), q.size.to_string()));
+        pairs.sort();
+        let host = headers
+            .get("host")
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or("localhost");
+        let query = serde_urlencoded::to_string(&pairs).unwrap_or_default();
+        Value::String(format!("http://{host}{path}?{query}"))
+    } else {
+        Value::Null
+    };
+    json!({"total": total, "items": items, "next": next})
+}
+
+async fn list(
+    state: &ApiState,
+    t: ResourceType,
+    mesh: Option<&str>,
+    raw: Option<String>,
+    headers: &HeaderMap,
+    path: &str,
+) -> Result<Response, ApiError> {
+    let q = list_query(raw)?;
+    let mut items = Vec::new();
+    for r in state
+        .store
+        .list(t, mesh)
+        .await
+        .map_err(|e| ApiError::store("Could not retrieve resources", e))?
+    {
+        if matches_filters(&r, &q)? {
+            items.push(resource_json(&r));
+        }
+    }
+    Ok(json_response(StatusCode::OK, &paged(items, &q, headers, path)))
+}
+
+async fn get_one(state: &ApiState, key: ResourceKey) -> Result<Response, ApiError> {
+    let r = state
+        .store
+        .get(&key)
+        .await
+        .map_err(|e| ApiError::store("Could not retrieve a resource", e))?;
+    Ok(json_response(StatusCode::OK, &resource_json(&r)))
+}
+
+/// `PUT`: create or replace, with Kuma's checks and computed labels.
+async fn put(
+    state: &ApiState,
+    t: ResourceType,
+    mesh: Option<&str>,
+    name: &str,
+    body: &[u8],
+) -> Result<Response, ApiError> {
+    let title = "Could not process a resource";
+    let value: Value = serde_json::from_slice(body).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "Bad Request",
+            format!("invalid {t} object: {e}"),
+        )
+    })?;
+    let mut resource = parse_value(value).map_err(|e| ApiError::invalid(title, &e))?;
+    let mut mismatches = Vec::new();
+    if resource.meta.core_name() != name {
+        mismatches.push((
+            "name".to_string(),
+            "name from the URL has to be the same as in body".to_string(),
+        ));
+    }
+    if resource.resource_type() != t {
+        mismatches.push((
+            "type".to_string(),
+            "type from the URL has to be the same as in body".to_string(),
+        ));
+    }
+    if t.descriptor().scope == Scope::Mesh && resource.meta.mesh.as_deref() != mesh {
+        mismatches.push((
+            "mesh".to_string(),
+            "mesh from the URL has to be the same as in body".to_string(),
+        ));
+    }
+    if !mismatches.is_empty() {
+        return Err(ApiError::fields(title, mismatches));
+    }
+    crate::labels::compute(&mut resource);
+    let key = ResourceKey::of(&resource);
+    match state.store.get(&key).await {
+        Ok(current) => {
+            let immutable = crate::labels::immutable_violations(&current, &resource);
+            if !immutable.is_empty() {
+                return Err(ApiError::fields(title, immutable));
+            }
+            resource.meta.version = current.meta.version.clone();
+            state
+                .store
+                .update(resource)
+                .await
+                .map_err(|e| ApiError::store("Could not update a resource", e))?;
+            Ok(json_response(StatusCode::OK, &json!({})))
+        }
+        Err(StoreError::NotFound(_)) => {
+            state
+                .store
+                .create(resource)
+                .await
+                .map_err(|e| ApiError::store("Failed to create a resource", e))?;
+            Ok(json_response(StatusCode::CREATED, &json!({})))
+        }
+        Err(e) => Err(ApiError::store(title, e)),
+    }
+}
+
+async fn delete(state: &ApiState, key: ResourceKey) -> Result<Response, ApiError> {
+    if key.resource_type == ResourceType::Mesh {
+        let dps = state
+            .store
+            .list(ResourceType::Dataplane, Some(&key.name))
+            .await
+            .map_err(|e| ApiError::store("Could not delete a resource", e))?;
+        if !dps.is_empty() {
+            return Err(ApiError::fields(
+                "Could not delete a resource",
+                vec![(
+                    "mesh".into(),
+                    "unable to delete mesh, there are still some dataplanes attached".into(),
+                )],
+            ));
+        }
+    }
+    state
+        .store
+        .delete(&key)
+        .await
+        .map_err(|e| ApiError::store("Could not delete a resource", e))?;
+    Ok(json_response(StatusCode::OK, &json!({})))
+}
+
+type ApiResult = Result<Response, ApiError>;
+
+pub async fn list_meshes(
+    State(s): State<Arc<ApiState>>,
+    RawQuery(q): RawQuery,
+    headers: HeaderMap,
+) -> ApiResult {
+    list(&s, ResourceType::Mesh, None, q, &headers, "/meshes").await
+}
+
+pub async fn get_mesh(State(s): State<Arc<ApiState>>, Path(mesh): Path<String>) -> ApiResult {
+    get_one(&s, ResourceKey::new(ResourceType::Mesh, "", &mesh)).await
+}
+
+pub async fn put_mesh(
+    State(s): State<Arc<ApiState>>,
+    Path(mesh): Path<String>,
+    body: axum::body::Bytes,
+) -> ApiResult {
+    let response = put(&s, ResourceType::Mesh, None, &mesh, &body).await?;
+    if response.status() == StatusCode::CREATED {
+        crate::defaults::ensure_mesh_resources(&s.store, &mesh, &s.config).await;
+    }
+    Ok(response)
+}
+
+pub async fn delete_mesh(State(s): State<Arc<ApiState>>, Path(mesh): Path<String>) -> ApiResult {
+    delete(&s, ResourceKey::new(ResourceType::Mesh, "", &mesh)).await
+}
+
+pub async fn list_in_mesh(
+    State(s): State<Arc<ApiState>>,
+    Extension(caller): Extension<Caller>,
+    Path((mesh, segment)): Path<(String, String)>,
+    RawQuery(q): RawQuery,
+    headers: HeaderMap,
+) -> ApiResult {
+    require_mesh(&s, &mesh).await?;
+    if segment == "dataplanes+insights" {
+        return super::inspect::overview_list(&s, &mesh, q, &headers, &format!("/meshes/{mesh}/{segment}"))
+            .await;
+    }
+    let t = kind(&segment)?;
+    check_access(t, caller)?;
+    list(
+        &s,
+        t,
+        Some(&mesh),
+        q,
+        &headers,
+        &format!("/meshes/{mesh}/{segment}"),
+    )
+    .await
+}
+
+pub async fn get_in_mesh(
+    State(s): State<Arc<ApiState>>,
+    Extension(caller): Extension<Caller>,
+    Path((mesh, segment, name)): Path<(String, String, String)>,
+    RawQuery(q): RawQuery,
+    headers: HeaderMap,
+) -> ApiResult {
+    require_mesh(&s, &mesh).await?;
+    if segment == "dataplanes+insights" {
+        return super::inspect::overview_one(&s, &mesh, &name).await;
+    }
+    if segment == "dataplanes" && name == "_overview" {
+        return super::inspect::overview_list(
+            &s,
+            &mesh,
+            q,
+            &headers,
+            &format!("/meshes/{mesh}/dataplanes/_overview"),
+        )
+        .await;
+    }
+    let t = kind(&segment)?;
+    check_access(t, caller)?;
+    get_one(&s, ResourceKey::new(t, &mesh, &name)).await
+}
+
+pub async fn put_in_mesh(
+    State(s): State<Arc<ApiState>>,
+    Extension(caller): Extension<Caller>,
+    Path((mesh, segment, name)): Path<(String, String, String)>,
+    body: axum::body::Bytes,
+) -> ApiResult {
+    require_mesh(&s, &mesh).await?;
+    let t = kind(&segment)?;
+    check_access(t, caller)?;
+    put(&s, t, Some(&mesh), &name, &body).await
+}
+
+pub async fn delete_in_mesh(
+    State(s): State<Arc<ApiState>>,
+    Extension(caller): Extension<Caller>,
+    Path((mesh, segment, name)): Path<(String, String, String)>,
+) -> ApiResult {
+    require_mesh(&s, &mesh).await?;
+    let t = kind(&segment)?;
+    check_access(t, caller)?;
+    delete(&s, ResourceKey::new(t, &mesh, &name)).await
+}
+
+/// `GET /{kind}`: a global kind, or a mesh-scoped kind across all meshes.
+pub async fn list_all(
+    State(s): State<Arc<ApiState>>,
+    Extension(caller): Extension<Caller>,
+    Path(segment): Path<String>,
+    RawQuery(q): RawQuery,
+    headers: HeaderMap,
+) -> ApiResult {
+    let t = kind(&segment)?;
+    check_access(t, caller)?;
+    list(&s, t, None, q, &headers, &format!("/{segment}")).await
+}
+
+fn global_kind(segment: &str) -> Result<ResourceType, ApiError> {
+    let t = kind(segment)?;
+    if t.descriptor().scope != Scope::Global || t == ResourceType::Mesh {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "Not Found",
+            format!("{t} is not a global resource"),
+        ));
+    }
+    Ok(t)
+}
+
+pub async fn get_global(
+    State(s): State<Arc<ApiState>>,
+    Extension(caller): Extension<Caller>,
+    Path((segment, name)): Path<(String, String)>,
+) -> ApiResult {
+    let t = global_kind(&segment)?;
+    check_access(t, caller)?;
+    get_one(&s, ResourceKey::new(t, "", &name)).await
+}
+
+pub async fn put_global(
+    State(s): State<Arc<ApiState>>,
+    Extension(caller): Extension<Caller>,
+    Path((segment, name)): Path<(String, String)>,
+    body: axum::body::Bytes,
+) -> ApiResult {
+    let t = global_kind(&segment)?;
+    check_access(t, caller)?;
+    put(&s, t, None, &name, &body).await
+}
+
+pub async fn delete_global(
+    State(s): State<Arc<ApiState>>,
+    Extension(caller): Extension<Caller>,
+    Path((segment, name)): Path<(String, String)>,
+) -> ApiResult {
+    let t = global_kind(&segment)?;
+    check_access(t, caller)?;
+    delete(&s, ResourceKey::new(t, "", &name)).await
+}

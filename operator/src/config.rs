@@ -1,0 +1,581 @@
+//! kuma-cp configuration: Kuma's YAML keys (`--config-file`) and `KUMA_*`
+//! environment variables, environment winning. Unknown keys in the file are
+//! errors naming the key; malformed values name the variable.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// A configuration problem, reported at startup.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file cannot be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file has an unknown key or a value of the wrong type.
+    #[error("config file {path}: {key}: {message}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// The key, e.g. `store.postgres.port`.
+        key: String,
+        /// Why.
+        message: String,
+    },
+    /// An environment variable has a malformed value.
+    #[error("environment variable {name}={value:?}: {message}")]
+    Env {
+        /// The variable.
+        name: String,
+        /// Its value.
+        value: String,
+        /// Why.
+        message: String,
+    },
+}
+
+/// The whole configuration.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct Config {
+    /// `universal` (the only environment of this binary so far).
+    pub environment: Environment,
+    /// Where resources live.
+    pub store: StoreConfig,
+    /// The REST API.
+    pub api_server: ApiServerConfig,
+    /// The dp-server (`/bootstrap` and xDS).
+    pub dp_server: DpServerConfig,
+    /// The diagnostics server.
+    pub diagnostics: DiagnosticsConfig,
+    /// Certificates and the working directory.
+    pub general: GeneralConfig,
+    /// What is created on first start.
+    pub defaults: DefaultsConfig,
+    /// xDS settings.
+    pub xds_server: XdsServerConfig,
+}
+
+/// Kuma's deployment environments.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Environment {
+    /// VMs and bare metal.
+    #[default]
+    Universal,
+    /// Kubernetes.
+    Kubernetes,
+}
+
+/// Store settings (`store.*`).
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct StoreConfig {
+    /// `memory` (default) or `postgres`.
+    #[serde(rename = "type")]
+    pub store_type: StoreType,
+    /// PostgreSQL settings.
+    pub postgres: PostgresConfig,
+}
+
+/// The kinds of store.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreType {
+    /// In memory: nothing survives a restart.
+    #[default]
+    Memory,
+    /// PostgreSQL.
+    Postgres,
+}
+
+/// PostgreSQL settings (`store.postgres.*`).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct PostgresConfig {
+    /// Host.
+    pub host: String,
+    /// Port (Kuma's default 15432).
+    pub port: u16,
+    /// User.
+    pub user: String,
+    /// Password.
+    pub password: String,
+    /// Database.
+    pub db_name: String,
+    /// TLS.
+    pub tls: PostgresTls,
+    /// Connection attempt timeout, in seconds.
+    pub connection_timeout: u64,
+}
+
+impl Default for PostgresConfig {
+    fn default() -> Self {
+        PostgresConfig {
+            host: "127.0.0.1".into(),
+            port: 15432,
+            user: "kuma".into(),
+            password: "kuma".into(),
+            db_name: "kuma".into(),
+            tls: PostgresTls::default(),
+            connection_timeout: 5,
+        }
+    }
+}
+
+/// PostgreSQL TLS (`store.postgres.tls.*`).
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct PostgresTls {
+    /// `disable` (default), `verifyNone`, `verifyCa`, `verifyFull`.
+    pub mode: PostgresTlsMode,
+}
+
+/// PostgreSQL TLS modes.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub enum PostgresTlsMode {
+    /// Plaintext.
+    #[default]
+    Disable,
+    /// TLS without verification.
+    VerifyNone,
+    /// TLS verifying the CA.
+    VerifyCa,
+    /// TLS verifying the CA and host name.
+    VerifyFull,
+}
+
+/// REST API settings (`apiServer.*`).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct ApiServerConfig {
+    /// The HTTP listener.
+    pub http: HttpListener,
+    /// Authentication.
+    pub authn: ApiAuthn,
+    /// Origins allowed by CORS (none by default).
+    pub cors_allowed_domains: Vec<String>,
+}
+
+impl Default for ApiServerConfig {
+    fn default() -> Self {
+        ApiServerConfig {
+            http: HttpListener {
+                port: 5681,
+                interface: "0.0.0.0".into(),
+            },
+            authn: ApiAuthn::default(),
+            cors_allowed_domains: Vec::new(),
+        }
+    }
+}
+
+/// A plain HTTP listener.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct HttpListener {
+    /// Port.
+    pub port: u16,
+    /// Interface.
+    pub interface: String,
+}
+
+impl Default for HttpListener {
+    fn default() -> Self {
+        HttpListener {
+            port: 0,
+            interface: "0.0.0.0".into(),
+        }
+    }
+}
+
+/// API authentication (`apiServer.authn.*`).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct ApiAuthn {
+    /// Whether requests from loopback are admin.
+    pub localhost_is_admin: bool,
+}
+
+impl Default for ApiAuthn {
+    fn default() -> Self {
+        ApiAuthn {
+            localhost_is_admin: true,
+        }
+    }
+}
+
+/// dp-server settings (`dpServer.*`).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct DpServerConfig {
+    /// Port.
+    pub port: u16,
+    /// Proxy authentication.
+    pub authn: DpServerAuthn,
+}
+
+impl Default for DpServerConfig {
+    fn default() -> Self {
+        DpServerConfig {
+            port: 5678,
+            authn: DpServerAuthn::default(),
+        }
+    }
+}
+
+/// dp-server authentication (`dpServer.authn.*`).
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct DpServerAuthn {
+    /// How proxies authenticate.
+    pub dp_proxy: DpProxyAuthn,
+}
+
+/// Proxy authentication (`dpServer.authn.dpProxy.*`).
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct DpProxyAuthn {
+    /// `dpToken` (default) or `none`.
+    #[serde(rename = "type")]
+    pub authn_type: DpProxyAuthnType,
+}
+
+/// Proxy authentication types.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub enum DpProxyAuthnType {
+    /// Dataplane tokens.
+    #[default]
+    #[serde(rename = "dpToken")]
+    DpToken,
+    /// None.
+    #[serde(rename = "none")]
+    None,
+}
+
+/// Diagnostics (`diagnostics.*`).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct DiagnosticsConfig {
+    /// Port.
+    pub server_port: u16,
+}
+
+impl Default for DiagnosticsConfig {
+    fn default() -> Self {
+        DiagnosticsConfig { server_port: 5680 }
+    }
+}
+
+/// General settings (`general.*`).
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct GeneralConfig {
+    /// The dp-server certificate (PEM); generated when empty.
+    pub tls_cert_file: String,
+    /// Its key.
+    pub tls_key_file: String,
+    /// Where generated files go (`~/.kuma` by default).
+    pub work_dir: String,
+}
+
+/// Defaults (`defaults.*`).
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct DefaultsConfig {
+    /// Do not create the `default` mesh.
+    pub skip_mesh_creation: bool,
+    /// Do not create the default policies of new meshes.
+    pub skip_default_policies: bool,
+}
+
+/// xDS settings (`xdsServer.*`).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct XdsServerConfig {
+    /// How long a self-registered Dataplane outlives its last xDS stream.
+    #[serde(with = "duration_text")]
+    pub dataplane_deregistration_delay: Duration,
+}
+
+impl Default for XdsServerConfig {
+    fn default() -> Self {
+        XdsServerConfig {
+            dataplane_deregistration_delay: Duration::from_secs(10),
+        }
+    }
+}
+
+mod duration_text {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&humantime::format_duration(*d).to_string())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let text = String::deserialize(d)?;
+        humantime::parse_duration(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+type Setter = fn(&mut Config, &str) -> Result<(), String>;
+
+fn parse<T: std::str::FromStr>(v: &str) -> Result<T, String>
+where
+    T::Err: std::fmt::Display,
+{
+    v.parse::<T>().map_err(|e| e.to_string())
+}
+
+fn parse_bool(v: &str) -> Result<bool, String> {
+    match v.to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" => Ok(true),
+        "false" | "0" | "no" => Ok(false),
+        _ => Err("must be true or false".into()),
+    }
+}
+
+fn from_yaml<T: serde::de::DeserializeOwned>(v: &str) -> Result<T, String> {
+    serde_yaml::from_str(v).map_err(|e| e.to_string())
+}
+
+/// Every `KUMA_*` variable understood, with Kuma's names.
+const ENV: &[(&str, Setter)] = &[
+    ("KUMA_ENVIRONMENT", |c, v| {
+        let _: () = c.environment = from_yaml(v)?;
+        Ok(())
+    }),
+    ("KUMA_STORE_TYPE", |c, v| {
+        let _: () = c.store.store_type = from_yaml(v)?;
+        Ok(())
+    }),
+    ("KUMA_STORE_POSTGRES_HOST", |c, v| {
+        let _: () = c.store.postgres.host = v.into();
+        Ok(())
+    }),
+    ("KUMA_STORE_POSTGRES_PORT", |c, v| {
+        let _: () = c.store.postgres.port = parse(v)?;
+        Ok(())
+    }),
+    ("KUMA_STORE_POSTGRES_USER", |c, v| {
+        let _: () = c.store.postgres.user = v.into();
+        Ok(())
+    }),
+    ("KUMA_STORE_POSTGRES_PASSWORD", |c, v| {
+        let _: () = c.store.postgres.password = v.into();
+        Ok(())
+    }),
+    ("KUMA_STORE_POSTGRES_DB_NAME", |c, v| {
+        let _: () = c.store.postgres.db_name = v.into();
+        Ok(())
+    }),
+    ("KUMA_STORE_POSTGRES_TLS_MODE", |c, v| {
+        let _: () = c.store.postgres.tls.mode = from_yaml(v)?;
+        Ok(())
+    }),
+    ("KUMA_STORE_POSTGRES_CONNECTION_TIMEOUT", |c, v| {
+        let _: () = c.store.postgres.connection_timeout = parse(v)?;
+        Ok(())
+    }),
+    ("KUMA_API_SERVER_HTTP_PORT", |c, v| {
+        let _: () = c.api_server.http.port = parse(v)?;
+        Ok(())
+    }),
+    ("KUMA_API_SERVER_HTTP_INTERFACE", |c, v| {
+        let _: () = c.api_server.http.interface = v.into();
+        Ok(())
+    }),
+    ("KUMA_API_SERVER_AUTHN_LOCALHOST_IS_ADMIN", |c, v| {
+        let _: () = c.api_server.authn.localhost_is_admin = parse_bool(v)?;
+        Ok(())
+    }),
+    ("KUMA_API_SERVER_CORS_ALLOWED_DOMAINS", |c, v| {
+        c.api_server.cors_allowed_domains = v
+            .split(',')
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+            .collect();
+        Ok(())
+    }),
+    ("KUMA_DP_SERVER_PORT", |c, v| {
+        let _: () = c.dp_server.port = parse(v)?;
+        Ok(())
+    }),
+    ("KUMA_DP_SERVER_AUTHN_DP_PROXY_TYPE", |c, v| {
+        let _: () = c.dp_server.authn.dp_proxy.authn_type = from_yaml(v)?;
+        Ok(())
+    }),
+    ("KUMA_DIAGNOSTICS_SERVER_PORT", |c, v| {
+        let _: () = c.diagnostics.server_port = parse(v)?;
+        Ok(())
+    }),
+    ("KUMA_GENERAL_TLS_CERT_FILE", |c, v| {
+        let _: () = c.general.tls_cert_file = v.into();
+        Ok(())
+    }),
+    ("KUMA_GENERAL_TLS_KEY_FILE", |c, v| {
+        let _: () = c.general.tls_key_file = v.into();
+        Ok(())
+    }),
+    ("KUMA_GENERAL_WORK_DIR", |c, v| {
+        let _: () = c.general.work_dir = v.into();
+        Ok(())
+    }),
+    ("KUMA_DEFAULTS_SKIP_MESH_CREATION", |c, v| {
+        let _: () = c.defaults.skip_mesh_creation = parse_bool(v)?;
+        Ok(())
+    }),
+    ("KUMA_DEFAULTS_SKIP_DEFAULT_POLICIES", |c, v| {
+        let _: () = c.defaults.skip_default_policies = parse_bool(v)?;
+        Ok(())
+    }),
+    ("KUMA_XDS_DATAPLANE_DEREGISTRATION_DELAY", |c, v| {
+        c.xds_server.dataplane_deregistration_delay =
+            humantime::parse_duration(v).map_err(|e| e.to_string())?;
+        Ok(())
+    }),
+];
+
+impl Config {
+    /// Loads the file (if any), then applies `vars` (the environment).
+    /// Returns the configuration and the `KUMA_*` variables not understood.
+    pub fn load(
+        file: Option<&Path>,
+        vars: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<(Config, Vec<String>), ConfigError> {
+        let mut config = match file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.to_path_buf(),
+                    source,
+                })?;
+                let de = serde_yaml::Deserializer::from_str(&text);
+                serde_path_to_error::deserialize::<_, Config>(de).map_err(|e| ConfigError::Invalid {
+                    path: path.to_path_buf(),
+                    key: e.path().to_string(),
+                    message: e.inner().to_string(),
+                })?
+            }
+            None => Config::default(),
+        };
+        let mut unknown = Vec::new();
+        for (name, value) in vars {
+            if !name.starts_with("KUMA_") {
+                continue;
+            }
+            match ENV.iter().find(|(n, _)| *n == name) {
+                Some((_, set)) => {
+                    set(&mut config, &value).map_err(|message| ConfigError::Env { name, value, message })?
+                }
+                None => unknown.push(name),
+            }
+        }
+        unknown.sort();
+        Ok((config, unknown))
+    }
+
+    /// The working directory, created if needed.
+    pub fn work_dir(&self) -> PathBuf {
+        if !self.general.work_dir.is_empty() {
+            return PathBuf::from(&self.general.work_dir);
+        }
+        std::env::var_os("HOME")
+            .map(|h| PathBuf::from(h).join(".kuma"))
+            .unwrap_or_else(|| PathBuf::from(".kuma"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(text: &str) -> tempfile_path::TempFile {
+        tempfile_path::TempFile::new(text)
+    }
+
+    /// A throwaway file for config tests.
+    mod tempfile_path {
+        pub struct TempFile(pub std::path::PathBuf);
+        impl TempFile {
+            pub fn new(text: &str) -> Self {
+                let p = std::env::temp_dir().join(format!("kuma-cp-config-{}.yaml", uuid::Uuid::new_v4()));
+                std::fs::write(&p, text).unwrap();
+                TempFile(p)
+            }
+        }
+        impl Drop for TempFile {
+            fn drop(&mut self) {
+                let _ = std::fs::remove_file(&self.0);
+            }
+        }
+    }
+
+    #[test]
+    fn defaults_are_kumas() {
+        let (c, unknown) = Config::load(None, Vec::new()).unwrap();
+        assert_eq!(c.store.store_type, StoreType::Memory);
+        assert_eq!(
+            (
+                c.api_server.http.port,
+                c.dp_server.port,
+                c.diagnostics.server_port
+            ),
+            (5681, 5678, 5680)
+        );
+        assert_eq!(c.dp_server.authn.dp_proxy.authn_type, DpProxyAuthnType::DpToken);
+        assert!(unknown.is_empty());
+    }
+
+    #[test]
+    fn environment_overrides_the_file() {
+        let f = write(
+            "store:\n  type: postgres\n  postgres:\n    host: db\n    port: 5432\napiServer:\n  http:\n    port: 6681\n",
+        );
+        let env = vec![
+            ("KUMA_STORE_POSTGRES_PORT".to_string(), "6432".to_string()),
+            (
+                "KUMA_DP_SERVER_AUTHN_DP_PROXY_TYPE".to_string(),
+                "none".to_string(),
+            ),
+            ("KUMA_NOT_A_SETTING".to_string(), "x".to_string()),
+            ("PATH".to_string(), "/bin".to_string()),
+        ];
+        let (c, unknown) = Config::load(Some(&f.0), env).unwrap();
+        assert_eq!(c.store.store_type, StoreType::Postgres);
+        assert_eq!(
+            (c.store.postgres.host.as_str(), c.store.postgres.port),
+            ("db", 6432)
+        );
+        assert_eq!(c.api_server.http.port, 6681);
+        assert_eq!(c.dp_server.authn.dp_proxy.authn_type, DpProxyAuthnType::None);
+        assert_eq!(unknown, vec!["KUMA_NOT_A_SETTING".to_string()]);
+    }
+
+    #[test]
+    fn bad_keys_and_values_are_named() {
+        let f = write("store:\n  postgres:\n    hots: db\n");
+        let err = Config::load(Some(&f.0), Vec::new()).unwrap_err().to_string();
+        assert!(err.contains("store.postgres") && err.contains("hots"), "{err}");
+        let err = Config::load(None, vec![("KUMA_DP_SERVER_PORT".into(), "http".into())])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("environment variable KUMA_DP_SERVER_PORT=\"http\""),
+            "{err}"
+        );
+        let err = Config::load(None, vec![("KUMA_STORE_TYPE".into(), "etcd".into())])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("KUMA_STORE_TYPE"), "{err}");
+    }
+}

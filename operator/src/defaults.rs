@@ -1,0 +1,90 @@
+//! What a fresh control plane creates: the `default` mesh, and for every
+//! new mesh its token signing key and Kuma's default policies (timeouts,
+//! circuit breaker, retries), unless turned off.
+
+use kuma_crds::format::parse;
+use kuma_crds::resource::{Meta, Resource, ResourceType, Spec};
+
+use crate::config::Config;
+use crate::store::{ResourceKey, Store, StoreError};
+use crate::tokens::Tokens;
+
+/// Kuma's default policies of a mesh, as Universal YAML.
+fn default_policies(mesh: &str) -> Vec<String> {
+    vec![
+        format!(
+            "type: MeshTimeout\nname: mesh-gateways-timeout-all-{mesh}\nmesh: {mesh}\nspec:\n  targetRef:\n    kind: Mesh\n    proxyTypes: [Gateway]\n  to:\n    - targetRef:\n        kind: Mesh\n      default:\n        idleTimeout: 1h\n        http:\n          streamIdleTimeout: 5s\n  from:\n    - targetRef:\n        kind: Mesh\n      default:\n        idleTimeout: 5m\n        http:\n          streamIdleTimeout: 5s\n          requestHeadersTimeout: 500ms\n"
+        ),
+        format!(
+            "type: MeshTimeout\nname: mesh-timeout-all-{mesh}\nmesh: {mesh}\nspec:\n  targetRef:\n    kind: Mesh\n    proxyTypes: [Sidecar]\n  to:\n    - targetRef:\n        kind: Mesh\n      default:\n        connectionTimeout: 5s\n        idleTimeout: 1h\n        http:\n          requestTimeout: 15s\n          streamIdleTimeout: 30m\n  from:\n    - targetRef:\n        kind: Mesh\n      default:\n        connectionTimeout: 10s\n        idleTimeout: 2h\n        http:\n          requestTimeout: 0s\n          streamIdleTimeout: 1h\n          maxStreamDuration: 0s\n"
+        ),
+        format!(
+            "type: MeshCircuitBreaker\nname: mesh-circuit-breaker-all-{mesh}\nmesh: {mesh}\nspec:\n  targetRef:\n    kind: Mesh\n  to:\n    - targetRef:\n        kind: Mesh\n      default:\n        connectionLimits:\n          maxConnections: 1024\n          maxPendingRequests: 1024\n          maxRetries: 3\n          maxRequests: 1024\n"
+        ),
+        format!(
+            "type: MeshRetry\nname: mesh-retry-all-{mesh}\nmesh: {mesh}\nspec:\n  targetRef:\n    kind: Mesh\n  to:\n    - targetRef:\n        kind: Mesh\n      default:\n        tcp:\n          maxConnectAttempt: 5\n        http:\n          numRetries: 5\n          perTryTimeout: 16s\n          backOff:\n            baseInterval: 25ms\n            maxInterval: 250ms\n        grpc:\n          numRetries: 5\n          perTryTimeout: 16s\n          backOff:\n            baseInterval: 25ms\n            maxInterval: 250ms\n"
+        ),
+    ]
+}
+
+/// Creates `r` unless it exists (another control plane may be faster).
+async fn create_if_absent(store: &Store, r: Resource) -> Result<bool, StoreError> {
+    match store.create(r).await {
+        Ok(_) => Ok(true),
+        Err(StoreError::AlreadyExists(_)) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// The signing key and default policies of a new mesh (those the Mesh's
+/// `skipCreatingInitialPolicies` does not exclude).
+pub async fn ensure_mesh_resources(store: &Store, mesh: &str, config: &Config) {
+    if let Err(e) = Tokens::new(store.clone()).signing_key(mesh).await {
+        tracing::warn!(mesh, error = %e, "cannot create the dataplane token signing key");
+    }
+    if config.defaults.skip_default_policies {
+        return;
+    }
+    let skip: Vec<String> = match store.get(&ResourceKey::new(ResourceType::Mesh, "", mesh)).await {
+        Ok(Resource {
+            spec: Spec::Mesh(m), ..
+        }) => m.skip_creating_initial_policies.clone().unwrap_or_default(),
+        _ => Vec::new(),
+    };
+    for yaml in default_policies(mesh) {
+        let Ok(mut policy) = parse(&yaml) else {
+            tracing::error!(%yaml, "a default policy does not validate");
+            continue;
+        };
+        let kind = policy.resource_type().name();
+        if skip.iter().any(|s| s == "*" || s == kind) {
+            continue;
+        }
+        crate::labels::compute(&mut policy);
+        let name = policy.meta.name.clone();
+        match create_if_absent(store, policy).await {
+            Ok(true) => tracing::info!(mesh, %name, "default {kind} created"),
+            Ok(false) => {}
+            Err(e) => tracing::warn!(mesh, %name, error = %e, "cannot create a default policy"),
+        }
+    }
+}
+
+/// The `default` mesh (with its resources) unless turned off.
+pub async fn ensure_default_mesh(store: &Store, config: &Config) -> Result<(), StoreError> {
+    if config.defaults.skip_mesh_creation {
+        return Ok(());
+    }
+    let mesh = Resource::new(
+        Meta {
+            name: "default".into(),
+            ..Meta::default()
+        },
+        Spec::Mesh(Default::default()),
+    );
+    if create_if_absent(store, mesh).await? {
+        tracing::info!("default Mesh created");
+        ensure_mesh_resources(store, "default", config).await;
+    }
+    Ok(())
+}

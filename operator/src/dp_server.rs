@@ -1,0 +1,255 @@
+//! kuma-cp's side of the dp-server: answering `/bootstrap`, admitting xDS
+//! streams (dataplane tokens), registering the Dataplanes kuma-dp brings
+//! along and deregistering them after their proxy leaves, and recording
+//! insights.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use envoy_types::pb::envoy::config::core::v3::Node;
+use envoy_types::pb::google::protobuf::value::Kind;
+use kuma_crds::format::parse;
+use kuma_crds::resource::{Resource, ResourceType, Spec};
+use kuma_xds::bootstrap::{BootstrapParams, BootstrapRequest, admin_port_or_default};
+use kuma_xds::context::metadata_keys;
+use kuma_xds::dp_server::{BootstrapError, BootstrapSource};
+use kuma_xds::server::{ConnectFuture, ConnectionGuard, ProxyRegistry, StreamEvent};
+use kuma_xds::sync::{Reconciler, parse_node_id};
+use tonic::Status;
+use tonic::metadata::MetadataMap;
+
+use crate::config::DpProxyAuthnType;
+use crate::insights::Insights;
+use crate::store::{ResourceKey, Store, StoreError};
+use crate::tokens::{TokenError, Tokens};
+
+/// The dp-server's view of the control plane.
+pub struct DpServer {
+    /// The store.
+    pub store: Store,
+    /// Token checks.
+    pub tokens: Tokens,
+    /// How proxies authenticate.
+    pub authn: DpProxyAuthnType,
+    /// The xDS reconciler.
+    pub reconciler: Reconciler,
+    /// Connection insights.
+    pub insights: Arc<Insights>,
+    /// This instance's id.
+    pub instance_id: String,
+    /// The dp-server port (ADS shares it).
+    pub port: u16,
+    /// The PEM Envoy verifies the control plane with.
+    pub ca_pem: String,
+    /// How long a self-registered Dataplane outlives its proxy's last stream.
+    pub deregistration_delay: Duration,
+    /// Set at shutdown: leaving proxies are then not deregistered.
+    pub shutting_down: AtomicBool,
+}
+
+const TOKEN_REQUIRED: &str = "Dataplane Token is required. Generate token using 'kumactl generate dataplane-token > /path/file' and provide it via --dataplane-token-file=/path/file argument to Kuma DP";
+
+impl DpServer {
+    fn check_token_required(&self) -> bool {
+        self.authn == DpProxyAuthnType::DpToken
+    }
+
+    /// The Dataplane a request or node carries (universal self-registration).
+    fn inline_dataplane(text: &str, mesh: &str, name: &str) -> Result<Resource, String> {
+        let r = parse(text).map_err(|e| format!("invalid Dataplane: {e}"))?;
+        if r.resource_type() != ResourceType::Dataplane {
+            return Err(format!("expected a Dataplane, got {}", r.resource_type()));
+        }
+        if r.meta.mesh_or_default() != mesh || r.meta.core_name() != name {
+            return Err(format!(
+                "the Dataplane is {}/{}, but the request is for {mesh}/{name}",
+                r.meta.mesh_or_default(),
+                r.meta.core_name()
+            ));
+        }
+        Ok(r)
+    }
+}
+
+impl BootstrapSource for DpServer {
+    async fn resolve(
+        &self,
+        request: &BootstrapRequest,
+        host: &str,
+    ) -> Result<BootstrapParams, BootstrapError> {
+        let (mesh, name) = (request.mesh.as_str(), request.name.as_str());
+        if self.check_token_required() {
+            if request.dataplane_token.trim().is_empty() {
+                return Err(BootstrapError::Invalid(TOKEN_REQUIRED.into()));
+            }
+            self.tokens
+                .verify(&request.dataplane_token, mesh, name)
+                .await
+                .map_err(|e| match e {
+                    TokenError::Store(StoreError::Unavailable(m)) => BootstrapError::Internal(m),
+                    e => BootstrapError::Unauthorized(format!("authentication failed: {e}")),
+                })?;
+        }
+        let dataplane = if request.dataplane_resource.trim().is_empty() {
+            let key = ResourceKey::new(ResourceType::Dataplane, mesh, name);
+            match self.store.get(&key).await {
+                Ok(r) => r,
+                Err(StoreError::NotFound(_)) => {
+                    return Err(BootstrapError::NotFound(format!(
+                        "resource \"{mesh}.{name}\" not found; create a Dataplane in Kuma CP first or pass it as an argument to kuma-dp"
+                    )));
+                }
+                Err(e) => return Err(BootstrapError::Internal(e.to_string())),
+            }
+        } else {
+            Self::inline_dataplane(&request.dataplane_resource, mesh, name)
+                .map_err(BootstrapError::Invalid)?
+        };
+        let mesh_key = ResourceKey::new(ResourceType::Mesh, "", mesh);
+        match self.store.get(&mesh_key).await {
+            Ok(_) => {}
+            Err(StoreError::NotFound(_)) => {
+                return Err(BootstrapError::Invalid(format!("mesh \"{mesh}\" does not exist")));
+            }
+            Err(e) => return Err(BootstrapError::Internal(e.to_string())),
+        }
+        let Spec::Dataplane(dp) = &dataplane.spec else {
+            return Err(BootstrapError::Internal("not a Dataplane".into()));
+        };
+        Ok(BootstrapParams {
+            xds_host: host.to_string(),
+            xds_port: self.port,
+            ca_pem: Some(self.ca_pem.clone()),
+            admin_port: admin_port_or_default(dp.networking().admin.as_ref().and_then(|a| a.port)),
+            service: dp.service().unwrap_or("unknown").to_string(),
+            address: dp.networking().address.clone().unwrap_or_default(),
+        })
+    }
+}
+
+/// A string field of the node metadata.
+fn node_string(node: &Node, key: &str) -> Option<String> {
+    match node.metadata.as_ref()?.fields.get(key)?.kind.as_ref()? {
+        Kind::StringValue(s) if !s.is_empty() => Some(s.clone()),
+        _ => None,
+    }
+}
+
+fn node_json(node: &Node, key: &str) -> serde_json::Value {
+    node.metadata
+        .as_ref()
+        .and_then(|m| m.fields.get(key))
+        .and_then(|v| kuma_xds::proto::to_json(v).ok())
+        .unwrap_or(serde_json::Value::Null)
+}
+
+/// Everything a stream holds; dropping it records the disconnect and
+/// schedules deregistration of a self-registered Dataplane.
+struct StreamGuard {
+    node: String,
+    subscription: String,
+    registered: Option<ResourceKey>,
+    server: Arc<DpServer>,
+    _reconciler: ConnectionGuard,
+}
+
+impl Drop for StreamGuard {
+    fn drop(&mut self) {
+        self.server.insights.disconnected(&self.node, &self.subscription);
+        let Some(key) = self.registered.take() else { return };
+        if self.server.shutting_down.load(Ordering::SeqCst) {
+            return;
+        }
+        let server = self.server.clone();
+        let node = self.node.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(server.deregistration_delay).await;
+            if server.insights.is_online(&node) || server.shutting_down.load(Ordering::SeqCst) {
+                return;
+            }
+            match server.store.delete(&key).await {
+                Ok(()) => {
+                    tracing::info!(dataplane = %node, "deregistered the Dataplane of a proxy that left")
+                }
+                Err(StoreError::NotFound(_)) => {}
+                Err(e) => tracing::warn!(dataplane = %node, error = %e, "cannot deregister"),
+            }
+        });
+    }
+}
+
+/// The ADS admission of kuma-cp.
+#[derive(Clone)]
+pub struct Registry(pub Arc<DpServer>);
+
+impl Registry {
+    async fn admit(&self, node: &Node, metadata: &MetadataMap) -> Result<ConnectionGuard, Status> {
+        let server = &self.0;
+        let Some((mesh, name)) = parse_node_id(&node.id) else {
+            return Err(Status::invalid_argument(format!(
+                "node.id {:?} is not <mesh>.<name>",
+                node.id
+            )));
+        };
+        if server.check_token_required() {
+            let values: Vec<_> = metadata.get_all("authorization").iter().collect();
+            let token = match values.as_slice() {
+                [one] => one.to_str().unwrap_or_default().to_string(),
+                [] => {
+                    return Err(Status::unauthenticated(
+                        "authentication failed: missing dataplane token",
+                    ));
+                }
+                _ => {
+                    return Err(Status::unauthenticated(
+                        "authentication failed: more than one authorization value",
+                    ));
+                }
+            };
+            server
+                .tokens
+                .verify(&token, mesh, name)
+                .await
+                .map_err(|e| match e {
+                    TokenError::Store(StoreError::Unavailable(m)) => Status::unavailable(m),
+                    e => Status::unauthenticated(format!("authentication failed: {e}")),
+                })?;
+        }
+        let mut registered = None;
+        if let Some(text) = node_string(node, metadata_keys::DATAPLANE_RESOURCE) {
+            let dp = DpServer::inline_dataplane(&text, mesh, name).map_err(Status::invalid_argument)?;
+            let key = ResourceKey::of(&dp);
+            server.store.upsert(dp).await.map_err(|e| match e {
+                StoreError::MeshNotFound(m) => {
+                    Status::failed_precondition(format!("mesh {m:?} does not exist"))
+                }
+                e => Status::unavailable(format!("could not register the Dataplane: {e}")),
+            })?;
+            registered = Some(key);
+        }
+        let reconciler = server.reconciler.connect_node(node)?;
+        let subscription = server.insights.connected(
+            &node.id,
+            &server.instance_id,
+            node_json(node, metadata_keys::VERSION),
+        );
+        Ok(Box::new(StreamGuard {
+            node: node.id.clone(),
+            subscription,
+            registered,
+            server: server.clone(),
+            _reconciler: reconciler,
+        }))
+    }
+}
+
+impl ProxyRegistry for Registry {
+    fn connect<'a>(&'a self, node: &'a Node, metadata: &'a MetadataMap) -> ConnectFuture<'a> {
+        Box::pin(self.admit(node, metadata))
+    }
+
+    fn observe(&self, node: &str, event: StreamEvent<'_>) {
+        self.0.insights.observe(node, event);
+    }
+}

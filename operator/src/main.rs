@@ -1,0 +1,91 @@
+//! `kuma-cp`: `run`, `migrate up`, `version`.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use kuma_operator::api::KUMA_VERSION;
+use kuma_operator::config::{Config, StoreType};
+
+#[derive(Parser)]
+#[command(name = "kuma-cp", about = "Universal Control Plane for Envoy-based Service Mesh", version = KUMA_VERSION)]
+struct Cli {
+    /// Log level: debug, info, warn, error.
+    #[arg(long, global = true, default_value = "info")]
+    log_level: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Launch the control plane.
+    Run {
+        /// Configuration file.
+        #[arg(short = 'c', long)]
+        config_file: Option<PathBuf>,
+    },
+    /// Database schema migrations.
+    Migrate {
+        #[command(subcommand)]
+        direction: Migrate,
+    },
+    /// Print the version.
+    Version,
+}
+
+#[derive(Subcommand)]
+enum Migrate {
+    /// Create or upgrade the PostgreSQL schema.
+    Up {
+        /// Configuration file.
+        #[arg(short = 'c', long)]
+        config_file: Option<PathBuf>,
+    },
+}
+
+fn load(config_file: Option<&PathBuf>) -> anyhow::Result<Config> {
+    let (config, unknown) = Config::load(config_file.map(PathBuf::as_path), std::env::vars())?;
+    for name in unknown {
+        tracing::warn!(variable = %name, "unknown KUMA_* environment variable ignored");
+    }
+    Ok(config)
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_new(&cli.log_level).unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    match cli.command {
+        Command::Version => {
+            println!("Kuma: {KUMA_VERSION}");
+            Ok(())
+        }
+        Command::Run { config_file } => {
+            let config = load(config_file.as_ref())?;
+            runtime.block_on(kuma_operator::run::run(config))
+        }
+        Command::Migrate {
+            direction: Migrate::Up { config_file },
+        } => {
+            let config = load(config_file.as_ref())?;
+            if config.store.store_type != StoreType::Postgres {
+                anyhow::bail!("migrations apply to the postgres store; set KUMA_STORE_TYPE=postgres");
+            }
+            let before = runtime
+                .block_on(kuma_operator::store::postgres::migrate_up(&config.store.postgres))
+                .context("migration failed")?;
+            if before == Some(kuma_operator::store::postgres::SCHEMA_VERSION) {
+                println!("DB has already been migrated for Kuma {KUMA_VERSION}");
+            } else {
+                println!("DB has been migrated for Kuma {KUMA_VERSION}");
+            }
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,259 @@
+//! `kuma-cp run`: wires the store, the reconciler, the dp-server, the REST
+//! API and diagnostics, and shuts them down gracefully.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use anyhow::Context;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use kuma_xds::metrics::XdsMetrics;
+use kuma_xds::server::{AdsServer, Limits};
+use kuma_xds::snapshot::SnapshotCache;
+use kuma_xds::sync::{Generator, Reconciler};
+use prometheus_client::registry::Registry;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::api::{ApiState, router as api_router};
+use crate::config::{Config, StoreType};
+use crate::dp_server::{DpServer, Registry as DpRegistry};
+use crate::insights::Insights;
+use crate::store::Store;
+use crate::store::postgres::PostgresStore;
+use crate::tokens::Tokens;
+
+/// Binds a port, naming the setting in the error.
+async fn bind(interface: &str, port: u16, what: &str, env: &str) -> anyhow::Result<TcpListener> {
+    let addr = format!("{interface}:{port}");
+    TcpListener::bind(&addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr} for the {what} (set {env} to change the port)"))
+}
+
+/// The store chosen by the configuration.
+pub async fn open_store(config: &Config) -> anyhow::Result<Store> {
+    Ok(match config.store.store_type {
+        StoreType::Memory => Store::memory(),
+        StoreType::Postgres => Store::Postgres(PostgresStore::open(config.store.postgres.clone()).await?),
+    })
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+/// Runs the control plane until a shutdown signal.
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    let store = open_store(&config).await?;
+    let work_dir = config.work_dir();
+    let tls = crate::tls::load_or_generate(
+        &config.general.tls_cert_file,
+        &config.general.tls_key_file,
+        &work_dir,
+    )
+    .context("dp-server certificate")?;
+
+    let dp_listener = bind(
+        "0.0.0.0",
+        config.dp_server.port,
+        "dp-server",
+        "KUMA_DP_SERVER_PORT",
+    )
+    .await?;
+    let api_listener = bind(
+        &config.api_server.http.interface,
+        config.api_server.http.port,
+        "API server",
+        "KUMA_API_SERVER_HTTP_PORT",
+    )
+    .await?;
+    let diag_listener = bind(
+        "0.0.0.0",
+        config.diagnostics.server_port,
+        "diagnostics server",
+        "KUMA_DIAGNOSTICS_SERVER_PORT",
+    )
+    .await?;
+
+    let hostname = std::env::var("HOSTNAME").unwrap_or_else(|_| "kuma-cp".into());
+    let instance_id = format!("{hostname}-{}", &uuid::Uuid::new_v4().simple().to_string()[..4]);
+    let snapshots = Arc::new(SnapshotCache::new());
+    let xds_metrics = Arc::new(XdsMetrics::default());
+    let reconciler = Reconciler::spawn(Generator::new(snapshots.clone(), xds_metrics.clone()));
+    let (ready_tx, ready_rx) = watch::channel(false);
+    tokio::spawn(crate::feed::run(store.clone(), reconciler.clone(), ready_tx));
+
+    tokio::spawn(lead(store.clone(), config.clone()));
+
+    let insights = Arc::new(Insights::default());
+    let tokens = Tokens::new(store.clone());
+    let dp = Arc::new(DpServer {
+        store: store.clone(),
+        tokens: tokens.clone(),
+        authn: config.dp_server.authn.dp_proxy.authn_type,
+        reconciler: reconciler.clone(),
+        insights: insights.clone(),
+        instance_id: instance_id.clone(),
+        port: config.dp_server.port,
+        ca_pem: tls.ca_pem.clone(),
+        deregistration_delay: config.xds_server.dataplane_deregistration_delay,
+        shutting_down: Default::default(),
+    });
+    let limits = Limits::default();
+    let ads = AdsServer::new(
+        snapshots.clone(),
+        Arc::new(DpRegistry(dp.clone())),
+        xds_metrics.clone(),
+        &limits,
+    );
+    let dp_app = kuma_xds::dp_server::router(ads, &limits, dp.clone());
+
+    let api_state = Arc::new(ApiState {
+        store: store.clone(),
+        tokens,
+        insights,
+        config: config.clone(),
+        instance_id,
+        cluster_id: uuid::Uuid::new_v4().to_string(),
+    });
+    let api_app = api_router(api_state);
+
+    let mut registry = Registry::default();
+    xds_metrics.register(&mut registry);
+    let diag_app = diagnostics(Arc::new(registry), ready_rx);
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let stopped = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    tracing::info!(
+        dp_server = config.dp_server.port,
+        api = config.api_server.http.port,
+        diagnostics = config.diagnostics.server_port,
+        store = ?config.store.store_type,
+        ca = %tls.ca_file.display(),
+        "kuma-cp is running"
+    );
+    let dp_task = tokio::spawn(crate::tls::serve(
+        dp_listener,
+        tls.config.clone(),
+        dp_app,
+        stopped(stop_rx.clone()),
+    ));
+    let api_task = tokio::spawn(
+        axum::serve(
+            api_listener,
+            api_app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(stopped(stop_rx.clone()))
+        .into_future(),
+    );
+    let diag_task = tokio::spawn(
+        axum::serve(diag_listener, diag_app)
+            .with_graceful_shutdown(stopped(stop_rx.clone()))
+            .into_future(),
+    );
+
+    shutdown_signal().await;
+    tracing::info!("shutting down");
+    dp.shutting_down.store(true, Ordering::SeqCst);
+    let _ = stop_tx.send(true);
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+        let _ = dp_task.await;
+        let _ = api_task.await;
+        let _ = diag_task.await;
+    })
+    .await;
+    Ok(())
+}
+
+/// Leader-only work (creating defaults). With PostgreSQL one control plane
+/// holds an advisory lock; the others retry and take over if it goes.
+async fn lead(store: Store, config: Config) {
+    let _lock = match &store {
+        Store::Memory(_) => None,
+        Store::Postgres(pg) => loop {
+            if let Some(lock) = pg.try_lead().await {
+                tracing::info!("this control plane is the leader");
+                break Some(lock);
+            }
+            tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+        },
+    };
+    let mut delay = std::time::Duration::from_millis(200);
+    loop {
+        match crate::defaults::ensure_default_mesh(&store, &config).await {
+            Ok(()) => break,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot create the default mesh yet");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(std::time::Duration::from_secs(5));
+            }
+        }
+    }
+    // Hold leadership for the process lifetime.
+    if _lock.is_some() {
+        std::future::pending::<()>().await;
+    }
+}
+
+/// `/ready` (the first full sync reached the reconciler), `/healthy`,
+/// `/metrics`.
+fn diagnostics(registry: Arc<Registry>, ready: watch::Receiver<bool>) -> axum::Router {
+    use axum::routing::get;
+    axum::Router::new()
+        .route(
+            "/ready",
+            get(move || {
+                let ready = *ready.borrow();
+                async move {
+                    if ready {
+                        (StatusCode::OK, "ok")
+                    } else {
+                        (StatusCode::SERVICE_UNAVAILABLE, "not ready")
+                    }
+                }
+            }),
+        )
+        .route("/healthy", get(|| async { (StatusCode::OK, "ok") }))
+        .route(
+            "/metrics",
+            get(move || {
+                let registry = registry.clone();
+                async move {
+                    let mut text = String::new();
+                    match prometheus_client::encoding::text::encode(&mut text, &registry) {
+                        Ok(()) => (
+                            StatusCode::OK,
+                            [(
+                                axum::http::header::CONTENT_TYPE,
+                                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                            )],
+                            text,
+                        )
+                            .into_response(),
+                        Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+                    }
+                }
+            }),
+        )
+}

@@ -1,0 +1,121 @@
+//! The in-memory store: a map under a lock. Nothing survives a restart.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+
+use kuma_crds::resource::{Resource, ResourceType, Scope};
+use tokio::sync::broadcast;
+
+use super::{ResourceKey, StoreError, StoreEvent, StoreResult, now};
+
+/// The in-memory store.
+#[derive(Debug)]
+pub struct MemoryStore {
+    resources: Mutex<BTreeMap<ResourceKey, Resource>>,
+    events: broadcast::Sender<StoreEvent>,
+}
+
+impl Default for MemoryStore {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl MemoryStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        MemoryStore {
+            resources: Mutex::new(BTreeMap::new()),
+            events: broadcast::channel(4096).0,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<ResourceKey, Resource>> {
+        self.resources.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(super) fn get(&self, key: &ResourceKey) -> StoreResult<Resource> {
+        self.lock()
+            .get(key)
+            .cloned()
+            .ok_or_else(|| StoreError::NotFound(key.clone()))
+    }
+
+    pub(super) fn list(&self, t: ResourceType, mesh: Option<&str>) -> StoreResult<Vec<Resource>> {
+        Ok(self
+            .lock()
+            .iter()
+            .filter(|(k, _)| k.resource_type == t && mesh.is_none_or(|m| k.mesh == m))
+            .map(|(_, r)| r.clone())
+            .collect())
+    }
+
+    fn check_mesh(map: &BTreeMap<ResourceKey, Resource>, key: &ResourceKey) -> StoreResult<()> {
+        if key.resource_type.descriptor().scope == Scope::Mesh
+            && !map.contains_key(&ResourceKey::new(ResourceType::Mesh, "", &key.mesh))
+        {
+            return Err(StoreError::MeshNotFound(key.mesh.clone()));
+        }
+        Ok(())
+    }
+
+    pub(super) fn create(&self, mut r: Resource) -> StoreResult<Resource> {
+        let key = ResourceKey::of(&r);
+        let mut map = self.lock();
+        if map.contains_key(&key) {
+            return Err(StoreError::AlreadyExists(key));
+        }
+        Self::check_mesh(&map, &key)?;
+        let t = now();
+        r.meta.version = Some("1".into());
+        r.meta.creation_time = Some(t.clone());
+        r.meta.modification_time = Some(t);
+        map.insert(key, r.clone());
+        let _ = self.events.send(StoreEvent::Upserted(Box::new(r.clone())));
+        Ok(r)
+    }
+
+    pub(super) fn update(&self, mut r: Resource) -> StoreResult<Resource> {
+        let key = ResourceKey::of(&r);
+        let mut map = self.lock();
+        let Some(current) = map.get(&key) else {
+            return Err(StoreError::NotFound(key));
+        };
+        let expected = r.meta.version.clone().unwrap_or_default();
+        if current.meta.version.as_deref() != Some(expected.as_str()) {
+            return Err(StoreError::Conflict { key, expected });
+        }
+        let next = expected.parse::<u64>().unwrap_or(0) + 1;
+        r.meta.version = Some(next.to_string());
+        r.meta.creation_time = current.meta.creation_time.clone();
+        r.meta.modification_time = Some(now());
+        map.insert(key, r.clone());
+        let _ = self.events.send(StoreEvent::Upserted(Box::new(r.clone())));
+        Ok(r)
+    }
+
+    pub(super) fn delete(&self, key: &ResourceKey) -> StoreResult<()> {
+        let mut map = self.lock();
+        if map.remove(key).is_none() {
+            return Err(StoreError::NotFound(key.clone()));
+        }
+        let mut deleted = vec![key.clone()];
+        if key.resource_type == ResourceType::Mesh {
+            let inside: Vec<ResourceKey> = map.keys().filter(|k| k.mesh == key.name).cloned().collect();
+            for k in inside {
+                map.remove(&k);
+                deleted.push(k);
+            }
+        }
+        // Contents first, the mesh last, as a cascade would.
+        deleted.rotate_left(1);
+        for k in deleted {
+            let _ = self.events.send(StoreEvent::Deleted(k));
+        }
+        Ok(())
+    }
+
+    pub(super) fn subscribe(&self) -> broadcast::Receiver<StoreEvent> {
+        self.events.subscribe()
+    }
+}

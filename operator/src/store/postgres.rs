@@ -1,0 +1,557 @@
+//! The PostgreSQL store, on Kuma's schema: one `resources` row per resource
+//! keyed by (name, mesh, type), the spec as JSON text, an integer version
+//! for optimistic concurrency, mesh-scoped rows owned by their Mesh row
+//! (deleting a mesh cascades), and a trigger announcing every change on
+//! the `resource_events` channel.
+//!
+//! Changes reach subscribers only through LISTEN/NOTIFY, whoever made them
+//! (this control plane or another sharing the database), so every instance
+//! sees the same order. After the listening connection is re-established a
+//! `Resync` is announced: subscribers list everything again.
+
+use std::time::Duration;
+
+use kuma_crds::format::parse_value;
+use kuma_crds::resource::{Resource, ResourceType, Scope};
+use serde_json::{Map, Value, json};
+use tokio::sync::{Mutex, broadcast};
+use tokio_postgres::{AsyncMessage, Client, NoTls};
+
+use super::{ResourceKey, StoreError, StoreEvent, StoreResult};
+use crate::config::{PostgresConfig, PostgresTlsMode};
+
+/// The schema version this binary writes and expects; Kuma 2.14's last
+/// migration, so a database Kuma migrated is recognised.
+pub const SCHEMA_VERSION: i64 = 1_710_856_785;
+
+/// The notification channel of Kuma's trigger.
+const CHANNEL: &str = "resource_events";
+
+/// Brings a fresh database, or one Kuma migrated, to [`SCHEMA_VERSION`].
+/// Every statement is idempotent.
+const MIGRATION: &str = r#"
+CREATE TABLE IF NOT EXISTS resources (
+    name varchar(253) NOT NULL,
+    mesh varchar(100) NOT NULL,
+    type varchar(100) NOT NULL,
+    version integer NOT NULL,
+    spec text,
+    creation_time timestamp NOT NULL DEFAULT now(),
+    modification_time timestamp NOT NULL DEFAULT now(),
+    owner_name varchar(100),
+    owner_mesh varchar(100),
+    owner_type varchar(100),
+    PRIMARY KEY (name, mesh, type)
+);
+ALTER TABLE resources ALTER COLUMN name TYPE varchar(253);
+ALTER TABLE resources ADD COLUMN IF NOT EXISTS labels jsonb DEFAULT '{}'::jsonb;
+ALTER TABLE resources ADD COLUMN IF NOT EXISTS status jsonb NOT NULL DEFAULT '{}'::jsonb;
+DO $$ BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_constraint WHERE conname = 'owner_fk') THEN
+        ALTER TABLE resources ADD CONSTRAINT owner_fk FOREIGN KEY (owner_name, owner_mesh, owner_type)
+            REFERENCES resources (name, mesh, type) ON DELETE CASCADE;
+    END IF;
+END $$;
+CREATE INDEX IF NOT EXISTS owner_fk_index ON resources (owner_type, owner_mesh, owner_name);
+CREATE TABLE IF NOT EXISTS locks (
+    name varchar(255) PRIMARY KEY,
+    record_version_number bigint,
+    data bytea,
+    owner varchar(255)
+);
+CREATE OR REPLACE FUNCTION notify_event() RETURNS TRIGGER AS $fn$
+DECLARE
+    row_key json;
+BEGIN
+    IF (TG_OP = 'DELETE') THEN
+        row_key = json_build_object('name', OLD.name, 'mesh', OLD.mesh, 'type', OLD.type);
+    ELSE
+        row_key = json_build_object('name', NEW.name, 'mesh', NEW.mesh, 'type', NEW.type);
+    END IF;
+    PERFORM pg_notify('resource_events', json_build_object('action', TG_OP, 'data', row_key)::text);
+    RETURN NULL;
+END;
+$fn$ LANGUAGE plpgsql;
+DROP TRIGGER IF EXISTS products_notify_event ON resources;
+CREATE TRIGGER products_notify_event AFTER INSERT OR UPDATE OR DELETE ON resources
+    FOR EACH ROW EXECUTE PROCEDURE notify_event();
+CREATE TABLE IF NOT EXISTS schema_migrations (version bigint NOT NULL PRIMARY KEY, dirty boolean NOT NULL);
+"#;
+
+/// Why the database cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum SchemaError {
+    /// The database is unreachable.
+    #[error("cannot connect to PostgreSQL at {host}:{port}: {message}")]
+    Connect {
+        /// Host.
+        host: String,
+        /// Port.
+        port: u16,
+        /// Why.
+        message: String,
+    },
+    /// Never migrated.
+    #[error("the database has no Kuma schema: run `kuma-cp migrate up` first")]
+    NotMigrated,
+    /// Migrated by an older version.
+    #[error(
+        "the database schema is at version {found}, this kuma-cp needs {SCHEMA_VERSION}: run `kuma-cp migrate up`"
+    )]
+    Old {
+        /// The database's version.
+        found: i64,
+    },
+    /// Migrated by a newer version.
+    #[error(
+        "the database schema is at version {found}, newer than this kuma-cp understands ({SCHEMA_VERSION}): upgrade kuma-cp"
+    )]
+    Newer {
+        /// The database's version.
+        found: i64,
+    },
+    /// A migration left the schema half-applied.
+    #[error(
+        "the database schema is marked dirty at version {0}: a migration failed; fix it and run `kuma-cp migrate up`"
+    )]
+    Dirty(i64),
+    /// A query failed.
+    #[error("{0}")]
+    Query(String),
+}
+
+/// Connects once.
+async fn connect(config: &PostgresConfig) -> Result<Client, SchemaError> {
+    let (client, connection) = connect_raw(config).await?;
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::debug!(error = %e, "PostgreSQL connection closed");
+        }
+    });
+    Ok(client)
+}
+
+async fn connect_raw(
+    config: &PostgresConfig,
+) -> Result<
+    (
+        Client,
+        tokio_postgres::Connection<tokio_postgres::Socket, tokio_postgres::tls::NoTlsStream>,
+    ),
+    SchemaError,
+> {
+    let err = |message: String| SchemaError::Connect {
+        host: config.host.clone(),
+        port: config.port,
+        message,
+    };
+    if config.tls.mode != PostgresTlsMode::Disable {
+        return Err(err(format!(
+            "TLS mode {:?} is not supported yet; use `disable` over a trusted network",
+            config.tls.mode
+        )));
+    }
+    let mut pg = tokio_postgres::Config::new();
+    pg.host(&config.host)
+        .port(config.port)
+        .user(&config.user)
+        .password(&config.password)
+        .dbname(&config.db_name)
+        .application_name("kuma-cp")
+        .connect_timeout(Duration::from_secs(config.connection_timeout.max(1)));
+    pg.connect(NoTls).await.map_err(|e| err(e.to_string()))
+}
+
+/// `kuma-cp migrate up`: applies the schema; returns the previous version.
+pub async fn migrate_up(config: &PostgresConfig) -> Result<Option<i64>, SchemaError> {
+    let client = connect(config).await?;
+    let before = schema_version(&client).await?;
+    if let Some((v, _)) = before
+        && v > SCHEMA_VERSION
+    {
+        return Err(SchemaError::Newer { found: v });
+    }
+    client
+        .batch_execute(MIGRATION)
+        .await
+        .map_err(|e| SchemaError::Query(e.to_string()))?;
+    client
+        .batch_execute(&format!(
+            "BEGIN; DELETE FROM schema_migrations; INSERT INTO schema_migrations (version, dirty) VALUES ({SCHEMA_VERSION}, false); COMMIT;"
+        ))
+        .await
+        .map_err(|e| SchemaError::Query(e.to_string()))?;
+    Ok(before.map(|(v, _)| v))
+}
+
+async fn schema_version(client: &Client) -> Result<Option<(i64, bool)>, SchemaError> {
+    let exists = client
+        .query_one("SELECT to_regclass('schema_migrations') IS NOT NULL", &[])
+        .await
+        .map_err(|e| SchemaError::Query(e.to_string()))?
+        .get::<_, bool>(0);
+    if !exists {
+        return Ok(None);
+    }
+    let row = client
+        .query_opt(
+            "SELECT version, dirty FROM schema_migrations ORDER BY version DESC LIMIT 1",
+            &[],
+        )
+        .await
+        .map_err(|e| SchemaError::Query(e.to_string()))?;
+    Ok(row.map(|r| (r.get::<_, i64>(0), r.get::<_, bool>(1))))
+}
+
+/// The PostgreSQL store.
+#[derive(Debug)]
+pub struct PostgresStore {
+    config: PostgresConfig,
+    client: Mutex<Option<std::sync::Arc<Client>>>,
+    events: broadcast::Sender<StoreEvent>,
+}
+
+fn unavailable(e: tokio_postgres::Error) -> StoreError {
+    StoreError::Unavailable(e.to_string())
+}
+
+const COLUMNS: &str = "type, mesh, name, version, spec, coalesce(labels::text, '{}'), \
+    to_char(creation_time, 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), to_char(modification_time, 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')";
+
+impl PostgresStore {
+    /// Connects and checks the schema version; starts listening for changes.
+    pub async fn open(config: PostgresConfig) -> Result<std::sync::Arc<Self>, SchemaError> {
+        let client = connect(&config).await?;
+        match schema_version(&client).await? {
+            None => return Err(SchemaError::NotMigrated),
+            Some((v, true)) => return Err(SchemaError::Dirty(v)),
+            Some((v, _)) if v < SCHEMA_VERSION => return Err(SchemaError::Old { found: v }),
+            Some((v, _)) if v > SCHEMA_VERSION => return Err(SchemaError::Newer { found: v }),
+            Some(_) => {}
+        }
+        let store = std::sync::Arc::new(PostgresStore {
+            config,
+            client: Mutex::new(Some(std::sync::Arc::new(client))),
+            events: broadcast::channel(4096).0,
+        });
+        tokio::spawn(listen(std::sync::Arc::downgrade(&store)));
+        Ok(store)
+    }
+
+    /// A live client (one connection pipelines concurrent queries),
+    /// reconnecting if the last one died.
+    async fn client(&self) -> StoreResult<std::sync::Arc<Client>> {
+        let mut guard = self.client.lock().await;
+        if let Some(c) = guard.as_ref()
+            && !c.is_closed()
+        {
+            return Ok(c.clone());
+        }
+        let fresh = std::sync::Arc::new(
+            connect(&self.config)
+                .await
+                .map_err(|e| StoreError::Unavailable(e.to_string()))?,
+        );
+        *guard = Some(fresh.clone());
+        Ok(fresh)
+    }
+
+    pub(super) async fn get(&self, key: &ResourceKey) -> StoreResult<Resource> {
+        let client = self.client().await?;
+        let row = client
+            .query_opt(
+                &format!("SELECT {COLUMNS} FROM resources WHERE name = $1 AND mesh = $2 AND type = $3"),
+                &[&key.name, &key.mesh, &key.resource_type.name()],
+            )
+            .await
+            .map_err(unavailable)?;
+        row.as_ref()
+            .and_then(from_row)
+            .ok_or_else(|| StoreError::NotFound(key.clone()))
+    }
+
+    pub(super) async fn list(&self, t: ResourceType, mesh: Option<&str>) -> StoreResult<Vec<Resource>> {
+        let client = self.client().await?;
+        let rows = match mesh {
+            Some(m) => client
+                .query(
+                    &format!(
+                        "SELECT {COLUMNS} FROM resources WHERE type = $1 AND mesh = $2 ORDER BY mesh, name"
+                    ),
+                    &[&t.name(), &m],
+                )
+                .await,
+            None => {
+                client
+                    .query(
+                        &format!("SELECT {COLUMNS} FROM resources WHERE type = $1 ORDER BY mesh, name"),
+                        &[&t.name()],
+                    )
+                    .await
+            }
+        }
+        .map_err(unavailable)?;
+        Ok(rows.iter().filter_map(from_row).collect())
+    }
+
+    pub(super) async fn create(&self, r: Resource) -> StoreResult<Resource> {
+        let key = ResourceKey::of(&r);
+        let client = self.client().await?;
+        let (owner_name, owner_mesh, owner_type) = match key.resource_type.descriptor().scope {
+            Scope::Mesh => (
+                Some(key.mesh.clone()),
+                Some(String::new()),
+                Some("Mesh".to_string()),
+            ),
+            Scope::Global => (None, None, None),
+        };
+        if key.resource_type.descriptor().scope == Scope::Mesh {
+            let mesh = ResourceKey::new(ResourceType::Mesh, "", &key.mesh);
+            if self.get(&mesh).await.is_err() {
+                return Err(StoreError::MeshNotFound(key.mesh));
+            }
+        }
+        let result = client
+            .execute(
+                "INSERT INTO resources (name, mesh, type, version, spec, labels, creation_time, modification_time, owner_name, owner_mesh, owner_type) \
+                 VALUES ($1, $2, $3, 1, $4, $5::text::jsonb, now() at time zone 'utc', now() at time zone 'utc', $6, $7, $8)",
+                &[
+                    &key.name,
+                    &key.mesh,
+                    &key.resource_type.name(),
+                    &r.spec.to_value().to_string(),
+                    &serde_json::to_string(&r.meta.labels).unwrap_or_else(|_| "{}".into()),
+                    &owner_name,
+                    &owner_mesh,
+                    &owner_type,
+                ],
+            )
+            .await;
+        match result {
+            Ok(_) => self.get(&key).await,
+            Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) => {
+                Err(StoreError::AlreadyExists(key))
+            }
+            Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::FOREIGN_KEY_VIOLATION) => {
+                Err(StoreError::MeshNotFound(key.mesh))
+            }
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+
+    pub(super) async fn update(&self, r: Resource) -> StoreResult<Resource> {
+        let key = ResourceKey::of(&r);
+        let expected = r.meta.version.clone().unwrap_or_default();
+        let Ok(expected_number) = expected.parse::<i32>() else {
+            return Err(StoreError::Conflict { key, expected });
+        };
+        let client = self.client().await?;
+        let updated = client
+            .execute(
+                "UPDATE resources SET spec = $1, labels = $2::text::jsonb, version = version + 1, \
+                 modification_time = now() at time zone 'utc' \
+                 WHERE name = $3 AND mesh = $4 AND type = $5 AND version = $6",
+                &[
+                    &r.spec.to_value().to_string(),
+                    &serde_json::to_string(&r.meta.labels).unwrap_or_else(|_| "{}".into()),
+                    &key.name,
+                    &key.mesh,
+                    &key.resource_type.name(),
+                    &expected_number,
+                ],
+            )
+            .await
+            .map_err(unavailable)?;
+        if updated == 0 {
+            // Either gone or changed since it was read.
+            return match self.get(&key).await {
+                Ok(_) => Err(StoreError::Conflict { key, expected }),
+                Err(e) => Err(e),
+            };
+        }
+        self.get(&key).await
+    }
+
+    pub(super) async fn delete(&self, key: &ResourceKey) -> StoreResult<()> {
+        let client = self.client().await?;
+        let deleted = client
+            .execute(
+                "DELETE FROM resources WHERE name = $1 AND mesh = $2 AND type = $3",
+                &[&key.name, &key.mesh, &key.resource_type.name()],
+            )
+            .await
+            .map_err(unavailable)?;
+        if deleted == 0 {
+            return Err(StoreError::NotFound(key.clone()));
+        }
+        Ok(())
+    }
+
+    pub(super) fn subscribe(&self) -> broadcast::Receiver<StoreEvent> {
+        self.events.subscribe()
+    }
+
+    /// Tries to take the leader lock (a session advisory lock held by a
+    /// dedicated connection); `Some(connection guard)` when taken.
+    pub async fn try_lead(&self) -> Option<LeaderLock> {
+        let (client, connection) = connect_raw(&self.config).await.ok()?;
+        let task = tokio::spawn(async move {
+            let _ = connection.await;
+        });
+        let taken = client
+            .query_one("SELECT pg_try_advisory_lock($1)", &[&LEADER_LOCK])
+            .await
+            .ok()?
+            .get::<_, bool>(0);
+        if taken {
+            Some(LeaderLock {
+                _client: client,
+                task,
+            })
+        } else {
+            task.abort();
+            None
+        }
+    }
+}
+
+/// The advisory lock id of the leader (an arbitrary constant).
+const LEADER_LOCK: i64 = 0x006b_756d_612d_6370;
+
+/// Leadership: held while this connection lives.
+#[derive(Debug)]
+pub struct LeaderLock {
+    _client: Client,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl LeaderLock {
+    /// Whether the lock's connection is still up.
+    pub fn is_held(&self) -> bool {
+        !self.task.is_finished()
+    }
+}
+
+impl Drop for LeaderLock {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// A resource from a row, `None` for rows this control plane does not
+/// understand (kinds it does not implement), which are skipped.
+fn from_row(row: &tokio_postgres::Row) -> Option<Resource> {
+    let type_name: String = row.get(0);
+    let mesh: String = row.get(1);
+    let name: String = row.get(2);
+    let version: i32 = row.get(3);
+    let spec_text: Option<String> = row.get(4);
+    let labels: String = row.get(5);
+    let created: String = row.get(6);
+    let modified: String = row.get(7);
+    let resource_type: ResourceType = type_name.parse().ok()?;
+    let spec: Value = spec_text
+        .and_then(|s| serde_json::from_str(&s).ok())
+        .unwrap_or_else(|| json!({}));
+    let mut doc = Map::new();
+    doc.insert("type".into(), type_name.clone().into());
+    doc.insert("name".into(), name.clone().into());
+    if !mesh.is_empty() {
+        doc.insert("mesh".into(), mesh.into());
+    }
+    let labels: Value = serde_json::from_str(&labels).unwrap_or_else(|_| json!({}));
+    if labels.as_object().is_some_and(|l| !l.is_empty()) {
+        doc.insert("labels".into(), labels);
+    }
+    doc.insert("creationTime".into(), created.into());
+    doc.insert("modificationTime".into(), modified.into());
+    if resource_type.descriptor().flat_universal {
+        if let Value::Object(fields) = spec {
+            doc.extend(fields);
+        }
+    } else {
+        doc.insert("spec".into(), spec);
+    }
+    match parse_value(Value::Object(doc)) {
+        Ok(mut r) => {
+            r.meta.version = Some(version.to_string());
+            Some(r)
+        }
+        Err(e) => {
+            tracing::warn!(resource = %name, kind = %type_name, error = %e, "skipping a stored resource that does not validate");
+            None
+        }
+    }
+}
+
+/// Listens for change notifications for as long as the store lives,
+/// reconnecting with backoff and announcing a resync after each reconnect.
+async fn listen(store: std::sync::Weak<PostgresStore>) {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let Some(s) = store.upgrade() else { return };
+        let config = s.config.clone();
+        drop(s);
+        let (client, mut connection) = match connect_raw(&config).await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(error = %e, retry_in = ?backoff, "cannot listen for changes");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+                continue;
+            }
+        };
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let pump = tokio::spawn(async move {
+            let mut messages = futures::stream::poll_fn(move |cx| connection.poll_message(cx));
+            use futures::StreamExt;
+            while let Some(message) = messages.next().await {
+                match message {
+                    Ok(AsyncMessage::Notification(n)) => {
+                        if tx.send(n.payload().to_string()).is_err() {
+                            return;
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(_) => return,
+                }
+            }
+        });
+        if client.batch_execute(&format!("LISTEN {CHANNEL}")).await.is_err() {
+            pump.abort();
+            continue;
+        }
+        backoff = Duration::from_millis(100);
+        if let Some(s) = store.upgrade() {
+            let _ = s.events.send(StoreEvent::Resync);
+        }
+        while let Some(payload) = rx.recv().await {
+            let Some(s) = store.upgrade() else { return };
+            if let Some(event) = event_of(&s, &payload).await {
+                let _ = s.events.send(event);
+            }
+        }
+        pump.abort();
+        tracing::warn!("lost the PostgreSQL change notifications; reconnecting");
+    }
+}
+
+async fn event_of(store: &PostgresStore, payload: &str) -> Option<StoreEvent> {
+    let v: Value = serde_json::from_str(payload).ok()?;
+    let data = v.get("data")?;
+    let resource_type: ResourceType = data.get("type")?.as_str()?.parse().ok()?;
+    let key = ResourceKey::new(
+        resource_type,
+        data.get("mesh")?.as_str()?,
+        data.get("name")?.as_str()?,
+    );
+    match v.get("action")?.as_str()? {
+        "DELETE" => Some(StoreEvent::Deleted(key)),
+        // The row may be gone again by now; its DELETE follows.
+        _ => store
+            .get(&key)
+            .await
+            .ok()
+            .map(|r| StoreEvent::Upserted(Box::new(r))),
+    }
+}
