@@ -128,19 +128,36 @@ fn finish(
     let root = Resource::spec_root(resource_type, form);
     crate::validation::schema::check(&spec_value, Spec::schema(resource_type), &root, &mut v);
     validate_meta(resource_type, &meta, form, &mut v);
+    // Unknown fields alone do not stop the semantic checks: they are set
+    // aside so that every problem of the document is reported at once.
+    let only_unknown_fields = v
+        .as_slice()
+        .iter()
+        .all(|x| x.message.starts_with("unknown field"));
+    let mut spec_value = spec_value;
     if !v.is_empty() {
-        return Err(ValidationError(v.into_vec()));
+        if !only_unknown_fields {
+            return Err(ValidationError(v.into_vec()));
+        }
+        crate::validation::schema::strip_unknown(&mut spec_value, Spec::schema(resource_type));
     }
-    let spec = Spec::from_value(resource_type, spec_value).map_err(|(path, message)| {
-        let field = if path == "." {
-            root.to_string()
-        } else if root.as_str().is_empty() {
-            path
-        } else {
-            format!("{root}.{path}")
-        };
-        ValidationError(vec![crate::validation::Violation { field, message }])
-    })?;
+    let spec = match Spec::from_value(resource_type, spec_value) {
+        Ok(spec) => spec,
+        Err(_) if !v.is_empty() => return Err(ValidationError(v.into_vec())),
+        Err((path, message)) => {
+            let field = if path == "." {
+                root.to_string()
+            } else if root.as_str().is_empty() {
+                path
+            } else {
+                format!("{root}.{path}")
+            };
+            return Err(ValidationError(vec![crate::validation::Violation {
+                field,
+                message,
+            }]));
+        }
+    };
     validate_spec(&spec, &meta, form, &mut v);
     v.into_result()?;
     Ok(Resource { meta, spec, status })

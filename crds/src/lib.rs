@@ -21,4 +21,5 @@ pub mod mesh_service;
 pub mod policies;
 pub mod resource;
 pub mod secret;
+pub mod template;
 pub mod validation;

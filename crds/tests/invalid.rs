@@ -80,7 +80,19 @@ fn document_shape() {
         ),
         (
             "type: MeshTimeout\nname: t\nextra: 1\nspec: {}",
-            &["extra: unknown field (allowed: type, name, mesh, labels, spec)"],
+            &[
+                "extra: unknown field (allowed: type, name, mesh, labels, spec)",
+                "spec: at least one of 'from', 'to' or 'rules' has to be defined",
+            ],
+        ),
+        (
+            // Unknown fields and semantic problems are reported together.
+            "type: MeshTimeout\nname: t\nspec: {to: [{targetRef: {kind: Mesh}, default: {idleTimeout: ten, http: {requestTimeot: 1s}}}]}",
+            &[
+                "spec.to[0].default.http.requestTimeot: unknown field (did you mean \"requestTimeout\"?)",
+                "spec.to[0].default.idleTimeout: must be a valid duration, e.g. 10s (\"ten\" has a unit without a number)",
+                "spec.to[0].default.http: at least one timeout in this section should be configured",
+            ],
         ),
         (
             "apiVersion: kuma.io/v1\nkind: MeshTimeout\nmetadata: {name: t, namespace: ns}\nspec: {to: [{targetRef: {kind: Mesh}, default: {idleTimeout: 1s}}]}",

@@ -39,12 +39,17 @@ async fn create_if_absent(store: &Store, r: Resource) -> Result<bool, StoreError
 /// The signing key and default policies of a new mesh (those the Mesh's
 /// `skipCreatingInitialPolicies` does not exclude).
 pub async fn ensure_mesh_resources(store: &Store, mesh: &str, config: &Config) {
+    if !config.defaults.skip_default_policies {
+        ensure_default_policies(store, mesh).await;
+    }
+    // Last: generating the key takes a moment, and tokens create it on
+    // demand anyway.
     if let Err(e) = Tokens::new(store.clone()).signing_key(mesh).await {
         tracing::warn!(mesh, error = %e, "cannot create the dataplane token signing key");
     }
-    if config.defaults.skip_default_policies {
-        return;
-    }
+}
+
+async fn ensure_default_policies(store: &Store, mesh: &str) {
     let skip: Vec<String> = match store.get(&ResourceKey::new(ResourceType::Mesh, "", mesh)).await {
         Ok(Resource {
             spec: Spec::Mesh(m), ..

@@ -92,6 +92,52 @@ pub fn check(value: &Value, schema: &Value, path: &FieldPath, violations: &mut V
     }
 }
 
+/// Removes the fields [`check`] reports as unknown, so that the rest of a
+/// document can still be checked semantically (and every problem reported
+/// at once).
+pub fn strip_unknown(value: &mut Value, schema: &Value) {
+    let Some(schema) = schema.as_object() else { return };
+    if schema.contains_key("anyOf") || schema.contains_key("oneOf") {
+        return;
+    }
+    match value {
+        Value::Array(items) => {
+            if let Some(item_schema) = schema.get("items") {
+                for item in items {
+                    strip_unknown(item, item_schema);
+                }
+            }
+        }
+        Value::Object(object) => {
+            let preserve = schema
+                .get("x-kubernetes-preserve-unknown-fields")
+                .and_then(Value::as_bool)
+                == Some(true);
+            let properties = schema.get("properties").and_then(Value::as_object);
+            let additional = schema.get("additionalProperties");
+            if properties.is_none() && additional.is_none() {
+                return;
+            }
+            object.retain(|k, _| {
+                preserve
+                    || properties.is_some_and(|p| p.contains_key(k))
+                    || additional.is_some_and(|a| a.is_object() || a.as_bool() == Some(true))
+            });
+            for (k, v) in object.iter_mut() {
+                match properties.and_then(|p| p.get(k)) {
+                    Some(field_schema) => strip_unknown(v, field_schema),
+                    None => {
+                        if let Some(extra) = additional.filter(|a| a.is_object()) {
+                            strip_unknown(v, extra);
+                        }
+                    }
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
 fn matches_any(value: &Value, branches: &[Value], path: &FieldPath) -> bool {
     branches.iter().any(|b| {
         let mut v = Violations::new();

@@ -1,0 +1,113 @@
+//! Harness of the end-to-end tests: the real `kuma-cp`, `kumactl` and
+//! `kuma-dp` binaries, a PostgreSQL server of their own, the real Envoy and
+//! small HTTP apps, all on loopback. Every wait is bounded.
+
+#![allow(clippy::missing_panics_doc)]
+
+pub mod apps;
+pub mod postgres;
+pub mod process;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+/// The workspace root.
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("e2e/ has a parent")
+        .to_path_buf()
+}
+
+/// The directory of the debug binaries (built on first use).
+pub fn bin_dir() -> PathBuf {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+            .args([
+                "build",
+                "--bins",
+                "-p",
+                "kuma-operator",
+                "-p",
+                "kumactl",
+                "-p",
+                "kuma-dp",
+            ])
+            .current_dir(workspace_root())
+            .status()
+            .expect("run cargo build");
+        assert!(status.success(), "building the binaries failed");
+        let target = std::env::var_os("CARGO_TARGET_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| workspace_root().join("target"));
+        target.join("debug")
+    })
+    .clone()
+}
+
+/// The real Envoy (installed by `scripts/install-envoy.sh` when needed).
+pub fn envoy_bin() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        if let Ok(bin) = std::env::var("ENVOY_BIN") {
+            return PathBuf::from(bin);
+        }
+        let out = Command::new("bash")
+            .arg(workspace_root().join("scripts/install-envoy.sh"))
+            .output()
+            .expect("run scripts/install-envoy.sh");
+        assert!(
+            out.status.success(),
+            "installing Envoy failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
+    })
+    .clone()
+}
+
+/// A free TCP port on `ip`.
+pub fn free_port(ip: &str) -> u16 {
+    std::net::TcpListener::bind((ip, 0))
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+/// A fresh temporary directory.
+pub fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("kuma-e2e-{}-{name}-{}", std::process::id(), unique()));
+    std::fs::create_dir_all(&dir).expect("create temp dir");
+    dir
+}
+
+fn unique() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    N.fetch_add(1, Ordering::SeqCst)
+}
+
+/// Polls `probe` every 50 ms until it returns `Ok`, for at most `limit`.
+pub async fn eventually<T, F, Fut>(what: &str, limit: Duration, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, String>>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        match probe().await {
+            Ok(v) => return v,
+            Err(last) => {
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "{what}: not reached within {limit:?}; last: {last}"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}

@@ -1,0 +1,172 @@
+//! A PostgreSQL 15 server of the test's own: `initdb` in a temporary
+//! directory, started on a free loopback port as an unprivileged user
+//! (PostgreSQL refuses to run as root), stopped when dropped.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use crate::process::Proc;
+use crate::{free_port, temp_dir};
+
+/// Where the PostgreSQL 15 binaries are.
+pub fn pg_bin(tool: &str) -> PathBuf {
+    let dir = std::env::var("PG_BIN_DIR").unwrap_or_else(|_| "/usr/lib/postgresql/15/bin".into());
+    Path::new(&dir).join(tool)
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
+}
+
+/// A command run as the `postgres` user when we are root.
+fn as_pg_user(program: &Path) -> Command {
+    if is_root() {
+        let mut c = Command::new("runuser");
+        c.args(["-u", "postgres", "--"]).arg(program);
+        c
+    } else {
+        Command::new(program)
+    }
+}
+
+/// A running server.
+pub struct Postgres {
+    pub port: u16,
+    data: PathBuf,
+    proc: Option<Proc>,
+}
+
+impl Postgres {
+    /// Initializes and starts a server, with a `kuma` superuser and database.
+    pub async fn start() -> Postgres {
+        let dir = temp_dir("pg");
+        if is_root() {
+            let ok = Command::new("chown")
+                .args(["-R", "postgres"])
+                .arg(&dir)
+                .status()
+                .is_ok_and(|s| s.success());
+            assert!(ok, "chown the PostgreSQL directory to postgres");
+        }
+        let data = dir.join("data");
+        let out = as_pg_user(&pg_bin("initdb"))
+            .arg("-D")
+            .arg(&data)
+            .args(["-U", "kuma", "--auth=trust", "-E", "UTF8", "--no-sync"])
+            .output()
+            .expect("run initdb");
+        assert!(
+            out.status.success(),
+            "initdb failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let port = free_port("127.0.0.1");
+        let mut pg = Postgres {
+            port,
+            data,
+            proc: None,
+        };
+        pg.run(&dir);
+        let created = crate::eventually(
+            "PostgreSQL accepts connections",
+            Duration::from_secs(30),
+            || async {
+                let out = Command::new(pg_bin("createdb"))
+                    .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-U", "kuma", "kuma"])
+                    .output()
+                    .map_err(|e| e.to_string())?;
+                if out.status.success() {
+                    Ok(())
+                } else {
+                    Err(String::from_utf8_lossy(&out.stderr).to_string())
+                }
+            },
+        );
+        created.await;
+        pg
+    }
+
+    fn run(&mut self, dir: &Path) {
+        let program = if is_root() {
+            PathBuf::from("runuser")
+        } else {
+            pg_bin("postgres")
+        };
+        let mut args: Vec<String> = Vec::new();
+        if is_root() {
+            args.extend([
+                "-u".into(),
+                "postgres".into(),
+                "--".into(),
+                pg_bin("postgres").display().to_string(),
+            ]);
+        }
+        args.extend([
+            "-D".into(),
+            self.data.display().to_string(),
+            "-p".into(),
+            self.port.to_string(),
+            "-k".into(),
+            dir.display().to_string(),
+            "-c".into(),
+            "listen_addresses=127.0.0.1".into(),
+            "-c".into(),
+            "fsync=off".into(),
+        ]);
+        self.proc = Some(Proc::start("postgres", &program, &args, &BTreeMap::new(), dir));
+    }
+
+    /// Stops the server (fast shutdown), keeping its data.
+    pub fn stop(&mut self) {
+        let _ = as_pg_user(&pg_bin("pg_ctl"))
+            .arg("-D")
+            .arg(&self.data)
+            .args(["-m", "fast", "-w", "stop"])
+            .output();
+        if let Some(mut p) = self.proc.take() {
+            p.terminate(Duration::from_secs(10));
+        }
+    }
+
+    /// Starts it again on the same port and data.
+    pub async fn restart(&mut self) {
+        let dir = self.data.parent().expect("data has a parent").to_path_buf();
+        self.run(&dir);
+        let port = self.port;
+        crate::eventually("PostgreSQL is back", Duration::from_secs(30), || async {
+            let out = Command::new(pg_bin("pg_isready"))
+                .args(["-h", "127.0.0.1", "-p", &port.to_string()])
+                .output();
+            match out {
+                Ok(o) if o.status.success() => Ok(()),
+                Ok(o) => Err(String::from_utf8_lossy(&o.stdout).to_string()),
+                Err(e) => Err(e.to_string()),
+            }
+        })
+        .await;
+    }
+
+    /// kuma-cp's store settings for this server.
+    pub fn store_env(&self) -> BTreeMap<String, String> {
+        BTreeMap::from([
+            ("KUMA_STORE_TYPE".to_string(), "postgres".to_string()),
+            ("KUMA_STORE_POSTGRES_HOST".to_string(), "127.0.0.1".to_string()),
+            ("KUMA_STORE_POSTGRES_PORT".to_string(), self.port.to_string()),
+            ("KUMA_STORE_POSTGRES_USER".to_string(), "kuma".to_string()),
+            ("KUMA_STORE_POSTGRES_PASSWORD".to_string(), "kuma".to_string()),
+            ("KUMA_STORE_POSTGRES_DB_NAME".to_string(), "kuma".to_string()),
+        ])
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

@@ -1,0 +1,269 @@
+//! The binaries under test, as child processes with their logs kept in
+//! files (printed when a test fails).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+use crate::{bin_dir, free_port, temp_dir};
+
+/// A child that is stopped (SIGTERM, then SIGKILL) when dropped.
+pub struct Proc {
+    pub name: String,
+    pub child: Option<Child>,
+    pub log: PathBuf,
+}
+
+impl Proc {
+    /// Starts `program` with `args` and `env`, logging to a file.
+    pub fn start(
+        name: &str,
+        program: &Path,
+        args: &[String],
+        env: &BTreeMap<String, String>,
+        dir: &Path,
+    ) -> Proc {
+        let log = dir.join(format!("{name}.log"));
+        let file = std::fs::File::create(&log).expect("log file");
+        let child = Command::new(program)
+            .args(args)
+            .envs(env)
+            .stdout(file.try_clone().expect("clone"))
+            .stderr(file)
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {}: {e}", program.display()));
+        Proc {
+            name: name.to_string(),
+            child: Some(child),
+            log,
+        }
+    }
+
+    /// Sends SIGTERM and waits (bounded) for the exit.
+    pub fn terminate(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let mut child = self.child.take()?;
+        send_signal(child.id(), "TERM");
+        let deadline = std::time::Instant::now() + limit;
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                return Some(status);
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                return child.wait().ok();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Whether it is still running.
+    pub fn is_running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
+    /// The log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+/// Signals a process through `kill(1)` (no unsafe code needed).
+pub fn send_signal(pid: u32, signal: &str) {
+    let _ = Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(pid.to_string())
+        .status();
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!(
+                "==== {} log ({}) ====\n{}",
+                self.name,
+                self.log.display(),
+                tail(&self.log(), 60)
+            );
+        }
+        self.terminate(Duration::from_secs(5));
+    }
+}
+
+fn tail(text: &str, lines: usize) -> String {
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+/// A kuma-cp instance.
+pub struct ControlPlane {
+    pub proc: Proc,
+    pub api_port: u16,
+    pub dp_port: u16,
+    pub diag_port: u16,
+    pub work_dir: PathBuf,
+    pub env: BTreeMap<String, String>,
+}
+
+impl ControlPlane {
+    /// The environment of a control plane on fresh ports; `store` adds the
+    /// store settings.
+    pub fn env(store: &BTreeMap<String, String>, work_dir: &Path) -> BTreeMap<String, String> {
+        let mut env = store.clone();
+        env.insert(
+            "KUMA_API_SERVER_HTTP_PORT".into(),
+            free_port("127.0.0.1").to_string(),
+        );
+        env.insert("KUMA_DP_SERVER_PORT".into(), free_port("127.0.0.1").to_string());
+        env.insert(
+            "KUMA_DIAGNOSTICS_SERVER_PORT".into(),
+            free_port("127.0.0.1").to_string(),
+        );
+        env.insert("KUMA_GENERAL_WORK_DIR".into(), work_dir.display().to_string());
+        env.insert("KUMA_XDS_DATAPLANE_DEREGISTRATION_DELAY".into(), "2s".into());
+        env
+    }
+
+    /// Starts kuma-cp with `env` and waits until it is ready.
+    pub async fn start(name: &str, env: BTreeMap<String, String>) -> ControlPlane {
+        let work_dir = PathBuf::from(&env["KUMA_GENERAL_WORK_DIR"]);
+        let port = |k: &str| env[k].parse::<u16>().expect("port");
+        let proc = Proc::start(name, &bin_dir().join("kuma-cp"), &["run".into()], &env, &work_dir);
+        let cp = ControlPlane {
+            proc,
+            api_port: port("KUMA_API_SERVER_HTTP_PORT"),
+            dp_port: port("KUMA_DP_SERVER_PORT"),
+            diag_port: port("KUMA_DIAGNOSTICS_SERVER_PORT"),
+            work_dir,
+            env,
+        };
+        let ready = format!("http://127.0.0.1:{}/ready", cp.diag_port);
+        crate::eventually(&format!("{name} ready"), Duration::from_secs(60), || async {
+            match reqwest::get(&ready).await {
+                Ok(r) if r.status().is_success() => Ok(()),
+                Ok(r) => Err(format!("{}", r.status())),
+                Err(e) => Err(e.to_string()),
+            }
+        })
+        .await;
+        cp
+    }
+
+    /// The API URL.
+    pub fn api(&self) -> String {
+        format!("http://127.0.0.1:{}", self.api_port)
+    }
+
+    /// The dp-server URL.
+    pub fn dp_server(&self) -> String {
+        format!("https://127.0.0.1:{}", self.dp_port)
+    }
+
+    /// The CA kuma-dp verifies the dp-server with.
+    pub fn ca_file(&self) -> PathBuf {
+        self.work_dir.join("ca.crt")
+    }
+}
+
+/// kumactl with its own configuration file.
+pub struct Kumactl {
+    config: PathBuf,
+}
+
+impl Kumactl {
+    /// kumactl pointed at `api`.
+    pub fn new(api: &str) -> Kumactl {
+        let dir = temp_dir("kumactl");
+        let k = Kumactl {
+            config: dir.join("config"),
+        };
+        let out = k.run(
+            &[
+                "config",
+                "control-planes",
+                "add",
+                "--name",
+                "e2e",
+                "--address",
+                api,
+            ],
+            None,
+        );
+        assert!(
+            out.status.success(),
+            "kumactl config: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        k
+    }
+
+    /// Runs kumactl with `args`, feeding `stdin`.
+    pub fn run(&self, args: &[&str], stdin: Option<&str>) -> Output {
+        let mut cmd = Command::new(bin_dir().join("kumactl"));
+        cmd.args(args)
+            .env("KUMACTL_CONFIG", &self.config)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("start kumactl");
+        if let Some(text) = stdin {
+            use std::io::Write;
+            child
+                .stdin
+                .take()
+                .expect("stdin")
+                .write_all(text.as_bytes())
+                .expect("write stdin");
+        }
+        drop(child.stdin.take());
+        child.wait_with_output().expect("kumactl output")
+    }
+
+    /// Runs and returns stdout, panicking with stderr on failure.
+    pub fn ok(&self, args: &[&str], stdin: Option<&str>) -> String {
+        let out = self.run(args, stdin);
+        assert!(
+            out.status.success(),
+            "kumactl {args:?} failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).to_string()
+    }
+}
+
+/// A kuma-dp with its Envoy.
+pub fn start_kuma_dp(
+    name: &str,
+    cp: &ControlPlane,
+    dataplane: &str,
+    token: &str,
+    readiness_port: u16,
+) -> Proc {
+    let dir = temp_dir(name);
+    let dp_file = dir.join("dataplane.yaml");
+    std::fs::write(&dp_file, dataplane).expect("write dataplane");
+    let token_file = dir.join("token");
+    std::fs::write(&token_file, token).expect("write token");
+    let args: Vec<String> = vec![
+        "run".into(),
+        "--cp-address".into(),
+        cp.dp_server(),
+        "--ca-cert-file".into(),
+        cp.ca_file().display().to_string(),
+        "--dataplane-file".into(),
+        dp_file.display().to_string(),
+        "--dataplane-token-file".into(),
+        token_file.display().to_string(),
+        "--binary-path".into(),
+        crate::envoy_bin().display().to_string(),
+        "--drain-time".into(),
+        "1s".into(),
+        "--work-dir".into(),
+        dir.join("work").display().to_string(),
+    ];
+    let env = BTreeMap::from([("KUMA_READINESS_PORT".to_string(), readiness_port.to_string())]);
+    Proc::start(name, &bin_dir().join("kuma-dp"), &args, &env, &dir)
+}

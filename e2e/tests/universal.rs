@@ -1,0 +1,349 @@
+//! Universal mode end to end: kuma-cp (PostgreSQL, and in memory), kumactl,
+//! two kuma-dp with real Envoys and an HTTP app on loopback.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use kuma_e2e::apps::{client, get, http_app};
+use kuma_e2e::postgres::Postgres;
+use kuma_e2e::process::{ControlPlane, Kumactl, start_kuma_dp};
+use kuma_e2e::{bin_dir, eventually, free_port, temp_dir};
+
+const LIMIT: Duration = Duration::from_secs(60);
+
+fn dataplane(name: &str, ip: &str, admin: u16, inbound: &str, outbound: &str) -> String {
+    format!(
+        "type: Dataplane\nmesh: default\nname: {name}\nnetworking:\n  address: {ip}\n  admin:\n    port: {admin}\n  inbound:\n{inbound}  outbound:\n{outbound}"
+    )
+}
+
+const FAULT: &str = "type: MeshFaultInjection\nmesh: default\nname: backend-abort\nspec:\n  targetRef:\n    kind: MeshService\n    name: backend\n  from:\n    - targetRef:\n        kind: Mesh\n      default:\n        http:\n          - abort:\n              httpStatus: 503\n              percentage: 100\n";
+
+const INVALID: &str = "type: MeshTimeout\nmesh: default\nname: broken\nspec:\n  targetRef:\n    kind: Mesh\n  to:\n    - targetRef:\n        kind: Mesh\n      default:\n        idleTimeout: ten seconds\n        http:\n          requestTimeot: 1s\n";
+
+/// A bootstrap request as kuma-dp sends it, with `token`.
+async fn bootstrap_status(cp: &ControlPlane, token: &str) -> (u16, String) {
+    let ca = std::fs::read(cp.ca_file()).expect("ca");
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pem(&ca) {
+        roots.add(cert).expect("ca cert");
+    }
+    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .expect("tls")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let c = reqwest::Client::builder()
+        .tls_backend_preconfigured(tls)
+        .build()
+        .expect("client");
+    let body = serde_json::json!({"mesh": "default", "name": "web", "dataplaneToken": token});
+    let r = c
+        .post(format!("{}/bootstrap", cp.dp_server()))
+        .json(&body)
+        .send()
+        .await
+        .expect("bootstrap request");
+    let status = r.status().as_u16();
+    (status, r.text().await.unwrap_or_default())
+}
+
+fn rustls_pem(pem: &[u8]) -> Vec<rustls::pki_types::CertificateDer<'static>> {
+    use rustls::pki_types::pem::PemObject;
+    rustls::pki_types::CertificateDer::pem_slice_iter(pem)
+        .map(|c| c.expect("pem"))
+        .collect()
+}
+
+async fn scenario(postgres: bool, net: u8) {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let ip = |h: u8| format!("127.0.{net}.{h}");
+    let mut pg = None;
+    let store_env = if postgres {
+        let server = Postgres::start().await;
+        let env = server.store_env();
+        let migrate = std::process::Command::new(bin_dir().join("kuma-cp"))
+            .args(["migrate", "up"])
+            .envs(&env)
+            .output()
+            .expect("migrate");
+        assert!(
+            migrate.status.success(),
+            "migrate up: {}",
+            String::from_utf8_lossy(&migrate.stderr)
+        );
+        assert!(String::from_utf8_lossy(&migrate.stdout).contains("DB has been migrated"));
+        pg = Some(server);
+        env
+    } else {
+        Default::default()
+    };
+    let cp_env = ControlPlane::env(&store_env, &temp_dir("cp"));
+    let mut cp = ControlPlane::start("kuma-cp", cp_env.clone()).await;
+    let kumactl = Kumactl::new(&cp.api());
+
+    // Default mesh and Kuma's default policies are there.
+    eventually("the default policies exist", LIMIT, || async {
+        let policies = kumactl.ok(&["get", "meshretries"], None);
+        policies
+            .contains("mesh-retry-all-default")
+            .then_some(())
+            .ok_or(policies)
+    })
+    .await;
+
+    // Tokens, apps and two proxies.
+    let web_token = kumactl.ok(
+        &[
+            "generate",
+            "dataplane-token",
+            "--name",
+            "web",
+            "--valid-for",
+            "1h",
+        ],
+        None,
+    );
+    let backend_token = kumactl.ok(
+        &[
+            "generate",
+            "dataplane-token",
+            "--name",
+            "backend",
+            "--valid-for",
+            "1h",
+        ],
+        None,
+    );
+    let app_port = http_app(&ip(2), "backend").await;
+    let outbound = free_port(&ip(1));
+    let inbound_port = free_port(&ip(2));
+    let web_dp = dataplane(
+        "web",
+        &ip(1),
+        free_port("127.0.0.1"),
+        &format!(
+            "    - port: {}\n      servicePort: 1\n      tags:\n        kuma.io/service: web\n        kuma.io/protocol: http\n",
+            free_port(&ip(1))
+        ),
+        &format!(
+            "    - port: {outbound}\n      address: {}\n      tags:\n        kuma.io/service: backend\n",
+            ip(1)
+        ),
+    );
+    let backend_dp = dataplane(
+        "backend",
+        &ip(2),
+        free_port("127.0.0.1"),
+        &format!(
+            "    - port: {inbound_port}\n      servicePort: {app_port}\n      tags:\n        kuma.io/service: backend\n        kuma.io/protocol: http\n"
+        ),
+        "    []\n",
+    );
+    let _web = start_kuma_dp("kuma-dp-web", &cp, &web_dp, &web_token, free_port("127.0.0.1"));
+    let mut backend = start_kuma_dp(
+        "kuma-dp-backend",
+        &cp,
+        &backend_dp,
+        &backend_token,
+        free_port("127.0.0.1"),
+    );
+    let http = client();
+    let url = format!("http://{}:{outbound}/", ip(1));
+    eventually("traffic flows through both proxies", LIMIT, || async {
+        let r = get(&http, &url).await?;
+        (r == "200 backend").then_some(()).ok_or(r)
+    })
+    .await;
+    let listed = kumactl.ok(&["inspect", "dataplanes"], None);
+    assert_eq!(listed.matches("Online").count(), 2, "{listed}");
+
+    // A policy applied with kumactl takes effect, and its removal too.
+    // The backend's inbound, asked directly on a fresh connection, shows
+    // when its Envoy has the new configuration; through the client proxy
+    // the default MeshRetry retries the 503s first.
+    let direct = format!("http://{}:{inbound_port}/", ip(2));
+    let applied = kumactl.ok(&["apply", "-f", "-"], Some(FAULT));
+    assert!(
+        applied.contains("MeshFaultInjection") && applied.contains("Created"),
+        "{applied}"
+    );
+    let started = Instant::now();
+    eventually("the backend proxy aborts", LIMIT, || async {
+        let r = get(&client(), &direct).await?;
+        r.starts_with("503").then_some(()).ok_or(r)
+    })
+    .await;
+    eprintln!(
+        "MeshFaultInjection reached the backend proxy in {:?}",
+        started.elapsed()
+    );
+    eventually("the abort applies", LIMIT, || async {
+        let r = get(&http, &url).await?;
+        r.starts_with("503").then_some(()).ok_or(r)
+    })
+    .await;
+    eprintln!(
+        "MeshFaultInjection seen through the mesh in {:?}",
+        started.elapsed()
+    );
+    kumactl.ok(&["delete", "meshfaultinjection", "backend-abort"], None);
+    let started = Instant::now();
+    eventually("the backend proxy stops aborting", LIMIT, || async {
+        let r = get(&client(), &direct).await?;
+        (r == "200 backend").then_some(()).ok_or(r)
+    })
+    .await;
+    eprintln!(
+        "MeshFaultInjection removal reached the backend proxy in {:?}",
+        started.elapsed()
+    );
+    eventually("traffic recovers", LIMIT, || async {
+        let r = get(&http, &url).await?;
+        (r == "200 backend").then_some(()).ok_or(r)
+    })
+    .await;
+    eprintln!("MeshFaultInjection removed in {:?}", started.elapsed());
+
+    // Invalid YAML is refused field by field and nothing changes.
+    let before = kumactl.ok(&["get", "meshtimeouts", "-o", "json"], None);
+    let out = kumactl.run(&["apply", "-f", "-"], Some(INVALID));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("spec.to[0].default.idleTimeout"), "{stderr}");
+    assert!(
+        stderr.contains("spec.to[0].default.http.requestTimeot"),
+        "{stderr}"
+    );
+    let mut invalid_put = cp.api();
+    invalid_put.push_str("/meshes/default/meshtimeouts/broken");
+    let body = serde_json::json!({"type": "MeshTimeout", "mesh": "default", "name": "broken",
+        "spec": {"targetRef": {"kind": "Mesh"}, "to": [{"targetRef": {"kind": "Mesh"}, "default": {"idleTimeout": "ten"}}]}});
+    let r = http.put(&invalid_put).json(&body).send().await.expect("put");
+    assert_eq!(r.status().as_u16(), 400);
+    let error: serde_json::Value = r.json().await.expect("error body");
+    assert_eq!(
+        error["invalid_parameters"][0]["field"], "spec.to[0].default.idleTimeout",
+        "{error}"
+    );
+    let after = kumactl.ok(&["get", "meshtimeouts", "-o", "json"], None);
+    let names = |text: &str| -> Vec<String> {
+        let v: serde_json::Value = serde_json::from_str(text).expect("json");
+        v["items"]
+            .as_array()
+            .expect("items")
+            .iter()
+            .map(|i| i["name"].as_str().unwrap_or("").to_string())
+            .collect()
+    };
+    assert_eq!(names(&before), names(&after));
+
+    // Forged and missing tokens are refused.
+    let forged = format!("{}x", web_token.trim());
+    let (status, text) = bootstrap_status(&cp, &forged).await;
+    assert_eq!(status, 401, "{text}");
+    let (status, text) = bootstrap_status(&cp, &backend_token).await;
+    assert_eq!(status, 401, "a token for another dataplane: {text}");
+    let (status, text) = bootstrap_status(&cp, "").await;
+    assert_eq!(status, 422, "{text}");
+
+    if postgres {
+        // A second control plane on the same database sees the writes.
+        let cp2 = ControlPlane::start("kuma-cp-2", ControlPlane::env(&store_env, &temp_dir("cp2"))).await;
+        kumactl.ok(
+            &["apply", "-f", "-"],
+            Some(
+                &FAULT
+                    .replace("backend-abort", "seen-by-both")
+                    .replace("percentage: 100", "percentage: 0"),
+            ),
+        );
+        let started = Instant::now();
+        let url2 = format!("{}/meshes/default/meshfaultinjections/seen-by-both", cp2.api());
+        eventually("the second control plane sees the write", LIMIT, || async {
+            let r = http.get(&url2).send().await.map_err(|e| e.to_string())?;
+            (r.status().as_u16() == 200)
+                .then_some(())
+                .ok_or(r.status().to_string())
+        })
+        .await;
+        eprintln!("second control plane saw the write in {:?}", started.elapsed());
+        drop(cp2);
+
+        // Restarting kuma-cp loses no request; the proxies reconnect.
+        let failures = Arc::new(AtomicU64::new(0));
+        let sent = Arc::new(AtomicU64::new(0));
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let load = {
+            let (failures, sent, stop, url, http) = (
+                failures.clone(),
+                sent.clone(),
+                stop.clone(),
+                url.clone(),
+                http.clone(),
+            );
+            tokio::spawn(async move {
+                while !stop.load(Ordering::SeqCst) {
+                    sent.fetch_add(1, Ordering::SeqCst);
+                    if get(&http, &url).await.map(|r| r != "200 backend").unwrap_or(true) {
+                        failures.fetch_add(1, Ordering::SeqCst);
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            })
+        };
+        cp.proc.terminate(Duration::from_secs(20));
+        cp = ControlPlane::start("kuma-cp-restarted", cp_env.clone()).await;
+        let overview = format!("{}/meshes/default/dataplanes/_overview", cp.api());
+        eventually("both proxies reconnect", LIMIT, || async {
+            let v: serde_json::Value = http
+                .get(&overview)
+                .send()
+                .await
+                .map_err(|e| e.to_string())?
+                .json()
+                .await
+                .map_err(|e| e.to_string())?;
+            let online = v["items"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|i| {
+                    i["dataplaneInsight"]["subscriptions"]
+                        .as_array()
+                        .is_some_and(|s| s.iter().any(|s| s.get("disconnectTime").is_none()))
+                })
+                .count();
+            (online == 2).then_some(()).ok_or(format!("{online} online"))
+        })
+        .await;
+        stop.store(true, Ordering::SeqCst);
+        let _ = load.await;
+        assert!(sent.load(Ordering::SeqCst) > 10);
+        assert_eq!(
+            failures.load(Ordering::SeqCst),
+            0,
+            "requests failed while kuma-cp restarted"
+        );
+    }
+
+    // A proxy that stops leaves the mesh.
+    backend.terminate(Duration::from_secs(30));
+    eventually("the stopped proxy's Dataplane is deregistered", LIMIT, || async {
+        let listed = kumactl.ok(&["get", "dataplanes"], None);
+        (!listed.contains("backend")).then_some(()).ok_or(listed)
+    })
+    .await;
+    drop(pg);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn universal_on_postgres() {
+    scenario(true, 3).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn universal_in_memory() {
+    scenario(false, 4).await;
+}

@@ -1,0 +1,194 @@
+//! The REST client: Kuma's paths, and its error body turned into the
+//! messages kumactl prints.
+
+use std::time::Duration;
+
+use reqwest::blocking::{Client, Response};
+use serde_json::Value;
+
+use crate::config::ApiServer;
+
+/// A client of one control plane.
+pub struct Api {
+    base: String,
+    client: Client,
+    token: Option<String>,
+}
+
+/// An error answered by the API.
+#[derive(Debug)]
+pub struct ApiError {
+    /// HTTP status.
+    pub status: u16,
+    /// The error body (Kuma's format) or the raw text.
+    pub body: Value,
+}
+
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let title = self.body.get("title").and_then(Value::as_str).unwrap_or("");
+        let detail = self.body.get("detail").and_then(Value::as_str).unwrap_or("");
+        if title.is_empty() && detail.is_empty() {
+            return write!(f, "the control plane answered {}: {}", self.status, self.body);
+        }
+        write!(f, "{title} ({detail})")?;
+        for p in self
+            .body
+            .get("invalid_parameters")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            let field = p.get("field").and_then(Value::as_str).unwrap_or("");
+            let reason = p.get("reason").and_then(Value::as_str).unwrap_or("");
+            write!(f, "\n* {field}: {reason}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ApiError {}
+
+fn tls_config(server: &ApiServer) -> anyhow::Result<rustls::ClientConfig> {
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let builder =
+        rustls::ClientConfig::builder_with_provider(provider).with_safe_default_protocol_versions()?;
+    if server.skip_verify {
+        eprintln!("WARNING: the control plane's certificate is not verified (skipVerify)");
+        return Ok(builder
+            .dangerous()
+            .with_custom_certificate_verifier(std::sync::Arc::new(NoVerify))
+            .with_no_client_auth());
+    }
+    let mut roots = rustls::RootCertStore::empty();
+    if server.ca_cert_file.is_empty() {
+        anyhow::bail!("an https control plane needs --ca-cert-file (or --skip-verify, explicitly)");
+    }
+    use rustls_pki_types::pem::PemObject;
+    let pem = std::fs::read(&server.ca_cert_file)?;
+    for cert in rustls_pki_types::CertificateDer::pem_slice_iter(&pem) {
+        roots.add(cert?)?;
+    }
+    Ok(builder.with_root_certificates(roots).with_no_client_auth())
+}
+
+#[derive(Debug)]
+struct NoVerify;
+
+impl rustls::client::danger::ServerCertVerifier for NoVerify {
+    fn verify_server_cert(
+        &self,
+        _: &rustls_pki_types::CertificateDer<'_>,
+        _: &[rustls_pki_types::CertificateDer<'_>],
+        _: &rustls_pki_types::ServerName<'_>,
+        _: &[u8],
+        _: rustls_pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        _: &[u8],
+        _: &rustls_pki_types::CertificateDer<'_>,
+        _: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        _: &[u8],
+        _: &rustls_pki_types::CertificateDer<'_>,
+        _: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        rustls::crypto::ring::default_provider()
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+impl Api {
+    /// A client of `server`.
+    pub fn new(server: &ApiServer) -> anyhow::Result<Self> {
+        let mut builder = Client::builder()
+            .timeout(Duration::from_secs(30))
+            .user_agent(format!("kumactl/{} (Kuma)", crate::VERSION));
+        if server.url.starts_with("https://") {
+            builder = builder.tls_backend_preconfigured(tls_config(server)?);
+        }
+        let token = (server.auth_type == "tokens")
+            .then(|| server.auth_conf.get("token").cloned())
+            .flatten();
+        Ok(Api {
+            base: server.url.trim_end_matches('/').to_string(),
+            client: builder.build()?,
+            token,
+        })
+    }
+
+    fn request(&self, method: reqwest::Method, path: &str) -> reqwest::blocking::RequestBuilder {
+        let mut r = self
+            .client
+            .request(method, format!("{}{path}", self.base))
+            .header("accept", "application/json");
+        if let Some(t) = &self.token {
+            r = r.header("authorization", format!("Bearer {t}"));
+        }
+        r
+    }
+
+    fn finish(response: reqwest::Result<Response>) -> anyhow::Result<Response> {
+        let response = response.map_err(|e| anyhow::anyhow!("cannot reach the control plane: {e}"))?;
+        let status = response.status();
+        if status.is_success() {
+            return Ok(response);
+        }
+        let text = response.text().unwrap_or_default();
+        let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        Err(ApiError {
+            status: status.as_u16(),
+            body,
+        }
+        .into())
+    }
+
+    /// `GET` returning JSON.
+    pub fn get(&self, path: &str) -> anyhow::Result<Value> {
+        Ok(Self::finish(self.request(reqwest::Method::GET, path).send())?.json()?)
+    }
+
+    /// `PUT` a JSON body; returns the status.
+    pub fn put(&self, path: &str, body: &Value) -> anyhow::Result<u16> {
+        let r = self
+            .request(reqwest::Method::PUT, path)
+            .header("content-type", "application/json")
+            .body(body.to_string())
+            .send();
+        Ok(Self::finish(r)?.status().as_u16())
+    }
+
+    /// `DELETE`.
+    pub fn delete(&self, path: &str) -> anyhow::Result<()> {
+        Self::finish(self.request(reqwest::Method::DELETE, path).send()).map(|_| ())
+    }
+
+    /// `POST` a JSON body, returning text.
+    pub fn post_text(&self, path: &str, body: &Value) -> anyhow::Result<String> {
+        let r = self
+            .request(reqwest::Method::POST, path)
+            .header("content-type", "application/json")
+            .body(body.to_string())
+            .send();
+        Ok(Self::finish(r)?.text()?)
+    }
+}
+
+/// Whether an error is the API's 404.
+pub fn is_not_found(e: &anyhow::Error) -> bool {
+    e.downcast_ref::<ApiError>().is_some_and(|a| a.status == 404)
+}

@@ -1,0 +1,587 @@
+//! `kumactl`: manage the control plane from the command line.
+
+mod client;
+mod config;
+mod output;
+
+use std::io::Read;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand, ValueEnum};
+use kuma_crds::format::{parse, to_universal};
+use kuma_crds::resource::{Resource, ResourceType, Scope};
+use serde_json::{Value, json};
+
+use crate::client::{Api, is_not_found};
+use crate::config::{ApiServer, Context as CpContext, ControlPlane, Coordinates, KumactlConfig};
+
+/// The Kuma version this kumactl speaks.
+pub const VERSION: &str = "2.14.3";
+
+#[derive(Parser)]
+#[command(name = "kumactl", about = "Management tool for Kuma", version = VERSION)]
+struct Cli {
+    /// The kumactl configuration file.
+    #[arg(long, global = true, env = "KUMACTL_CONFIG")]
+    config_file: Option<PathBuf>,
+    /// The mesh.
+    #[arg(short = 'm', long, global = true, default_value = "default")]
+    mesh: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum, PartialEq)]
+enum Format {
+    Table,
+    Yaml,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Manage the kumactl configuration.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+    /// Create or update resources from files.
+    Apply {
+        /// A file, or `-` for stdin.
+        #[arg(short = 'f', long = "file")]
+        file: String,
+        /// Variables for `{{ name }}` placeholders, as key=value.
+        #[arg(short = 'v', long = "var")]
+        vars: Vec<String>,
+        /// Print the resources instead of applying them.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Show resources.
+    Get {
+        /// The resource type (e.g. meshes, dataplanes, meshtimeouts) or its singular.
+        kind: String,
+        /// A name, to show one resource.
+        name: Option<String>,
+        /// Output format.
+        #[arg(short = 'o', long, value_enum, default_value = "table")]
+        output: Format,
+        /// Page size.
+        #[arg(long)]
+        size: Option<usize>,
+        /// Page offset.
+        #[arg(long)]
+        offset: Option<usize>,
+    },
+    /// Delete a resource.
+    Delete {
+        /// The resource type.
+        kind: String,
+        /// Its name.
+        name: String,
+    },
+    /// Inspect dataplanes.
+    Inspect {
+        #[command(subcommand)]
+        command: InspectCommand,
+    },
+    /// Generate tokens.
+    Generate {
+        #[command(subcommand)]
+        command: GenerateCommand,
+    },
+    /// Print the client and server versions.
+    Version,
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Manage known control planes.
+    #[command(name = "control-planes")]
+    ControlPlanes {
+        #[command(subcommand)]
+        command: ControlPlanesCommand,
+    },
+    /// Print the configuration.
+    View,
+}
+
+#[derive(Subcommand)]
+enum ControlPlanesCommand {
+    /// Add a control plane and switch to it.
+    Add {
+        /// Its name.
+        #[arg(long)]
+        name: String,
+        /// The API server URL, e.g. http://localhost:5681.
+        #[arg(long)]
+        address: String,
+        /// Replace a control plane of the same name.
+        #[arg(long)]
+        overwrite: bool,
+        /// CA to verify an https API server.
+        #[arg(long)]
+        ca_cert_file: Option<String>,
+        /// Do not verify the API server's certificate.
+        #[arg(long)]
+        skip_verify: bool,
+        /// Do not check that the address answers.
+        #[arg(long)]
+        skip_check: bool,
+    },
+    /// List control planes.
+    List,
+    /// Use another control plane.
+    Switch {
+        /// Its name.
+        #[arg(long)]
+        name: String,
+    },
+    /// Forget a control plane.
+    Remove {
+        /// Its name.
+        #[arg(long)]
+        name: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum InspectCommand {
+    /// Dataplanes with their connection status.
+    Dataplanes {
+        /// Only dataplanes with this tag, as key:value.
+        #[arg(long)]
+        tag: Vec<String>,
+        /// Output format.
+        #[arg(short = 'o', long, value_enum, default_value = "table")]
+        output: Format,
+    },
+    /// One dataplane: its Envoy config or its policies.
+    Dataplane {
+        /// Its name.
+        name: String,
+        /// `config-dump` (the Envoy configuration it is sent) or `policies`.
+        #[arg(long = "type", default_value = "config-dump")]
+        inspect_type: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum GenerateCommand {
+    /// A dataplane token.
+    #[command(name = "dataplane-token")]
+    DataplaneToken {
+        /// The dataplane name (empty: any dataplane of the mesh).
+        #[arg(long, default_value = "")]
+        name: String,
+        /// Proxy type.
+        #[arg(long, default_value = "dataplane")]
+        proxy_type: String,
+        /// Tags the dataplane must have, as key=value1,value2.
+        #[arg(long)]
+        tag: Vec<String>,
+        /// Validity, e.g. 24h.
+        #[arg(long)]
+        valid_for: String,
+    },
+}
+
+fn config_path(cli: &Cli) -> PathBuf {
+    cli.config_file.clone().unwrap_or_else(config::default_path)
+}
+
+fn api(cli: &Cli) -> anyhow::Result<Api> {
+    let config = KumactlConfig::load(&config_path(cli))?;
+    Api::new(config.current()?)
+}
+
+fn resource_type(text: &str) -> anyhow::Result<ResourceType> {
+    ResourceType::lookup(text)
+        .ok_or_else(|| anyhow::anyhow!("unknown TYPE: {text}. Allowed values: {}", allowed_types()))
+}
+
+fn allowed_types() -> String {
+    ResourceType::ALL
+        .iter()
+        .map(|t| t.descriptor().plural)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn collection_path(t: ResourceType, mesh: &str) -> String {
+    match t {
+        ResourceType::Mesh => "/meshes".into(),
+        t if t.descriptor().scope == Scope::Global => format!("/{}", t.descriptor().plural),
+        t => format!("/meshes/{mesh}/{}", t.descriptor().plural),
+    }
+}
+
+fn item_path(r: &Resource) -> String {
+    format!(
+        "{}/{}",
+        collection_path(r.resource_type(), r.meta.mesh_or_default()),
+        r.meta.core_name()
+    )
+}
+
+fn read_input(file: &str) -> anyhow::Result<String> {
+    if file == "-" {
+        let mut text = String::new();
+        std::io::stdin().read_to_string(&mut text)?;
+        Ok(text)
+    } else {
+        std::fs::read_to_string(file).with_context(|| format!("cannot read {file}"))
+    }
+}
+
+fn split_documents(text: &str) -> Vec<String> {
+    let mut docs = vec![String::new()];
+    for line in text.lines() {
+        if line.trim_end() == "---" {
+            docs.push(String::new());
+        } else if let Some(last) = docs.last_mut() {
+            last.push_str(line);
+            last.push('\n');
+        }
+    }
+    docs.into_iter()
+        .filter(|d| {
+            d.lines()
+                .any(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#'))
+        })
+        .collect()
+}
+
+fn apply(cli: &Cli, file: &str, vars: &[String], dry_run: bool) -> anyhow::Result<()> {
+    let text = read_input(file)?;
+    let vars = kuma_crds::template::parse_vars(vars).map_err(|e| anyhow::anyhow!(e))?;
+    let mut resources = Vec::new();
+    let mut failed = false;
+    for (i, doc) in split_documents(&text).into_iter().enumerate() {
+        let doc = if vars.is_empty() {
+            doc
+        } else {
+            kuma_crds::template::render(&doc, &vars)
+        };
+        match parse(&doc) {
+            Ok(r) => resources.push(r),
+            Err(e) => {
+                failed = true;
+                let causes: Vec<String> = e.violations().iter().map(|v| v.to_string()).collect();
+                eprintln!("resource[{i}]: failed to parse resource: {}", causes.join("; "));
+            }
+        }
+    }
+    if failed {
+        anyhow::bail!("failed to validate some resources");
+    }
+    if dry_run {
+        for (i, r) in resources.iter().enumerate() {
+            if i > 0 {
+                println!("---");
+            }
+            print!("{}", output::yaml(&to_universal(r)));
+        }
+        return Ok(());
+    }
+    let api = api(cli)?;
+    for r in resources {
+        let path = item_path(&r);
+        let describe = format!(
+            "resource type=\"{}\" mesh=\"{}\" name=\"{}\"",
+            r.resource_type(),
+            r.meta.mesh.clone().unwrap_or_default(),
+            r.meta.core_name()
+        );
+        let status = api
+            .put(&path, &to_universal(&r))
+            .map_err(|e| anyhow::anyhow!("{describe}: failed server side: {e}"))?;
+        println!("{describe} {}", if status == 201 { "Created" } else { "Updated" });
+    }
+    Ok(())
+}
+
+fn get(
+    cli: &Cli,
+    kind: &str,
+    name: Option<&str>,
+    format: Format,
+    size: Option<usize>,
+    offset: Option<usize>,
+) -> anyhow::Result<()> {
+    let t = resource_type(kind)?;
+    let api = api(cli)?;
+    let base = collection_path(t, &cli.mesh);
+    if let Some(name) = name {
+        let r = match api.get(&format!("{base}/{name}")) {
+            Ok(r) => r,
+            Err(e) if is_not_found(&e) => {
+                if t.descriptor().scope == Scope::Mesh {
+                    anyhow::bail!("No resources found in {} mesh", cli.mesh);
+                }
+                anyhow::bail!("No resources found");
+            }
+            Err(e) => return Err(e),
+        };
+        match format {
+            Format::Table => print!("{}", output::resources_table(t, &[r])),
+            Format::Yaml => print!("{}", output::yaml(&r)),
+            Format::Json => print!("{}", output::json(&r)),
+        }
+        return Ok(());
+    }
+    let mut query = Vec::new();
+    if let Some(s) = size {
+        query.push(format!("size={s}"));
+    }
+    if let Some(o) = offset {
+        query.push(format!("offset={o}"));
+    }
+    let path = if query.is_empty() {
+        base
+    } else {
+        format!("{base}?{}", query.join("&"))
+    };
+    let list = api.get(&path)?;
+    let items = list
+        .get("items")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    match format {
+        Format::Table => {
+            print!("{}", output::resources_table(t, &items));
+            if let Some(next) = list.get("next").and_then(Value::as_str)
+                && let Some(off) = next.split(['?', '&']).find_map(|p| p.strip_prefix("offset="))
+            {
+                println!("\nRerun command with --offset={off} argument to retrieve more resources");
+            }
+        }
+        Format::Yaml => print!(
+            "{}",
+            output::yaml(&json!({"items": items, "next": null, "total": list.get("total")}))
+        ),
+        Format::Json => print!(
+            "{}",
+            output::json(&json!({"total": list.get("total"), "items": items, "next": null}))
+        ),
+    }
+    Ok(())
+}
+
+fn run(cli: &Cli) -> anyhow::Result<()> {
+    match &cli.command {
+        Command::Apply { file, vars, dry_run } => apply(cli, file, vars, *dry_run),
+        Command::Get {
+            kind,
+            name,
+            output,
+            size,
+            offset,
+        } => get(cli, kind, name.as_deref(), *output, *size, *offset),
+        Command::Delete { kind, name } => {
+            let t = resource_type(kind)?;
+            let api = api(cli)?;
+            match api.delete(&format!("{}/{name}", collection_path(t, &cli.mesh))) {
+                Ok(()) => {
+                    println!("deleted {t} \"{name}\"");
+                    Ok(())
+                }
+                Err(e) if is_not_found(&e) => anyhow::bail!("there is no {t} with name \"{name}\""),
+                Err(e) => Err(e),
+            }
+        }
+        Command::Inspect {
+            command: InspectCommand::Dataplanes { tag, output },
+        } => {
+            let api = api(cli)?;
+            let query: Vec<String> = tag.iter().map(|t| format!("tag={t}")).collect();
+            let mut path = format!("/meshes/{}/dataplanes/_overview", cli.mesh);
+            if !query.is_empty() {
+                path = format!("{path}?{}", query.join("&"));
+            }
+            let list = api.get(&path)?;
+            let items = list
+                .get("items")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default();
+            match output {
+                Format::Table => print!("{}", output::overview_table(&items)),
+                Format::Yaml => print!("{}", output::yaml(&list)),
+                Format::Json => print!("{}", output::json(&list)),
+            }
+            Ok(())
+        }
+        Command::Inspect {
+            command: InspectCommand::Dataplane { name, inspect_type },
+        } => {
+            let api = api(cli)?;
+            let sub = match inspect_type.as_str() {
+                "config-dump" | "config" => "_config",
+                "policies" => "_policies",
+                other => anyhow::bail!("unknown inspect type {other:?}: use config-dump or policies"),
+            };
+            let v = api.get(&format!("/meshes/{}/dataplanes/{name}/{sub}", cli.mesh))?;
+            print!("{}", output::json(&v));
+            Ok(())
+        }
+        Command::Generate {
+            command:
+                GenerateCommand::DataplaneToken {
+                    name,
+                    proxy_type,
+                    tag,
+                    valid_for,
+                },
+        } => {
+            let mut tags: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+            for t in tag {
+                let (k, v) = t
+                    .split_once('=')
+                    .ok_or_else(|| anyhow::anyhow!("invalid tag {t:?}: expected key=value"))?;
+                tags.entry(k.to_string())
+                    .or_default()
+                    .extend(v.split(',').map(str::to_string));
+            }
+            humantime::parse_duration(valid_for).map_err(|e| anyhow::anyhow!("--valid-for: {e}"))?;
+            let body = json!({"name": name, "mesh": cli.mesh, "tags": tags, "type": proxy_type, "validFor": valid_for});
+            let token = api(cli)?.post_text("/tokens/dataplane", &body)?;
+            print!("{token}");
+            Ok(())
+        }
+        Command::Version => {
+            println!("Client: Kuma {VERSION}");
+            match api(cli).and_then(|a| a.get("/")) {
+                Ok(index) => println!(
+                    "Server: {} {}",
+                    index.get("product").and_then(Value::as_str).unwrap_or("Kuma"),
+                    index.get("version").and_then(Value::as_str).unwrap_or("unknown")
+                ),
+                Err(e) => {
+                    eprintln!("Unable to connect to control plane: Unable to retrieve server version: {e}")
+                }
+            }
+            Ok(())
+        }
+        Command::Config {
+            command: ConfigCommand::View,
+        } => {
+            print!(
+                "{}",
+                serde_yaml::to_string(&KumactlConfig::load(&config_path(cli))?)?
+            );
+            Ok(())
+        }
+        Command::Config {
+            command: ConfigCommand::ControlPlanes { command },
+        } => control_planes(cli, command),
+    }
+}
+
+fn control_planes(cli: &Cli, command: &ControlPlanesCommand) -> anyhow::Result<()> {
+    let path = config_path(cli);
+    let mut config = KumactlConfig::load(&path)?;
+    match command {
+        ControlPlanesCommand::Add {
+            name,
+            address,
+            overwrite,
+            ca_cert_file,
+            skip_verify,
+            skip_check,
+        } => {
+            if config.control_planes.iter().any(|cp| &cp.name == name) && !overwrite {
+                anyhow::bail!(
+                    "Control Plane with name {name:?} already exists. Use --overwrite to replace an existing one."
+                );
+            }
+            let server = ApiServer {
+                url: address.clone(),
+                ca_cert_file: ca_cert_file.clone().unwrap_or_default(),
+                skip_verify: *skip_verify,
+                ..Default::default()
+            };
+            if !skip_check {
+                let index = Api::new(&server)?.get("/").with_context(|| {
+                    format!("could not connect to the Control Plane API Server at {address}")
+                })?;
+                if index.get("product").and_then(Value::as_str) != Some("Kuma") {
+                    anyhow::bail!("this CLI is for Kuma but the control plane you're connected to is not");
+                }
+            }
+            config.control_planes.retain(|cp| &cp.name != name);
+            config.control_planes.push(ControlPlane {
+                name: name.clone(),
+                coordinates: Coordinates { api_server: server },
+            });
+            config.contexts.retain(|c| &c.name != name);
+            config.contexts.push(CpContext {
+                name: name.clone(),
+                control_plane: name.clone(),
+            });
+            config.current_context = name.clone();
+            config.save(&path)?;
+            println!("added Control Plane \"{name}\"");
+            println!("switched active Control Plane to \"{name}\"");
+        }
+        ControlPlanesCommand::List => {
+            let rows: Vec<Vec<String>> = config
+                .control_planes
+                .iter()
+                .map(|cp| {
+                    let active = config
+                        .contexts
+                        .iter()
+                        .any(|c| c.name == config.current_context && c.control_plane == cp.name);
+                    vec![
+                        if active { "*" } else { "" }.into(),
+                        cp.name.clone(),
+                        cp.coordinates.api_server.url.clone(),
+                    ]
+                })
+                .collect();
+            print!("{}", output::table(&["ACTIVE", "NAME", "ADDRESS"], &rows));
+        }
+        ControlPlanesCommand::Switch { name } => {
+            let context = config
+                .contexts
+                .iter()
+                .find(|c| &c.control_plane == name)
+                .ok_or_else(|| anyhow::anyhow!("there is no Control Plane with name {name:?}"))?
+                .name
+                .clone();
+            config.current_context = context;
+            config.save(&path)?;
+            println!("switched active Control Plane to \"{name}\"");
+        }
+        ControlPlanesCommand::Remove { name } => {
+            if !config.control_planes.iter().any(|cp| &cp.name == name) {
+                anyhow::bail!("there is no Control Plane with name {name:?}");
+            }
+            config.control_planes.retain(|cp| &cp.name != name);
+            config.contexts.retain(|c| &c.control_plane != name);
+            if !config.contexts.iter().any(|c| c.name == config.current_context) {
+                config.current_context = config
+                    .contexts
+                    .first()
+                    .map(|c| c.name.clone())
+                    .unwrap_or_default();
+            }
+            config.save(&path)?;
+            println!("removed Control Plane \"{name}\"");
+        }
+    }
+    Ok(())
+}
+
+fn main() {
+    // reqwest takes the process-wide TLS provider.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let cli = Cli::parse();
+    if let Err(e) = run(&cli) {
+        eprintln!("Error: {e:#}");
+        std::process::exit(1);
+    }
+}

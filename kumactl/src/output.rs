@@ -1,0 +1,263 @@
+//! Tables, YAML and JSON as kumactl prints them.
+
+use kuma_crds::resource::{ResourceType, Scope};
+use serde_json::Value;
+
+/// Columns separated by at least three spaces (Go's tabwriter, padding 3).
+pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for row in rows {
+        for (i, cell) in row.iter().enumerate() {
+            if i < widths.len() {
+                widths[i] = widths[i].max(cell.len());
+            }
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let last = cells.len().saturating_sub(1);
+        cells
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                if i == last {
+                    c.to_string()
+                } else {
+                    format!("{c:<w$}   ", w = widths[i])
+                }
+            })
+            .collect::<String>()
+            .trim_end_matches(' ')
+            .to_string()
+    };
+    let mut out = line(header.to_vec());
+    out.push('\n');
+    for row in rows {
+        out.push_str(&line(row.iter().map(String::as_str).collect()));
+        out.push('\n');
+    }
+    out
+}
+
+/// Kuma's age: `Ns`, `Nm`, `Nh`, `Nd`, `Ny` since an RFC 3339 time.
+pub fn age(time: Option<&str>) -> String {
+    let Some(t) = time.and_then(|t| {
+        ::time::OffsetDateTime::parse(t, &::time::format_description::well_known::Rfc3339).ok()
+    }) else {
+        return "never".into();
+    };
+    let secs = (::time::OffsetDateTime::now_utc() - t).whole_seconds().max(0);
+    match secs {
+        s if s < 60 => format!("{s}s"),
+        s if s < 3600 => format!("{}m", s / 60),
+        s if s < 86_400 => format!("{}h", s / 3600),
+        s if s < 365 * 86_400 => format!("{}d", s / 86_400),
+        s => format!("{}y", s / (365 * 86_400)),
+    }
+}
+
+fn s(v: &Value, pointer: &str) -> String {
+    v.pointer(pointer)
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string()
+}
+
+/// Dataplane tags as `k=v1,v2 k2=v` (sorted).
+pub fn dataplane_tags(dp: &Value) -> String {
+    let mut tags: std::collections::BTreeMap<String, std::collections::BTreeSet<String>> = Default::default();
+    let networking = dp
+        .get("networking")
+        .or_else(|| dp.pointer("/dataplane/networking"));
+    for inbound in networking
+        .and_then(|n| n.get("inbound"))
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        for (k, v) in inbound
+            .get("tags")
+            .and_then(Value::as_object)
+            .into_iter()
+            .flatten()
+        {
+            tags.entry(k.clone())
+                .or_default()
+                .insert(v.as_str().unwrap_or("").to_string());
+        }
+    }
+    if let Some(g) = networking
+        .and_then(|n| n.pointer("/gateway/tags"))
+        .and_then(Value::as_object)
+    {
+        for (k, v) in g {
+            tags.entry(k.clone())
+                .or_default()
+                .insert(v.as_str().unwrap_or("").to_string());
+        }
+    }
+    tags.iter()
+        .map(|(k, vs)| format!("{k}={}", vs.iter().cloned().collect::<Vec<_>>().join(",")))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// The table of a list of resources of one type.
+pub fn resources_table(t: ResourceType, items: &[Value]) -> String {
+    match t {
+        ResourceType::Mesh => {
+            let rows: Vec<Vec<String>> = items
+                .iter()
+                .map(|m| {
+                    let mtls = match m.pointer("/mtls/enabledBackend").and_then(Value::as_str) {
+                        Some(b) => {
+                            let kind = m
+                                .pointer("/mtls/backends")
+                                .and_then(Value::as_array)
+                                .and_then(|bs| {
+                                    bs.iter()
+                                        .find(|x| x.get("name").and_then(Value::as_str) == Some(b))
+                                })
+                                .and_then(|x| x.get("type").and_then(Value::as_str))
+                                .unwrap_or("");
+                            format!("{kind}/{b}")
+                        }
+                        None => "off".into(),
+                    };
+                    let on = |p: &str| {
+                        if m.pointer(p).and_then(Value::as_bool) == Some(true) {
+                            "on"
+                        } else {
+                            "off"
+                        }
+                    };
+                    vec![
+                        s(m, "/name"),
+                        mtls,
+                        on("/routing/localityAwareLoadBalancing").into(),
+                        on("/routing/zoneEgress").into(),
+                        age(m.get("modificationTime").and_then(Value::as_str)),
+                    ]
+                })
+                .collect();
+            table(&["NAME", "mTLS", "LOCALITY", "ZONEEGRESS", "AGE"], &rows)
+        }
+        ResourceType::Dataplane => {
+            let rows: Vec<Vec<String>> = items
+                .iter()
+                .map(|d| {
+                    let address = d
+                        .pointer("/networking/advertisedAddress")
+                        .or_else(|| d.pointer("/networking/address"))
+                        .and_then(Value::as_str)
+                        .unwrap_or("")
+                        .to_string();
+                    vec![
+                        s(d, "/mesh"),
+                        s(d, "/name"),
+                        dataplane_tags(d),
+                        address,
+                        age(d.get("modificationTime").and_then(Value::as_str)),
+                    ]
+                })
+                .collect();
+            table(&["MESH", "NAME", "TAGS", "ADDRESS", "AGE"], &rows)
+        }
+        t if t.descriptor().scope == Scope::Global => {
+            let rows: Vec<Vec<String>> = items
+                .iter()
+                .map(|r| {
+                    vec![
+                        s(r, "/name"),
+                        age(r.get("modificationTime").and_then(Value::as_str)),
+                    ]
+                })
+                .collect();
+            table(&["NAME", "AGE"], &rows)
+        }
+        _ => {
+            let rows: Vec<Vec<String>> = items
+                .iter()
+                .map(|r| {
+                    vec![
+                        s(r, "/mesh"),
+                        s(r, "/name"),
+                        age(r.get("modificationTime").and_then(Value::as_str)),
+                    ]
+                })
+                .collect();
+            table(&["MESH", "NAME", "AGE"], &rows)
+        }
+    }
+}
+
+/// `kumactl inspect dataplanes`.
+pub fn overview_table(items: &[Value]) -> String {
+    let rows: Vec<Vec<String>> = items
+        .iter()
+        .map(|o| {
+            let subs = o
+                .pointer("/dataplaneInsight/subscriptions")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default();
+            let online = subs
+                .iter()
+                .any(|s| s.get("connectTime").is_some() && s.get("disconnectTime").is_none());
+            let sum = |field: &str| -> u64 {
+                subs.iter()
+                    .filter_map(|s| {
+                        s.pointer(&format!("/status/total/{field}"))
+                            .and_then(Value::as_str)
+                    })
+                    .filter_map(|v| v.parse::<u64>().ok())
+                    .sum()
+            };
+            let last = subs.last();
+            vec![
+                s(o, "/mesh"),
+                s(o, "/name"),
+                dataplane_tags(o),
+                if online { "Online" } else { "Offline" }.to_string(),
+                age(last.and_then(|l| l.get("connectTime")).and_then(Value::as_str)),
+                age(last
+                    .and_then(|l| l.pointer("/status/lastUpdateTime"))
+                    .and_then(Value::as_str)),
+                sum("responsesSent").to_string(),
+                sum("responsesRejected").to_string(),
+                last.and_then(|l| l.pointer("/version/kumaDp/version"))
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_string(),
+                last.and_then(|l| l.pointer("/version/envoy/version"))
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_string(),
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "MESH",
+            "NAME",
+            "TAGS",
+            "STATUS",
+            "LAST CONNECTED AGO",
+            "LAST UPDATED AGO",
+            "TOTAL UPDATES",
+            "TOTAL ERRORS",
+            "KUMA-DP VERSION",
+            "ENVOY VERSION",
+        ],
+        &rows,
+    )
+}
+
+/// JSON with two-space indentation and a newline.
+pub fn json(v: &Value) -> String {
+    format!("{}\n", serde_json::to_string_pretty(v).unwrap_or_default())
+}
+
+/// YAML.
+pub fn yaml(v: &Value) -> String {
+    serde_yaml::to_string(v).unwrap_or_default()
+}
