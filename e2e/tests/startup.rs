@@ -25,7 +25,10 @@ fn run_until_exit(env: &BTreeMap<String, String>, args: &[&str]) -> (bool, Strin
     loop {
         if let Ok(Some(_)) = child.try_wait() {
             let out = child.wait_with_output().expect("output");
-            return (out.status.success(), String::from_utf8_lossy(&out.stderr).to_string());
+            return (
+                out.status.success(),
+                String::from_utf8_lossy(&out.stderr).to_string(),
+            );
         }
         if std::time::Instant::now() > deadline {
             let _ = child.kill();
@@ -39,10 +42,16 @@ fn run_until_exit(env: &BTreeMap<String, String>, args: &[&str]) -> (bool, Strin
 fn a_taken_port_names_its_setting() {
     let taken = std::net::TcpListener::bind("0.0.0.0:0").expect("bind");
     let mut env = ControlPlane::env(&BTreeMap::new(), &temp_dir("port"));
-    env.insert("KUMA_API_SERVER_HTTP_PORT".into(), taken.local_addr().expect("addr").port().to_string());
+    env.insert(
+        "KUMA_API_SERVER_HTTP_PORT".into(),
+        taken.local_addr().expect("addr").port().to_string(),
+    );
     let (ok, stderr) = run_until_exit(&env, &[]);
     assert!(!ok);
-    assert!(stderr.contains("KUMA_API_SERVER_HTTP_PORT") && stderr.contains("API server"), "{stderr}");
+    assert!(
+        stderr.contains("KUMA_API_SERVER_HTTP_PORT") && stderr.contains("API server"),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -53,7 +62,10 @@ fn an_unknown_config_key_is_named() {
     let env = ControlPlane::env(&BTreeMap::new(), &dir);
     let (ok, stderr) = run_until_exit(&env, &["--config-file", &file.display().to_string()]);
     assert!(!ok);
-    assert!(stderr.contains("store.postgres") && stderr.contains("hots"), "{stderr}");
+    assert!(
+        stderr.contains("store.postgres") && stderr.contains("hots"),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -66,14 +78,19 @@ fn an_unreachable_database_is_reported() {
     let env = ControlPlane::env(&store, &temp_dir("nodb"));
     let (ok, stderr) = run_until_exit(&env, &[]);
     assert!(!ok);
-    assert!(stderr.contains(&format!("cannot connect to PostgreSQL at 127.0.0.1:{port}")), "{stderr}");
+    assert!(
+        stderr.contains(&format!("cannot connect to PostgreSQL at 127.0.0.1:{port}")),
+        "{stderr}"
+    );
 }
 
 #[tokio::test]
 async fn an_unmigrated_database_says_what_to_run() {
     let pg = Postgres::start().await;
     let env = ControlPlane::env(&pg.store_env(), &temp_dir("unmigrated"));
-    let (ok, stderr) = tokio::task::spawn_blocking(move || run_until_exit(&env, &[])).await.expect("join");
+    let (ok, stderr) = tokio::task::spawn_blocking(move || run_until_exit(&env, &[]))
+        .await
+        .expect("join");
     assert!(!ok);
     assert!(stderr.contains("run `kuma-cp migrate up`"), "{stderr}");
 }

@@ -1,0 +1,132 @@
+//! Both stores keep the same promises: optimistic concurrency, mesh
+//! ownership, cascading deletes, and an announcement for every change.
+
+use std::time::Duration;
+
+use kuma_crds::format::parse;
+use kuma_crds::resource::ResourceType;
+use kuma_operator::store::postgres::{PostgresStore, migrate_up};
+use kuma_operator::store::{ResourceKey, Store, StoreError, StoreEvent};
+
+fn timeout_policy(name: &str, idle: &str) -> kuma_crds::resource::Resource {
+    parse(&format!(
+        "type: MeshTimeout\nmesh: default\nname: {name}\nspec:\n  targetRef:\n    kind: Mesh\n  to:\n    - targetRef:\n        kind: Mesh\n      default:\n        idleTimeout: {idle}\n"
+    ))
+    .expect("valid policy")
+}
+
+/// Waits (bounded) for an announcement matching `want`.
+async fn announced(
+    events: &mut tokio::sync::broadcast::Receiver<StoreEvent>,
+    want: impl Fn(&StoreEvent) -> bool,
+) {
+    tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match events.recv().await {
+                Ok(e) if want(&e) => return,
+                Ok(_) => {}
+                Err(e) => panic!("announcements ended: {e}"),
+            }
+        }
+    })
+    .await
+    .expect("the change was announced");
+}
+
+async fn promises(store: Store) {
+    let mut events = store.subscribe();
+    let policy = timeout_policy("t1", "10s");
+    assert!(matches!(store.create(policy.clone()).await, Err(StoreError::MeshNotFound(m)) if m == "default"));
+
+    store
+        .create(parse("type: Mesh\nname: default").unwrap())
+        .await
+        .expect("create mesh");
+    let created = store.create(policy.clone()).await.expect("create policy");
+    assert_eq!(created.meta.version.as_deref(), Some("1"));
+    assert!(created.meta.creation_time.is_some());
+    announced(
+        &mut events,
+        |e| matches!(e, StoreEvent::Upserted(r) if r.meta.name == "t1"),
+    )
+    .await;
+    assert!(matches!(
+        store.create(policy.clone()).await,
+        Err(StoreError::AlreadyExists(_))
+    ));
+
+    // Two writers read version 1; the second update conflicts.
+    let mut first = created.clone();
+    first.spec = timeout_policy("t1", "20s").spec;
+    let updated = store.update(first).await.expect("first update");
+    assert_eq!(updated.meta.version.as_deref(), Some("2"));
+    let mut stale = created.clone();
+    stale.spec = timeout_policy("t1", "30s").spec;
+    assert!(matches!(
+        store.update(stale).await,
+        Err(StoreError::Conflict { .. })
+    ));
+    let key = ResourceKey::of(&created);
+    assert_eq!(
+        store.get(&key).await.unwrap().spec,
+        timeout_policy("t1", "20s").spec,
+        "the conflicting write changed nothing"
+    );
+
+    // Deleting the mesh deletes what is in it.
+    store
+        .create(timeout_policy("t2", "5s"))
+        .await
+        .expect("second policy");
+    assert_eq!(
+        store
+            .list(ResourceType::MeshTimeout, Some("default"))
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
+    store
+        .delete(&ResourceKey::new(ResourceType::Mesh, "", "default"))
+        .await
+        .expect("delete mesh");
+    assert!(
+        store
+            .list(ResourceType::MeshTimeout, None)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(matches!(store.get(&key).await, Err(StoreError::NotFound(_))));
+    announced(
+        &mut events,
+        |e| matches!(e, StoreEvent::Deleted(k) if k.name == "t2"),
+    )
+    .await;
+    assert!(matches!(store.delete(&key).await, Err(StoreError::NotFound(_))));
+}
+
+#[tokio::test]
+async fn memory_store_keeps_its_promises() {
+    promises(Store::memory()).await;
+}
+
+#[tokio::test]
+async fn postgres_store_keeps_its_promises() {
+    let pg = kuma_e2e::postgres::Postgres::start().await;
+    let config = kuma_operator::config::PostgresConfig {
+        port: pg.port,
+        ..Default::default()
+    };
+    assert!(matches!(
+        PostgresStore::open(config.clone()).await,
+        Err(kuma_operator::store::postgres::SchemaError::NotMigrated)
+    ));
+    assert_eq!(migrate_up(&config).await.expect("migrate"), None);
+    assert_eq!(
+        migrate_up(&config).await.expect("migrate again"),
+        Some(kuma_operator::store::postgres::SCHEMA_VERSION)
+    );
+    let store = Store::Postgres(PostgresStore::open(config).await.expect("open"));
+    promises(store).await;
+}
