@@ -104,6 +104,11 @@ pub struct MeshContext {
     pub mesh_digest: u64,
     /// The VIP outbound of every service (what transparent proxies reach).
     pub vip_targets: Vec<crate::generate::KeyedTarget>,
+    /// The mesh's mTLS, when enabled and its CA is available.
+    pub mtls: Option<Arc<crate::mtls::MeshMtls>>,
+    /// Why mTLS is enabled but unusable (its proxies then keep their last
+    /// configuration rather than fall back to plaintext).
+    pub mtls_error: Option<crate::mtls::MtlsError>,
 }
 
 /// The VIP range transparent proxies use for services (`240.0.0.0/4`).
@@ -137,8 +142,12 @@ impl MeshContext {
         let mut endpoints: BTreeMap<String, Vec<Endpoint>> = BTreeMap::new();
         let mut protocols: BTreeMap<String, BTreeSet<Protocol>> = BTreeMap::new();
         let mut policies: BTreeMap<ResourceType, Vec<Resource>> = BTreeMap::new();
+        let mut secrets: BTreeMap<String, Vec<u8>> = BTreeMap::new();
         for r in resources {
             match &r.spec {
+                Spec::Secret(s) => {
+                    secrets.insert(r.meta.core_name(), s.bytes());
+                }
                 Spec::Dataplane(dp) => {
                     for (service, endpoint, protocol) in dataplane_endpoints(&r.meta.core_name(), dp) {
                         protocols.entry(service.clone()).or_default().insert(protocol);
@@ -185,6 +194,10 @@ impl MeshContext {
         let all_policies: Vec<Resource> = policies.values().flatten().cloned().collect();
         let policy_index = Arc::new(kuma_crds::matching::PolicyIndex::new(&all_policies));
         let vip_targets = crate::generate::vip_targets(&services);
+        let (mtls, mtls_error) = match crate::mtls::resolve(mesh_name, mesh, &secrets) {
+            Ok(m) => (m.map(Arc::new), None),
+            Err(e) => (None, Some(e)),
+        };
         let mut mesh_digest = crate::digest::JsonDigest::new();
         mesh_digest.add(mesh_name);
         mesh_digest.add(mesh);
@@ -196,6 +209,8 @@ impl MeshContext {
             all_policies,
             policy_index,
             vip_targets,
+            mtls,
+            mtls_error,
             mesh_digest: mesh_digest.finish128() as u64,
         }
     }
@@ -351,6 +366,8 @@ pub struct Proxy<'a> {
     pub dataplane: &'a DataplaneSpec,
     /// Its bootstrap metadata.
     pub metadata: ProxyMetadata,
+    /// Its identity certificate, in a mesh with mTLS.
+    pub identity: Option<Arc<crate::mtls::Identity>>,
 }
 
 impl<'a> Proxy<'a> {
@@ -361,9 +378,16 @@ impl<'a> Proxy<'a> {
                 resource,
                 dataplane: dp,
                 metadata,
+                identity: None,
             }),
             _ => None,
         }
+    }
+
+    /// The proxy with an identity certificate.
+    pub fn with_identity(mut self, identity: Option<Arc<crate::mtls::Identity>>) -> Self {
+        self.identity = identity;
+        self
     }
 
     /// The proxy's `<mesh>.<name>` id, as in Envoy's node id.

@@ -320,6 +320,18 @@ pub fn internal_address_config()
     }
 }
 
+/// The TLS inspector listener filter (tells TLS from plaintext and reads
+/// SNI and ALPN).
+pub fn tls_inspector() -> envoy_types::pb::envoy::config::listener::v3::ListenerFilter {
+    envoy_types::pb::envoy::config::listener::v3::ListenerFilter {
+        name: "envoy.filters.listener.tls_inspector".into(),
+        config_type: Some(envoy_types::pb::envoy::config::listener::v3::listener_filter::ConfigType::TypedConfig(any(
+            &envoy_types::pb::envoy::extensions::filters::listener::tls_inspector::v3::TlsInspector::default(),
+        ))),
+        ..Default::default()
+    }
+}
+
 /// The router filter.
 pub fn router_filter() -> HttpFilter {
     http_filter(
@@ -424,6 +436,14 @@ pub fn fractional_percent(value: f64) -> envoy_types::pb::envoy::r#type::v3::Fra
             numerator: (value * 10_000.0).round() as u32,
             denominator: DenominatorType::Million as i32,
         }
+    }
+}
+
+/// A data source holding `bytes` inline.
+pub fn inline_bytes(bytes: &[u8]) -> DataSource {
+    DataSource {
+        specifier: Some(data_source::Specifier::InlineBytes(bytes.to_vec())),
+        ..Default::default()
     }
 }
 

@@ -10,6 +10,7 @@ pub mod dp_server;
 pub mod envoy;
 pub mod generate;
 pub mod metrics;
+pub mod mtls;
 pub mod plugins;
 pub mod proto;
 pub mod resources;

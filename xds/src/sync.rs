@@ -18,7 +18,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use kuma_crds::matching::{PolicyView, select};
 use kuma_crds::mesh::MeshSpec;
@@ -28,6 +28,7 @@ use tokio::sync::mpsc;
 use crate::context::{MeshContext, Proxy, ProxyMetadata, dataplane_endpoints};
 use crate::generate::{OutboundBundle, OutboundCache, Policies, generate_shared};
 use crate::metrics::XdsMetrics;
+use crate::mtls::{Identity, MeshMtls};
 use crate::snapshot::{Snapshot, SnapshotCache};
 
 /// A change the reconciler reacts to.
@@ -56,7 +57,27 @@ pub enum Event {
         /// `<mesh>.<name>`.
         node: String,
     },
+    /// Time passed: certificates due for renewal are renewed.
+    Tick,
 }
+
+/// What the API shows about a proxy's certificate.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CertInfo {
+    /// When the current certificate expires.
+    pub expiration: SystemTime,
+    /// When it was issued.
+    pub issued_at: SystemTime,
+    /// How many certificates the proxy got from this control plane.
+    pub regenerations: u32,
+    /// The backend that signed it.
+    pub backend: String,
+    /// The backends the proxy trusts.
+    pub trusted_backends: Vec<String>,
+}
+
+/// Certificate information of every proxy, shared with the API.
+pub type CertRegistry = Arc<Mutex<BTreeMap<String, CertInfo>>>;
 
 /// Splits a node id `<mesh>.<name>` (the name may contain dots).
 pub fn parse_node_id(node: &str) -> Option<(&str, &str)> {
@@ -74,6 +95,8 @@ struct ConnectedProxy {
     transparent: bool,
     /// The outbound bundles its last config uses (kept alive in the cache).
     bundles: Vec<Arc<OutboundBundle>>,
+    /// Its identity certificate (mTLS) and the CA it was issued for.
+    identity: Option<(Arc<Identity>, u64)>,
 }
 
 /// One mesh's resources and proxies.
@@ -103,6 +126,9 @@ pub struct Generator {
     meshes: BTreeMap<String, MeshState>,
     snapshots: Arc<SnapshotCache>,
     metrics: Arc<XdsMetrics>,
+    certs: CertRegistry,
+    /// When each proxy's certificate is due for renewal.
+    renewals: BTreeMap<String, SystemTime>,
 }
 
 /// What a batch did, for logs and tests.
@@ -121,7 +147,19 @@ impl Generator {
             meshes: BTreeMap::new(),
             snapshots,
             metrics,
+            certs: Arc::new(Mutex::new(BTreeMap::new())),
+            renewals: BTreeMap::new(),
         }
+    }
+
+    /// Certificate information, shared with whoever reports it.
+    pub fn cert_registry(&self) -> CertRegistry {
+        self.certs.clone()
+    }
+
+    /// When the next certificate renewal is due.
+    pub fn next_renewal(&self) -> Option<SystemTime> {
+        self.renewals.values().min().copied()
     }
 
     /// Applies a batch of events and publishes the affected snapshots.
@@ -188,6 +226,7 @@ impl Generator {
                         services: BTreeSet::new(),
                         transparent: false,
                         bundles: Vec::new(),
+                        identity: None,
                     },
                 );
                 changes
@@ -203,8 +242,33 @@ impl Generator {
                 if let Some(state) = self.meshes.get_mut(mesh) {
                     state.proxies.remove(name);
                 }
+                self.renewals.remove(&node);
+                self.certs.lock().unwrap_or_else(|e| e.into_inner()).remove(&node);
                 self.snapshots.clear(&node);
                 self.snapshots.remove_if_unwatched(&node);
+            }
+            Event::Tick => {
+                let now = SystemTime::now();
+                let due: Vec<String> = self
+                    .renewals
+                    .iter()
+                    .filter(|(_, at)| **at <= now)
+                    .map(|(n, _)| n.clone())
+                    .collect();
+                for node in due {
+                    self.renewals.remove(&node);
+                    let Some((mesh, name)) = parse_node_id(&node) else {
+                        continue;
+                    };
+                    if let Some(p) = self.meshes.get_mut(mesh).and_then(|m| m.proxies.get_mut(name)) {
+                        p.identity = None;
+                        changes
+                            .entry(mesh.to_string())
+                            .or_default()
+                            .proxies
+                            .insert(name.to_string());
+                    }
+                }
             }
         }
     }
@@ -213,6 +277,12 @@ impl Generator {
         let Some(state) = self.meshes.get_mut(mesh_name) else {
             return;
         };
+        if let Some(e) = state.context.as_ref().and_then(|m| m.mtls_error.clone())
+            && !(c.everything || c.resources_changed)
+        {
+            tracing::warn!(mesh = mesh_name, error = %e, "mTLS is unusable; proxies keep their configuration");
+            return;
+        }
         let Some(spec) = state.mesh.clone() else {
             // Like Kuma: no mesh, no configuration for its proxies.
             for name in state.proxies.keys() {
@@ -280,6 +350,33 @@ impl Generator {
                 continue;
             };
             let started = Instant::now();
+            let proxy = match &mesh.mtls {
+                None => proxy,
+                Some(mtls) => match identity(connected, mtls, &proxy) {
+                    Ok((identity, fresh)) => {
+                        self.renewals.insert(node.clone(), identity.renew_at());
+                        let mut certs = self.certs.lock().unwrap_or_else(|e| e.into_inner());
+                        let regenerations =
+                            certs.get(&node).map_or(0, |c| c.regenerations) + u32::from(fresh);
+                        certs.insert(
+                            node.clone(),
+                            CertInfo {
+                                expiration: identity.not_after,
+                                issued_at: identity.issued_at,
+                                regenerations,
+                                backend: identity.backend.clone(),
+                                trusted_backends: mtls.trusted_backends.clone(),
+                            },
+                        );
+                        drop(certs);
+                        proxy.with_identity(Some(identity))
+                    }
+                    Err(e) => {
+                        tracing::error!(proxy = %node, error = %e, "cannot issue the proxy's certificate; keeping its configuration");
+                        continue;
+                    }
+                },
+            };
             let policies = Policies::compute(&proxy, &mesh);
             let generation = generate_shared(&proxy, &mesh, &policies, Some(&state.cache));
             let snapshot = Snapshot::from_resources(&generation.resources);
@@ -314,6 +411,30 @@ impl Generator {
     pub fn cache_stats(&self, mesh: &str) -> Option<crate::generate::CacheStats> {
         Some(self.meshes.get(mesh)?.cache.stats())
     }
+}
+
+/// The proxy's identity certificate: the current one while it is valid for
+/// the same identity and CA, a new one otherwise. `true` when new.
+fn identity(
+    connected: &mut ConnectedProxy,
+    mtls: &MeshMtls,
+    proxy: &Proxy<'_>,
+) -> Result<(Arc<Identity>, bool), crate::mtls::MtlsError> {
+    let sans = crate::mtls::proxy_sans(&mtls.mesh, &proxy.tag_set());
+    let ca = crate::digest::digest(&mtls.signer.cert_pem);
+    let now = SystemTime::now();
+    let lifetime = |i: &Identity| i.not_after.duration_since(i.issued_at).unwrap_or_default();
+    if let Some((current, current_ca)) = &connected.identity
+        && *current_ca == ca
+        && current.sans == sans
+        && current.renew_at() > now
+        && lifetime(current).as_secs() == mtls.cert_lifetime.as_secs()
+    {
+        return Ok((current.clone(), false));
+    }
+    let fresh = Arc::new(crate::mtls::issue(mtls, &sans, now)?);
+    connected.identity = Some((fresh.clone(), ca));
+    Ok((fresh, true))
 }
 
 /// Records what a resource change can affect.
@@ -365,11 +486,26 @@ pub struct Reconciler {
 }
 
 impl Reconciler {
-    /// Starts the reconcile task over `generator`.
+    /// Starts the reconcile task over `generator`. Besides events, the task
+    /// wakes when a certificate is due for renewal.
     pub fn spawn(mut generator: Generator) -> Self {
         let (tx, mut rx) = mpsc::unbounded_channel::<Event>();
         tokio::spawn(async move {
-            while let Some(first) = rx.recv().await {
+            let mut deadline: Option<SystemTime> = None;
+            loop {
+                let first = match deadline {
+                    Some(at) => {
+                        let wait = at.duration_since(SystemTime::now()).unwrap_or_default();
+                        tokio::select! {
+                            event = rx.recv() => match event { Some(e) => e, None => return },
+                            () = tokio::time::sleep(wait) => Event::Tick,
+                        }
+                    }
+                    None => match rx.recv().await {
+                        Some(e) => e,
+                        None => return,
+                    },
+                };
                 let mut batch = vec![first];
                 while let Ok(more) = rx.try_recv() {
                     batch.push(more);
@@ -392,6 +528,7 @@ impl Reconciler {
                         return;
                     }
                 };
+                deadline = generator.next_renewal();
             }
         });
         Reconciler {

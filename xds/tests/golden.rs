@@ -133,7 +133,7 @@ fn real_envoy_accepts_every_golden_config() {
     let jobs: Vec<(String, PathBuf)> = cases
         .iter()
         .map(|(name, input)| {
-            let (node, resources) = fixture(input).generate();
+            let (node, resources) = fixture(input).generate_with_identity();
             let file = dir.join(format!("{}.json", name.replace('/', "__")));
             let bootstrap = static_bootstrap(&resources, &node);
             std::fs::write(&file, serde_json::to_vec_pretty(&bootstrap).expect("json"))

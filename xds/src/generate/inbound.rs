@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use envoy_types::pb::envoy::config::core::v3::{BindConfig, SocketAddress, TrafficDirection, socket_address};
-use envoy_types::pb::envoy::config::listener::v3::FilterChain;
+use envoy_types::pb::envoy::config::listener::v3::{FilterChain, FilterChainMatch};
 use envoy_types::pb::envoy::config::route::v3::{
     Route, RouteAction, RouteConfiguration, RouteMatch, VirtualHost, route, route_action, route_match,
 };
@@ -144,18 +144,86 @@ pub(super) fn generate(proxy: &Proxy<'_>, mesh: &MeshContext, policies: &Policie
         plugins::mesh_circuit_breaker::inbound_cluster(&mut cluster, policies, index);
         rs.add(Origin::Inbound, Resource::Cluster(cluster));
 
+        let listener_name = format!("inbound:{ip}:{}", inbound.port);
+        let (chains, inspect_tls) = match &mesh.mtls {
+            None => (vec![chain], false),
+            Some(mtls) => secure_chains(chain, protocol, policies, index, mtls, &listener_name),
+        };
         let mut listener = envoy::listener(
-            &format!("inbound:{ip}:{}", inbound.port),
+            &listener_name,
             &ip,
             inbound.port,
             TrafficDirection::Inbound,
-            vec![chain],
+            chains,
         );
+        if inspect_tls {
+            listener.listener_filters.push(envoy::tls_inspector());
+        }
         let tags: BTreeMap<String, String> = inbound.tags.clone().unwrap_or_default();
         listener.metadata = envoy::tags_metadata(&tags);
         if tp {
             listener.bind_to_port = Some(envoy::bool_value(false));
         }
         rs.add(Origin::Inbound, Resource::Listener(listener));
+    }
+}
+
+/// The filter chains of an inbound in a mesh with mTLS: the mTLS chain
+/// (with MeshTrafficPermission's RBAC) alone when strict; behind a TLS
+/// inspector with plaintext and application-TLS chains when permissive.
+/// Returns the chains and whether the listener needs the TLS inspector.
+fn secure_chains(
+    plain: FilterChain,
+    protocol: Protocol,
+    policies: &Policies,
+    index: usize,
+    mtls: &crate::mtls::MeshMtls,
+    stat_prefix: &str,
+) -> (Vec<FilterChain>, bool) {
+    let (mode, params) = plugins::mesh_tls::inbound(policies, index, mtls.mode);
+    let mut secure = plain.clone();
+    if protocol.is_http() {
+        for f in &mut secure.filters {
+            if f.name == envoy::HCM
+                && let Some(mut hcm) = envoy::filter_config::<HttpConnectionManager>(f)
+            {
+                hcm.http_filters.insert(
+                    0,
+                    plugins::mesh_traffic_permission::http_filter(policies, index, &mtls.mesh),
+                );
+                *f = envoy::network_filter(envoy::HCM, &hcm);
+            }
+        }
+    } else {
+        let rbac = plugins::mesh_traffic_permission::network_filter(
+            policies,
+            index,
+            &mtls.mesh,
+            &envoy::sanitize_metric(stat_prefix),
+        );
+        secure.filters.insert(0, rbac);
+    }
+    secure.transport_socket = Some(super::tls::downstream(&mtls.mesh, params));
+    match mode {
+        crate::mtls::Mode::Strict => (vec![secure], false),
+        crate::mtls::Mode::Permissive => {
+            let with_match = |mut chain: FilterChain, transport: &str, alpn: &[&str]| {
+                chain.filter_chain_match = Some(FilterChainMatch {
+                    transport_protocol: transport.to_string(),
+                    application_protocols: alpn.iter().map(|a| a.to_string()).collect(),
+                    ..Default::default()
+                });
+                chain
+            };
+            (
+                vec![
+                    with_match(plain.clone(), "raw_buffer", &[]),
+                    // TLS the application itself speaks passes through.
+                    with_match(plain, "tls", &[]),
+                    with_match(secure, "tls", &[crate::mtls::KUMA_ALPN]),
+                ],
+                true,
+            )
+        }
     }
 }

@@ -9,6 +9,7 @@ mod cache;
 mod inbound;
 mod outbound;
 mod system;
+pub mod tls;
 mod transparent;
 
 pub use cache::{CacheStats, OutboundCache};
@@ -167,6 +168,7 @@ pub fn generate_shared(
     let mut rs = ResourceSet::new();
     let mut bundles = Vec::new();
     system::generate(proxy, mesh, policies, &mut rs);
+    tls::generate(proxy, mesh, &mut rs);
     transparent::generate(proxy, mesh, policies, &mut rs);
     inbound::generate(proxy, mesh, policies, &mut rs);
     outbound::generate(proxy, mesh, policies, cache, &mut rs, &mut bundles);

@@ -336,6 +336,10 @@ fn build_bundle(target: &OutboundTarget, mesh: &MeshContext, policies: &Policies
         plugins::mesh_timeout::outbound_cluster(&mut cluster, policies, &cluster_destination, svc_protocol);
         plugins::mesh_health_check::cluster(&mut cluster, policies, &cluster_destination, svc_protocol);
         plugins::mesh_circuit_breaker::outbound_cluster(&mut cluster, policies, &cluster_destination);
+        if mesh.mtls.is_some() {
+            let sni = crate::mtls::sni(&mesh.name, &service, &tags);
+            cluster.transport_socket = Some(super::tls::upstream(&mesh.name, &service, sni));
+        }
         let cla = endpoints(&name, mesh.services.get(&service).map(|s| s.as_ref()), &tags);
         bundle_clusters.push(BundleCluster {
             service,

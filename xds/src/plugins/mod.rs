@@ -13,5 +13,7 @@ pub mod mesh_proxy_patch;
 pub mod mesh_rate_limit;
 pub mod mesh_retry;
 pub mod mesh_timeout;
+pub mod mesh_tls;
 pub mod mesh_trace;
+pub mod mesh_traffic_permission;
 pub mod peer;

@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod cp;
 pub mod http;
 
 use std::path::{Path, PathBuf};
@@ -127,6 +128,24 @@ impl Fixture {
                 Some((proxy.id(), generate_cached(&proxy, &mesh, &policies, cache)))
             })
             .collect()
+    }
+
+    /// The generated config of the proxy under test, with an identity
+    /// certificate when the mesh has mTLS (so that Envoy can load it; the
+    /// certificate differs on every run).
+    pub fn generate_with_identity(&self) -> (String, ResourceSet) {
+        let resource = self.proxy_resource();
+        let Spec::Dataplane(dp) = &resource.spec else {
+            unreachable!()
+        };
+        let mesh = self.mesh_context();
+        let mut proxy = Proxy::new(resource, ProxyMetadata::for_dataplane(dp)).expect("a dataplane");
+        if let Some(mtls) = &mesh.mtls {
+            let sans = kuma_xds::mtls::proxy_sans(&mesh.name, &proxy.tag_set());
+            let identity = kuma_xds::mtls::issue(mtls, &sans, std::time::SystemTime::now()).expect("issue");
+            proxy = proxy.with_identity(Some(std::sync::Arc::new(identity)));
+        }
+        (proxy.id(), generate(&proxy, &mesh))
     }
 
     /// The generated config of the proxy under test.

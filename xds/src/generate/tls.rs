@@ -1,0 +1,126 @@
+//! mTLS on the wire: the SDS secrets of a proxy, the server side of its
+//! inbounds and the client side of its outbound clusters.
+
+use envoy_types::pb::envoy::config::core::v3::{TransportSocket, transport_socket};
+use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
+    CertificateValidationContext, CommonTlsContext, DownstreamTlsContext, SdsSecretConfig, Secret,
+    SubjectAltNameMatcher, TlsCertificate, TlsParameters, UpstreamTlsContext, common_tls_context, secret,
+    subject_alt_name_matcher,
+};
+use envoy_types::pb::envoy::r#type::matcher::v3::{StringMatcher, string_matcher};
+
+use crate::context::{MeshContext, Proxy};
+use crate::envoy;
+use crate::mtls::{KUMA_ALPN, MeshMtls, ca_secret_name, identity_secret_name, spiffe_id};
+use crate::resources::{Origin, Resource, ResourceSet};
+
+/// The transport socket name of TLS.
+pub const TLS_SOCKET: &str = "envoy.transport_sockets.tls";
+
+fn sds(name: String) -> SdsSecretConfig {
+    SdsSecretConfig {
+        name,
+        sds_config: Some(envoy::ads_config_source()),
+    }
+}
+
+fn uri_san(matcher: string_matcher::MatchPattern) -> SubjectAltNameMatcher {
+    SubjectAltNameMatcher {
+        san_type: subject_alt_name_matcher::SanType::Uri as i32,
+        matcher: Some(StringMatcher {
+            match_pattern: Some(matcher),
+            ignore_case: false,
+        }),
+        ..Default::default()
+    }
+}
+
+fn common(mesh: &str, san: SubjectAltNameMatcher) -> CommonTlsContext {
+    CommonTlsContext {
+        tls_certificate_sds_secret_configs: vec![sds(identity_secret_name(mesh))],
+        validation_context_type: Some(
+            common_tls_context::ValidationContextType::CombinedValidationContext(
+                common_tls_context::CombinedCertificateValidationContext {
+                    default_validation_context: Some(CertificateValidationContext {
+                        match_typed_subject_alt_names: vec![san],
+                        ..Default::default()
+                    }),
+                    validation_context_sds_secret_config: Some(sds(ca_secret_name(mesh))),
+                    #[allow(deprecated)]
+                    validation_context_certificate_provider: None,
+                    #[allow(deprecated)]
+                    validation_context_certificate_provider_instance: None,
+                },
+            ),
+        ),
+        ..Default::default()
+    }
+}
+
+/// The server side of an inbound: a client certificate of the mesh is
+/// required (any `spiffe://<mesh>/` identity); `params` narrow versions and
+/// ciphers (MeshTLS).
+pub fn downstream(mesh: &str, params: Option<TlsParameters>) -> TransportSocket {
+    let mut common = common(
+        mesh,
+        uri_san(string_matcher::MatchPattern::Prefix(format!("spiffe://{mesh}/"))),
+    );
+    common.tls_params = params;
+    let context = DownstreamTlsContext {
+        common_tls_context: Some(common),
+        require_client_certificate: Some(envoy::bool_value(true)),
+        ..Default::default()
+    };
+    TransportSocket {
+        name: TLS_SOCKET.into(),
+        config_type: Some(transport_socket::ConfigType::TypedConfig(envoy::any(&context))),
+    }
+}
+
+/// The client side towards `service`: its exact SPIFFE id is verified, the
+/// ALPN `kuma` and Kuma's SNI are sent.
+pub fn upstream(mesh: &str, service: &str, sni: String) -> TransportSocket {
+    let mut common = common(
+        mesh,
+        uri_san(string_matcher::MatchPattern::Exact(spiffe_id(mesh, service))),
+    );
+    common.alpn_protocols = vec![KUMA_ALPN.into()];
+    let context = UpstreamTlsContext {
+        common_tls_context: Some(common),
+        sni,
+        ..Default::default()
+    };
+    TransportSocket {
+        name: TLS_SOCKET.into(),
+        config_type: Some(transport_socket::ConfigType::TypedConfig(envoy::any(&context))),
+    }
+}
+
+/// The proxy's SDS secrets: its identity and the trusted CAs.
+pub(super) fn generate(proxy: &Proxy<'_>, mesh: &MeshContext, rs: &mut ResourceSet) {
+    let (Some(mtls), Some(identity)) = (&mesh.mtls, &proxy.identity) else {
+        return;
+    };
+    rs.add(
+        Origin::Secrets,
+        Resource::Secret(Secret {
+            name: identity_secret_name(&mesh.name),
+            r#type: Some(secret::Type::TlsCertificate(TlsCertificate {
+                certificate_chain: Some(envoy::inline_bytes(identity.cert_pem.as_bytes())),
+                private_key: Some(envoy::inline_bytes(identity.key_pem.as_bytes())),
+                ..Default::default()
+            })),
+        }),
+    );
+    rs.add(Origin::Secrets, Resource::Secret(ca_secret(mtls)));
+}
+
+fn ca_secret(mtls: &MeshMtls) -> Secret {
+    Secret {
+        name: ca_secret_name(&mtls.mesh),
+        r#type: Some(secret::Type::ValidationContext(CertificateValidationContext {
+            trusted_ca: Some(envoy::inline_bytes(mtls.trusted_pem.as_bytes())),
+            ..Default::default()
+        })),
+    }
+}
