@@ -20,6 +20,10 @@ fn dataplane(name: &str, ip: &str, admin: u16, inbound: &str, outbound: &str) ->
 
 const FAULT: &str = "type: MeshFaultInjection\nmesh: default\nname: backend-abort\nspec:\n  targetRef:\n    kind: MeshService\n    name: backend\n  from:\n    - targetRef:\n        kind: Mesh\n      default:\n        http:\n          - abort:\n              httpStatus: 503\n              percentage: 100\n";
 
+const ALLOW_ALL: &str = "type: MeshTrafficPermission\nmesh: default\nname: allow-all\nspec:\n  targetRef:\n    kind: Mesh\n  from:\n    - targetRef:\n        kind: Mesh\n      default:\n        action: Allow\n";
+
+const MTLS_MESH: &str = "type: Mesh\nname: default\nmtls:\n  enabledBackend: ca-1\n  backends:\n    - name: ca-1\n      type: builtin\n";
+
 const INVALID: &str = "type: MeshTimeout\nmesh: default\nname: broken\nspec:\n  targetRef:\n    kind: Mesh\n  to:\n    - targetRef:\n        kind: Mesh\n      default:\n        idleTimeout: ten seconds\n        http:\n          requestTimeot: 1s\n";
 
 /// A bootstrap request as kuma-dp sends it, with `token`.
@@ -248,6 +252,30 @@ async fn scenario(postgres: bool, net: u8) {
     let (status, text) = bootstrap_status(&cp, "").await;
     assert_eq!(status, 422, "{text}");
 
+    // mTLS with a builtin CA the control plane creates: traffic keeps
+    // flowing once a MeshTrafficPermission allows it, plaintext straight to
+    // an inbound is refused, and the proxies' certificates show.
+    kumactl.ok(&["apply", "-f", "-"], Some(ALLOW_ALL));
+    kumactl.ok(&["apply", "-f", "-"], Some(MTLS_MESH));
+    eventually("plaintext to the inbound is refused", LIMIT, || async {
+        match get(&client(), &direct).await {
+            Ok(r) => Err(format!("answered {r}")),
+            Err(_) => Ok(()),
+        }
+    })
+    .await;
+    eventually("traffic flows over mTLS", LIMIT, || async {
+        let r = get(&http, &url).await?;
+        (r == "200 backend").then_some(()).ok_or(r)
+    })
+    .await;
+    let inspected = kumactl.ok(&["inspect", "dataplanes"], None);
+    assert_eq!(
+        inspected.matches("ca-1").count(),
+        4,
+        "issued and trusted backend of both proxies: {inspected}"
+    );
+
     if postgres {
         // A second control plane on the same database sees the writes.
         let cp2 = ControlPlane::start("kuma-cp-2", ControlPlane::env(&store_env, &temp_dir("cp2"))).await;
@@ -275,7 +303,9 @@ async fn scenario(postgres: bool, net: u8) {
         let failures = Arc::new(AtomicU64::new(0));
         let sent = Arc::new(AtomicU64::new(0));
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let last_failure = Arc::new(std::sync::Mutex::new(String::new()));
         let load = {
+            let last_failure = last_failure.clone();
             let (failures, sent, stop, url, http) = (
                 failures.clone(),
                 sent.clone(),
@@ -286,8 +316,12 @@ async fn scenario(postgres: bool, net: u8) {
             tokio::spawn(async move {
                 while !stop.load(Ordering::SeqCst) {
                     sent.fetch_add(1, Ordering::SeqCst);
-                    if get(&http, &url).await.map(|r| r != "200 backend").unwrap_or(true) {
-                        failures.fetch_add(1, Ordering::SeqCst);
+                    match get(&http, &url).await {
+                        Ok(r) if r == "200 backend" => {}
+                        other => {
+                            failures.fetch_add(1, Ordering::SeqCst);
+                            *last_failure.lock().unwrap() = format!("{other:?}");
+                        }
                     }
                     tokio::time::sleep(Duration::from_millis(20)).await;
                 }
@@ -324,7 +358,8 @@ async fn scenario(postgres: bool, net: u8) {
         assert_eq!(
             failures.load(Ordering::SeqCst),
             0,
-            "requests failed while kuma-cp restarted"
+            "requests failed while kuma-cp restarted; last: {}",
+            last_failure.lock().unwrap()
         );
     }
 

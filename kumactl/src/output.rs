@@ -22,7 +22,7 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
                 if i == last {
                     c.to_string()
                 } else {
-                    format!("{c:<w$}   ", w = widths[i])
+                    format!("{c:<w$}   ", w = widths.get(i).copied().unwrap_or(0))
                 }
             })
             .collect::<String>()
@@ -213,6 +213,28 @@ pub fn overview_table(items: &[Value]) -> String {
                     .sum()
             };
             let last = subs.last();
+            let mtls = o.pointer("/dataplaneInsight/mTLS");
+            let mtls_str = |p: &str| {
+                mtls.and_then(|m| m.pointer(p))
+                    .and_then(Value::as_str)
+                    .map(str::to_string)
+            };
+            let expiration = mtls_str("/certificateExpirationTime")
+                .and_then(|t| {
+                    ::time::OffsetDateTime::parse(&t, &::time::format_description::well_known::Rfc3339).ok()
+                })
+                .map(|t| {
+                    format!(
+                        "{:04}-{:02}-{:02} {:02}:{:02}:{:02}",
+                        t.year(),
+                        u8::from(t.month()),
+                        t.day(),
+                        t.hour(),
+                        t.minute(),
+                        t.second()
+                    )
+                })
+                .unwrap_or_else(|| "-".into());
             vec![
                 s(o, "/mesh"),
                 s(o, "/name"),
@@ -224,6 +246,17 @@ pub fn overview_table(items: &[Value]) -> String {
                     .and_then(Value::as_str)),
                 sum("responsesSent").to_string(),
                 sum("responsesRejected").to_string(),
+                age(mtls_str("/lastCertificateRegeneration").as_deref()),
+                expiration,
+                mtls.and_then(|m| m.get("certificateRegenerations"))
+                    .and_then(Value::as_u64)
+                    .unwrap_or(0)
+                    .to_string(),
+                mtls_str("/issuedBackend").unwrap_or_else(|| "-".into()),
+                mtls.and_then(|m| m.get("supportedBackends"))
+                    .and_then(Value::as_array)
+                    .map(|b| b.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(","))
+                    .unwrap_or_default(),
                 last.and_then(|l| l.pointer("/version/kumaDp/version"))
                     .and_then(Value::as_str)
                     .unwrap_or("")
@@ -245,6 +278,11 @@ pub fn overview_table(items: &[Value]) -> String {
             "LAST UPDATED AGO",
             "TOTAL UPDATES",
             "TOTAL ERRORS",
+            "CERT REGENERATED AGO",
+            "CERT EXPIRATION",
+            "CERT REGENERATIONS",
+            "CERT BACKEND",
+            "SUPPORTED CERT BACKENDS",
             "KUMA-DP VERSION",
             "ENVOY VERSION",
         ],

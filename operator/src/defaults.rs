@@ -93,3 +93,84 @@ pub async fn ensure_default_mesh(store: &Store, config: &Config) -> Result<(), S
     }
     Ok(())
 }
+
+/// The CA secrets of every `builtin` backend of a mesh, generated when
+/// missing (keys never leave the store).
+pub async fn ensure_builtin_cas(store: &Store, mesh: &Resource) {
+    let Spec::Mesh(spec) = &mesh.spec else { return };
+    let name = mesh.meta.name.clone();
+    for backend in spec.mtls.iter().flat_map(|m| m.backends.iter().flatten()) {
+        if backend.backend_type != "builtin" {
+            continue;
+        }
+        let (cert_name, key_name) = kuma_xds::mtls::builtin_secret_names(&name, &backend.name);
+        let exists = store
+            .get(&ResourceKey::new(ResourceType::Secret, &name, &cert_name))
+            .await
+            .is_ok()
+            && store
+                .get(&ResourceKey::new(ResourceType::Secret, &name, &key_name))
+                .await
+                .is_ok();
+        if exists {
+            continue;
+        }
+        let validity = backend
+            .conf
+            .as_ref()
+            .and_then(|c| c.pointer("/caCert/expiration"))
+            .and_then(|e| e.as_str())
+            .and_then(kuma_crds::mesh::parse_expiration)
+            .unwrap_or(std::time::Duration::from_secs(10 * 365 * 24 * 3600));
+        let ca = match kuma_xds::mtls::generate_ca(&name, &backend.name, validity) {
+            Ok(ca) => ca,
+            Err(e) => {
+                tracing::error!(mesh = %name, backend = %backend.name, error = %e, "cannot generate the CA");
+                continue;
+            }
+        };
+        for (secret, pem) in [(cert_name, ca.cert_pem), (key_name, ca.key_pem)] {
+            let r = Resource::new(
+                Meta {
+                    name: secret.clone(),
+                    mesh: Some(name.clone()),
+                    ..Meta::default()
+                },
+                Spec::Secret(kuma_crds::secret::SecretSpec::from_bytes(pem.as_bytes())),
+            );
+            match create_if_absent(store, r).await {
+                Ok(true) => tracing::info!(mesh = %name, %secret, "builtin CA created"),
+                Ok(false) => {}
+                Err(e) => tracing::warn!(mesh = %name, %secret, error = %e, "cannot store the CA"),
+            }
+        }
+    }
+}
+
+/// Keeps builtin CAs present for every mesh, as meshes are created or
+/// changed.
+pub async fn run_ca_controller(store: Store) {
+    let mut events = store.subscribe();
+    if let Ok(meshes) = store.list(ResourceType::Mesh, None).await {
+        for m in meshes {
+            ensure_builtin_cas(&store, &m).await;
+        }
+    }
+    loop {
+        match events.recv().await {
+            Ok(crate::store::StoreEvent::Upserted(r)) if r.resource_type() == ResourceType::Mesh => {
+                ensure_builtin_cas(&store, &r).await;
+            }
+            Ok(crate::store::StoreEvent::Resync)
+            | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                if let Ok(meshes) = store.list(ResourceType::Mesh, None).await {
+                    for m in meshes {
+                        ensure_builtin_cas(&store, &m).await;
+                    }
+                }
+            }
+            Ok(_) => {}
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+        }
+    }
+}

@@ -10,9 +10,9 @@ use tokio::sync::broadcast::error::RecvError;
 
 use crate::store::{ResourceKey, Store, StoreEvent, StoreResult};
 
-/// The kinds config generation reads.
+/// The kinds config generation reads (mesh Secrets hold mTLS CAs).
 fn relevant(t: ResourceType) -> bool {
-    !matches!(t, ResourceType::Secret | ResourceType::GlobalSecret)
+    t != ResourceType::GlobalSecret
 }
 
 /// Everything relevant in the store, by key.

@@ -61,16 +61,54 @@ pub struct Subscription {
     pub version: Value,
 }
 
-/// Every proxy's subscriptions, by node id.
+/// Every proxy's subscriptions, by node id, and its certificate.
 #[derive(Debug, Default)]
 pub struct Insights {
     by_node: Mutex<HashMap<String, Vec<Subscription>>>,
+    certificates: Option<kuma_xds::sync::CertRegistry>,
 }
 
 /// How many subscriptions are remembered per proxy.
 const KEEP: usize = 5;
 
+fn rfc3339(t: std::time::SystemTime) -> String {
+    let secs = t
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs() as i64;
+    time::OffsetDateTime::from_unix_timestamp(secs)
+        .ok()
+        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+        .unwrap_or_default()
+}
+
 impl Insights {
+    /// Insights that also report the proxies' certificates.
+    pub fn with_certificates(certificates: kuma_xds::sync::CertRegistry) -> Self {
+        Insights {
+            by_node: Mutex::default(),
+            certificates: Some(certificates),
+        }
+    }
+
+    /// Kuma's `mTLS` insight of a proxy: certificate expiry, regenerations,
+    /// the backend that issued it and the backends it trusts.
+    fn mtls_json(&self, node: &str) -> Option<Value> {
+        let certs = self
+            .certificates
+            .as_ref()?
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let c = certs.get(node)?;
+        Some(json!({
+            "certificateExpirationTime": rfc3339(c.expiration),
+            "lastCertificateRegeneration": rfc3339(c.issued_at),
+            "certificateRegenerations": c.regenerations,
+            "issuedBackend": c.backend,
+            "supportedBackends": c.trusted_backends,
+        }))
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Vec<Subscription>>> {
         self.by_node.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -190,6 +228,10 @@ impl Insights {
                 Value::Object(sub)
             })
             .collect();
-        Some(json!({ "subscriptions": subscriptions }))
+        let mut insight = json!({ "subscriptions": subscriptions });
+        if let Some(mtls) = self.mtls_json(node) {
+            insight["mTLS"] = mtls;
+        }
+        Some(insight)
     }
 }

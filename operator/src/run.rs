@@ -98,13 +98,16 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let instance_id = format!("{hostname}-{}", &uuid::Uuid::new_v4().simple().to_string()[..4]);
     let snapshots = Arc::new(SnapshotCache::new());
     let xds_metrics = Arc::new(XdsMetrics::default());
-    let reconciler = Reconciler::spawn(Generator::new(snapshots.clone(), xds_metrics.clone()));
+    let generator = Generator::new(snapshots.clone(), xds_metrics.clone());
+    let certs = generator.cert_registry();
+    let reconciler = Reconciler::spawn(generator);
     let (ready_tx, ready_rx) = watch::channel(false);
     tokio::spawn(crate::feed::run(store.clone(), reconciler.clone(), ready_tx));
 
     tokio::spawn(lead(store.clone(), config.clone()));
+    tokio::spawn(crate::defaults::run_ca_controller(store.clone()));
 
-    let insights = Arc::new(Insights::default());
+    let insights = Arc::new(Insights::with_certificates(certs));
     let tokens = Tokens::new(store.clone());
     let dp = Arc::new(DpServer {
         store: store.clone(),

@@ -198,9 +198,12 @@ impl MeshContext {
             Ok(m) => (m.map(Arc::new), None),
             Err(e) => (None, Some(e)),
         };
+        // What outbound bundles read of the mesh: its spec, and whether its
+        // mTLS is in force (which depends on secrets as well).
         let mut mesh_digest = crate::digest::JsonDigest::new();
         mesh_digest.add(mesh_name);
         mesh_digest.add(mesh);
+        mesh_digest.add(&mtls.as_ref().map(|m| m.backend.as_str()));
         MeshContext {
             name: mesh_name.to_string(),
             mesh: Arc::new(mesh.clone()),

@@ -59,6 +59,10 @@ pub enum Event {
     },
     /// Time passed: certificates due for renewal are renewed.
     Tick,
+    /// Events that must be applied together (a full listing of the
+    /// store: applying part of it would configure proxies from half a
+    /// mesh, e.g. mTLS on but its permissions not yet known).
+    Batch(Vec<Event>),
 }
 
 /// What the API shows about a proxy's certificate.
@@ -181,6 +185,11 @@ impl Generator {
 
     fn record(&mut self, event: Event, changes: &mut BTreeMap<String, MeshChanges>) {
         match event {
+            Event::Batch(events) => {
+                for e in events {
+                    self.record(e, changes);
+                }
+            }
             Event::Upsert(resource) => {
                 let t = resource.resource_type();
                 let name = resource.meta.core_name();
@@ -304,6 +313,11 @@ impl Generator {
             )));
         }
         let Some(mesh) = state.context.clone() else { return };
+        if let Some(e) = &mesh.mtls_error {
+            // Never fall back to plaintext: the proxies keep what they have.
+            tracing::warn!(mesh = mesh_name, error = %e, "mTLS is unusable; proxies keep their configuration");
+            return;
+        }
         let service_set_changed = mesh.services.keys().ne(old_services.iter());
 
         let mut affected: BTreeSet<String> = c.proxies.clone();
@@ -459,6 +473,9 @@ fn note_change(
                     .extend(before.into_iter().chain(after).map(|(service, _, _)| service));
             }
         }
+        // Whether the mesh has any MeshFaultInjection decides whether every
+        // proxy sends `x-kuma-tags`: creating or deleting one is mesh-wide.
+        ResourceType::MeshFaultInjection if old.is_none() || new.is_none() => c.everything = true,
         t if t.is_policy() => c.policies.extend(old.into_iter().chain(new).cloned()),
         // Anything else of the mesh (MeshService, …) may matter anywhere.
         _ => c.everything = true,

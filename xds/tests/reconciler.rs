@@ -168,3 +168,41 @@ fn a_disconnected_proxy_is_forgotten() {
         "only connected proxies are generated"
     );
 }
+
+#[test]
+fn enabling_mtls_once_the_ca_exists_secures_every_proxy() {
+    use base64::Engine;
+    use kuma_xds::resources::XdsType;
+    let (mut g, snapshots, _) = connected_mesh();
+    let mesh = "type: Mesh\nname: default\nmtls:\n  enabledBackend: ca-1\n  backends:\n    - name: ca-1\n      type: builtin\n";
+    let report = g.apply(vec![upsert(mesh)]);
+    assert!(
+        report.changed.is_empty(),
+        "without its CA, mTLS changes nothing yet"
+    );
+    let ca = kuma_xds::mtls::generate_ca("default", "ca-1", std::time::Duration::from_secs(3600)).unwrap();
+    let (cert, key) = kuma_xds::mtls::builtin_secret_names("default", "ca-1");
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    g.apply(vec![upsert(&format!(
+        "type: Secret\nmesh: default\nname: {cert}\ndata: {}\n",
+        b64(&ca.cert_pem)
+    ))]);
+    let report = g.apply(vec![upsert(&format!(
+        "type: Secret\nmesh: default\nname: {key}\ndata: {}\n",
+        b64(&ca.key_pem)
+    ))]);
+    assert_eq!(report.changed.len(), 6, "every proxy gets mTLS");
+    let web = snapshots.get("default.web-1").unwrap();
+    assert_eq!(
+        web.get(XdsType::Secret).resources.len(),
+        2,
+        "identity and CA over SDS"
+    );
+    let backend = &web.get(XdsType::Cluster).resources["backend"];
+    let cluster =
+        kuma_xds::proto::bytes_to_json("envoy.config.cluster.v3.Cluster", &backend.encoded.bytes).unwrap();
+    assert_eq!(
+        cluster["transportSocket"]["name"], "envoy.transport_sockets.tls",
+        "{cluster}"
+    );
+}
