@@ -189,27 +189,18 @@ fn token(args: &RunArgs) -> anyhow::Result<String> {
 fn client(args: &RunArgs) -> anyhow::Result<reqwest::Client> {
     let mut builder = reqwest::Client::builder().timeout(Duration::from_secs(30));
     if args.cp_address.starts_with("https://") {
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let tls =
-            rustls::ClientConfig::builder_with_provider(provider).with_safe_default_protocol_versions()?;
-        let tls = if args.skip_verify {
+        if args.skip_verify {
             tracing::warn!("the control plane's certificate is NOT verified (--skip-verify)");
-            tls.dangerous()
-                .with_custom_certificate_verifier(Arc::new(envoy::NoVerify))
-                .with_no_client_auth()
+            builder = builder.danger_accept_invalid_certs(true);
         } else {
             let path = args.ca_cert_file.as_ref().ok_or_else(|| {
                 anyhow::anyhow!("the control plane is https: give its CA with --ca-cert-file (or KUMA_CONTROL_PLANE_CA_CERT_FILE)")
             })?;
-            use rustls_pki_types::pem::PemObject;
             let pem = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-            let mut roots = rustls::RootCertStore::empty();
-            for cert in rustls_pki_types::CertificateDer::pem_slice_iter(&pem) {
-                roots.add(cert?)?;
-            }
-            tls.with_root_certificates(roots).with_no_client_auth()
-        };
-        builder = builder.tls_backend_preconfigured(tls);
+            let roots = reqwest::Certificate::from_pem_bundle(&pem)
+                .with_context(|| format!("{} holds no PEM certificate", path.display()))?;
+            builder = builder.tls_certs_only(roots);
+        }
     }
     Ok(builder.build()?)
 }

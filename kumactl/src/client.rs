@@ -49,67 +49,22 @@ impl std::fmt::Display for ApiError {
 
 impl std::error::Error for ApiError {}
 
-fn tls_config(server: &ApiServer) -> anyhow::Result<rustls::ClientConfig> {
-    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
-    let builder =
-        rustls::ClientConfig::builder_with_provider(provider).with_safe_default_protocol_versions()?;
+/// Trusts only the CA the control plane was added with (or nothing, when
+/// verification is explicitly skipped).
+fn with_tls(
+    builder: reqwest::blocking::ClientBuilder,
+    server: &ApiServer,
+) -> anyhow::Result<reqwest::blocking::ClientBuilder> {
     if server.skip_verify {
         eprintln!("WARNING: the control plane's certificate is not verified (skipVerify)");
-        return Ok(builder
-            .dangerous()
-            .with_custom_certificate_verifier(std::sync::Arc::new(NoVerify))
-            .with_no_client_auth());
+        return Ok(builder.danger_accept_invalid_certs(true));
     }
-    let mut roots = rustls::RootCertStore::empty();
     if server.ca_cert_file.is_empty() {
         anyhow::bail!("an https control plane needs --ca-cert-file (or --skip-verify, explicitly)");
     }
-    use rustls_pki_types::pem::PemObject;
     let pem = std::fs::read(&server.ca_cert_file)?;
-    for cert in rustls_pki_types::CertificateDer::pem_slice_iter(&pem) {
-        roots.add(cert?)?;
-    }
-    Ok(builder.with_root_certificates(roots).with_no_client_auth())
-}
-
-#[derive(Debug)]
-struct NoVerify;
-
-impl rustls::client::danger::ServerCertVerifier for NoVerify {
-    fn verify_server_cert(
-        &self,
-        _: &rustls_pki_types::CertificateDer<'_>,
-        _: &[rustls_pki_types::CertificateDer<'_>],
-        _: &rustls_pki_types::ServerName<'_>,
-        _: &[u8],
-        _: rustls_pki_types::UnixTime,
-    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
-        Ok(rustls::client::danger::ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        _: &[u8],
-        _: &rustls_pki_types::CertificateDer<'_>,
-        _: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        _: &[u8],
-        _: &rustls_pki_types::CertificateDer<'_>,
-        _: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        rustls::crypto::ring::default_provider()
-            .signature_verification_algorithms
-            .supported_schemes()
-    }
+    let roots = reqwest::Certificate::from_pem_bundle(&pem)?;
+    Ok(builder.tls_certs_only(roots))
 }
 
 impl Api {
@@ -119,7 +74,7 @@ impl Api {
             .timeout(Duration::from_secs(30))
             .user_agent(format!("kumactl/{} (Kuma)", crate::VERSION));
         if server.url.starts_with("https://") {
-            builder = builder.tls_backend_preconfigured(tls_config(server)?);
+            builder = with_tls(builder, server)?;
         }
         let token = (server.auth_type == "tokens")
             .then(|| server.auth_conf.get("token").cloned())

@@ -353,3 +353,190 @@ pub fn issue(mtls: &MeshMtls, sans: &[String], now: SystemTime) -> Result<Identi
             + Duration::from_secs(since_epoch.as_secs() + mtls.cert_lifetime.as_secs().max(1)),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mesh(yaml: &str) -> MeshSpec {
+        serde_yaml::from_str(yaml).expect("mesh spec")
+    }
+
+    const BUILTIN: &str = "
+mtls:
+  enabledBackend: ca-1
+  backends:
+    - name: ca-1
+      type: builtin
+      mode: PERMISSIVE
+      dpCert:
+        rotation:
+          expiration: 2h
+";
+
+    fn builtin_secrets(mesh: &str, backend: &str, ca: &Ca) -> BTreeMap<String, Vec<u8>> {
+        let (cert, key) = builtin_secret_names(mesh, backend);
+        BTreeMap::from([
+            (cert, ca.cert_pem.clone().into_bytes()),
+            (key, ca.key_pem.clone().into_bytes()),
+        ])
+    }
+
+    #[test]
+    fn names_follow_kuma() {
+        let tags = BTreeMap::from([
+            ("kuma.io/service".to_string(), "backend".to_string()),
+            ("version".to_string(), "v2".to_string()),
+        ]);
+        assert_eq!(
+            sni("default", "backend", &tags),
+            "backend{mesh=default,version=v2}"
+        );
+        assert_eq!(identity_secret_name("m"), "identity_cert:secret:m");
+        assert_eq!(ca_secret_name("m"), "mesh_ca:secret:m");
+        assert_eq!(
+            builtin_secret_names("m", "ca-1"),
+            (
+                "m.ca-builtin-cert-ca-1".to_string(),
+                "m.ca-builtin-key-ca-1".to_string()
+            )
+        );
+    }
+
+    #[test]
+    fn proxy_sans_have_spiffe_ids_for_services_and_kuma_ids_for_tags() {
+        let tags = BTreeMap::from([
+            (
+                "kuma.io/service".to_string(),
+                ["a".to_string(), "b".to_string()].into(),
+            ),
+            ("zone".to_string(), ["east".to_string()].into()),
+        ]);
+        assert_eq!(
+            proxy_sans("m", &tags),
+            vec![
+                "kuma://kuma.io/service/a",
+                "kuma://kuma.io/service/b",
+                "kuma://zone/east",
+                "spiffe://m/a",
+                "spiffe://m/b",
+            ]
+        );
+    }
+
+    #[test]
+    fn off_without_an_enabled_backend() {
+        let secrets = BTreeMap::new();
+        assert_eq!(resolve("m", &mesh("{}"), &secrets), Ok(None));
+        let declared_only = mesh("mtls: {backends: [{name: ca-1, type: builtin}]}");
+        assert_eq!(resolve("m", &declared_only, &secrets), Ok(None));
+    }
+
+    #[test]
+    fn errors_name_what_is_missing() {
+        let secrets = BTreeMap::new();
+        let unknown = mesh("mtls: {enabledBackend: ca-2, backends: [{name: ca-1, type: builtin}]}");
+        assert_eq!(
+            resolve("m", &unknown, &secrets),
+            Err(MtlsError::UnknownBackend("ca-2".into()))
+        );
+        let err = resolve("m", &mesh(BUILTIN), &secrets).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("\"m.ca-builtin-cert-ca-1\" is not created yet"),
+            "{err}"
+        );
+        let provided = mesh(
+            "mtls: {enabledBackend: p, backends: [{name: p, type: provided, conf: {cert: {secret: c}, key: {secret: k}}}]}",
+        );
+        let err = resolve("m", &provided, &secrets).unwrap_err();
+        assert!(err.to_string().contains("secret \"c\" does not exist"), "{err}");
+    }
+
+    #[test]
+    fn builtin_backend_resolves_mode_and_lifetime() {
+        let ca = generate_ca("m", "ca-1", Duration::from_secs(3600)).unwrap();
+        let resolved = resolve("m", &mesh(BUILTIN), &builtin_secrets("m", "ca-1", &ca))
+            .unwrap()
+            .unwrap();
+        assert_eq!(resolved.mode, Mode::Permissive);
+        assert_eq!(resolved.cert_lifetime, Duration::from_secs(7200));
+        assert_eq!(resolved.signer, ca);
+        assert_eq!(resolved.trusted_backends, vec!["ca-1"]);
+    }
+
+    #[test]
+    fn provided_backend_reads_secrets_and_inline_data() {
+        use base64::Engine;
+        let ca = generate_ca("m", "p", Duration::from_secs(3600)).unwrap();
+        let key_b64 = base64::engine::general_purpose::STANDARD.encode(&ca.key_pem);
+        let provided = mesh(&format!(
+            "mtls: {{enabledBackend: p, backends: [{{name: p, type: provided, conf: {{cert: {{secret: c}}, key: {{inline: {key_b64}}}}}}}]}}"
+        ));
+        let secrets = BTreeMap::from([("c".to_string(), ca.cert_pem.clone().into_bytes())]);
+        let resolved = resolve("m", &provided, &secrets).unwrap().unwrap();
+        assert_eq!(resolved.signer, ca);
+        assert_eq!(resolved.mode, Mode::Strict);
+        assert_eq!(resolved.cert_lifetime, DEFAULT_CERT_LIFETIME);
+    }
+
+    #[test]
+    fn rotation_trusts_every_backend_whose_ca_exists() {
+        let old = generate_ca("m", "ca-1", Duration::from_secs(3600)).unwrap();
+        let new = generate_ca("m", "ca-2", Duration::from_secs(3600)).unwrap();
+        let spec = mesh(
+            "mtls: {enabledBackend: ca-2, backends: [{name: ca-1, type: builtin}, {name: ca-2, type: builtin}, {name: ca-3, type: builtin}]}",
+        );
+        let mut secrets = builtin_secrets("m", "ca-1", &old);
+        secrets.extend(builtin_secrets("m", "ca-2", &new));
+        let resolved = resolve("m", &spec, &secrets).unwrap().unwrap();
+        assert_eq!(resolved.signer, new);
+        assert_eq!(resolved.trusted_backends, vec!["ca-1", "ca-2"]);
+        assert!(resolved.trusted_pem.contains(old.cert_pem.trim_end()));
+        assert!(resolved.trusted_pem.contains(new.cert_pem.trim_end()));
+    }
+
+    #[test]
+    fn issued_identity_carries_the_sans_and_lifetime_and_renews_at_four_fifths() {
+        let ca = generate_ca("m", "ca-1", Duration::from_secs(3600)).unwrap();
+        let resolved = resolve("m", &mesh(BUILTIN), &builtin_secrets("m", "ca-1", &ca))
+            .unwrap()
+            .unwrap();
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let sans = vec![
+            "spiffe://m/web".to_string(),
+            "kuma://kuma.io/service/web".to_string(),
+        ];
+        let identity = issue(&resolved, &sans, now).unwrap();
+        assert_eq!(identity.backend, "ca-1");
+        assert_eq!(identity.not_after, now + Duration::from_secs(7200));
+        assert_eq!(identity.renew_at(), now + Duration::from_secs(5760));
+        // The chain ends with the CA so that peers trusting only it verify.
+        assert!(identity.cert_pem.ends_with(&ca.cert_pem));
+        let (_, pem) = x509_parser::pem::parse_x509_pem(identity.cert_pem.as_bytes()).unwrap();
+        let leaf = pem.parse_x509().unwrap();
+        let uris: Vec<String> = leaf
+            .subject_alternative_name()
+            .unwrap()
+            .expect("URI SANs")
+            .value
+            .general_names
+            .iter()
+            .filter_map(|n| match n {
+                x509_parser::extensions::GeneralName::URI(u) => Some(u.to_string()),
+                _ => None,
+            })
+            .collect();
+        let mut expected = sans.clone();
+        expected.sort();
+        let mut uris_sorted = uris.clone();
+        uris_sorted.sort();
+        assert_eq!(uris_sorted, expected);
+        assert!(!leaf.is_ca(), "a proxy certificate cannot sign");
+        assert_eq!(
+            leaf.validity().not_after.timestamp(),
+            1_800_000_000 + 7200,
+            "the certificate itself expires with the identity"
+        );
+    }
+}

@@ -10,7 +10,7 @@ use envoy_types::pb::envoy::service::discovery::v3::{
 use envoy_types::pb::google::protobuf::Any;
 use tonic::Status;
 
-use super::{Feedback, FeedbackKind, control_plane};
+use super::{Feedback, FeedbackKind, StreamOutput, StreamProtocol, control_plane};
 use crate::resources::XdsType;
 use crate::snapshot::{Snapshot, resource_version};
 
@@ -32,14 +32,8 @@ pub struct DeltaStream {
     next_nonce: u64,
 }
 
-/// What handling an input produced.
-#[derive(Debug, Default)]
-pub struct DeltaOutput {
-    /// Responses to send, in order.
-    pub responses: Vec<DeltaDiscoveryResponse>,
-    /// ACKs, NACKs and stale requests seen.
-    pub feedback: Vec<Feedback>,
-}
+/// What handling an input on a delta stream produced.
+pub type DeltaOutput = StreamOutput<DeltaDiscoveryResponse>;
 
 impl DeltaStream {
     /// A stream with no subscriptions and no snapshot yet.
@@ -165,5 +159,19 @@ impl DeltaStream {
             control_plane: Some(control_plane()),
             ..Default::default()
         });
+    }
+}
+
+impl StreamProtocol for DeltaStream {
+    type Request = DeltaDiscoveryRequest;
+    type Response = DeltaDiscoveryResponse;
+    const MODE: &'static str = "delta";
+
+    fn on_request(&mut self, request: DeltaDiscoveryRequest) -> Result<DeltaOutput, Status> {
+        DeltaStream::on_request(self, request)
+    }
+
+    fn on_snapshot(&mut self, snapshot: Option<Arc<Snapshot>>) -> DeltaOutput {
+        DeltaStream::on_snapshot(self, snapshot)
     }
 }

@@ -28,7 +28,7 @@ use tonic::metadata::MetadataMap;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::metrics::XdsMetrics;
-use crate::snapshot::SnapshotCache;
+use crate::snapshot::{Snapshot, SnapshotCache};
 
 /// The control plane identifier sent with every response.
 pub const CONTROL_PLANE_ID: &str = "kuma-cp-rs";
@@ -172,6 +172,24 @@ impl AdsServer {
         AggregatedDiscoveryServiceServer::new(self).max_decoding_message_size(limits.max_request_bytes)
     }
 
+    /// Admits a stream and spawns the task that drives it.
+    async fn serve<P: StreamProtocol>(
+        &self,
+        request: Request<Streaming<P::Request>>,
+        protocol: P,
+    ) -> Result<Response<ResponseStream<P::Response>>, Status> {
+        let (admitted, first, requests) = self.admit(request).await?;
+        let (tx, rx) = mpsc::channel(STREAM_BUFFER);
+        let driver = Driver {
+            cache: self.cache.clone(),
+            metrics: self.metrics.clone(),
+            registry: self.registry.clone(),
+            mode: P::MODE,
+        };
+        tokio::spawn(driver.run(admitted, protocol, first, requests, tx));
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
     /// Admits a stream: checks the limit, reads the first request and
     /// identifies the node.
     async fn admit<Req: FirstRequest>(
@@ -220,7 +238,9 @@ struct Admitted {
     _permit: tokio::sync::OwnedSemaphorePermit,
 }
 
-trait FirstRequest: Send + 'static {
+/// The first request of a stream names the node.
+pub trait FirstRequest: Send + 'static {
+    /// The node the request comes from.
     fn node(&self) -> Option<&Node>;
 }
 
@@ -238,25 +258,63 @@ impl FirstRequest for DeltaDiscoveryRequest {
 
 type ResponseStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
-/// The version a response carries.
-trait SentVersion {
+/// A response sent on an ADS stream, whichever protocol.
+pub trait XdsResponse: Send + 'static {
+    /// The type of the resources it carries.
+    fn type_url(&self) -> &str;
+    /// The version it reports.
     fn version(&self) -> &str;
 }
 
-impl SentVersion for DiscoveryResponse {
+impl XdsResponse for DiscoveryResponse {
+    fn type_url(&self) -> &str {
+        &self.type_url
+    }
     fn version(&self) -> &str {
         &self.version_info
     }
 }
 
-impl SentVersion for DeltaDiscoveryResponse {
+impl XdsResponse for DeltaDiscoveryResponse {
+    fn type_url(&self) -> &str {
+        &self.type_url
+    }
     fn version(&self) -> &str {
         &self.system_version_info
     }
 }
 
-fn sent_version<R: SentVersion>(r: &R) -> &str {
-    r.version()
+/// What handling one input (a request or a new snapshot) produced.
+#[derive(Debug)]
+pub struct StreamOutput<R> {
+    /// Responses to send, in order.
+    pub responses: Vec<R>,
+    /// ACKs, NACKs and stale requests seen.
+    pub feedback: Vec<Feedback>,
+}
+
+impl<R> Default for StreamOutput<R> {
+    fn default() -> Self {
+        StreamOutput {
+            responses: Vec::new(),
+            feedback: Vec::new(),
+        }
+    }
+}
+
+/// The protocol of one ADS stream as a state machine with no I/O; one
+/// driver task serves both protocols through it.
+pub trait StreamProtocol: Send + 'static {
+    /// What Envoy sends.
+    type Request: FirstRequest;
+    /// What the control plane answers.
+    type Response: XdsResponse;
+    /// The protocol's name in metrics.
+    const MODE: &'static str;
+    /// Handles a request from Envoy; an error ends the stream with it.
+    fn on_request(&mut self, request: Self::Request) -> Result<StreamOutput<Self::Response>, Status>;
+    /// Handles a new snapshot of the stream's node.
+    fn on_snapshot(&mut self, snapshot: Option<Arc<Snapshot>>) -> StreamOutput<Self::Response>;
 }
 
 /// Buffered responses per stream; a slow Envoy holds up only its own task.
@@ -271,32 +329,14 @@ impl AggregatedDiscoveryService for AdsServer {
         &self,
         request: Request<Streaming<DiscoveryRequest>>,
     ) -> Result<Response<Self::StreamAggregatedResourcesStream>, Status> {
-        let (admitted, first, requests) = self.admit(request).await?;
-        let (tx, rx) = mpsc::channel(STREAM_BUFFER);
-        let driver = Driver {
-            cache: self.cache.clone(),
-            metrics: self.metrics.clone(),
-            registry: self.registry.clone(),
-            mode: "sotw",
-        };
-        tokio::spawn(driver.run_sotw(admitted, first, requests, tx));
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        self.serve(request, SotwStream::new()).await
     }
 
     async fn delta_aggregated_resources(
         &self,
         request: Request<Streaming<DeltaDiscoveryRequest>>,
     ) -> Result<Response<Self::DeltaAggregatedResourcesStream>, Status> {
-        let (admitted, first, requests) = self.admit(request).await?;
-        let (tx, rx) = mpsc::channel(STREAM_BUFFER);
-        let driver = Driver {
-            cache: self.cache.clone(),
-            metrics: self.metrics.clone(),
-            registry: self.registry.clone(),
-            mode: "delta",
-        };
-        tokio::spawn(driver.run_delta(admitted, first, requests, tx));
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        self.serve(request, DeltaStream::new()).await
     }
 }
 
@@ -344,12 +384,13 @@ impl Driver {
         }
     }
 
-    async fn run_sotw(
+    async fn run<P: StreamProtocol>(
         self,
         admitted: Admitted,
-        first: DiscoveryRequest,
-        mut requests: Streaming<DiscoveryRequest>,
-        tx: mpsc::Sender<Result<DiscoveryResponse, Status>>,
+        mut state: P,
+        first: P::Request,
+        mut requests: Streaming<P::Request>,
+        tx: mpsc::Sender<Result<P::Response, Status>>,
     ) {
         let labels = crate::metrics::ModeLabels {
             mode: self.mode.to_string(),
@@ -358,7 +399,6 @@ impl Driver {
         gauge.inc();
         let node = admitted.node_id.clone();
         let mut snapshots = self.cache.watch(&node);
-        let mut state = SotwStream::new();
         let initial = snapshots.borrow_and_update().clone();
         let mut outputs = vec![Ok(state.on_snapshot(initial))];
         outputs.push(state.on_request(first));
@@ -367,77 +407,13 @@ impl Driver {
                 match output {
                     Ok(out) => {
                         self.record(&node, &out.feedback);
-                        self.count_responses(out.responses.iter().map(|r| r.type_url.as_str()));
+                        self.count_responses(out.responses.iter().map(XdsResponse::type_url));
                         for r in out.responses {
                             self.registry.observe(
                                 &node,
                                 StreamEvent::Sent {
-                                    type_url: &r.type_url,
-                                    version: sent_version(&r),
-                                },
-                            );
-                            if tx.send(Ok(r)).await.is_err() {
-                                break 'stream;
-                            }
-                        }
-                    }
-                    Err(status) => {
-                        let _ = tx.send(Err(status)).await;
-                        break 'stream;
-                    }
-                }
-            }
-            tokio::select! {
-                message = requests.message() => match message {
-                    Ok(Some(request)) => outputs.push(state.on_request(request)),
-                    Ok(None) | Err(_) => break,
-                },
-                changed = snapshots.changed() => {
-                    if changed.is_err() {
-                        break;
-                    }
-                    let snapshot = snapshots.borrow_and_update().clone();
-                    outputs.push(Ok(state.on_snapshot(snapshot)));
-                }
-                () = tx.closed() => break,
-            }
-        }
-        gauge.dec();
-        drop(snapshots);
-        self.cache.remove_if_unwatched(&node);
-        drop(admitted);
-    }
-
-    async fn run_delta(
-        self,
-        admitted: Admitted,
-        first: DeltaDiscoveryRequest,
-        mut requests: Streaming<DeltaDiscoveryRequest>,
-        tx: mpsc::Sender<Result<DeltaDiscoveryResponse, Status>>,
-    ) {
-        let labels = crate::metrics::ModeLabels {
-            mode: self.mode.to_string(),
-        };
-        let gauge = self.metrics.streams.get_or_create(&labels).clone();
-        gauge.inc();
-        let node = admitted.node_id.clone();
-        let mut snapshots = self.cache.watch(&node);
-        let mut state = DeltaStream::new();
-        let initial = snapshots.borrow_and_update().clone();
-        let mut outputs = vec![Ok(state.on_snapshot(initial))];
-        outputs.push(state.on_request(first));
-        'stream: loop {
-            for output in outputs.drain(..) {
-                match output {
-                    Ok(out) => {
-                        self.record(&node, &out.feedback);
-                        self.count_responses(out.responses.iter().map(|r| r.type_url.as_str()));
-                        for r in out.responses {
-                            self.registry.observe(
-                                &node,
-                                StreamEvent::Sent {
-                                    type_url: &r.type_url,
-                                    version: sent_version(&r),
+                                    type_url: r.type_url(),
+                                    version: r.version(),
                                 },
                             );
                             if tx.send(Ok(r)).await.is_err() {

@@ -8,7 +8,7 @@ use envoy_types::pb::envoy::service::discovery::v3::{DiscoveryRequest, Discovery
 use envoy_types::pb::google::protobuf::Any;
 use tonic::Status;
 
-use super::{Feedback, FeedbackKind, control_plane};
+use super::{Feedback, FeedbackKind, StreamOutput, StreamProtocol, control_plane};
 use crate::resources::XdsType;
 use crate::snapshot::Snapshot;
 
@@ -35,14 +35,8 @@ pub struct SotwStream {
     next_nonce: u64,
 }
 
-/// What handling an input produced.
-#[derive(Debug, Default)]
-pub struct SotwOutput {
-    /// Responses to send, in order.
-    pub responses: Vec<DiscoveryResponse>,
-    /// ACKs, NACKs and stale requests seen.
-    pub feedback: Vec<Feedback>,
-}
+/// What handling an input on a SotW stream produced.
+pub type SotwOutput = StreamOutput<DiscoveryResponse>;
 
 impl Default for SotwStream {
     fn default() -> Self {
@@ -170,5 +164,19 @@ fn any(t: XdsType, bytes: &[u8]) -> Any {
     Any {
         type_url: t.type_url().to_string(),
         value: bytes.to_vec(),
+    }
+}
+
+impl StreamProtocol for SotwStream {
+    type Request = DiscoveryRequest;
+    type Response = DiscoveryResponse;
+    const MODE: &'static str = "sotw";
+
+    fn on_request(&mut self, request: DiscoveryRequest) -> Result<SotwOutput, Status> {
+        SotwStream::on_request(self, request)
+    }
+
+    fn on_snapshot(&mut self, snapshot: Option<Arc<Snapshot>>) -> SotwOutput {
+        SotwStream::on_snapshot(self, snapshot)
     }
 }

@@ -7,8 +7,6 @@ pub mod cp;
 pub mod http;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::sync::OnceLock;
 
 use kuma_crds::format::parse_documents;
 use kuma_crds::mesh::MeshSpec;
@@ -17,35 +15,7 @@ use kuma_xds::context::{MeshContext, Proxy, ProxyMetadata};
 use kuma_xds::generate::{OutboundCache, Policies, generate, generate_cached};
 use kuma_xds::resources::ResourceSet;
 
-/// The workspace root.
-pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("xds/ has a parent")
-        .to_path_buf()
-}
-
-/// The real Envoy binary: `$ENVOY_BIN`, or the one `scripts/install-envoy.sh`
-/// installs (running it when needed).
-pub fn envoy_bin() -> PathBuf {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        if let Ok(bin) = std::env::var("ENVOY_BIN") {
-            return PathBuf::from(bin);
-        }
-        let out = Command::new("bash")
-            .arg(workspace_root().join("scripts/install-envoy.sh"))
-            .output()
-            .expect("run scripts/install-envoy.sh");
-        assert!(
-            out.status.success(),
-            "installing Envoy failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
-    })
-    .clone()
-}
+pub use kuma_e2e::envoy_bin;
 
 /// A fixture: a multi-document universal YAML file holding an optional
 /// Mesh, then Dataplanes (the first is the proxy under test) and policies.
