@@ -117,6 +117,23 @@ impl Api {
         Ok(Self::finish(self.request(reqwest::Method::GET, path).send())?.json()?)
     }
 
+    /// `GET` a list page: the whole answer and its items. `query` holds
+    /// `key=value` pairs.
+    pub fn list(&self, path: &str, query: &[String]) -> anyhow::Result<(Value, Vec<Value>)> {
+        let path = if query.is_empty() {
+            path.to_string()
+        } else {
+            format!("{path}?{}", query.join("&"))
+        };
+        let list = self.get(&path)?;
+        let items = list
+            .get("items")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        Ok((list, items))
+    }
+
     /// `PUT` a JSON body; returns the status.
     pub fn put(&self, path: &str, body: &Value) -> anyhow::Result<u16> {
         let r = self

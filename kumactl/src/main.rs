@@ -338,17 +338,7 @@ fn get(
     if let Some(o) = offset {
         query.push(format!("offset={o}"));
     }
-    let path = if query.is_empty() {
-        base
-    } else {
-        format!("{base}?{}", query.join("&"))
-    };
-    let list = api.get(&path)?;
-    let items = list
-        .get("items")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
+    let (list, items) = api.list(&base, &query)?;
     match format {
         Format::Table => {
             print!("{}", output::resources_table(t, &items));
@@ -397,16 +387,8 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         } => {
             let api = api(cli)?;
             let query: Vec<String> = tag.iter().map(|t| format!("tag={t}")).collect();
-            let mut path = format!("/meshes/{}/dataplanes/_overview", cli.mesh);
-            if !query.is_empty() {
-                path = format!("{path}?{}", query.join("&"));
-            }
-            let list = api.get(&path)?;
-            let items = list
-                .get("items")
-                .and_then(Value::as_array)
-                .cloned()
-                .unwrap_or_default();
+            let path = format!("/meshes/{}/dataplanes/_overview", cli.mesh);
+            let (list, items) = api.list(&path, &query)?;
             match output {
                 Format::Table => print!("{}", output::overview_table(&items)),
                 Format::Yaml => print!("{}", output::yaml(&list)),
