@@ -303,12 +303,19 @@ pub struct XdsServerConfig {
     /// How long a self-registered Dataplane outlives its last xDS stream.
     #[serde(with = "duration_text")]
     pub dataplane_deregistration_delay: Duration,
+    /// How long a cluster removed from a proxy's configuration stays there
+    /// so that connections still draining on the old listener can reach
+    /// it; longer than kuma-dp's drain time. Not in Kuma (it removes
+    /// clusters at once, which fails requests in flight).
+    #[serde(with = "duration_text")]
+    pub retired_cluster_grace_period: Duration,
 }
 
 impl Default for XdsServerConfig {
     fn default() -> Self {
         XdsServerConfig {
             dataplane_deregistration_delay: Duration::from_secs(10),
+            retired_cluster_grace_period: kuma_xds::retire::DEFAULT_GRACE,
         }
     }
 }
@@ -441,6 +448,11 @@ const ENV: &[(&str, Setter)] = &[
     }),
     ("KUMA_XDS_DATAPLANE_DEREGISTRATION_DELAY", |c, v| {
         c.xds_server.dataplane_deregistration_delay =
+            humantime::parse_duration(v).map_err(|e| e.to_string())?;
+        Ok(())
+    }),
+    ("KUMA_XDS_SERVER_RETIRED_CLUSTER_GRACE_PERIOD", |c, v| {
+        c.xds_server.retired_cluster_grace_period =
             humantime::parse_duration(v).map_err(|e| e.to_string())?;
         Ok(())
     }),

@@ -98,7 +98,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let instance_id = format!("{hostname}-{}", &uuid::Uuid::new_v4().simple().to_string()[..4]);
     let snapshots = Arc::new(SnapshotCache::new());
     let xds_metrics = Arc::new(XdsMetrics::default());
-    let generator = Generator::new(snapshots.clone(), xds_metrics.clone());
+    let generator = Generator::new(snapshots.clone(), xds_metrics.clone())
+        .with_cluster_grace(config.xds_server.retired_cluster_grace_period);
     let certs = generator.cert_registry();
     let reconciler = Reconciler::spawn(generator);
     let (ready_tx, ready_rx) = watch::channel(false);

@@ -14,6 +14,7 @@ pub mod mtls;
 pub mod plugins;
 pub mod proto;
 pub mod resources;
+pub mod retire;
 pub mod server;
 pub mod snapshot;
 pub mod static_config;

@@ -361,6 +361,16 @@ impl ResourceSet {
         self.items[slot(xds_type)].get(name).map(|g| g.as_ref())
     }
 
+    /// A resource by type and name, as shared.
+    pub fn shared(&self, xds_type: XdsType, name: &str) -> Option<&Arc<Generated>> {
+        self.items[slot(xds_type)].get(name)
+    }
+
+    /// The resources of one type with their names, as shared.
+    pub fn shared_of_type(&self, xds_type: XdsType) -> impl Iterator<Item = (&Arc<str>, &Arc<Generated>)> {
+        self.items[slot(xds_type)].iter()
+    }
+
     /// Whether a resource exists.
     pub fn contains(&self, xds_type: XdsType, name: &str) -> bool {
         self.items[slot(xds_type)].contains_key(name)

@@ -18,7 +18,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use kuma_crds::matching::{PolicyView, select};
 use kuma_crds::mesh::MeshSpec;
@@ -29,6 +29,7 @@ use crate::context::{MeshContext, Proxy, ProxyMetadata, dataplane_endpoints};
 use crate::generate::{OutboundBundle, OutboundCache, Policies, generate_shared};
 use crate::metrics::XdsMetrics;
 use crate::mtls::{Identity, MeshMtls};
+use crate::retire::ClusterRetirement;
 use crate::snapshot::{Snapshot, SnapshotCache};
 
 /// A change the reconciler reacts to.
@@ -57,7 +58,8 @@ pub enum Event {
         /// `<mesh>.<name>`.
         node: String,
     },
-    /// Time passed: certificates due for renewal are renewed.
+    /// Time passed: certificates due for renewal are renewed, retired
+    /// clusters past their grace period removed.
     Tick,
     /// Events that must be applied together (a full listing of the
     /// store: applying part of it would configure proxies from half a
@@ -101,6 +103,8 @@ struct ConnectedProxy {
     bundles: Vec<Arc<OutboundBundle>>,
     /// Its identity certificate (mTLS) and the CA it was issued for.
     identity: Option<(Arc<Identity>, u64)>,
+    /// Its clusters, removed ones kept for a while.
+    clusters: ClusterRetirement,
 }
 
 /// One mesh's resources and proxies.
@@ -133,6 +137,10 @@ pub struct Generator {
     certs: CertRegistry,
     /// When each proxy's certificate is due for renewal.
     renewals: BTreeMap<String, SystemTime>,
+    /// When each proxy's next retiring cluster is due to go.
+    retirements: BTreeMap<String, SystemTime>,
+    /// How long removed clusters stay.
+    cluster_grace: Duration,
 }
 
 /// What a batch did, for logs and tests.
@@ -153,7 +161,16 @@ impl Generator {
             metrics,
             certs: Arc::new(Mutex::new(BTreeMap::new())),
             renewals: BTreeMap::new(),
+            retirements: BTreeMap::new(),
+            cluster_grace: crate::retire::DEFAULT_GRACE,
         }
+    }
+
+    /// Sets how long a removed cluster stays in a proxy's configuration
+    /// (see [`crate::retire`]); zero removes clusters at once.
+    pub fn with_cluster_grace(mut self, grace: Duration) -> Self {
+        self.cluster_grace = grace;
+        self
     }
 
     /// Certificate information, shared with whoever reports it.
@@ -161,21 +178,32 @@ impl Generator {
         self.certs.clone()
     }
 
-    /// When the next certificate renewal is due.
-    pub fn next_renewal(&self) -> Option<SystemTime> {
-        self.renewals.values().min().copied()
+    /// When time-driven work is next due: a certificate renewal or a
+    /// retiring cluster's removal.
+    pub fn next_deadline(&self) -> Option<SystemTime> {
+        self.renewals
+            .values()
+            .chain(self.retirements.values())
+            .min()
+            .copied()
     }
 
     /// Applies a batch of events and publishes the affected snapshots.
     pub fn apply(&mut self, events: Vec<Event>) -> BatchReport {
+        self.apply_at(events, SystemTime::now())
+    }
+
+    /// [`Generator::apply`] as if it were `now` (tests drive time-driven
+    /// work with it).
+    pub fn apply_at(&mut self, events: Vec<Event>, now: SystemTime) -> BatchReport {
         let started = Instant::now();
         let mut changes: BTreeMap<String, MeshChanges> = BTreeMap::new();
         for event in events {
-            self.record(event, &mut changes);
+            self.record(event, &mut changes, now);
         }
         let mut report = BatchReport::default();
         for (mesh_name, c) in changes {
-            self.reconcile_mesh(&mesh_name, c, &mut report);
+            self.reconcile_mesh(&mesh_name, c, &mut report, now);
         }
         self.metrics
             .reconcile_seconds
@@ -183,11 +211,11 @@ impl Generator {
         report
     }
 
-    fn record(&mut self, event: Event, changes: &mut BTreeMap<String, MeshChanges>) {
+    fn record(&mut self, event: Event, changes: &mut BTreeMap<String, MeshChanges>, now: SystemTime) {
         match event {
             Event::Batch(events) => {
                 for e in events {
-                    self.record(e, changes);
+                    self.record(e, changes, now);
                 }
             }
             Event::Upsert(resource) => {
@@ -236,6 +264,7 @@ impl Generator {
                         transparent: false,
                         bundles: Vec::new(),
                         identity: None,
+                        clusters: ClusterRetirement::default(),
                     },
                 );
                 changes
@@ -252,19 +281,20 @@ impl Generator {
                     state.proxies.remove(name);
                 }
                 self.renewals.remove(&node);
+                self.retirements.remove(&node);
                 self.certs.lock().unwrap_or_else(|e| e.into_inner()).remove(&node);
                 self.snapshots.clear(&node);
                 self.snapshots.remove_if_unwatched(&node);
             }
             Event::Tick => {
-                let now = SystemTime::now();
-                let due: Vec<String> = self
-                    .renewals
-                    .iter()
-                    .filter(|(_, at)| **at <= now)
-                    .map(|(n, _)| n.clone())
-                    .collect();
-                for node in due {
+                let due = |deadlines: &BTreeMap<String, SystemTime>| -> Vec<String> {
+                    deadlines
+                        .iter()
+                        .filter(|(_, at)| **at <= now)
+                        .map(|(n, _)| n.clone())
+                        .collect()
+                };
+                for node in due(&self.renewals) {
                     self.renewals.remove(&node);
                     let Some((mesh, name)) = parse_node_id(&node) else {
                         continue;
@@ -278,11 +308,21 @@ impl Generator {
                             .insert(name.to_string());
                     }
                 }
+                for node in due(&self.retirements) {
+                    self.retirements.remove(&node);
+                    if let Some((mesh, name)) = parse_node_id(&node) {
+                        changes
+                            .entry(mesh.to_string())
+                            .or_default()
+                            .proxies
+                            .insert(name.to_string());
+                    }
+                }
             }
         }
     }
 
-    fn reconcile_mesh(&mut self, mesh_name: &str, c: MeshChanges, report: &mut BatchReport) {
+    fn reconcile_mesh(&mut self, mesh_name: &str, c: MeshChanges, report: &mut BatchReport, now: SystemTime) {
         let Some(state) = self.meshes.get_mut(mesh_name) else {
             return;
         };
@@ -366,7 +406,7 @@ impl Generator {
             let started = Instant::now();
             let proxy = match &mesh.mtls {
                 None => proxy,
-                Some(mtls) => match identity(connected, mtls, &proxy) {
+                Some(mtls) => match identity(connected, mtls, &proxy, now) {
                     Ok((identity, fresh)) => {
                         self.renewals.insert(node.clone(), identity.renew_at());
                         let mut certs = self.certs.lock().unwrap_or_else(|e| e.into_inner());
@@ -392,7 +432,14 @@ impl Generator {
                 },
             };
             let policies = Policies::compute(&proxy, &mesh);
-            let generation = generate_shared(&proxy, &mesh, &policies, Some(&state.cache));
+            let mut generation = generate_shared(&proxy, &mesh, &policies, Some(&state.cache));
+            connected
+                .clusters
+                .carry(&mut generation.resources, now, self.cluster_grace);
+            match connected.clusters.next_expiry() {
+                Some(at) => self.retirements.insert(node.clone(), at),
+                None => self.retirements.remove(&node),
+            };
             let snapshot = Snapshot::from_resources(&generation.resources);
             self.metrics
                 .generation_seconds
@@ -433,10 +480,10 @@ fn identity(
     connected: &mut ConnectedProxy,
     mtls: &MeshMtls,
     proxy: &Proxy<'_>,
+    now: SystemTime,
 ) -> Result<(Arc<Identity>, bool), crate::mtls::MtlsError> {
     let sans = crate::mtls::proxy_sans(&mtls.mesh, &proxy.tag_set());
     let ca = crate::digest::digest(&mtls.signer.cert_pem);
-    let now = SystemTime::now();
     let lifetime = |i: &Identity| i.not_after.duration_since(i.issued_at).unwrap_or_default();
     if let Some((current, current_ca)) = &connected.identity
         && *current_ca == ca
@@ -545,7 +592,7 @@ impl Reconciler {
                         return;
                     }
                 };
-                deadline = generator.next_renewal();
+                deadline = generator.next_deadline();
             }
         });
         Reconciler {

@@ -7,7 +7,7 @@
 mod support;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use base64::Engine;
@@ -15,6 +15,7 @@ use kuma_crds::resource::ResourceType;
 use kuma_xds::mtls::{builtin_secret_names, generate_ca};
 use support::cp::*;
 use support::http;
+use support::load::{Load, Probe};
 
 fn mesh(backends: &[&str], enabled: &str, mode: &str, expiration: &str) -> String {
     let list: String = backends
@@ -47,79 +48,6 @@ fn deny_web(service: &str) -> String {
     format!(
         "type: MeshTrafficPermission\nmesh: default\nname: deny-web-{service}\nspec:\n  targetRef:\n    kind: MeshService\n    name: {service}\n  from:\n    - targetRef:\n        kind: MeshService\n        name: web\n      default:\n        action: Deny\n"
     )
-}
-
-/// Sends HTTP and TCP traffic through the mesh until stopped, counting
-/// failures.
-struct Load {
-    stop: Arc<AtomicBool>,
-    sent: Arc<AtomicU64>,
-    failed: Arc<AtomicU64>,
-    last_error: Arc<std::sync::Mutex<String>>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Load {
-    fn start(http_addr: String, tcp_addr: String) -> Load {
-        let (stop, sent, failed) = (
-            Arc::new(AtomicBool::new(false)),
-            Arc::new(AtomicU64::new(0)),
-            Arc::new(AtomicU64::new(0)),
-        );
-        let last_error = Arc::new(std::sync::Mutex::new(String::new()));
-        let task = {
-            let (stop, sent, failed, last_error) =
-                (stop.clone(), sent.clone(), failed.clone(), last_error.clone());
-            tokio::spawn(async move {
-                while !stop.load(Ordering::SeqCst) {
-                    sent.fetch_add(2, Ordering::SeqCst);
-                    let h = http::get(&http_addr, "/")
-                        .await
-                        .map_err(|e| e.to_string())
-                        .and_then(|r| {
-                            if r.status == 200 {
-                                Ok(())
-                            } else {
-                                Err(format!("{} {}", r.status, r.body))
-                            }
-                        });
-                    let t = echo_through(&tcp_addr, "ping")
-                        .await
-                        .and_then(|r| if r == "ping" { Ok(()) } else { Err(r) });
-                    for result in [h, t] {
-                        if let Err(e) = result {
-                            failed.fetch_add(1, Ordering::SeqCst);
-                            *last_error.lock().unwrap() = e;
-                        }
-                    }
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
-            })
-        };
-        Load {
-            stop,
-            sent,
-            failed,
-            last_error,
-            task,
-        }
-    }
-
-    async fn finish(self, what: &str) {
-        self.stop.store(true, Ordering::SeqCst);
-        let _ = self.task.await;
-        let (sent, failed) = (
-            self.sent.load(Ordering::SeqCst),
-            self.failed.load(Ordering::SeqCst),
-        );
-        assert!(sent > 20, "{what}: too little traffic ({sent})");
-        assert_eq!(
-            failed,
-            0,
-            "{what}: {failed} of {sent} requests failed; last: {}",
-            self.last_error.lock().unwrap()
-        );
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -256,7 +184,11 @@ async fn mutual_tls_permissions_and_rotation_with_real_envoys() {
     // Certificates living seconds rotate repeatedly under load.
     let regenerations = |node: &str| cp.certs.lock().unwrap().get(node).map_or(0, |c| c.regenerations);
     let before = regenerations("default.backend");
-    let load = Load::start(http_addr.clone(), tcp_addr.clone());
+    let load = Load::start(vec![
+        Probe::Http(http_addr.clone()),
+        Probe::HttpKeepAlive(http_addr.clone()),
+        Probe::Tcp(tcp_addr.clone()),
+    ]);
     cp.apply(&mesh(&["ca-1"], "ca-1", "STRICT", "4s"));
     eventually("three rotations", || async {
         let n = regenerations("default.backend");
@@ -268,7 +200,11 @@ async fn mutual_tls_permissions_and_rotation_with_real_envoys() {
     load.finish("certificate rotation").await;
 
     // CA rotation: add ca-2, sign with it, retire ca-1.
-    let load = Load::start(http_addr.clone(), tcp_addr.clone());
+    let load = Load::start(vec![
+        Probe::Http(http_addr.clone()),
+        Probe::HttpKeepAlive(http_addr.clone()),
+        Probe::Tcp(tcp_addr.clone()),
+    ]);
     for s in ca_secrets("ca-2") {
         cp.apply(&s);
     }
@@ -292,13 +228,7 @@ async fn mutual_tls_permissions_and_rotation_with_real_envoys() {
         e.wait_acked(&cp).await;
     }
     // Keep the load going a little longer on the final configuration.
-    let sent = load.sent.load(Ordering::SeqCst);
-    eventually("more traffic after the rotation", || async {
-        (load.sent.load(Ordering::SeqCst) >= sent + 20)
-            .then_some(())
-            .ok_or("waiting".to_string())
-    })
-    .await;
+    load.more(20).await;
     load.finish("CA rotation").await;
     assert_eq!(cp.nacks(), 0, "Envoy rejected a configuration");
 }

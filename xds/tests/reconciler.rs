@@ -206,3 +206,52 @@ fn enabling_mtls_once_the_ca_exists_secures_every_proxy() {
         "{cluster}"
     );
 }
+
+#[test]
+fn a_cluster_a_route_drops_stays_for_the_grace_period_then_goes() {
+    use kuma_xds::resources::XdsType;
+    use std::time::{Duration, SystemTime};
+    let (g, snapshots, _) = connected_mesh();
+    let grace = Duration::from_secs(40);
+    let mut g = g.with_cluster_grace(grace);
+    let clusters = || -> BTreeSet<String> {
+        snapshots
+            .get("default.web-1")
+            .unwrap()
+            .get(XdsType::Cluster)
+            .resources
+            .keys()
+            .cloned()
+            .collect()
+    };
+    let t0 = SystemTime::now();
+    let before = clusters();
+    g.apply_at(
+        vec![upsert(
+            "type: MeshHTTPRoute\nmesh: default\nname: to-v2\nspec:\n  targetRef:\n    kind: MeshService\n    name: web\n  to:\n    - targetRef:\n        kind: MeshService\n        name: backend\n      rules:\n        - matches:\n            - path:\n                type: PathPrefix\n                value: /\n          default:\n            backendRefs:\n              - kind: MeshServiceSubset\n                name: backend\n                tags:\n                  version: v2\n",
+        )],
+        t0,
+    );
+    let with_route = clusters();
+    let added: Vec<&String> = with_route.difference(&before).collect();
+    assert_eq!(added.len(), 1, "the route adds the v2 subset cluster: {added:?}");
+    let subset = added[0].clone();
+
+    g.apply_at(
+        vec![Event::Delete {
+            resource_type: ResourceType::MeshHTTPRoute,
+            mesh: "default".into(),
+            name: "to-v2".into(),
+        }],
+        t0 + Duration::from_secs(1),
+    );
+    assert!(clusters().contains(&subset), "kept while connections drain");
+    assert_eq!(g.next_deadline(), Some(t0 + Duration::from_secs(1) + grace));
+
+    let report = g.apply_at(vec![Event::Tick], t0 + Duration::from_secs(2));
+    assert!(report.regenerated.is_empty(), "nothing is due yet");
+    let report = g.apply_at(vec![Event::Tick], t0 + Duration::from_secs(1) + grace);
+    assert_eq!(report.changed, nodes(&["web-1"]));
+    assert_eq!(clusters(), before);
+    assert_eq!(g.next_deadline(), None);
+}

@@ -69,11 +69,15 @@ pub struct ControlPlane {
     pub certs: kuma_xds::sync::CertRegistry,
 }
 
+/// How long removed clusters stay in the test control plane's configs.
+pub const CLUSTER_GRACE: Duration = Duration::from_secs(5);
+
 impl ControlPlane {
     pub async fn start() -> Self {
         let snapshots = Arc::new(SnapshotCache::new());
         let metrics = Arc::new(XdsMetrics::default());
-        let generator = Generator::new(snapshots.clone(), metrics.clone());
+        // Longer than the test Envoys' drain time (--drain-time-s 3).
+        let generator = Generator::new(snapshots.clone(), metrics.clone()).with_cluster_grace(CLUSTER_GRACE);
         let certs = generator.cert_registry();
         let reconciler = Reconciler::spawn(generator);
         let store = Arc::new(TestStore::default());

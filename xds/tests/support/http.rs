@@ -105,3 +105,80 @@ fn dechunk(mut data: &[u8]) -> Vec<u8> {
     }
     out
 }
+
+/// An HTTP/1.1 client that keeps its connection open between requests,
+/// as pooled clients do: requests on an old connection are the ones a
+/// listener update leaves on the draining filter chain.
+#[derive(Default)]
+pub struct KeepAlive {
+    conn: Option<tokio::io::BufReader<TcpStream>>,
+}
+
+impl KeepAlive {
+    /// `GET path` on the open connection (opening one when needed). A
+    /// connection the server closed while idle is reopened once, as
+    /// clients retry idempotent requests.
+    pub async fn get(&mut self, addr: &str, path: &str) -> std::io::Result<HttpResponse> {
+        let reused = self.conn.is_some();
+        match self.try_get(addr, path).await {
+            Err(e) if reused && e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                self.conn = None;
+                self.try_get(addr, path).await
+            }
+            other => other,
+        }
+    }
+
+    async fn try_get(&mut self, addr: &str, path: &str) -> std::io::Result<HttpResponse> {
+        use tokio::io::AsyncBufReadExt;
+        let fut = async {
+            if self.conn.is_none() {
+                self.conn = Some(tokio::io::BufReader::new(TcpStream::connect(addr).await?));
+            }
+            let conn = self.conn.as_mut().expect("connected");
+            let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n");
+            conn.get_mut().write_all(req.as_bytes()).await?;
+            let mut head = Vec::new();
+            loop {
+                let mut line = Vec::new();
+                if conn.read_until(b'\n', &mut line).await? == 0 {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::UnexpectedEof,
+                        "connection closed",
+                    ));
+                }
+                head.extend_from_slice(&line);
+                if line == b"\r\n" {
+                    break;
+                }
+            }
+            let mut response = parse(&head)?;
+            let length: usize = response
+                .header("content-length")
+                .and_then(|v| v.parse().ok())
+                .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidData, "no content-length"))?;
+            let mut body = vec![0; length];
+            conn.read_exact(&mut body).await?;
+            response.body = String::from_utf8_lossy(&body).to_string();
+            if response
+                .header("connection")
+                .is_some_and(|v| v.eq_ignore_ascii_case("close"))
+            {
+                self.conn = None;
+            }
+            Ok(response)
+        };
+        let result = tokio::time::timeout(Duration::from_secs(10), fut)
+            .await
+            .unwrap_or_else(|_| {
+                Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "request timed out",
+                ))
+            });
+        if result.is_err() {
+            self.conn = None;
+        }
+        result
+    }
+}

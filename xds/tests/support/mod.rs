@@ -5,6 +5,7 @@
 
 pub mod cp;
 pub mod http;
+pub mod load;
 
 use std::path::{Path, PathBuf};
 

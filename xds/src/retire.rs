@@ -1,0 +1,199 @@
+//! Make before break for removed clusters.
+//!
+//! When a new configuration drops a cluster, Envoy may still route to it:
+//! for a moment, because clusters are updated before listeners, and for up
+//! to its drain time on kept-alive connections that the listener update
+//! left on the old, draining filter chain. Removing the cluster at once
+//! fails those requests with 503 (Kuma has the same problem). So a removed
+//! cluster, with its endpoints, stays in the proxy's configuration for a
+//! grace period longer than the proxy's drain time; nothing new routes to
+//! it, and it goes once the old connections are gone.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use crate::resources::{Generated, ResourceSet, XdsType};
+
+/// Longer than kuma-dp's default drain time (30s), so the connections on a
+/// draining filter chain are closed before their clusters go.
+pub const DEFAULT_GRACE: Duration = Duration::from_secs(40);
+
+/// A cluster and its endpoints (none for clusters that resolve their own).
+#[derive(Clone, Debug)]
+struct ClusterResources {
+    cluster: Arc<Generated>,
+    endpoints: Option<Arc<Generated>>,
+}
+
+/// A cluster kept after its removal.
+#[derive(Clone, Debug)]
+struct Retiring {
+    until: SystemTime,
+    resources: ClusterResources,
+}
+
+/// The clusters of one proxy: what its last configuration had and which
+/// removed ones it still keeps.
+#[derive(Clone, Debug, Default)]
+pub struct ClusterRetirement {
+    /// Every cluster of the last configuration with its endpoints,
+    /// retiring ones included.
+    published: BTreeMap<Arc<str>, ClusterResources>,
+    retiring: BTreeMap<Arc<str>, Retiring>,
+}
+
+impl ClusterRetirement {
+    /// Completes `next` (a freshly generated configuration) with the
+    /// clusters removed less than `grace` ago, and remembers it.
+    pub fn carry(&mut self, next: &mut ResourceSet, now: SystemTime, grace: Duration) {
+        let returned_or_expired =
+            |name: &str, r: &Retiring| next.contains(XdsType::Cluster, name) || r.until <= now;
+        let expired: Vec<Arc<str>> = self
+            .retiring
+            .iter()
+            .filter(|(name, r)| returned_or_expired(name, r))
+            .map(|(name, _)| name.clone())
+            .collect();
+        for name in &expired {
+            self.retiring.remove(name);
+        }
+        if !grace.is_zero() {
+            for (name, resources) in &self.published {
+                if next.contains(XdsType::Cluster, name)
+                    || self.retiring.contains_key(name)
+                    || expired.contains(name)
+                {
+                    continue;
+                }
+                self.retiring.insert(
+                    name.clone(),
+                    Retiring {
+                        until: now + grace,
+                        resources: resources.clone(),
+                    },
+                );
+            }
+        }
+        for r in self.retiring.values() {
+            next.add_shared(r.resources.cluster.clone());
+            if let Some(e) = &r.resources.endpoints {
+                next.add_shared(e.clone());
+            }
+        }
+        self.published = next
+            .shared_of_type(XdsType::Cluster)
+            .map(|(name, c)| {
+                let endpoints = next.shared(XdsType::Endpoints, name).cloned();
+                (
+                    name.clone(),
+                    ClusterResources {
+                        cluster: c.clone(),
+                        endpoints,
+                    },
+                )
+            })
+            .collect();
+    }
+
+    /// When the next retiring cluster is due to go.
+    pub fn next_expiry(&self) -> Option<SystemTime> {
+        self.retiring.values().map(|r| r.until).min()
+    }
+
+    /// The names of the clusters kept after their removal.
+    pub fn retiring(&self) -> impl Iterator<Item = &str> {
+        self.retiring.keys().map(|k| k.as_ref())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::resources::{Origin, Resource};
+    use envoy_types::pb::envoy::config::cluster::v3::Cluster;
+    use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
+
+    fn set(clusters: &[&str]) -> ResourceSet {
+        let mut s = ResourceSet::new();
+        for c in clusters {
+            s.add(
+                Origin::Outbound,
+                Resource::Cluster(Cluster {
+                    name: c.to_string(),
+                    ..Default::default()
+                }),
+            );
+            s.add(
+                Origin::Outbound,
+                Resource::Endpoints(ClusterLoadAssignment {
+                    cluster_name: c.to_string(),
+                    ..Default::default()
+                }),
+            );
+        }
+        s
+    }
+
+    fn at(secs: u64) -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::from_secs(secs)
+    }
+
+    const GRACE: Duration = Duration::from_secs(40);
+
+    #[test]
+    fn a_removed_cluster_stays_with_its_endpoints_until_the_grace_period_ends() {
+        let mut r = ClusterRetirement::default();
+        let mut first = set(&["a", "b"]);
+        r.carry(&mut first, at(0), GRACE);
+        assert_eq!(first.names(XdsType::Cluster), ["a", "b"]);
+
+        let mut without_b = set(&["a"]);
+        r.carry(&mut without_b, at(10), GRACE);
+        assert_eq!(without_b.names(XdsType::Cluster), ["a", "b"]);
+        assert_eq!(without_b.names(XdsType::Endpoints), ["a", "b"]);
+        assert_eq!(r.next_expiry(), Some(at(50)));
+
+        // Regenerating meanwhile neither drops it nor extends its time.
+        let mut again = set(&["a"]);
+        r.carry(&mut again, at(30), GRACE);
+        assert_eq!(again.names(XdsType::Cluster), ["a", "b"]);
+        assert_eq!(r.next_expiry(), Some(at(50)));
+
+        let mut later = set(&["a"]);
+        r.carry(&mut later, at(50), GRACE);
+        assert_eq!(later.names(XdsType::Cluster), ["a"]);
+        assert_eq!(later.names(XdsType::Endpoints), ["a"]);
+        assert_eq!(r.next_expiry(), None);
+
+        // Gone for good: the next configuration does not bring it back.
+        let mut after = set(&["a"]);
+        r.carry(&mut after, at(60), GRACE);
+        assert_eq!(after.names(XdsType::Cluster), ["a"]);
+    }
+
+    #[test]
+    fn a_cluster_that_comes_back_is_the_new_one_and_no_longer_retiring() {
+        let mut r = ClusterRetirement::default();
+        r.carry(&mut set(&["a", "b"]), at(0), GRACE);
+        r.carry(&mut set(&["a"]), at(1), GRACE);
+        let mut back = set(&["a", "b"]);
+        r.carry(&mut back, at(2), GRACE);
+        assert_eq!(r.retiring().count(), 0);
+        assert_eq!(r.next_expiry(), None);
+        // Removed again: a new grace period starts.
+        let mut removed = set(&["a"]);
+        r.carry(&mut removed, at(3), GRACE);
+        assert_eq!(removed.names(XdsType::Cluster), ["a", "b"]);
+        assert_eq!(r.next_expiry(), Some(at(43)));
+    }
+
+    #[test]
+    fn no_grace_removes_at_once() {
+        let mut r = ClusterRetirement::default();
+        r.carry(&mut set(&["a", "b"]), at(0), Duration::ZERO);
+        let mut next = set(&["a"]);
+        r.carry(&mut next, at(1), Duration::ZERO);
+        assert_eq!(next.names(XdsType::Cluster), ["a"]);
+    }
+}
