@@ -33,6 +33,7 @@ pub fn all_crds() -> Vec<CustomResourceDefinition> {
     vec![
         crate::mesh::Mesh::crd(),
         crate::dataplane::Dataplane::crd(),
+        crate::insight::DataplaneInsight::crd(),
         crate::mesh_service::MeshService::crd(),
         crate::mesh_service::MeshExternalService::crd(),
         mesh_access_log::MeshAccessLog::crd(),

@@ -331,7 +331,7 @@ pub fn parse_kubernetes(value: Value) -> Result<Resource, ValidationError> {
         None
     } else {
         let from_top = match &top_mesh {
-            Some(Value::String(m)) if resource_type == ResourceType::Dataplane => Some(m.clone()),
+            Some(Value::String(m)) if mesh_at_top(resource_type) => Some(m.clone()),
             _ => None,
         };
         Some(
@@ -341,14 +341,20 @@ pub fn parse_kubernetes(value: Value) -> Result<Resource, ValidationError> {
                 .unwrap_or_else(|| DEFAULT_MESH.to_string()),
         )
     };
-    if top_mesh.is_some() && resource_type != ResourceType::Dataplane {
+    if top_mesh.is_some() && !mesh_at_top(resource_type) {
         v.add(
             &FieldPath::new("mesh"),
             format!("unknown field: {resource_type} names its mesh with the kuma.io/mesh label"),
         );
     }
-    let status = obj.remove("status");
-    let spec_value = obj.remove("spec").unwrap_or_else(|| json!({}));
+    let (spec_value, status) = if descriptor.read_only {
+        (obj.remove("status").unwrap_or_else(|| json!({})), None)
+    } else {
+        (
+            obj.remove("spec").unwrap_or_else(|| json!({})),
+            obj.remove("status"),
+        )
+    };
     for key in obj.keys() {
         if key != "apiVersion" && key != "kind" {
             v.add(
@@ -504,7 +510,7 @@ pub fn to_kubernetes(resource: &Resource, default_namespace: &str) -> Value {
         );
     }
     let mut labels = resource.meta.labels.clone();
-    if rt != ResourceType::Dataplane
+    if !mesh_at_top(rt)
         && let Some(mesh) = &resource.meta.mesh
     {
         labels
@@ -524,14 +530,24 @@ pub fn to_kubernetes(resource: &Resource, default_namespace: &str) -> Value {
     obj.insert("apiVersion".into(), json!(API_VERSION));
     obj.insert("kind".into(), json!(rt.name()));
     obj.insert("metadata".into(), Value::Object(metadata));
-    if rt == ResourceType::Dataplane {
+    if mesh_at_top(rt) {
         obj.insert("mesh".into(), json!(resource.meta.mesh_or_default()));
+    }
+    if rt.descriptor().read_only {
+        obj.insert("status".into(), resource.spec.to_value());
+        return Value::Object(obj);
     }
     obj.insert("spec".into(), resource.spec.to_value());
     if let Some(status) = &resource.status {
         obj.insert("status".into(), status.clone());
     }
     Value::Object(obj)
+}
+
+/// Kinds whose Kubernetes form names the mesh in a top-level `mesh` field
+/// (as Kuma's legacy kinds do) rather than the `kuma.io/mesh` label.
+fn mesh_at_top(t: ResourceType) -> bool {
+    t == ResourceType::Dataplane || t.is_read_only()
 }
 
 /// Secrets live in the control plane's namespace as `v1` Secrets.

@@ -15,6 +15,7 @@ pub mod common;
 pub mod crd;
 pub mod dataplane;
 pub mod format;
+pub mod insight;
 pub mod matching;
 pub mod mesh;
 pub mod mesh_service;

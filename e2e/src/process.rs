@@ -57,6 +57,14 @@ impl Proc {
         }
     }
 
+    /// Kills it (SIGKILL: no chance to clean up) and waits for the exit.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
     /// Whether it is still running.
     pub fn is_running(&mut self) -> bool {
         self.child
@@ -167,6 +175,21 @@ impl ControlPlane {
     }
 }
 
+/// Runs `kuma-cp migrate up` against the store of `env`.
+pub fn migrate_up(env: &BTreeMap<String, String>) -> String {
+    let out = Command::new(bin_dir().join("kuma-cp"))
+        .args(["migrate", "up"])
+        .envs(env)
+        .output()
+        .expect("run kuma-cp migrate up");
+    assert!(
+        out.status.success(),
+        "migrate up: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
 /// kumactl with its own configuration file.
 pub struct Kumactl {
     config: PathBuf,
@@ -245,16 +268,48 @@ pub fn start_kuma_dp(
     let dir = temp_dir(name);
     let dp_file = dir.join("dataplane.yaml");
     std::fs::write(&dp_file, dataplane).expect("write dataplane");
+    let identity = ["--dataplane-file".to_string(), dp_file.display().to_string()];
+    kuma_dp(name, dir, cp, &identity, token, readiness_port)
+}
+
+/// A kuma-dp with its Envoy for a Dataplane that already exists in the
+/// control plane (not self-registered, so never deregistered).
+pub fn start_existing_kuma_dp(
+    name: &str,
+    cp: &ControlPlane,
+    mesh: &str,
+    dataplane: &str,
+    token: &str,
+    readiness_port: u16,
+) -> Proc {
+    let identity = [
+        "--mesh".to_string(),
+        mesh.to_string(),
+        "--name".to_string(),
+        dataplane.to_string(),
+    ];
+    kuma_dp(name, temp_dir(name), cp, &identity, token, readiness_port)
+}
+
+fn kuma_dp(
+    name: &str,
+    dir: PathBuf,
+    cp: &ControlPlane,
+    identity: &[String],
+    token: &str,
+    readiness_port: u16,
+) -> Proc {
     let token_file = dir.join("token");
     std::fs::write(&token_file, token).expect("write token");
-    let args: Vec<String> = vec![
+    let mut args: Vec<String> = vec![
         "run".into(),
         "--cp-address".into(),
         cp.dp_server(),
         "--ca-cert-file".into(),
         cp.ca_file().display().to_string(),
-        "--dataplane-file".into(),
-        dp_file.display().to_string(),
+    ];
+    args.extend_from_slice(identity);
+    args.extend([
         "--dataplane-token-file".into(),
         token_file.display().to_string(),
         "--binary-path".into(),
@@ -263,7 +318,7 @@ pub fn start_kuma_dp(
         "1s".into(),
         "--work-dir".into(),
         dir.join("work").display().to_string(),
-    ];
+    ]);
     let env = BTreeMap::from([("KUMA_READINESS_PORT".to_string(), readiness_port.to_string())]);
     Proc::start(name, &bin_dir().join("kuma-dp"), &args, &env, &dir)
 }

@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 
 use kuma_e2e::apps::{client, get, http_app};
 use kuma_e2e::postgres::Postgres;
-use kuma_e2e::process::{ControlPlane, Kumactl, start_kuma_dp};
-use kuma_e2e::{bin_dir, eventually, free_port, temp_dir};
+use kuma_e2e::process::{ControlPlane, Kumactl, migrate_up, start_kuma_dp};
+use kuma_e2e::{eventually, free_port, temp_dir};
 
 const LIMIT: Duration = Duration::from_secs(60);
 
@@ -67,17 +67,7 @@ async fn scenario(postgres: bool, net: u8) {
     let store_env = if postgres {
         let server = Postgres::start().await;
         let env = server.store_env();
-        let migrate = std::process::Command::new(bin_dir().join("kuma-cp"))
-            .args(["migrate", "up"])
-            .envs(&env)
-            .output()
-            .expect("migrate");
-        assert!(
-            migrate.status.success(),
-            "migrate up: {}",
-            String::from_utf8_lossy(&migrate.stderr)
-        );
-        assert!(String::from_utf8_lossy(&migrate.stdout).contains("DB has been migrated"));
+        assert!(migrate_up(&env).contains("DB has been migrated"));
         pg = Some(server);
         env
     } else {

@@ -60,6 +60,65 @@ pub struct Config {
     pub defaults: DefaultsConfig,
     /// xDS settings.
     pub xds_server: XdsServerConfig,
+    /// Proxy status bookkeeping (`metrics.*`).
+    pub metrics: MetricsConfig,
+    /// Environment-specific runtime settings (`runtime.*`).
+    pub runtime: RuntimeConfig,
+}
+
+/// `metrics.*`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// `metrics.dataplane.*`.
+    pub dataplane: DataplaneMetricsConfig,
+}
+
+/// `metrics.dataplane.*`: the DataplaneInsight subscriptions.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct DataplaneMetricsConfig {
+    /// How many subscriptions an insight keeps (0 keeps all).
+    pub subscription_limit: usize,
+    /// A subscription whose control plane did not raise its generation
+    /// for this long is closed by the leader; control planes raise theirs
+    /// every half of it.
+    #[serde(with = "duration_text")]
+    pub idle_timeout: Duration,
+}
+
+impl Default for DataplaneMetricsConfig {
+    fn default() -> Self {
+        DataplaneMetricsConfig {
+            subscription_limit: 2,
+            idle_timeout: Duration::from_secs(5 * 60),
+        }
+    }
+}
+
+/// `runtime.*`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct RuntimeConfig {
+    /// `runtime.universal.*`.
+    pub universal: UniversalRuntimeConfig,
+}
+
+/// `runtime.universal.*`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct UniversalRuntimeConfig {
+    /// A Dataplane whose proxy has been offline this long is deleted.
+    #[serde(with = "duration_text")]
+    pub dataplane_cleanup_age: Duration,
+}
+
+impl Default for UniversalRuntimeConfig {
+    fn default() -> Self {
+        UniversalRuntimeConfig {
+            dataplane_cleanup_age: Duration::from_secs(72 * 3600),
+        }
+    }
 }
 
 /// Kuma's deployment environments.
@@ -309,6 +368,10 @@ pub struct XdsServerConfig {
     /// clusters at once, which fails requests in flight).
     #[serde(with = "duration_text")]
     pub retired_cluster_grace_period: Duration,
+    /// How often changed proxy statuses are written to the store
+    /// (connects and disconnects are written at once).
+    #[serde(with = "duration_text")]
+    pub dataplane_status_flush_interval: Duration,
 }
 
 impl Default for XdsServerConfig {
@@ -316,6 +379,7 @@ impl Default for XdsServerConfig {
         XdsServerConfig {
             dataplane_deregistration_delay: Duration::from_secs(10),
             retired_cluster_grace_period: kuma_xds::retire::DEFAULT_GRACE,
+            dataplane_status_flush_interval: Duration::from_secs(10),
         }
     }
 }
@@ -342,6 +406,13 @@ where
     T::Err: std::fmt::Display,
 {
     v.parse::<T>().map_err(|e| e.to_string())
+}
+
+fn positive_duration(v: &str) -> Result<Duration, String> {
+    match humantime::parse_duration(v).map_err(|e| e.to_string())? {
+        d if d.is_zero() => Err("must be longer than zero".into()),
+        d => Ok(d),
+    }
 }
 
 fn parse_bool(v: &str) -> Result<bool, String> {
@@ -454,6 +525,22 @@ const ENV: &[(&str, Setter)] = &[
     ("KUMA_XDS_SERVER_RETIRED_CLUSTER_GRACE_PERIOD", |c, v| {
         c.xds_server.retired_cluster_grace_period =
             humantime::parse_duration(v).map_err(|e| e.to_string())?;
+        Ok(())
+    }),
+    ("KUMA_XDS_SERVER_DATAPLANE_STATUS_FLUSH_INTERVAL", |c, v| {
+        c.xds_server.dataplane_status_flush_interval = positive_duration(v)?;
+        Ok(())
+    }),
+    ("KUMA_METRICS_DATAPLANE_IDLE_TIMEOUT", |c, v| {
+        c.metrics.dataplane.idle_timeout = positive_duration(v)?;
+        Ok(())
+    }),
+    ("KUMA_METRICS_DATAPLANE_SUBSCRIPTION_LIMIT", |c, v| {
+        let _: () = c.metrics.dataplane.subscription_limit = parse(v)?;
+        Ok(())
+    }),
+    ("KUMA_RUNTIME_UNIVERSAL_DATAPLANE_CLEANUP_AGE", |c, v| {
+        c.runtime.universal.dataplane_cleanup_age = positive_duration(v)?;
         Ok(())
     }),
 ];

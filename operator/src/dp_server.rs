@@ -51,6 +51,23 @@ pub struct DpServer {
 const TOKEN_REQUIRED: &str = "Dataplane Token is required. Generate token using 'kumactl generate dataplane-token > /path/file' and provide it via --dataplane-token-file=/path/file argument to Kuma DP";
 
 impl DpServer {
+    /// Whether another control plane holds an open stream of the proxy of
+    /// `dataplane` (it reconnected there): its Dataplane must stay. A store
+    /// that cannot be read counts as yes — deleting on a guess loses a
+    /// registration.
+    async fn served_elsewhere(&self, dataplane: &ResourceKey) -> bool {
+        let key = ResourceKey::new(ResourceType::DataplaneInsight, &dataplane.mesh, &dataplane.name);
+        match self.store.get(&key).await {
+            Ok(r) => crate::insights::insight_spec(&r).is_some_and(|i| {
+                i.subscriptions
+                    .iter()
+                    .any(|s| s.is_online() && s.control_plane_instance_id != self.instance_id)
+            }),
+            Err(StoreError::NotFound(_)) => false,
+            Err(_) => true,
+        }
+    }
+
     fn check_token_required(&self) -> bool {
         self.authn == DpProxyAuthnType::DpToken
     }
@@ -165,7 +182,10 @@ impl Drop for StreamGuard {
         let node = self.node.clone();
         tokio::spawn(async move {
             tokio::time::sleep(server.deregistration_delay).await;
-            if server.insights.is_online(&node) || server.shutting_down.load(Ordering::SeqCst) {
+            if server.insights.is_online(&node)
+                || server.shutting_down.load(Ordering::SeqCst)
+                || server.served_elsewhere(&key).await
+            {
                 return;
             }
             match server.store.delete(&key).await {
@@ -233,6 +253,10 @@ impl Registry {
             &node.id,
             &server.instance_id,
             node_json(node, metadata_keys::VERSION),
+            node.metadata
+                .as_ref()
+                .and_then(|m| kuma_xds::proto::to_json(m).ok())
+                .unwrap_or_default(),
         );
         Ok(Box::new(StreamGuard {
             node: node.id.clone(),

@@ -10,9 +10,10 @@ use tokio::sync::broadcast::error::RecvError;
 
 use crate::store::{ResourceKey, Store, StoreEvent, StoreResult};
 
-/// The kinds config generation reads (mesh Secrets hold mTLS CAs).
+/// The kinds config generation reads (mesh Secrets hold mTLS CAs; insights
+/// are status, not configuration).
 fn relevant(t: ResourceType) -> bool {
-    t != ResourceType::GlobalSecret
+    t != ResourceType::GlobalSecret && !t.is_read_only()
 }
 
 /// Everything relevant in the store, by key.

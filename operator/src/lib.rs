@@ -9,6 +9,7 @@ pub mod config;
 pub mod defaults;
 pub mod dp_server;
 pub mod feed;
+pub mod gc;
 pub mod insights;
 pub mod labels;
 pub mod run;

@@ -19,7 +19,7 @@ use tokio::sync::watch;
 use crate::api::{ApiState, router as api_router};
 use crate::config::{Config, StoreType};
 use crate::dp_server::{DpServer, Registry as DpRegistry};
-use crate::insights::Insights;
+use crate::insights::{Insights, WriterTimings};
 use crate::store::Store;
 use crate::store::postgres::PostgresStore;
 use crate::tokens::Tokens;
@@ -105,10 +105,21 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let (ready_tx, ready_rx) = watch::channel(false);
     tokio::spawn(crate::feed::run(store.clone(), reconciler.clone(), ready_tx));
 
-    tokio::spawn(lead(store.clone(), config.clone()));
+    let insights = Arc::new(Insights::new(
+        Some(certs),
+        config.metrics.dataplane.subscription_limit,
+    ));
+    tokio::spawn(crate::insights::run_writer(
+        insights.clone(),
+        store.clone(),
+        WriterTimings {
+            flush_interval: config.xds_server.dataplane_status_flush_interval,
+            idle_timeout: config.metrics.dataplane.idle_timeout,
+        },
+    ));
+    tokio::spawn(lead(store.clone(), config.clone(), insights.clone()));
     tokio::spawn(crate::defaults::run_ca_controller(store.clone()));
 
-    let insights = Arc::new(Insights::with_certificates(certs));
     let tokens = Tokens::new(store.clone());
     let dp = Arc::new(DpServer {
         store: store.clone(),
@@ -190,33 +201,49 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Leader-only work (creating defaults). With PostgreSQL one control plane
-/// holds an advisory lock; the others retry and take over if it goes.
-async fn lead(store: Store, config: Config) {
-    let _lock = match &store {
-        Store::Memory(_) => None,
-        Store::Postgres(pg) => loop {
-            if let Some(lock) = pg.try_lead().await {
-                tracing::info!("this control plane is the leader");
-                break Some(lock);
-            }
-            tokio::time::sleep(std::time::Duration::from_secs(5)).await;
-        },
-    };
-    let mut delay = std::time::Duration::from_millis(200);
+/// Leader-only work: creating defaults, closing subscriptions of dead
+/// control planes and collecting Dataplanes offline for too long. With
+/// PostgreSQL one control plane holds an advisory lock; the others retry
+/// and take over if it goes. A leader whose lock connection drops stops
+/// its leader work and competes again.
+async fn lead(store: Store, config: Config, insights: Arc<Insights>) {
     loop {
-        match crate::defaults::ensure_default_mesh(&store, &config).await {
-            Ok(()) => break,
-            Err(e) => {
+        let lock = match &store {
+            Store::Memory(_) => None,
+            Store::Postgres(pg) => loop {
+                if let Some(lock) = pg.try_lead().await {
+                    tracing::info!("this control plane is the leader");
+                    break Some(lock);
+                }
+                tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+            },
+        };
+        let work = async {
+            let mut delay = std::time::Duration::from_millis(200);
+            while let Err(e) = crate::defaults::ensure_default_mesh(&store, &config).await {
                 tracing::warn!(error = %e, "cannot create the default mesh yet");
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(std::time::Duration::from_secs(5));
             }
+            crate::gc::run(
+                store.clone(),
+                insights.clone(),
+                crate::gc::GcTimings {
+                    idle_timeout: config.metrics.dataplane.idle_timeout,
+                    cleanup_age: config.runtime.universal.dataplane_cleanup_age,
+                },
+            )
+            .await
+        };
+        match lock {
+            None => return work.await,
+            Some(mut lock) => {
+                tokio::select! {
+                    _ = work => return,
+                    _ = lock.lost() => tracing::warn!("lost the leader lock; stopping leader work"),
+                }
+            }
         }
-    }
-    // Hold leadership for the process lifetime.
-    if _lock.is_some() {
-        std::future::pending::<()>().await;
     }
 }
 

@@ -73,6 +73,39 @@ async fn promises(store: Store) {
         "the conflicting write changed nothing"
     );
 
+    // An insight belongs to its Dataplane: none without it, gone with it.
+    let insight = parse(
+        "type: DataplaneInsight\nmesh: default\nname: web-1\nsubscriptions:\n  - id: s1\n    controlPlaneInstanceId: cp-1\n    connectTime: \"2026-11-24T10:00:00Z\"\n",
+    )
+    .expect("valid insight");
+    let insight_key = ResourceKey::of(&insight);
+    let dataplane_key = ResourceKey::new(ResourceType::Dataplane, "default", "web-1");
+    assert!(matches!(
+        store.create(insight.clone()).await,
+        Err(StoreError::NotFound(owner)) if owner == dataplane_key
+    ));
+    store
+        .create(
+            parse("type: Dataplane\nmesh: default\nname: web-1\nnetworking:\n  address: 127.0.0.1\n  inbound:\n    - port: 8080\n      tags:\n        kuma.io/service: web\n")
+                .expect("valid dataplane"),
+        )
+        .await
+        .expect("create dataplane");
+    store.create(insight).await.expect("create insight");
+    assert_eq!(
+        store
+            .list(ResourceType::DataplaneInsight, None)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    store.delete(&dataplane_key).await.expect("delete dataplane");
+    assert!(matches!(
+        store.get(&insight_key).await,
+        Err(StoreError::NotFound(_))
+    ));
+
     // Deleting the mesh deletes what is in it.
     store
         .create(timeout_policy("t2", "5s"))

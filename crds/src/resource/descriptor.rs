@@ -45,6 +45,10 @@ pub struct Descriptor {
     pub flat_universal: bool,
     /// Whether it is a `kuma.io` CRD on Kubernetes (secrets are `v1` Secrets).
     pub has_crd: bool,
+    /// Whether only the control plane writes it (insights): the API refuses
+    /// writes, and configuration does not depend on it. On Kubernetes its
+    /// content is the object's `status`, its mesh a top-level `mesh`.
+    pub read_only: bool,
 }
 
 const fn resource(
@@ -69,6 +73,7 @@ const fn resource(
         single_item: false,
         flat_universal: false,
         has_crd: true,
+        read_only: false,
     }
 }
 
@@ -144,6 +149,12 @@ resource_types! {
         d.has_crd = false;
         d
     },
+    DataplaneInsight => {
+        let mut d = resource("DataplaneInsight", "dataplane-insights", "dataplane-insight", "dpi", Scope::Mesh);
+        d.flat_universal = true;
+        d.read_only = true;
+        d
+    },
     MeshService => resource("MeshService", "meshservices", "meshservice", "msvc", Scope::Mesh),
     MeshExternalService => resource("MeshExternalService", "meshexternalservices", "meshexternalservice", "extsvc", Scope::Mesh),
     MeshHTTPRoute => policy("MeshHTTPRoute", "meshhttproutes", "meshhttproute", "mhttpr", 100, (true, false, false, false, false)),
@@ -173,6 +184,20 @@ impl ResourceType {
     /// Whether this is a targetRef policy.
     pub fn is_policy(self) -> bool {
         self.descriptor().is_policy
+    }
+
+    /// Whether only the control plane writes it.
+    pub fn is_read_only(self) -> bool {
+        self.descriptor().read_only
+    }
+
+    /// The type whose resource of the same name owns this one (deleting it
+    /// deletes this one), beside the mesh that owns everything in it.
+    pub fn owner(self) -> Option<ResourceType> {
+        match self {
+            ResourceType::DataplaneInsight => Some(ResourceType::Dataplane),
+            _ => None,
+        }
     }
 
     /// The targetRef policies, in plugin order.

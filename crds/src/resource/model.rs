@@ -7,6 +7,7 @@ use serde_json::Value;
 
 use super::ResourceType;
 use crate::dataplane::DataplaneSpec;
+use crate::insight::DataplaneInsightSpec;
 use crate::mesh::MeshSpec;
 use crate::mesh_service::{MeshExternalServiceSpec, MeshServiceSpec};
 use crate::policies::*;
@@ -135,6 +136,7 @@ specs! {
     Dataplane(DataplaneSpec),
     Secret(SecretSpec),
     GlobalSecret(SecretSpec),
+    DataplaneInsight(DataplaneInsightSpec),
     MeshService(MeshServiceSpec),
     MeshExternalService(MeshExternalServiceSpec),
     MeshHTTPRoute(mesh_http_route::MeshHTTPRouteSpec),
@@ -269,6 +271,8 @@ pub fn validate_spec(spec: &Spec, meta: &Meta, form: Form, v: &mut Violations) {
         Spec::Mesh(s) => s.validate(&root, v),
         Spec::Dataplane(s) => s.validate(&root, v),
         Spec::Secret(s) | Spec::GlobalSecret(s) => s.validate(&root, v),
+        // Written by the control plane only.
+        Spec::DataplaneInsight(_) => {}
         Spec::MeshService(s) => s.validate(v),
         Spec::MeshExternalService(s) => s.validate(v),
         Spec::MeshHTTPRoute(s) => s.validate(&ctx, v),

@@ -25,7 +25,7 @@ fn node_id(mesh: &str, name: &str) -> String {
 
 /// Kuma's DataplaneOverview item: meta, `dataplane` (the spec) and
 /// `dataplaneInsight` when the proxy was ever seen.
-fn overview(state: &ApiState, dp: &Resource) -> Value {
+fn overview(state: &ApiState, dp: &Resource, stored: Option<&Resource>) -> Value {
     let Value::Object(full) = resource_json(dp) else {
         return Value::Null;
     };
@@ -45,11 +45,15 @@ fn overview(state: &ApiState, dp: &Resource) -> Value {
         }
     }
     out.insert("dataplane".into(), Value::Object(spec));
+    let stored = stored.and_then(crate::insights::insight_spec).cloned();
     if let Some(insight) = state
         .insights
-        .insight_json(&node_id(dp.meta.mesh_or_default(), &dp.meta.core_name()))
+        .merged(&node_id(dp.meta.mesh_or_default(), &dp.meta.core_name()), stored)
     {
-        out.insert("dataplaneInsight".into(), insight);
+        out.insert(
+            "dataplaneInsight".into(),
+            serde_json::to_value(insight).unwrap_or_default(),
+        );
     }
     Value::Object(out)
 }
@@ -66,7 +70,18 @@ pub async fn overview_list(
         .list(ResourceType::Dataplane, Some(mesh))
         .await
         .map_err(|e| ApiError::store("Could not retrieve resources", e))?;
-    let items = dps.iter().map(|d| overview(state, d)).collect();
+    let insights: BTreeMap<String, Resource> = state
+        .store
+        .list(ResourceType::DataplaneInsight, Some(mesh))
+        .await
+        .map_err(|e| ApiError::store("Could not retrieve resources", e))?
+        .into_iter()
+        .map(|r| (r.meta.core_name(), r))
+        .collect();
+    let items = dps
+        .iter()
+        .map(|d| overview(state, d, insights.get(&d.meta.core_name())))
+        .collect();
     Ok(json_response(StatusCode::OK, &page(items, q, headers, path)?))
 }
 
@@ -76,17 +91,30 @@ pub async fn overview_one(state: &ApiState, mesh: &str, name: &str) -> ApiResult
         .get(&ResourceKey::new(ResourceType::Dataplane, mesh, name))
         .await
         .map_err(|e| ApiError::store("Could not retrieve a resource", e))?;
-    Ok(json_response(StatusCode::OK, &overview(state, &dp)))
+    let stored = match state
+        .store
+        .get(&ResourceKey::new(ResourceType::DataplaneInsight, mesh, name))
+        .await
+    {
+        Ok(r) => Some(r),
+        Err(crate::store::StoreError::NotFound(_)) => None,
+        Err(e) => return Err(ApiError::store("Could not retrieve a resource", e)),
+    };
+    Ok(json_response(
+        StatusCode::OK,
+        &overview(state, &dp, stored.as_ref()),
+    ))
 }
 
 /// Every resource of a mesh that config generation reads.
 async fn mesh_resources(state: &ApiState, mesh: &str) -> Result<Vec<Resource>, ApiError> {
     let mut all = Vec::new();
     for t in ResourceType::ALL.iter().copied().filter(|t| {
-        !matches!(
-            t,
-            ResourceType::Secret | ResourceType::GlobalSecret | ResourceType::Mesh
-        )
+        !t.is_read_only()
+            && !matches!(
+                t,
+                ResourceType::Secret | ResourceType::GlobalSecret | ResourceType::Mesh
+            )
     }) {
         all.extend(
             state

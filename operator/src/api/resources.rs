@@ -70,6 +70,18 @@ pub fn check_access(t: ResourceType, caller: Caller) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// Refuses writes to kinds only control planes write (insights).
+pub fn check_writable(t: ResourceType) -> Result<(), ApiError> {
+    if t.is_read_only() {
+        return Err(ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "Method Not Allowed",
+            format!("{t} is read-only: control planes write it"),
+        ));
+    }
+    Ok(())
+}
+
 /// 404 unless the mesh exists.
 pub async fn require_mesh(state: &ApiState, mesh: &str) -> Result<(), ApiError> {
     state
@@ -408,6 +420,7 @@ pub async fn put_in_mesh(
     require_mesh(&s, &mesh).await?;
     let t = kind(&segment)?;
     check_access(t, caller)?;
+    check_writable(t)?;
     put(&s, t, Some(&mesh), &name, &body).await
 }
 
@@ -419,6 +432,7 @@ pub async fn delete_in_mesh(
     require_mesh(&s, &mesh).await?;
     let t = kind(&segment)?;
     check_access(t, caller)?;
+    check_writable(t)?;
     delete(&s, ResourceKey::new(t, &mesh, &name)).await
 }
 

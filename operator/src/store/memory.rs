@@ -66,6 +66,11 @@ impl MemoryStore {
             return Err(StoreError::AlreadyExists(key));
         }
         Self::check_mesh(&map, &key)?;
+        if let Some(owner) = key.owner()
+            && !map.contains_key(&owner)
+        {
+            return Err(StoreError::NotFound(owner));
+        }
         let t = now();
         r.meta.version = Some("1".into());
         r.meta.creation_time = Some(t.clone());
@@ -100,14 +105,19 @@ impl MemoryStore {
             return Err(StoreError::NotFound(key.clone()));
         }
         let mut deleted = vec![key.clone()];
-        if key.resource_type == ResourceType::Mesh {
-            let inside: Vec<ResourceKey> = map.keys().filter(|k| k.mesh == key.name).cloned().collect();
-            for k in inside {
-                map.remove(&k);
-                deleted.push(k);
-            }
+        let owned: Vec<ResourceKey> = if key.resource_type == ResourceType::Mesh {
+            map.keys().filter(|k| k.mesh == key.name).cloned().collect()
+        } else {
+            map.keys()
+                .filter(|k| k.owner().as_ref() == Some(key))
+                .cloned()
+                .collect()
+        };
+        for k in owned {
+            map.remove(&k);
+            deleted.push(k);
         }
-        // Contents first, the mesh last, as a cascade would.
+        // Contents first, the owner last, as a cascade would.
         deleted.rotate_left(1);
         for k in deleted {
             let _ = self.events.send(StoreEvent::Deleted(k));

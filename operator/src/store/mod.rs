@@ -38,6 +38,14 @@ impl ResourceKey {
         }
     }
 
+    /// The resource that owns this one beside its mesh (an insight's
+    /// Dataplane): it must exist, and deleting it deletes this one.
+    pub fn owner(&self) -> Option<ResourceKey> {
+        self.resource_type
+            .owner()
+            .map(|t| ResourceKey::new(t, &self.mesh, &self.name))
+    }
+
     /// The key of a resource.
     pub fn of(r: &Resource) -> Self {
         Self::new(

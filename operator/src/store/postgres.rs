@@ -297,7 +297,15 @@ impl PostgresStore {
     pub(super) async fn create(&self, r: Resource) -> StoreResult<Resource> {
         let key = ResourceKey::of(&r);
         let client = self.client().await?;
+        let owner = key.owner();
         let (owner_name, owner_mesh, owner_type) = match key.resource_type.descriptor().scope {
+            // Kuma's cascade: an insight goes with its Dataplane (which goes
+            // with its mesh).
+            Scope::Mesh if owner.is_some() => (
+                Some(key.name.clone()),
+                Some(key.mesh.clone()),
+                owner.as_ref().map(|o| o.resource_type.name().to_string()),
+            ),
             Scope::Mesh => (
                 Some(key.mesh.clone()),
                 Some(String::new()),
@@ -333,7 +341,10 @@ impl PostgresStore {
                 Err(StoreError::AlreadyExists(key))
             }
             Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::FOREIGN_KEY_VIOLATION) => {
-                Err(StoreError::MeshNotFound(key.mesh))
+                Err(match owner {
+                    Some(owner) => StoreError::NotFound(owner),
+                    None => StoreError::MeshNotFound(key.mesh),
+                })
             }
             Err(e) => Err(unavailable(e)),
         }
@@ -429,6 +440,11 @@ impl LeaderLock {
     /// Whether the lock's connection is still up.
     pub fn is_held(&self) -> bool {
         !self.task.is_finished()
+    }
+
+    /// Resolves when the lock's connection ends (the lock is then gone).
+    pub async fn lost(&mut self) {
+        let _ = (&mut self.task).await;
     }
 }
 
@@ -545,6 +561,11 @@ async fn event_of(store: &PostgresStore, payload: &str) -> Option<StoreEvent> {
         data.get("mesh")?.as_str()?,
         data.get("name")?.as_str()?,
     );
+    if resource_type.is_read_only() {
+        // Status written by control planes: nobody follows it, and reading
+        // every row back would cost a query per proxy update.
+        return None;
+    }
     match v.get("action")?.as_str()? {
         "DELETE" => Some(StoreEvent::Deleted(key)),
         // The row may be gone again by now; its DELETE follows.

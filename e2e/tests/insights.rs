@@ -1,0 +1,159 @@
+//! Proxy status across control planes sharing PostgreSQL: every control
+//! plane shows a proxy connected to another as Online; when the serving
+//! control plane is killed and the proxy goes away while it is down, the
+//! leader marks the proxy Offline and, after the cleanup age, deletes its
+//! Dataplane — but never one whose proxy has not connected yet.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use kuma_e2e::postgres::Postgres;
+use kuma_e2e::process::{ControlPlane, Kumactl, migrate_up, start_existing_kuma_dp};
+use kuma_e2e::{eventually, free_port, temp_dir};
+use serde_json::Value;
+
+const LIMIT: Duration = Duration::from_secs(60);
+
+/// Short heartbeats and cleanup so the test sees them happen.
+fn control_plane_env(store: &BTreeMap<String, String>, name: &str) -> BTreeMap<String, String> {
+    let mut env = ControlPlane::env(store, &temp_dir(name));
+    for (k, v) in [
+        ("KUMA_METRICS_DATAPLANE_IDLE_TIMEOUT", "2s"),
+        ("KUMA_XDS_SERVER_DATAPLANE_STATUS_FLUSH_INTERVAL", "500ms"),
+        ("KUMA_RUNTIME_UNIVERSAL_DATAPLANE_CLEANUP_AGE", "4s"),
+    ] {
+        env.insert(k.into(), v.into());
+    }
+    env
+}
+
+fn dataplane(name: &str, ip: &str) -> String {
+    format!(
+        "type: Dataplane\nmesh: default\nname: {name}\nnetworking:\n  address: {ip}\n  inbound:\n    - port: {}\n      servicePort: {}\n      tags:\n        kuma.io/service: {name}\n",
+        free_port(ip),
+        free_port(ip)
+    )
+}
+
+/// The `dataplaneInsight` of `name` in the overview of `cp`.
+async fn insight(http: &reqwest::Client, cp: &ControlPlane, name: &str) -> Result<Value, String> {
+    let url = format!("{}/meshes/default/dataplanes/{name}/_overview", cp.api());
+    let r = http.get(&url).send().await.map_err(|e| e.to_string())?;
+    if !r.status().is_success() {
+        return Err(r.status().to_string());
+    }
+    let v: Value = r.json().await.map_err(|e| e.to_string())?;
+    Ok(v["dataplaneInsight"].clone())
+}
+
+fn online(insight: &Value) -> bool {
+    insight["subscriptions"]
+        .as_array()
+        .is_some_and(|subs| subs.iter().any(|s| s.get("disconnectTime").is_none()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxy_status_is_shared_and_outlives_a_killed_control_plane() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let ip = "127.0.31.1";
+    let pg = Postgres::start().await;
+    let store_env = pg.store_env();
+    migrate_up(&store_env);
+    // The first control plane takes the leader lock.
+    let leader = ControlPlane::start("kuma-cp-leader", control_plane_env(&store_env, "leader")).await;
+    let kumactl = Kumactl::new(&leader.api());
+    eventually("the default mesh exists", LIMIT, || async {
+        let meshes = kumactl.ok(&["get", "meshes"], None);
+        meshes.contains("default").then_some(()).ok_or(meshes)
+    })
+    .await;
+    let mut serving = ControlPlane::start("kuma-cp-serving", control_plane_env(&store_env, "serving")).await;
+    kumactl.ok(&["apply", "-f", "-"], Some(&dataplane("web", ip)));
+    kumactl.ok(&["apply", "-f", "-"], Some(&dataplane("not-started", ip)));
+    let token = kumactl.ok(
+        &[
+            "generate",
+            "dataplane-token",
+            "--name",
+            "web",
+            "--valid-for",
+            "1h",
+        ],
+        None,
+    );
+    let mut proxy = start_existing_kuma_dp(
+        "kuma-dp-web",
+        &serving,
+        "default",
+        "web",
+        &token,
+        free_port("127.0.0.1"),
+    );
+
+    // The leader does not serve the proxy, yet shows it Online with the
+    // counters the serving control plane wrote.
+    let http = reqwest::Client::new();
+    let seen = eventually("the leader shows the proxy Online", LIMIT, || async {
+        let i = insight(&http, &leader, "web").await?;
+        let acked = i["subscriptions"][0]["status"]["total"]["responsesAcknowledged"]
+            .as_str()
+            .and_then(|n| n.parse::<u64>().ok())
+            .unwrap_or(0);
+        (online(&i) && acked > 0)
+            .then_some(i.clone())
+            .ok_or(i.to_string())
+    })
+    .await;
+    assert_eq!(seen["subscriptions"].as_array().map(Vec::len), Some(1), "{seen}");
+    let listed = kumactl.ok(&["inspect", "dataplanes"], None);
+    assert!(
+        listed.lines().any(|l| l.contains("web") && l.contains("Online")),
+        "{listed}"
+    );
+    // Insights are the control planes' to write.
+    let put = http
+        .put(format!("{}/meshes/default/dataplane-insights/web", leader.api()))
+        .json(&serde_json::json!({"type": "DataplaneInsight", "mesh": "default", "name": "web"}))
+        .send()
+        .await
+        .expect("put");
+    assert_eq!(put.status().as_u16(), 405);
+
+    // The serving control plane dies without a word, then the proxy goes.
+    serving.proc.kill();
+    proxy.terminate(Duration::from_secs(30));
+    let started = std::time::Instant::now();
+    eventually("the leader marks the proxy Offline", LIMIT, || async {
+        let i = insight(&http, &leader, "web").await?;
+        (!online(&i)).then_some(()).ok_or(i.to_string())
+    })
+    .await;
+    eprintln!(
+        "proxy of a killed control plane Offline after {:?} (idle timeout 2s)",
+        started.elapsed()
+    );
+    eventually(
+        "the offline Dataplane is deleted after the cleanup age",
+        LIMIT,
+        || async {
+            let listed = kumactl.ok(&["get", "dataplanes"], None);
+            (!listed.contains("web")).then_some(()).ok_or(listed)
+        },
+    )
+    .await;
+    eprintln!(
+        "its Dataplane deleted after {:?} (cleanup age 4s)",
+        started.elapsed()
+    );
+    let listed = kumactl.ok(&["get", "dataplanes"], None);
+    assert!(
+        listed.contains("not-started"),
+        "a Dataplane whose proxy never connected stays: {listed}"
+    );
+    let insights = kumactl.ok(&["get", "dataplane-insights", "-o", "json"], None);
+    assert!(
+        !insights.contains("\"web\""),
+        "the insight went with its Dataplane: {insights}"
+    );
+    drop(pg);
+}
