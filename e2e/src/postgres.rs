@@ -168,5 +168,12 @@ impl Postgres {
 impl Drop for Postgres {
     fn drop(&mut self) {
         self.stop();
+        // Keep the data of a failed test for a look; otherwise each run
+        // would leave ~50 MB behind.
+        if !std::thread::panicking()
+            && let Some(dir) = self.data.parent()
+        {
+            let _ = std::fs::remove_dir_all(dir);
+        }
     }
 }

@@ -198,22 +198,31 @@ pub struct Kumactl {
 impl Kumactl {
     /// kumactl pointed at `api`.
     pub fn new(api: &str) -> Kumactl {
+        Self::configured(api, &[])
+    }
+
+    /// kumactl pointed at `api`, presenting the user token `token`.
+    pub fn with_token(api: &str, token: &str) -> Kumactl {
+        let conf = format!("token={}", token.trim());
+        Self::configured(api, &["--auth-type", "tokens", "--auth-conf", &conf])
+    }
+
+    fn configured(api: &str, auth: &[&str]) -> Kumactl {
         let dir = temp_dir("kumactl");
         let k = Kumactl {
             config: dir.join("config"),
         };
-        let out = k.run(
-            &[
-                "config",
-                "control-planes",
-                "add",
-                "--name",
-                "e2e",
-                "--address",
-                api,
-            ],
-            None,
-        );
+        let mut args = vec![
+            "config",
+            "control-planes",
+            "add",
+            "--name",
+            "e2e",
+            "--address",
+            api,
+        ];
+        args.extend_from_slice(auth);
+        let out = k.run(&args, None);
         assert!(
             out.status.success(),
             "kumactl config: {}",

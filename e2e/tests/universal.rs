@@ -12,6 +12,51 @@ use kuma_e2e::{eventually, free_port, temp_dir};
 
 const LIMIT: Duration = Duration::from_secs(60);
 
+/// API users on a control plane where loopback is not admin: the admin
+/// token the leader bootstrapped opens secrets; a user token made with
+/// kumactl opens ordinary resources only; no token, no secrets.
+async fn users(admin_kumactl: &Kumactl, cp: &ControlPlane) {
+    use base64::Engine as _;
+    let secret: serde_json::Value = eventually("the admin token is bootstrapped", LIMIT, || async {
+        let out = admin_kumactl.run(&["get", "global-secret", "admin-user-token", "-o", "json"], None);
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        serde_json::from_str(&text).map_err(|e| format!("{e}: {text}"))
+    })
+    .await;
+    let admin_token = base64::engine::general_purpose::STANDARD
+        .decode(secret["data"].as_str().expect("data"))
+        .map(|b| String::from_utf8_lossy(&b).to_string())
+        .expect("base64");
+    let alice_token = admin_kumactl.ok(
+        &[
+            "generate",
+            "user-token",
+            "--name",
+            "alice",
+            "--group",
+            "team-a",
+            "--valid-for",
+            "1h",
+        ],
+        None,
+    );
+    let alice = Kumactl::with_token(&cp.api(), &alice_token);
+    let listed = alice.ok(&["get", "meshfaultinjections"], None);
+    assert!(listed.contains("seen-by-both"), "{listed}");
+    let refused = alice.run(&["get", "global-secrets"], None);
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success());
+    assert!(
+        stderr.contains("alice/team-a,mesh-system:authenticated"),
+        "{stderr}"
+    );
+    let anonymous = Kumactl::new(&cp.api()).run(&["get", "global-secrets"], None);
+    assert!(!anonymous.status.success());
+    let admin = Kumactl::with_token(&cp.api(), &admin_token);
+    let secrets = admin.ok(&["get", "global-secrets"], None);
+    assert!(secrets.contains("admin-user-token"), "{secrets}");
+}
+
 fn dataplane(name: &str, ip: &str, admin: u16, inbound: &str, outbound: &str) -> String {
     format!(
         "type: Dataplane\nmesh: default\nname: {name}\nnetworking:\n  address: {ip}\n  admin:\n    port: {admin}\n  inbound:\n{inbound}  outbound:\n{outbound}"
@@ -267,8 +312,12 @@ async fn scenario(postgres: bool, net: u8) {
     );
 
     if postgres {
-        // A second control plane on the same database sees the writes.
-        let cp2 = ControlPlane::start("kuma-cp-2", ControlPlane::env(&store_env, &temp_dir("cp2"))).await;
+        // A second control plane on the same database sees the writes;
+        // there loopback is not admin, so callers are who their user
+        // token says.
+        let mut cp2_env = ControlPlane::env(&store_env, &temp_dir("cp2"));
+        cp2_env.insert("KUMA_API_SERVER_AUTHN_LOCALHOST_IS_ADMIN".into(), "false".into());
+        let cp2 = ControlPlane::start("kuma-cp-2", cp2_env).await;
         kumactl.ok(
             &["apply", "-f", "-"],
             Some(
@@ -287,6 +336,7 @@ async fn scenario(postgres: bool, net: u8) {
         })
         .await;
         eprintln!("second control plane saw the write in {:?}", started.elapsed());
+        users(&kumactl, &cp2).await;
         drop(cp2);
 
         // Restarting kuma-cp loses no request; the proxies reconnect.

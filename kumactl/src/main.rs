@@ -129,6 +129,12 @@ enum ControlPlanesCommand {
         /// Do not check that the address answers.
         #[arg(long)]
         skip_check: bool,
+        /// How to authenticate: `tokens` (a user token).
+        #[arg(long)]
+        auth_type: Option<String>,
+        /// Authentication settings as key=value, e.g. token=YOUR_TOKEN.
+        #[arg(long)]
+        auth_conf: Vec<String>,
     },
     /// List control planes.
     List,
@@ -181,6 +187,19 @@ enum GenerateCommand {
         /// Tags the dataplane must have, as key=value1,value2.
         #[arg(long)]
         tag: Vec<String>,
+        /// Validity, e.g. 24h.
+        #[arg(long)]
+        valid_for: String,
+    },
+    /// A user token for the API.
+    #[command(name = "user-token")]
+    UserToken {
+        /// The user name.
+        #[arg(long)]
+        name: String,
+        /// A group of the user (repeatable).
+        #[arg(long)]
+        group: Vec<String>,
         /// Validity, e.g. 24h.
         #[arg(long)]
         valid_for: String,
@@ -433,6 +452,20 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
             print!("{token}");
             Ok(())
         }
+        Command::Generate {
+            command:
+                GenerateCommand::UserToken {
+                    name,
+                    group,
+                    valid_for,
+                },
+        } => {
+            humantime::parse_duration(valid_for).map_err(|e| anyhow::anyhow!("--valid-for: {e}"))?;
+            let body = json!({"name": name, "groups": group, "validFor": valid_for});
+            let token = api(cli)?.post_text("/tokens/user", &body)?;
+            print!("{token}");
+            Ok(())
+        }
         Command::Version => {
             println!("Client: Kuma {VERSION}");
             match api(cli).and_then(|a| a.get("/")) {
@@ -473,17 +506,36 @@ fn control_planes(cli: &Cli, command: &ControlPlanesCommand) -> anyhow::Result<(
             ca_cert_file,
             skip_verify,
             skip_check,
+            auth_type,
+            auth_conf,
         } => {
             if config.control_planes.iter().any(|cp| &cp.name == name) && !overwrite {
                 anyhow::bail!(
                     "Control Plane with name {name:?} already exists. Use --overwrite to replace an existing one."
                 );
             }
+            let mut conf = std::collections::BTreeMap::new();
+            for kv in auth_conf {
+                let (k, v) = kv
+                    .split_once('=')
+                    .ok_or_else(|| anyhow::anyhow!("--auth-conf {kv:?}: expected key=value"))?;
+                conf.insert(k.to_string(), v.to_string());
+            }
+            match auth_type.as_deref() {
+                None if !conf.is_empty() => anyhow::bail!("--auth-conf needs --auth-type"),
+                None => {}
+                Some("tokens") if conf.get("token").is_none_or(|t| t.is_empty()) => {
+                    anyhow::bail!("--auth-type tokens: provide --auth-conf token=YOUR_TOKEN")
+                }
+                Some("tokens") => {}
+                Some(other) => anyhow::bail!("--auth-type {other:?} is not supported: use tokens"),
+            }
             let server = ApiServer {
                 url: address.clone(),
                 ca_cert_file: ca_cert_file.clone().unwrap_or_default(),
                 skip_verify: *skip_verify,
-                ..Default::default()
+                auth_type: auth_type.clone().unwrap_or_default(),
+                auth_conf: conf,
             };
             if !skip_check {
                 let index = Api::new(&server)?.get("/").with_context(|| {

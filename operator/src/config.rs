@@ -259,14 +259,49 @@ impl Default for HttpListener {
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields, default)]
 pub struct ApiAuthn {
+    /// How callers authenticate (`tokens`, the only kind here).
+    #[serde(rename = "type")]
+    pub authn_type: ApiAuthnType,
     /// Whether requests from loopback are admin.
     pub localhost_is_admin: bool,
+    /// User tokens.
+    pub tokens: ApiTokens,
 }
 
 impl Default for ApiAuthn {
     fn default() -> Self {
         ApiAuthn {
+            authn_type: ApiAuthnType::Tokens,
             localhost_is_admin: true,
+            tokens: ApiTokens::default(),
+        }
+    }
+}
+
+/// API authentication kinds.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub enum ApiAuthnType {
+    /// User tokens (JWT) in `Authorization: Bearer`.
+    #[default]
+    Tokens,
+}
+
+/// `apiServer.authn.tokens.*`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct ApiTokens {
+    /// Whether the leader creates the GlobalSecret `admin-user-token`.
+    pub bootstrap_admin_token: bool,
+    /// Whether `POST /tokens/user` issues tokens.
+    pub enable_issuer: bool,
+}
+
+impl Default for ApiTokens {
+    fn default() -> Self {
+        ApiTokens {
+            bootstrap_admin_token: true,
+            enable_issuer: true,
         }
     }
 }
@@ -475,6 +510,18 @@ const ENV: &[(&str, Setter)] = &[
     }),
     ("KUMA_API_SERVER_AUTHN_LOCALHOST_IS_ADMIN", |c, v| {
         let _: () = c.api_server.authn.localhost_is_admin = parse_bool(v)?;
+        Ok(())
+    }),
+    ("KUMA_API_SERVER_AUTHN_TYPE", |c, v| {
+        let _: () = c.api_server.authn.authn_type = from_yaml(v)?;
+        Ok(())
+    }),
+    ("KUMA_API_SERVER_AUTHN_TOKENS_BOOTSTRAP_ADMIN_TOKEN", |c, v| {
+        let _: () = c.api_server.authn.tokens.bootstrap_admin_token = parse_bool(v)?;
+        Ok(())
+    }),
+    ("KUMA_API_SERVER_AUTHN_TOKENS_ENABLE_ISSUER", |c, v| {
+        let _: () = c.api_server.authn.tokens.enable_issuer = parse_bool(v)?;
         Ok(())
     }),
     ("KUMA_API_SERVER_CORS_ALLOWED_DOMAINS", |c, v| {

@@ -225,6 +225,9 @@ async fn lead(store: Store, config: Config, insights: Arc<Insights>) {
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(std::time::Duration::from_secs(5));
             }
+            if config.api_server.authn.tokens.bootstrap_admin_token {
+                bootstrap_admin_token(&store, &config).await;
+            }
             crate::gc::run(
                 store.clone(),
                 insights.clone(),
@@ -242,6 +245,32 @@ async fn lead(store: Store, config: Config, insights: Arc<Insights>) {
                     _ = work => return,
                     _ = lock.lost() => tracing::warn!("lost the leader lock; stopping leader work"),
                 }
+            }
+        }
+    }
+}
+
+/// Creates the admin user token once, retrying while the store is away.
+async fn bootstrap_admin_token(store: &Store, config: &Config) {
+    let tokens = Tokens::new(store.clone());
+    let mut delay = std::time::Duration::from_millis(200);
+    loop {
+        match tokens.bootstrap_admin_token().await {
+            Ok(created) => {
+                if created {
+                    tracing::info!("generated the admin user token");
+                }
+                tracing::info!(
+                    "admin user token: `curl http://localhost:{}/global-secrets/{} | jq -r .data | base64 -d`, then `kumactl config control-planes add --auth-type=tokens --auth-conf token=YOUR_TOKEN`; KUMA_API_SERVER_AUTHN_TOKENS_BOOTSTRAP_ADMIN_TOKEN=false turns this off",
+                    config.api_server.http.port,
+                    crate::tokens::ADMIN_USER_TOKEN
+                );
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot create the admin user token yet");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(std::time::Duration::from_secs(5));
             }
         }
     }

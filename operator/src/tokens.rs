@@ -1,11 +1,17 @@
-//! Dataplane tokens: RS256 JWTs signed with a per-mesh key, bound to the
-//! mesh and the dataplane name (and optionally tags), as Kuma issues them.
+//! Tokens, as Kuma issues them: RS256 JWTs whose `kid` is the serial of the
+//! signing key, `1`.
 //!
-//! The signing key is a mesh Secret (`dataplane-token-signing-key-<mesh>-1`)
-//! holding a 2048-bit PKCS#1 PEM RSA key; the token's `kid` is the key's
-//! serial, `1`.
-//! The key is created on first use, so every control plane sharing a store
-//! signs and verifies with the same key.
+//! - Dataplane tokens are bound to a mesh and a dataplane name (and
+//!   optionally tags), signed with a per-mesh key kept as the Secret
+//!   `dataplane-token-signing-key-<mesh>-1`.
+//! - User tokens carry a user name and groups for the REST API, signed with
+//!   the GlobalSecret `user-token-signing-key-1`.
+//!
+//! Keys are 2048-bit PKCS#1 PEM RSA keys created on first use, so every
+//! control plane sharing a store signs and verifies with the same key. A
+//! token whose id is listed (comma-separated) in the revocations secret
+//! (`dataplane-token-revocations-<mesh>`, `user-token-revocations`) is
+//! refused.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -14,12 +20,36 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use kuma_crds::resource::{Meta, Resource, ResourceType, Spec};
 use kuma_crds::secret::SecretSpec;
 use rsa::pkcs1::{EncodeRsaPrivateKey, EncodeRsaPublicKey, LineEnding};
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::store::{ResourceKey, Store, StoreError};
 
 /// The serial (and `kid`) of the signing keys this control plane creates.
 const KEY_SERIAL: &str = "1";
+
+/// The claims of a user token (Kuma's names).
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct UserClaims {
+    /// The user name.
+    #[serde(rename = "Name", default)]
+    pub name: String,
+    /// The user's groups.
+    #[serde(rename = "Groups", default)]
+    pub groups: Vec<String>,
+    /// Issued at.
+    #[serde(default)]
+    pub iat: u64,
+    /// Expires at.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exp: Option<u64>,
+    /// Not before.
+    #[serde(default)]
+    pub nbf: u64,
+    /// Token id.
+    #[serde(default)]
+    pub jti: String,
+}
 
 /// The claims of a dataplane token (Kuma's names).
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
@@ -69,6 +99,9 @@ pub enum TokenError {
         /// The proxy's value.
         actual: String,
     },
+    /// The token's id is in the revocations secret.
+    #[error("token {0} is revoked")]
+    Revoked(String),
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -82,7 +115,22 @@ pub fn signing_key_name(mesh: &str) -> String {
     format!("dataplane-token-signing-key-{mesh}-{KEY_SERIAL}")
 }
 
-/// Issues and verifies dataplane tokens.
+/// The GlobalSecret holding the user token signing key.
+pub const USER_SIGNING_KEY: &str = "user-token-signing-key-1";
+/// The GlobalSecret listing revoked user token ids.
+pub const USER_REVOCATIONS: &str = "user-token-revocations";
+/// The GlobalSecret holding the bootstrapped admin user token.
+pub const ADMIN_USER_TOKEN: &str = "admin-user-token";
+
+/// Seconds since the epoch.
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs()
+}
+
+/// Issues and verifies tokens.
 #[derive(Clone, Debug)]
 pub struct Tokens {
     store: Store,
@@ -96,7 +144,16 @@ impl Tokens {
 
     /// The mesh's signing key PEM, created when absent.
     pub async fn signing_key(&self, mesh: &str) -> Result<String, TokenError> {
-        let key = ResourceKey::new(ResourceType::Secret, mesh, &signing_key_name(mesh));
+        self.key_pem(ResourceKey::new(
+            ResourceType::Secret,
+            mesh,
+            &signing_key_name(mesh),
+        ))
+        .await
+    }
+
+    /// The signing key PEM kept in the secret `key`, created when absent.
+    async fn key_pem(&self, key: ResourceKey) -> Result<String, TokenError> {
         match self.store.get(&key).await {
             Ok(r) => return pem_of(&r),
             Err(StoreError::NotFound(_)) => {}
@@ -111,13 +168,18 @@ impl Tokens {
         .await
         .map_err(|e| TokenError::Key(e.to_string()))?
         .map_err(TokenError::Key)?;
+        let data = SecretSpec::from_bytes(pem.as_bytes());
+        let (mesh, spec) = match key.resource_type {
+            ResourceType::GlobalSecret => (None, Spec::GlobalSecret(data)),
+            _ => (Some(key.mesh.clone()), Spec::Secret(data)),
+        };
         let secret = Resource::new(
             Meta {
                 name: key.name.clone(),
-                mesh: Some(mesh.to_string()),
+                mesh,
                 ..Meta::default()
             },
-            Spec::Secret(SecretSpec::from_bytes(pem.as_bytes())),
+            spec,
         );
         match self.store.create(secret).await {
             Ok(r) => pem_of(&r),
@@ -125,6 +187,49 @@ impl Tokens {
             Err(StoreError::AlreadyExists(_)) => pem_of(&self.store.get(&key).await?),
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// Signs `claims` with the key PEM `pem`.
+    fn sign<C: Serialize>(pem: &str, claims: &C) -> Result<String, TokenError> {
+        let mut header = Header::new(Algorithm::RS256);
+        header.kid = Some(KEY_SERIAL.to_string());
+        let key = EncodingKey::from_rsa_pem(pem.as_bytes()).map_err(|e| TokenError::Key(e.to_string()))?;
+        jsonwebtoken::encode(&header, claims, &key).map_err(|e| TokenError::Key(e.to_string()))
+    }
+
+    /// Verifies `token` against the key PEM `pem` and reads its claims.
+    fn decode<C: DeserializeOwned>(pem: &str, token: &str) -> Result<C, TokenError> {
+        let private = <rsa::RsaPrivateKey as rsa::pkcs1::DecodeRsaPrivateKey>::from_pkcs1_pem(pem)
+            .map_err(|e| TokenError::Key(e.to_string()))?;
+        let public_pem = private
+            .to_public_key()
+            .to_pkcs1_pem(LineEnding::LF)
+            .map_err(|e| TokenError::Key(e.to_string()))?;
+        let key =
+            DecodingKey::from_rsa_pem(public_pem.as_bytes()).map_err(|e| TokenError::Key(e.to_string()))?;
+        let mut validation = Validation::new(Algorithm::RS256);
+        validation.required_spec_claims.clear();
+        validation.validate_exp = true;
+        jsonwebtoken::decode::<C>(token, &key, &validation)
+            .map(|data| data.claims)
+            .map_err(|e| TokenError::Invalid(e.to_string()))
+    }
+
+    /// Refuses `jti` when the secret `list` names it.
+    async fn check_revocations(&self, list: ResourceKey, jti: &str) -> Result<(), TokenError> {
+        let data = match self.store.get(&list).await {
+            Ok(r) => pem_of(&r)?,
+            Err(StoreError::NotFound(_)) => return Ok(()),
+            Err(e) => return Err(e.into()),
+        };
+        if data
+            .trim_end()
+            .split(',')
+            .any(|id| !id.is_empty() && id.trim() == jti)
+        {
+            return Err(TokenError::Revoked(jti.to_string()));
+        }
+        Ok(())
     }
 
     /// Issues a token for a dataplane of `mesh`.
@@ -137,10 +242,7 @@ impl Tokens {
         valid_for: Option<Duration>,
     ) -> Result<String, TokenError> {
         let pem = self.signing_key(mesh).await?;
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_secs();
+        let now = unix_now();
         let claims = DataplaneClaims {
             name: name.to_string(),
             mesh: mesh.to_string(),
@@ -155,10 +257,7 @@ impl Tokens {
             nbf: now.saturating_sub(60),
             jti: uuid::Uuid::new_v4().to_string(),
         };
-        let mut header = Header::new(Algorithm::RS256);
-        header.kid = Some(KEY_SERIAL.to_string());
-        let key = EncodingKey::from_rsa_pem(pem.as_bytes()).map_err(|e| TokenError::Key(e.to_string()))?;
-        jsonwebtoken::encode(&header, &claims, &key).map_err(|e| TokenError::Key(e.to_string()))
+        Self::sign(&pem, &claims)
     }
 
     /// Verifies a token presented for dataplane `name` of `mesh`.
@@ -169,20 +268,7 @@ impl Tokens {
             return Err(TokenError::Missing);
         }
         let pem = self.signing_key(mesh).await?;
-        let private = <rsa::RsaPrivateKey as rsa::pkcs1::DecodeRsaPrivateKey>::from_pkcs1_pem(&pem)
-            .map_err(|e| TokenError::Key(e.to_string()))?;
-        let public_pem = private
-            .to_public_key()
-            .to_pkcs1_pem(LineEnding::LF)
-            .map_err(|e| TokenError::Key(e.to_string()))?;
-        let key =
-            DecodingKey::from_rsa_pem(public_pem.as_bytes()).map_err(|e| TokenError::Key(e.to_string()))?;
-        let mut validation = Validation::new(Algorithm::RS256);
-        validation.required_spec_claims.clear();
-        validation.validate_exp = true;
-        let data = jsonwebtoken::decode::<DataplaneClaims>(token, &key, &validation)
-            .map_err(|e| TokenError::Invalid(e.to_string()))?;
-        let claims = data.claims;
+        let claims: DataplaneClaims = Self::decode(&pem, token)?;
         if claims.mesh != mesh {
             return Err(TokenError::Mismatch {
                 what: "mesh",
@@ -197,13 +283,93 @@ impl Tokens {
                 actual: name.into(),
             });
         }
+        let revocations = format!("dataplane-token-revocations-{mesh}");
+        self.check_revocations(
+            ResourceKey::new(ResourceType::Secret, mesh, &revocations),
+            &claims.jti,
+        )
+        .await?;
         Ok(claims)
+    }
+
+    /// Issues a user token for the REST API.
+    pub async fn issue_user(
+        &self,
+        name: &str,
+        groups: &[String],
+        valid_for: Duration,
+    ) -> Result<String, TokenError> {
+        let pem = self.key_pem(user_signing_key()).await?;
+        let now = unix_now();
+        let claims = UserClaims {
+            name: name.to_string(),
+            groups: groups.to_vec(),
+            iat: now,
+            exp: Some(now + valid_for.as_secs()),
+            nbf: now.saturating_sub(60),
+            jti: uuid::Uuid::new_v4().to_string(),
+        };
+        Self::sign(&pem, &claims)
+    }
+
+    /// Verifies a user token.
+    pub async fn verify_user(&self, token: &str) -> Result<UserClaims, TokenError> {
+        let token = token.trim();
+        if token.is_empty() {
+            return Err(TokenError::Missing);
+        }
+        let pem = self.key_pem(user_signing_key()).await?;
+        let claims: UserClaims = Self::decode(&pem, token)?;
+        self.check_revocations(
+            ResourceKey::new(ResourceType::GlobalSecret, "", USER_REVOCATIONS),
+            &claims.jti,
+        )
+        .await?;
+        Ok(claims)
+    }
+
+    /// Creates the GlobalSecret `admin-user-token` (a ten-year token of
+    /// `mesh-system:admin`) unless it exists; true when created.
+    pub async fn bootstrap_admin_token(&self) -> Result<bool, TokenError> {
+        let key = ResourceKey::new(ResourceType::GlobalSecret, "", ADMIN_USER_TOKEN);
+        match self.store.get(&key).await {
+            Ok(_) => return Ok(false),
+            Err(StoreError::NotFound(_)) => {}
+            Err(e) => return Err(e.into()),
+        }
+        let admin = [crate::api::ADMIN_GROUP.to_string()];
+        let token = self
+            .issue_user(
+                crate::api::ADMIN_USER,
+                &admin,
+                Duration::from_secs(10 * 365 * 24 * 3600),
+            )
+            .await?;
+        let secret = Resource::new(
+            Meta {
+                name: ADMIN_USER_TOKEN.into(),
+                ..Meta::default()
+            },
+            Spec::GlobalSecret(SecretSpec::from_bytes(token.as_bytes())),
+        );
+        match self.store.create(secret).await {
+            Ok(_) => Ok(true),
+            Err(StoreError::AlreadyExists(_)) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
     }
 }
 
+fn user_signing_key() -> ResourceKey {
+    ResourceKey::new(ResourceType::GlobalSecret, "", USER_SIGNING_KEY)
+}
+
+/// The text of a secret (a key PEM, a token, a revocation list).
 fn pem_of(r: &Resource) -> Result<String, TokenError> {
     match &r.spec {
-        Spec::Secret(s) => String::from_utf8(s.bytes()).map_err(|e| TokenError::Key(e.to_string())),
-        _ => Err(TokenError::Key("the signing key is not a Secret".into())),
+        Spec::Secret(s) | Spec::GlobalSecret(s) => {
+            String::from_utf8(s.bytes()).map_err(|e| TokenError::Key(e.to_string()))
+        }
+        _ => Err(TokenError::Key(format!("{} is not a secret", r.meta.name))),
     }
 }

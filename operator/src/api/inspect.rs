@@ -311,13 +311,7 @@ pub async fn dataplane_token(
     Extension(caller): Extension<Caller>,
     body: axum::body::Bytes,
 ) -> ApiResult {
-    if caller != Caller::Admin {
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "Access Denied",
-            "user \"mesh-system:anonymous/mesh-system:unauthenticated\" cannot access generate dataplane token",
-        ));
-    }
+    caller.require_admin("generate dataplane token")?;
     #[derive(serde::Deserialize, Default)]
     #[serde(rename_all = "camelCase", default)]
     struct TokenRequest {
@@ -361,6 +355,71 @@ pub async fn dataplane_token(
             &request.proxy_type,
             valid_for,
         )
+        .await
+        .map_err(|e| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "Could not issue a token",
+                e.to_string(),
+            )
+        })?;
+    Ok((StatusCode::OK, [(header::CONTENT_TYPE, "text/plain")], token).into_response())
+}
+
+/// `POST /tokens/user` `{name, groups, validFor}`: a user token (admins
+/// only), as text.
+pub async fn user_token(
+    State(state): State<Arc<ApiState>>,
+    Extension(caller): Extension<Caller>,
+    body: axum::body::Bytes,
+) -> ApiResult {
+    caller.require_admin("generate user token")?;
+    if !state.config.api_server.authn.tokens.enable_issuer {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "Could not issue a token",
+            "issuing tokens using the control plane is disabled (apiServer.authn.tokens.enableIssuer)",
+        ));
+    }
+    #[derive(serde::Deserialize, Default)]
+    #[serde(rename_all = "camelCase", default)]
+    struct TokenRequest {
+        name: String,
+        groups: Vec<String>,
+        valid_for: String,
+    }
+    let request: TokenRequest = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "Invalid request",
+            format!("invalid token request: {e}"),
+        )
+    })?;
+    let mut violations = Vec::new();
+    if request.name.is_empty() {
+        violations.push(("name".to_string(), "cannot be empty".to_string()));
+    }
+    let valid_for = match humantime::parse_duration(&request.valid_for) {
+        _ if request.valid_for.is_empty() => {
+            violations.push(("validFor".into(), "cannot be empty".into()));
+            None
+        }
+        Ok(d) if d.is_zero() => {
+            violations.push(("validFor".into(), "cannot be empty or nil".into()));
+            None
+        }
+        Ok(d) => Some(d),
+        Err(e) => {
+            violations.push(("validFor".into(), format!("is invalid: {e}")));
+            None
+        }
+    };
+    let Some(valid_for) = valid_for.filter(|_| violations.is_empty()) else {
+        return Err(ApiError::fields("Invalid request", violations));
+    };
+    let token = state
+        .tokens
+        .issue_user(&request.name, &request.groups, valid_for)
         .await
         .map_err(|e| {
             ApiError::new(

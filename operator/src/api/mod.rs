@@ -1,7 +1,7 @@
 //! Kuma's REST API (port 5681): resources by mesh and type, dataplane
 //! overviews with insights, inspection (matched policies, generated config,
-//! selected dataplanes) and dataplane tokens, with Kuma's paths, JSON and
-//! error bodies.
+//! selected dataplanes), dataplane and user tokens, with Kuma's paths, JSON
+//! and error bodies.
 
 mod errors;
 mod inspect;
@@ -44,13 +44,66 @@ pub struct ApiState {
     pub cluster_id: String,
 }
 
-/// Who is calling.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Caller {
-    /// A loopback client (admin when `localhostIsAdmin`).
-    Admin,
-    /// Anyone else: may manage ordinary resources, not secrets or tokens.
-    Anonymous,
+/// The admin user: loopback clients (with `localhostIsAdmin`) and holders
+/// of the bootstrapped admin token.
+pub const ADMIN_USER: &str = "mesh-system:admin";
+/// The group of admins: may read and write secrets and issue tokens.
+pub const ADMIN_GROUP: &str = "mesh-system:admin";
+/// Every caller that presented a valid user token is in this group.
+pub const AUTHENTICATED_GROUP: &str = "mesh-system:authenticated";
+
+/// Who is calling: a user name and groups, as Kuma's static access
+/// control sees them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Caller {
+    /// The user name.
+    pub name: String,
+    /// The user's groups.
+    pub groups: Vec<String>,
+}
+
+impl Caller {
+    /// A loopback client (with `localhostIsAdmin`).
+    pub fn admin() -> Self {
+        Caller {
+            name: ADMIN_USER.into(),
+            groups: vec![ADMIN_GROUP.into()],
+        }
+    }
+
+    /// A caller without credentials: may manage ordinary resources, not
+    /// secrets or tokens.
+    pub fn anonymous() -> Self {
+        Caller {
+            name: "mesh-system:anonymous".into(),
+            groups: vec!["mesh-system:unauthenticated".into()],
+        }
+    }
+
+    /// Whether the caller may touch secrets and issue tokens (Kuma's
+    /// default `access.static` lists: the admin user or group).
+    pub fn is_admin(&self) -> bool {
+        self.name == ADMIN_USER || self.groups.iter().any(|g| g == ADMIN_GROUP)
+    }
+
+    /// 403 unless admin; `what` completes "cannot access …".
+    pub fn require_admin(&self, what: &str) -> Result<(), ApiError> {
+        if self.is_admin() {
+            return Ok(());
+        }
+        Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "Access Denied",
+            format!("user \"{self}\" cannot access {what}"),
+        ))
+    }
+}
+
+/// Kuma's `name/group1,group2`.
+impl std::fmt::Display for Caller {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.name, self.groups.join(","))
+    }
 }
 
 /// The API routes.
@@ -59,6 +112,8 @@ pub fn router(state: Arc<ApiState>) -> axum::Router {
         .route("/", get(index))
         .route("/config", get(effective_config))
         .route("/tokens/dataplane", post(inspect::dataplane_token))
+        .route("/tokens/user", post(inspect::user_token))
+        .route("/who-am-i", get(who_am_i))
         .route("/meshes", get(resources::list_meshes))
         .route(
             "/meshes/{mesh}",
@@ -90,23 +145,62 @@ pub fn router(state: Arc<ApiState>) -> axum::Router {
 }
 
 /// Marks the request with its [`Caller`]: loopback peers that did not come
-/// through a proxy or a browser are admin, like Kuma's `localhostIsAdmin`.
+/// through a proxy or a browser are admin, like Kuma's `localhostIsAdmin`;
+/// otherwise a `Bearer` user token names the caller, and a bad one is
+/// refused (401) rather than downgraded to anonymous.
 async fn identify(
     axum::extract::State(state): axum::extract::State<Arc<ApiState>>,
     mut request: Request,
     next: Next,
 ) -> Response {
     let peer = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0);
+    let bearer = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::to_string);
     let caller = if state.config.api_server.authn.localhost_is_admin
         && peer.is_some_and(|p| p.ip().is_loopback())
         && is_direct_local(request.headers())
     {
-        Caller::Admin
+        Caller::admin()
+    } else if let Some(token) = bearer {
+        match state.tokens.verify_user(&token).await {
+            Ok(claims) => {
+                let mut groups = claims.groups;
+                groups.push(AUTHENTICATED_GROUP.into());
+                Caller {
+                    name: claims.name,
+                    groups,
+                }
+            }
+            Err(crate::tokens::TokenError::Store(e)) => {
+                return ApiError::store("Could not authenticate", e).into_response();
+            }
+            Err(e) => {
+                tracing::info!(reason = %e, "API authentication rejected");
+                return ApiError::new(
+                    StatusCode::UNAUTHORIZED,
+                    "Invalid authentication data",
+                    "Unauthenticated",
+                )
+                .into_response();
+            }
+        }
     } else {
-        Caller::Anonymous
+        Caller::anonymous()
     };
     request.extensions_mut().insert(caller);
     next.run(request).await
+}
+
+/// `GET /who-am-i`.
+async fn who_am_i(axum::Extension(caller): axum::Extension<Caller>) -> Response {
+    json_response(
+        StatusCode::OK,
+        &serde_json::json!({"name": caller.name, "groups": caller.groups}),
+    )
 }
 
 fn is_direct_local(headers: &HeaderMap) -> bool {
