@@ -197,6 +197,12 @@ async fn scenario(postgres: bool, net: u8) {
     .await;
     let listed = kumactl.ok(&["inspect", "dataplanes"], None);
     assert_eq!(listed.matches("Online").count(), 2, "{listed}");
+    let backend_only = kumactl.ok(
+        &["inspect", "dataplanes", "--tag", "kuma.io/service:backend"],
+        None,
+    );
+    assert_eq!(backend_only.matches("Online").count(), 1, "{backend_only}");
+    assert!(!backend_only.contains("web"), "{backend_only}");
 
     // A policy applied with kumactl takes effect, and its removal too.
     // The backend's inbound, asked directly on a fresh connection, shows
@@ -310,6 +316,14 @@ async fn scenario(postgres: bool, net: u8) {
         4,
         "issued and trusted backend of both proxies: {inspected}"
     );
+    // The config dump is what the proxy was sent: its certificate over
+    // SDS, with the private key withheld.
+    let dump = kumactl.ok(
+        &["inspect", "dataplane", "backend", "--type", "config-dump"],
+        None,
+    );
+    assert!(dump.contains("identity_cert:secret:default"), "{dump}");
+    assert!(dump.contains("[redacted]"), "{dump}");
 
     if postgres {
         // A second control plane on the same database sees the writes;

@@ -146,6 +146,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         store: store.clone(),
         tokens,
         insights,
+        snapshots: snapshots.clone(),
         config: config.clone(),
         instance_id,
         cluster_id: uuid::Uuid::new_v4().to_string(),

@@ -26,6 +26,7 @@ async fn serve(store: Store) -> String {
         store: store.clone(),
         tokens: Tokens::new(store),
         insights: Arc::new(Insights::new(None, 2)),
+        snapshots: Arc::new(kuma_xds::snapshot::SnapshotCache::new()),
         config,
         instance_id: "test".into(),
         cluster_id: "test".into(),

@@ -11,6 +11,7 @@ use kuma_crds::matching::{MatchOptions, PolicyView, select};
 use kuma_crds::resource::{Resource, ResourceType, Spec};
 use kuma_xds::context::{MeshContext, Proxy, ProxyMetadata};
 use kuma_xds::generate::generate;
+use kuma_xds::resources::XdsType;
 use serde_json::{Value, json};
 
 use super::resources::{kind, page, require_mesh, resource_json};
@@ -78,11 +79,11 @@ pub async fn overview_list(
         .into_iter()
         .map(|r| (r.meta.core_name(), r))
         .collect();
-    let items = dps
-        .iter()
-        .map(|d| overview(state, d, insights.get(&d.meta.core_name())))
-        .collect();
-    Ok(json_response(StatusCode::OK, &page(items, q, headers, path)?))
+    let show = |d: &Resource| overview(state, d, insights.get(&d.meta.core_name()));
+    Ok(json_response(
+        StatusCode::OK,
+        &page(&dps, show, q, headers, path)?,
+    ))
 }
 
 pub async fn overview_one(state: &ApiState, mesh: &str, name: &str) -> ApiResult {
@@ -109,13 +110,12 @@ pub async fn overview_one(state: &ApiState, mesh: &str, name: &str) -> ApiResult
 /// Every resource of a mesh that config generation reads.
 async fn mesh_resources(state: &ApiState, mesh: &str) -> Result<Vec<Resource>, ApiError> {
     let mut all = Vec::new();
-    for t in ResourceType::ALL.iter().copied().filter(|t| {
-        !t.is_read_only()
-            && !matches!(
-                t,
-                ResourceType::Secret | ResourceType::GlobalSecret | ResourceType::Mesh
-            )
-    }) {
+    // Mesh Secrets hold the mesh's CAs, which decide its mTLS listeners.
+    for t in ResourceType::ALL
+        .iter()
+        .copied()
+        .filter(|t| !t.is_read_only() && !matches!(t, ResourceType::GlobalSecret | ResourceType::Mesh))
+    {
         all.extend(
             state
                 .store
@@ -190,9 +190,24 @@ async fn dataplane_with_mesh(
     Ok((dp, MeshContext::build(mesh, spec, &resources)))
 }
 
-/// The Envoy configuration the dataplane gets, as Kuma's `_config`:
-/// `{"xds": {<type URL>: {<name>: <resource>}}}`.
+/// The Envoy configuration of the dataplane, as Kuma's `_config`:
+/// `{"xds": {<type URL>: {<name>: <resource>}}}`. For a connected proxy it
+/// is exactly what it was sent (the snapshot); otherwise what it would get.
+/// Private keys are never shown.
 async fn dataplane_config(state: &ApiState, mesh: &str, name: &str) -> ApiResult {
+    let mut xds: BTreeMap<String, serde_json::Map<String, Value>> = BTreeMap::new();
+    if let Some(snapshot) = state.snapshots.get(&node_id(mesh, name)) {
+        for t in XdsType::ALL {
+            for (resource_name, r) in snapshot.get(t).resources.iter() {
+                let json =
+                    kuma_xds::proto::bytes_to_json(t.message_name(), &r.encoded.bytes).unwrap_or(Value::Null);
+                xds.entry(t.type_url().to_string())
+                    .or_default()
+                    .insert(resource_name.clone(), redact_private_keys(json));
+            }
+        }
+        return Ok(json_response(StatusCode::OK, &json!({ "xds": xds })));
+    }
     let (dp, context) = dataplane_with_mesh(state, mesh, name).await?;
     let Spec::Dataplane(spec) = &dp.spec else {
         return Err(ApiError::new(StatusCode::NOT_FOUND, "Not Found", ""));
@@ -200,13 +215,36 @@ async fn dataplane_config(state: &ApiState, mesh: &str, name: &str) -> ApiResult
     let proxy = Proxy::new(&dp, ProxyMetadata::for_dataplane(spec))
         .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "Not Found", "not a dataplane"))?;
     let resources = generate(&proxy, &context);
-    let mut xds: BTreeMap<String, serde_json::Map<String, Value>> = BTreeMap::new();
     for g in resources.iter() {
         xds.entry(g.resource().xds_type().type_url().to_string())
             .or_default()
-            .insert(g.resource().name().to_string(), g.resource().to_json());
+            .insert(
+                g.resource().name().to_string(),
+                redact_private_keys(g.resource().to_json()),
+            );
     }
     Ok(json_response(StatusCode::OK, &json!({ "xds": xds })))
+}
+
+/// Replaces every private key in an Envoy resource.
+fn redact_private_keys(mut json: Value) -> Value {
+    fn walk(v: &mut Value) {
+        match v {
+            Value::Object(map) => {
+                for (k, child) in map.iter_mut() {
+                    if k == "privateKey" || k == "private_key" {
+                        *child = json!({"inlineString": "[redacted]"});
+                    } else {
+                        walk(child);
+                    }
+                }
+            }
+            Value::Array(items) => items.iter_mut().for_each(walk),
+            _ => {}
+        }
+    }
+    walk(&mut json);
+    json
 }
 
 /// Which policies select the dataplane and what they merge to, per type.

@@ -36,6 +36,8 @@ pub struct ApiState {
     pub tokens: Tokens,
     /// Connection insights.
     pub insights: Arc<Insights>,
+    /// What each connected proxy was sent.
+    pub snapshots: Arc<kuma_xds::snapshot::SnapshotCache>,
     /// The effective configuration.
     pub config: Config,
     /// This instance.

@@ -168,13 +168,22 @@ fn matches_filters(r: &Resource, q: &ListQuery) -> Result<bool, ApiError> {
 }
 
 /// A page of items and Kuma's `{total, items, next}`.
+/// The page of `resources` the query asks for (its `name`, label and
+/// `tag` filters, then `offset` and `size`), each shown by `show`.
 pub fn page(
-    items: Vec<Value>,
+    resources: &[Resource],
+    show: impl Fn(&Resource) -> Value,
     q_raw: Option<String>,
     headers: &HeaderMap,
     path: &str,
 ) -> Result<Value, ApiError> {
     let q = list_query(q_raw)?;
+    let mut items = Vec::new();
+    for r in resources {
+        if matches_filters(r, &q)? {
+            items.push(show(r));
+        }
+    }
     Ok(paged(items, &q, headers, path))
 }
 
@@ -211,19 +220,13 @@ async fn list(
     headers: &HeaderMap,
     path: &str,
 ) -> Result<Response, ApiError> {
-    let q = list_query(raw)?;
-    let mut items = Vec::new();
-    for r in state
+    let resources = state
         .store
         .list(t, mesh)
         .await
-        .map_err(|e| ApiError::store("Could not retrieve resources", e))?
-    {
-        if matches_filters(&r, &q)? {
-            items.push(resource_json(&r));
-        }
-    }
-    Ok(json_response(StatusCode::OK, &paged(items, &q, headers, path)))
+        .map_err(|e| ApiError::store("Could not retrieve resources", e))?;
+    let body = page(&resources, resource_json, raw, headers, path)?;
+    Ok(json_response(StatusCode::OK, &body))
 }
 
 async fn get_one(state: &ApiState, key: ResourceKey) -> Result<Response, ApiError> {
