@@ -104,16 +104,22 @@ pub async fn ensure_builtin_cas(store: &Store, mesh: &Resource) {
             continue;
         }
         let (cert_name, key_name) = kuma_xds::mtls::builtin_secret_names(&name, &backend.name);
-        let exists = store
+        let cert = store
             .get(&ResourceKey::new(ResourceType::Secret, &name, &cert_name))
-            .await
-            .is_ok()
-            && store
-                .get(&ResourceKey::new(ResourceType::Secret, &name, &key_name))
-                .await
-                .is_ok();
-        if exists {
-            continue;
+            .await;
+        let key = store
+            .get(&ResourceKey::new(ResourceType::Secret, &name, &key_name))
+            .await;
+        match (&cert, &key) {
+            (Ok(_), Ok(_)) => continue,
+            // Unknown: never replace a CA on a guess.
+            (Err(e), _) | (_, Err(e)) if !matches!(e, crate::store::StoreError::NotFound(_)) => {
+                tracing::warn!(mesh = %name, backend = %backend.name, error = %e, "cannot check the builtin CA");
+                continue;
+            }
+            // A half-written pair (its writer died in between, or a Secret
+            // was deleted) is useless: both are written anew below.
+            _ => {}
         }
         let validity = backend
             .conf
@@ -129,7 +135,9 @@ pub async fn ensure_builtin_cas(store: &Store, mesh: &Resource) {
                 continue;
             }
         };
-        for (secret, pem) in [(cert_name, ca.cert_pem), (key_name, ca.key_pem)] {
+        // The key first: proxies use the CA once its certificate exists, and
+        // by then the matching key is there.
+        for (secret, pem) in [(key_name, ca.key_pem), (cert_name, ca.cert_pem)] {
             let r = Resource::new(
                 Meta {
                     name: secret.clone(),
@@ -138,17 +146,20 @@ pub async fn ensure_builtin_cas(store: &Store, mesh: &Resource) {
                 },
                 Spec::Secret(kuma_crds::secret::SecretSpec::from_bytes(pem.as_bytes())),
             );
-            match create_if_absent(store, r).await {
-                Ok(true) => tracing::info!(mesh = %name, %secret, "builtin CA created"),
-                Ok(false) => {}
-                Err(e) => tracing::warn!(mesh = %name, %secret, error = %e, "cannot store the CA"),
+            match store.upsert(r).await {
+                Ok(_) => tracing::info!(mesh = %name, %secret, "builtin CA created"),
+                Err(e) => {
+                    tracing::warn!(mesh = %name, %secret, error = %e, "cannot store the CA");
+                    break;
+                }
             }
         }
     }
 }
 
 /// Keeps builtin CAs present for every mesh, as meshes are created or
-/// changed.
+/// changed. Leader only: two control planes generating at once would
+/// store one CA's certificate with the other's key.
 pub async fn run_ca_controller(store: Store) {
     let mut events = store.subscribe();
     if let Ok(meshes) = store.list(ResourceType::Mesh, None).await {

@@ -118,7 +118,6 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         },
     ));
     tokio::spawn(lead(store.clone(), config.clone(), insights.clone()));
-    tokio::spawn(crate::defaults::run_ca_controller(store.clone()));
 
     let tokens = Tokens::new(store.clone());
     let dp = Arc::new(DpServer {
@@ -202,7 +201,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Leader-only work: creating defaults, closing subscriptions of dead
+/// Leader-only work: creating defaults and builtin CAs, closing subscriptions of dead
 /// control planes and collecting Dataplanes offline for too long. With
 /// PostgreSQL one control plane holds an advisory lock; the others retry
 /// and take over if it goes. A leader whose lock connection drops stops
@@ -229,15 +228,15 @@ async fn lead(store: Store, config: Config, insights: Arc<Insights>) {
             if config.api_server.authn.tokens.bootstrap_admin_token {
                 bootstrap_admin_token(&store, &config).await;
             }
-            crate::gc::run(
+            let gc = crate::gc::run(
                 store.clone(),
                 insights.clone(),
                 crate::gc::GcTimings {
                     idle_timeout: config.metrics.dataplane.idle_timeout,
                     cleanup_age: config.runtime.universal.dataplane_cleanup_age,
                 },
-            )
-            .await
+            );
+            tokio::join!(gc, crate::defaults::run_ca_controller(store.clone()));
         };
         match lock {
             None => return work.await,

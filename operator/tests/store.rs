@@ -163,3 +163,56 @@ async fn postgres_store_keeps_its_promises() {
     let store = Store::Postgres(PostgresStore::open(config).await.expect("open"));
     promises(store).await;
 }
+
+#[tokio::test]
+async fn postgres_store_recovers_from_a_database_restart() {
+    let mut pg = kuma_e2e::postgres::Postgres::start().await;
+    let config = kuma_operator::config::PostgresConfig {
+        port: pg.port,
+        ..Default::default()
+    };
+    migrate_up(&config).await.expect("migrate");
+    let watcher = Store::Postgres(PostgresStore::open(config.clone()).await.expect("open"));
+    let mut events = watcher.subscribe();
+    watcher
+        .create(parse("type: Mesh\nname: default").unwrap())
+        .await
+        .expect("create mesh");
+    // Listening has started (a resync announces it, or the write itself).
+    announced(&mut events, |e| {
+        matches!(e, StoreEvent::Resync) || matches!(e, StoreEvent::Upserted(r) if r.meta.name == "default")
+    })
+    .await;
+
+    // While the database is away the store says so rather than answering
+    // from nothing.
+    pg.stop();
+    assert!(matches!(
+        watcher.list(ResourceType::Mesh, None).await,
+        Err(StoreError::Unavailable(_))
+    ));
+    pg.restart().await;
+
+    // Another control plane writes once the database is back; the watcher
+    // hears of it, by notification or by the resync after reconnecting.
+    let writer = Store::Postgres(PostgresStore::open(config).await.expect("open again"));
+    writer
+        .create(timeout_policy("after-restart", "5s"))
+        .await
+        .expect("write after the restart");
+    let key = ResourceKey::new(ResourceType::MeshTimeout, "default", "after-restart");
+    tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            match events.recv().await {
+                Ok(StoreEvent::Upserted(r)) if r.meta.name == "after-restart" => return,
+                Ok(StoreEvent::Resync) if watcher.get(&key).await.is_ok() => return,
+                Ok(_) => {}
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                Err(e) => panic!("announcements ended: {e}"),
+            }
+        }
+    })
+    .await
+    .expect("the watcher learned of the write made after the restart");
+    assert!(watcher.get(&key).await.is_ok(), "the watcher reads again");
+}
