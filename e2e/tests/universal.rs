@@ -292,6 +292,23 @@ async fn scenario(postgres: bool, net: u8) {
     assert_eq!(status, 401, "a token for another dataplane: {text}");
     let (status, text) = bootstrap_status(&cp, "").await;
     assert_eq!(status, 422, "{text}");
+    // A token that allows only other service tags.
+    let narrow = kumactl.ok(
+        &[
+            "generate",
+            "dataplane-token",
+            "--name",
+            "web",
+            "--tag",
+            "kuma.io/service=backend",
+            "--valid-for",
+            "1h",
+        ],
+        None,
+    );
+    let (status, text) = bootstrap_status(&cp, &narrow).await;
+    assert_eq!(status, 401, "{text}");
+    assert!(text.contains("not allowed with this token"), "{text}");
 
     // mTLS with a builtin CA the control plane creates: traffic keeps
     // flowing once a MeshTrafficPermission allows it, plaintext straight to

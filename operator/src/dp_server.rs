@@ -96,17 +96,20 @@ impl BootstrapSource for DpServer {
         host: &str,
     ) -> Result<BootstrapParams, BootstrapError> {
         let (mesh, name) = (request.mesh.as_str(), request.name.as_str());
+        let mut claims = None;
         if self.check_token_required() {
             if request.dataplane_token.trim().is_empty() {
                 return Err(BootstrapError::Invalid(TOKEN_REQUIRED.into()));
             }
-            self.tokens
-                .verify(&request.dataplane_token, mesh, name)
-                .await
-                .map_err(|e| match e {
-                    TokenError::Store(StoreError::Unavailable(m)) => BootstrapError::Internal(m),
-                    e => BootstrapError::Unauthorized(format!("authentication failed: {e}")),
-                })?;
+            claims = Some(
+                self.tokens
+                    .verify(&request.dataplane_token, mesh, name)
+                    .await
+                    .map_err(|e| match e {
+                        TokenError::Store(StoreError::Unavailable(m)) => BootstrapError::Internal(m),
+                        e => BootstrapError::Unauthorized(format!("authentication failed: {e}")),
+                    })?,
+            );
         }
         let dataplane = if request.dataplane_resource.trim().is_empty() {
             let key = ResourceKey::new(ResourceType::Dataplane, mesh, name);
@@ -123,6 +126,10 @@ impl BootstrapSource for DpServer {
             Self::inline_dataplane(&request.dataplane_resource, mesh, name)
                 .map_err(BootstrapError::Invalid)?
         };
+        if let (Some(claims), Spec::Dataplane(spec)) = (&claims, &dataplane.spec) {
+            crate::tokens::check_tags(&claims.tags, spec)
+                .map_err(|e| BootstrapError::Unauthorized(format!("authentication failed: {e}")))?;
+        }
         let mesh_key = ResourceKey::new(ResourceType::Mesh, "", mesh);
         match self.store.get(&mesh_key).await {
             Ok(_) => {}
@@ -227,7 +234,7 @@ impl Registry {
                     ));
                 }
             };
-            server
+            let claims = server
                 .tokens
                 .verify(&token, mesh, name)
                 .await
@@ -235,6 +242,25 @@ impl Registry {
                     TokenError::Store(StoreError::Unavailable(m)) => Status::unavailable(m),
                     e => Status::unauthenticated(format!("authentication failed: {e}")),
                 })?;
+            if !claims.tags.is_empty() {
+                let dataplane = match node_string(node, metadata_keys::DATAPLANE_RESOURCE) {
+                    Some(text) => {
+                        DpServer::inline_dataplane(&text, mesh, name).map_err(Status::invalid_argument)?
+                    }
+                    None => server
+                        .store
+                        .get(&ResourceKey::new(ResourceType::Dataplane, mesh, name))
+                        .await
+                        .map_err(|e| match e {
+                            StoreError::NotFound(_) => Status::not_found(format!("{e}")),
+                            e => Status::unavailable(format!("could not read the Dataplane: {e}")),
+                        })?,
+                };
+                if let Spec::Dataplane(spec) = &dataplane.spec {
+                    crate::tokens::check_tags(&claims.tags, spec)
+                        .map_err(|e| Status::unauthenticated(format!("authentication failed: {e}")))?;
+                }
+            }
         }
         let mut registered = None;
         if let Some(text) = node_string(node, metadata_keys::DATAPLANE_RESOURCE) {

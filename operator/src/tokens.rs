@@ -99,6 +99,9 @@ pub enum TokenError {
         /// The proxy's value.
         actual: String,
     },
+    /// The dataplane carries a tag value the token does not allow.
+    #[error("{0}")]
+    Tags(String),
     /// The token's id is in the revocations secret.
     #[error("token {0} is revoked")]
     Revoked(String),
@@ -360,6 +363,42 @@ impl Tokens {
     }
 }
 
+/// Checks a dataplane's tags against its token's `Tags` claim, as Kuma
+/// does: every tag the token names must be on the dataplane (inbounds or
+/// gateway), with only values the token allows.
+pub fn check_tags(
+    token_tags: &BTreeMap<String, Vec<String>>,
+    dataplane: &kuma_crds::dataplane::DataplaneSpec,
+) -> Result<(), TokenError> {
+    if token_tags.is_empty() {
+        return Ok(());
+    }
+    let networking = dataplane.networking.as_ref();
+    let mut dp_tags: BTreeMap<&str, std::collections::BTreeSet<&str>> = BTreeMap::new();
+    let inbound_tags = dataplane.inbounds().iter().filter_map(|i| i.tags.as_ref());
+    let gateway_tags = networking
+        .and_then(|n| n.gateway.as_ref())
+        .and_then(|g| g.tags.as_ref());
+    for tags in inbound_tags.chain(gateway_tags) {
+        for (k, v) in tags {
+            dp_tags.entry(k).or_default().insert(v);
+        }
+    }
+    for (name, allowed) in token_tags {
+        let Some(values) = dp_tags.get(name.as_str()) else {
+            return Err(TokenError::Tags(format!(
+                "dataplane has no tag {name:?} required by the token"
+            )));
+        };
+        if let Some(value) = values.iter().find(|v| !allowed.iter().any(|a| a == *v)) {
+            return Err(TokenError::Tags(format!(
+                "dataplane contains tag {name:?} with value {value:?} which is not allowed with this token. Allowed values in token are {allowed:?}"
+            )));
+        }
+    }
+    Ok(())
+}
+
 fn user_signing_key() -> ResourceKey {
     ResourceKey::new(ResourceType::GlobalSecret, "", USER_SIGNING_KEY)
 }
@@ -371,5 +410,50 @@ fn pem_of(r: &Resource) -> Result<String, TokenError> {
             String::from_utf8(s.bytes()).map_err(|e| TokenError::Key(e.to_string()))
         }
         _ => Err(TokenError::Key(format!("{} is not a secret", r.meta.name))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dataplane(services: &[&str]) -> kuma_crds::dataplane::DataplaneSpec {
+        let inbounds: String = services
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                format!(
+                    "    - port: {}\n      tags:\n        kuma.io/service: {s}\n",
+                    8080 + i
+                )
+            })
+            .collect();
+        let text = format!(
+            "type: Dataplane\nmesh: default\nname: dp\nnetworking:\n  address: 127.0.0.1\n  inbound:\n{inbounds}"
+        );
+        match kuma_crds::format::parse(&text).expect("dataplane").spec {
+            Spec::Dataplane(d) => d,
+            _ => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn token_tags_bound_the_dataplane_tags() {
+        let token = BTreeMap::from([(
+            "kuma.io/service".to_string(),
+            vec!["web".to_string(), "api".to_string()],
+        )]);
+        assert!(check_tags(&BTreeMap::new(), &dataplane(&["anything"])).is_ok());
+        assert!(check_tags(&token, &dataplane(&["web"])).is_ok());
+        assert!(check_tags(&token, &dataplane(&["web", "api"])).is_ok());
+        let err = check_tags(&token, &dataplane(&["web", "db"]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("\"db\" which is not allowed"), "{err}");
+        let version = BTreeMap::from([("version".to_string(), vec!["v1".to_string()])]);
+        let err = check_tags(&version, &dataplane(&["web"]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("no tag \"version\""), "{err}");
     }
 }

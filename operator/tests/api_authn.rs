@@ -1,7 +1,7 @@
 //! The REST API's users: with `localhostIsAdmin` off, callers are who
 //! their user token says; secrets and token issuing are for admins, a
 //! forged, expired or revoked token is refused, and the bootstrapped admin
-//! token opens everything.
+//! token opens everything. Browsers get CORS only from allowed origins.
 
 use std::net::SocketAddr;
 
@@ -20,8 +20,13 @@ use serde_json::{Value, json};
 
 /// An API on a loopback port where loopback is not admin.
 async fn serve(store: Store) -> String {
+    serve_with(store, |_| {}).await
+}
+
+async fn serve_with(store: Store, configure: impl FnOnce(&mut Config)) -> String {
     let mut config = Config::default();
     config.api_server.authn.localhost_is_admin = false;
+    configure(&mut config);
     let state = Arc::new(ApiState {
         store: store.clone(),
         tokens: Tokens::new(store),
@@ -204,4 +209,65 @@ async fn user_tokens_decide_who_may_do_what() {
     assert!(status.is_success(), "{status} {body}");
     let (status, _) = call(&http, get.clone(), &format!("{api}/meshes"), Some(&alice), None).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED, "a revoked token is refused");
+}
+
+#[tokio::test]
+async fn cors_answers_allowed_origins_only() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let http = reqwest::Client::new();
+    let preflight = |api: String, origin: &'static str| {
+        let http = http.clone();
+        async move {
+            let r = http
+                .request(reqwest::Method::OPTIONS, format!("{api}/meshes"))
+                .header("origin", origin)
+                .header("access-control-request-method", "PUT")
+                .send()
+                .await
+                .expect("preflight");
+            r.headers()
+                .get("access-control-allow-origin")
+                .map(|v| v.to_str().unwrap_or_default().to_string())
+        }
+    };
+    let closed = serve(Store::memory()).await;
+    assert_eq!(
+        preflight(closed, "http://gui.local").await,
+        None,
+        "off by default"
+    );
+    let open = serve_with(Store::memory(), |c| {
+        c.api_server.cors_allowed_domains = vec!["http://gui.local".into()];
+    })
+    .await;
+    assert_eq!(
+        preflight(open.clone(), "http://gui.local").await.as_deref(),
+        Some("http://gui.local")
+    );
+    assert_eq!(preflight(open, "http://elsewhere.local").await, None);
+}
+
+#[tokio::test]
+async fn a_revoked_dataplane_token_is_refused() {
+    let store = Store::memory();
+    store
+        .create(parse("type: Mesh\nname: default").unwrap())
+        .await
+        .expect("mesh");
+    let tokens = Tokens::new(store.clone());
+    let token = tokens
+        .issue("default", "web", Default::default(), "dataplane", None)
+        .await
+        .expect("issue");
+    let claims = tokens.verify(&token, "default", "web").await.expect("valid");
+    let list = parse(&format!(
+        "type: Secret\nmesh: default\nname: dataplane-token-revocations-default\ndata: {}\n",
+        STANDARD.encode(format!("other-id,{}", claims.jti))
+    ))
+    .expect("secret");
+    store.create(list).await.expect("revocations");
+    assert!(matches!(
+        tokens.verify(&token, "default", "web").await,
+        Err(kuma_operator::tokens::TokenError::Revoked(_))
+    ));
 }

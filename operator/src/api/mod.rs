@@ -110,7 +110,7 @@ impl std::fmt::Display for Caller {
 
 /// The API routes.
 pub fn router(state: Arc<ApiState>) -> axum::Router {
-    axum::Router::new()
+    let router = axum::Router::new()
         .route("/", get(index))
         .route("/config", get(effective_config))
         .route("/tokens/dataplane", post(inspect::dataplane_token))
@@ -142,8 +142,35 @@ pub fn router(state: Arc<ApiState>) -> axum::Router {
                 .put(resources::put_global)
                 .delete(resources::delete_global),
         )
-        .layer(axum::middleware::from_fn_with_state(state.clone(), identify))
-        .with_state(state)
+        .layer(axum::middleware::from_fn_with_state(state.clone(), identify));
+    let allowed = state.config.api_server.cors_allowed_domains.clone();
+    let router = if allowed.is_empty() {
+        router
+    } else {
+        router.layer(cors(allowed))
+    };
+    router.with_state(state)
+}
+
+/// Browsers may call the API from the origins in
+/// `apiServer.corsAllowedDomains` (exact origins; `*` or `.*` for any).
+fn cors(allowed: Vec<String>) -> tower_http::cors::CorsLayer {
+    use axum::http::Method;
+    use tower_http::cors::{AllowOrigin, CorsLayer};
+    let origins = AllowOrigin::predicate(move |origin, _| {
+        let origin = origin.to_str().unwrap_or_default();
+        allowed.iter().any(|a| a == "*" || a == ".*" || a == origin)
+    });
+    CorsLayer::new()
+        .allow_origin(origins)
+        .allow_methods([
+            Method::GET,
+            Method::PUT,
+            Method::POST,
+            Method::DELETE,
+            Method::OPTIONS,
+        ])
+        .allow_headers([header::CONTENT_TYPE, header::AUTHORIZATION])
 }
 
 /// Marks the request with its [`Caller`]: loopback peers that did not come
