@@ -13,6 +13,7 @@ pub async fn http_app(ip: &str, name: &'static str) -> u16 {
 
 /// A plain HTTP client for traffic through the proxies.
 pub fn client() -> reqwest::Client {
+    crate::install_crypto();
     reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
         .build()

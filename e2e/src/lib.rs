@@ -78,6 +78,12 @@ pub fn free_port(ip: &str) -> u16 {
         .port()
 }
 
+/// Installs rustls' crypto provider for the process (reqwest is built
+/// without one); harmless when already installed.
+pub fn install_crypto() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 /// A fresh temporary directory.
 pub fn temp_dir(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("kuma-e2e-{}-{name}-{}", std::process::id(), unique()));

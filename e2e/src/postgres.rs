@@ -152,6 +152,30 @@ impl Postgres {
         .await;
     }
 
+    /// Runs one SQL statement as the `kuma` user and returns its output.
+    pub fn sql(&self, statement: &str) -> String {
+        let out = Command::new(pg_bin("psql"))
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                "kuma",
+                "-d",
+                "kuma",
+            ])
+            .args(["-v", "ON_ERROR_STOP=1", "-tA", "-c", statement])
+            .output()
+            .expect("run psql");
+        assert!(
+            out.status.success(),
+            "psql {statement:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).to_string()
+    }
+
     /// kuma-cp's store settings for this server.
     pub fn store_env(&self) -> BTreeMap<String, String> {
         BTreeMap::from([

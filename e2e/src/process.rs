@@ -136,6 +136,7 @@ impl ControlPlane {
 
     /// Starts kuma-cp with `env` and waits until it is ready.
     pub async fn start(name: &str, env: BTreeMap<String, String>) -> ControlPlane {
+        crate::install_crypto();
         let work_dir = PathBuf::from(&env["KUMA_GENERAL_WORK_DIR"]);
         let port = |k: &str| env[k].parse::<u16>().expect("port");
         let proc = Proc::start(name, &bin_dir().join("kuma-cp"), &["run".into()], &env, &work_dir);
@@ -278,7 +279,23 @@ pub fn start_kuma_dp(
     let dp_file = dir.join("dataplane.yaml");
     std::fs::write(&dp_file, dataplane).expect("write dataplane");
     let identity = ["--dataplane-file".to_string(), dp_file.display().to_string()];
-    kuma_dp(name, dir, cp, &identity, token, readiness_port)
+    kuma_dp(name, dir, cp, &identity, token, readiness_port, "1s")
+}
+
+/// [`start_kuma_dp`] with Envoy draining for `drain` on SIGTERM.
+pub fn start_kuma_dp_draining(
+    name: &str,
+    cp: &ControlPlane,
+    dataplane: &str,
+    token: &str,
+    readiness_port: u16,
+    drain: &str,
+) -> Proc {
+    let dir = temp_dir(name);
+    let dp_file = dir.join("dataplane.yaml");
+    std::fs::write(&dp_file, dataplane).expect("write dataplane");
+    let identity = ["--dataplane-file".to_string(), dp_file.display().to_string()];
+    kuma_dp(name, dir, cp, &identity, token, readiness_port, drain)
 }
 
 /// A kuma-dp with its Envoy for a Dataplane that already exists in the
@@ -297,7 +314,7 @@ pub fn start_existing_kuma_dp(
         "--name".to_string(),
         dataplane.to_string(),
     ];
-    kuma_dp(name, temp_dir(name), cp, &identity, token, readiness_port)
+    kuma_dp(name, temp_dir(name), cp, &identity, token, readiness_port, "1s")
 }
 
 fn kuma_dp(
@@ -307,6 +324,7 @@ fn kuma_dp(
     identity: &[String],
     token: &str,
     readiness_port: u16,
+    drain: &str,
 ) -> Proc {
     let token_file = dir.join("token");
     std::fs::write(&token_file, token).expect("write token");
@@ -324,7 +342,7 @@ fn kuma_dp(
         "--binary-path".into(),
         crate::envoy_bin().display().to_string(),
         "--drain-time".into(),
-        "1s".into(),
+        drain.into(),
         "--work-dir".into(),
         dir.join("work").display().to_string(),
     ]);

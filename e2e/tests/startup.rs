@@ -1,13 +1,13 @@
 //! kuma-cp refuses to start with a clear message naming the problem: a
-//! port already taken, an unknown configuration key, an unreachable or
-//! unmigrated database.
+//! port already taken, an unknown configuration key, an unreachable,
+//! unmigrated or newer database.
 
 use std::collections::BTreeMap;
 use std::process::Command;
 use std::time::Duration;
 
 use kuma_e2e::postgres::Postgres;
-use kuma_e2e::process::ControlPlane;
+use kuma_e2e::process::{ControlPlane, migrate_up};
 use kuma_e2e::{bin_dir, free_port, temp_dir};
 
 /// Runs `kuma-cp run` and returns its exit status and stderr; it must exit
@@ -93,4 +93,21 @@ async fn an_unmigrated_database_says_what_to_run() {
         .expect("join");
     assert!(!ok);
     assert!(stderr.contains("run `kuma-cp migrate up`"), "{stderr}");
+}
+
+#[tokio::test]
+async fn a_database_of_a_newer_kuma_cp_is_refused() {
+    let pg = Postgres::start().await;
+    let store = pg.store_env();
+    migrate_up(&store);
+    pg.sql("UPDATE schema_migrations SET version = version + 1000");
+    let env = ControlPlane::env(&store, &temp_dir("newer"));
+    let (ok, stderr) = tokio::task::spawn_blocking(move || run_until_exit(&env, &[]))
+        .await
+        .expect("join");
+    assert!(!ok);
+    assert!(
+        stderr.contains("newer than this kuma-cp understands") && stderr.contains("upgrade kuma-cp"),
+        "{stderr}"
+    );
 }

@@ -401,27 +401,45 @@ async fn scenario(postgres: bool, net: u8) {
         cp.proc.terminate(Duration::from_secs(20));
         cp = ControlPlane::start("kuma-cp-restarted", cp_env.clone()).await;
         let overview = format!("{}/meshes/default/dataplanes/_overview", cp.api());
-        eventually("both proxies reconnect", LIMIT, || async {
-            let v: serde_json::Value = http
-                .get(&overview)
-                .send()
-                .await
-                .map_err(|e| e.to_string())?
-                .json()
-                .await
-                .map_err(|e| e.to_string())?;
-            let online = v["items"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter(|i| {
-                    i["dataplaneInsight"]["subscriptions"]
-                        .as_array()
-                        .is_some_and(|s| s.iter().any(|s| s.get("disconnectTime").is_none()))
-                })
-                .count();
-            (online == 2).then_some(()).ok_or(format!("{online} online"))
-        })
+        let index: serde_json::Value = http
+            .get(cp.api())
+            .send()
+            .await
+            .expect("index")
+            .json()
+            .await
+            .expect("index json");
+        let restarted = index["instanceId"].as_str().expect("instanceId").to_string();
+        eventually(
+            "both proxies reconnect to the restarted kuma-cp",
+            LIMIT,
+            || async {
+                let v: serde_json::Value = http
+                    .get(&overview)
+                    .send()
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .json()
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let online = v["items"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter(|i| {
+                        i["dataplaneInsight"]["subscriptions"]
+                            .as_array()
+                            .is_some_and(|s| {
+                                s.iter().any(|s| {
+                                    s.get("disconnectTime").is_none()
+                                        && s["controlPlaneInstanceId"] == restarted.as_str()
+                                })
+                            })
+                    })
+                    .count();
+                (online == 2).then_some(()).ok_or(format!("{online} online"))
+            },
+        )
         .await;
         stop.store(true, Ordering::SeqCst);
         let _ = load.await;

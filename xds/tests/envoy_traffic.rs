@@ -12,6 +12,8 @@ use std::sync::atomic::AtomicU64;
 use kuma_crds::resource::ResourceType;
 use support::cp::*;
 
+const SPLIT_80_20: &str = "type: MeshHTTPRoute\nmesh: default\nname: backend-route\nspec:\n  targetRef:\n    kind: MeshService\n    name: web\n  to:\n    - targetRef:\n        kind: MeshService\n        name: backend\n      rules:\n        - matches:\n            - path:\n                type: PathPrefix\n                value: /\n          default:\n            backendRefs:\n              - kind: MeshServiceSubset\n                name: backend\n                tags:\n                  version: v1\n                weight: 80\n              - kind: MeshServiceSubset\n                name: backend\n                tags:\n                  version: v2\n                weight: 20\n";
+
 async fn scenario(delta: bool, net: u8) {
     let ip = |host: u8| format!("127.0.{net}.{host}");
     let cp = ControlPlane::start().await;
@@ -101,6 +103,22 @@ async fn scenario(delta: bool, net: u8) {
             .ok_or(format!("{seen:?}"))
     })
     .await;
+    // ... then 80/20, which shows in the proportions (v1 answers only once
+    // the new weights are in).
+    cp.apply(SPLIT_80_20);
+    eventually("the 80/20 split reaches v1 again", || async {
+        let seen = bodies(&backend, "/", &[], 10).await?;
+        seen.contains(&"200 backend-v1".to_string())
+            .then_some(())
+            .ok_or(format!("{seen:?}"))
+    })
+    .await;
+    let seen = bodies(&backend, "/", &[], 200).await.expect("requests");
+    let v1 = seen.iter().filter(|b| *b == "200 backend-v1").count();
+    let v2 = seen.iter().filter(|b| *b == "200 backend-v2").count();
+    assert_eq!(v1 + v2, 200, "{seen:?}");
+    // 160 expected; the band is seven standard deviations wide each way.
+    assert!((120..=195).contains(&v1), "v1 got {v1} of 200 requests");
     // ... then a header match sending `x-version: v1` to v1.
     cp.apply(
         "type: MeshHTTPRoute\nmesh: default\nname: backend-route\nspec:\n  targetRef:\n    kind: MeshService\n    name: web\n  to:\n    - targetRef:\n        kind: MeshService\n        name: backend\n      rules:\n        - matches:\n            - headers:\n                - type: Exact\n                  name: x-version\n                  value: v1\n          default:\n            backendRefs:\n              - kind: MeshServiceSubset\n                name: backend\n                tags:\n                  version: v1\n        - matches:\n            - path:\n                type: PathPrefix\n                value: /\n          default:\n            backendRefs:\n              - kind: MeshServiceSubset\n                name: backend\n                tags:\n                  version: v2\n",

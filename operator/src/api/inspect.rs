@@ -247,9 +247,42 @@ fn redact_private_keys(mut json: Value) -> Value {
     json
 }
 
-/// Which policies select the dataplane and what they merge to, per type.
+/// The services (with their outbound tags) a dataplane sends to: its
+/// outbounds, and with transparent proxying every service of the mesh.
+fn destinations_of(dp: &Resource, context: &MeshContext) -> BTreeMap<String, BTreeMap<String, String>> {
+    let Spec::Dataplane(spec) = &dp.spec else {
+        return BTreeMap::new();
+    };
+    let mut out = BTreeMap::new();
+    for o in spec.outbounds() {
+        if let Some(service) = o
+            .tags
+            .as_ref()
+            .and_then(|t| t.get(kuma_crds::dataplane::SERVICE_TAG))
+        {
+            out.insert(service.clone(), o.tags.clone().unwrap_or_default());
+        }
+    }
+    let transparent = spec
+        .networking
+        .as_ref()
+        .is_some_and(|n| n.transparent_proxying.is_some());
+    if transparent {
+        for service in context.services.keys() {
+            out.entry(service.clone()).or_insert_with(|| {
+                BTreeMap::from([(kuma_crds::dataplane::SERVICE_TAG.to_string(), service.clone())])
+            });
+        }
+    }
+    out
+}
+
+/// Which policies select the dataplane and what they merge to, per type:
+/// the proxy-wide conf, the `to` rules and their result per outbound, and
+/// the result per inbound.
 async fn dataplane_policies(state: &ApiState, mesh: &str, name: &str) -> ApiResult {
     let (dp, context) = dataplane_with_mesh(state, mesh, name).await?;
+    let destinations = destinations_of(&dp, &context);
     let mut policies = Vec::new();
     for t in ResourceType::policies() {
         let matched = context
@@ -277,6 +310,20 @@ async fn dataplane_policies(state: &ApiState, mesh: &str, name: &str) -> ApiResu
             .collect();
         if !to.is_empty() {
             entry.insert("to".into(), to.into());
+            // What the rules come to for each destination the proxy reaches.
+            let outbounds: Vec<Value> = destinations
+                .iter()
+                .filter_map(|(service, tags)| {
+                    let merged = matched
+                        .to
+                        .conf(&kuma_crds::matching::Destination::service(service).with_tags(tags))?;
+                    let origins: Vec<&str> = merged.sources.iter().map(|s| s.name.as_str()).collect();
+                    Some(json!({"service": service, "tags": tags, "conf": merged.value, "origins": origins}))
+                })
+                .collect();
+            if !outbounds.is_empty() {
+                entry.insert("outbounds".into(), outbounds.into());
+            }
         }
         let inbounds: Vec<Value> = matched
             .inbounds

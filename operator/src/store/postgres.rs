@@ -234,7 +234,12 @@ impl PostgresStore {
             client: Mutex::new(Some(std::sync::Arc::new(client))),
             events: broadcast::channel(4096).0,
         });
-        tokio::spawn(listen(std::sync::Arc::downgrade(&store)));
+        // Changes made after `open` returns must reach subscribers, so wait
+        // (bounded) for the listening connection; if it cannot be made, it
+        // keeps trying and announces a resync once it listens.
+        let (listening_tx, listening) = tokio::sync::oneshot::channel();
+        tokio::spawn(listen(std::sync::Arc::downgrade(&store), listening_tx));
+        let _ = tokio::time::timeout(Duration::from_secs(10), listening).await;
         Ok(store)
     }
 
@@ -502,7 +507,8 @@ fn from_row(row: &tokio_postgres::Row) -> Option<Resource> {
 
 /// Listens for change notifications for as long as the store lives,
 /// reconnecting with backoff and announcing a resync after each reconnect.
-async fn listen(store: std::sync::Weak<PostgresStore>) {
+async fn listen(store: std::sync::Weak<PostgresStore>, listening: tokio::sync::oneshot::Sender<()>) {
+    let mut listening = Some(listening);
     let mut backoff = Duration::from_millis(100);
     loop {
         let Some(s) = store.upgrade() else { return };
@@ -540,6 +546,9 @@ async fn listen(store: std::sync::Weak<PostgresStore>) {
         backoff = Duration::from_millis(100);
         if let Some(s) = store.upgrade() {
             let _ = s.events.send(StoreEvent::Resync);
+        }
+        if let Some(tx) = listening.take() {
+            let _ = tx.send(());
         }
         while let Some(payload) = rx.recv().await {
             let Some(s) = store.upgrade() else { return };

@@ -15,8 +15,8 @@ use envoy_types::pb::envoy::config::route::v3::{RouteConfiguration, VirtualHost,
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
     HttpConnectionManager, http_connection_manager,
 };
-use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::{TcpProxy, tcp_proxy};
-use kuma_crds::common::{BackendRef, TargetRef, TargetRefKind};
+use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::TcpProxy;
+use kuma_crds::common::BackendRef;
 use kuma_crds::dataplane::SERVICE_TAG;
 use kuma_crds::matching::{Destination, tags_match};
 use kuma_crds::resource::ResourceType;
@@ -260,23 +260,7 @@ fn build_bundle(target: &OutboundTarget, mesh: &MeshContext, policies: &Policies
         }
     } else {
         let conf: Option<kuma_crds::policies::mesh_tcp_route::Conf> = tcp_conf.and_then(|c| c.conf().ok());
-        let backends = conf
-            .and_then(|c| c.backend_refs)
-            .filter(|b| !b.is_empty())
-            .unwrap_or_else(|| {
-                let mut default = BackendRef::from_target(
-                    &TargetRef::named(TargetRefKind::MeshService, &target.service),
-                    100,
-                );
-                let subset: BTreeMap<String, String> = target
-                    .tags
-                    .iter()
-                    .filter(|(k, _)| *k != SERVICE_TAG)
-                    .map(|(k, v)| (k.clone(), v.clone()))
-                    .collect();
-                default.tags = (!subset.is_empty()).then_some(subset);
-                vec![default]
-            });
+        let backends = plugins::mesh_tcp_route::backends(conf, &target.service, &target.tags);
         let splits: Vec<(String, u32)> = backends
             .iter()
             .filter(|b| b.effective_weight() > 0)
@@ -284,23 +268,8 @@ fn build_bundle(target: &OutboundTarget, mesh: &MeshContext, policies: &Policies
             .collect();
         let mut tcp = TcpProxy {
             stat_prefix: envoy::sanitize_metric(&target.service),
+            cluster_specifier: plugins::mesh_tcp_route::cluster_specifier(&splits),
             ..Default::default()
-        };
-        tcp.cluster_specifier = match splits.as_slice() {
-            [] => None,
-            [(single, _)] => Some(tcp_proxy::ClusterSpecifier::Cluster(single.clone())),
-            many => Some(tcp_proxy::ClusterSpecifier::WeightedClusters(
-                tcp_proxy::WeightedCluster {
-                    clusters: many
-                        .iter()
-                        .map(|(name, weight)| tcp_proxy::weighted_cluster::ClusterWeight {
-                            name: name.clone(),
-                            weight: *weight,
-                            ..Default::default()
-                        })
-                        .collect(),
-                },
-            )),
         };
         plugins::mesh_timeout::outbound_tcp(&mut tcp, policies, &destination);
         plugins::mesh_retry::tcp(&mut tcp, policies, &destination);

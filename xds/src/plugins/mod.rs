@@ -12,6 +12,7 @@ pub mod mesh_passthrough;
 pub mod mesh_proxy_patch;
 pub mod mesh_rate_limit;
 pub mod mesh_retry;
+pub mod mesh_tcp_route;
 pub mod mesh_timeout;
 pub mod mesh_tls;
 pub mod mesh_trace;
