@@ -254,6 +254,14 @@ impl Kumactl {
         child.wait_with_output().expect("kumactl output")
     }
 
+    /// A dataplane token for `name` in the default mesh, valid for an hour.
+    pub fn dataplane_token(&self, name: &str) -> String {
+        self.ok(
+            &["generate", "dataplane-token", "--name", name, "--valid-for", "1h"],
+            None,
+        )
+    }
+
     /// Runs and returns stdout, panicking with stderr on failure.
     pub fn ok(&self, args: &[&str], stdin: Option<&str>) -> String {
         let out = self.run(args, stdin);

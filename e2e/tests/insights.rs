@@ -70,17 +70,7 @@ async fn proxy_status_is_shared_and_outlives_a_killed_control_plane() {
     let mut serving = ControlPlane::start("kuma-cp-serving", control_plane_env(&store_env, "serving")).await;
     kumactl.ok(&["apply", "-f", "-"], Some(&dataplane("web", ip)));
     kumactl.ok(&["apply", "-f", "-"], Some(&dataplane("not-started", ip)));
-    let token = kumactl.ok(
-        &[
-            "generate",
-            "dataplane-token",
-            "--name",
-            "web",
-            "--valid-for",
-            "1h",
-        ],
-        None,
-    );
+    let token = kumactl.dataplane_token("web");
     let mut proxy = start_existing_kuma_dp(
         "kuma-dp-web",
         &serving,

@@ -30,17 +30,7 @@ async fn kuma_dp_supervises_and_drains_envoy() {
     )
     .await;
     let kumactl = Kumactl::new(&cp.api());
-    let token = kumactl.ok(
-        &[
-            "generate",
-            "dataplane-token",
-            "--name",
-            "app",
-            "--valid-for",
-            "1h",
-        ],
-        None,
-    );
+    let token = kumactl.dataplane_token("app");
     let app_port = http_app(ip, "app").await;
     let admin = free_port("127.0.0.1");
     let inbound = free_port(ip);

@@ -133,28 +133,8 @@ async fn scenario(postgres: bool, net: u8) {
     .await;
 
     // Tokens, apps and two proxies.
-    let web_token = kumactl.ok(
-        &[
-            "generate",
-            "dataplane-token",
-            "--name",
-            "web",
-            "--valid-for",
-            "1h",
-        ],
-        None,
-    );
-    let backend_token = kumactl.ok(
-        &[
-            "generate",
-            "dataplane-token",
-            "--name",
-            "backend",
-            "--valid-for",
-            "1h",
-        ],
-        None,
-    );
+    let web_token = kumactl.dataplane_token("web");
+    let backend_token = kumactl.dataplane_token("backend");
     let app_port = http_app(&ip(2), "backend").await;
     let outbound = free_port(&ip(1));
     let inbound_port = free_port(&ip(2));

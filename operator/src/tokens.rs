@@ -28,6 +28,38 @@ use crate::store::{ResourceKey, Store, StoreError};
 /// The serial (and `kid`) of the signing keys this control plane creates.
 const KEY_SERIAL: &str = "1";
 
+/// JWT's registered claims, as Kuma's tokens carry them.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RegisteredClaims {
+    /// Issued at.
+    #[serde(default)]
+    pub iat: u64,
+    /// Expires at (absent: never).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exp: Option<u64>,
+    /// Not before.
+    #[serde(default)]
+    pub nbf: u64,
+    /// Token id (what revocation lists name).
+    #[serde(default)]
+    pub jti: String,
+}
+
+impl RegisteredClaims {
+    /// Claims of a token issued now, valid for `valid_for` (forever when
+    /// `None`), with a fresh id.
+    fn issued_now(valid_for: Option<Duration>) -> Self {
+        let now = unix_now();
+        RegisteredClaims {
+            iat: now,
+            exp: valid_for.map(|d| now + d.as_secs()),
+            // A minute of slack for clocks running behind.
+            nbf: now.saturating_sub(60),
+            jti: uuid::Uuid::new_v4().to_string(),
+        }
+    }
+}
+
 /// The claims of a user token (Kuma's names).
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct UserClaims {
@@ -37,18 +69,9 @@ pub struct UserClaims {
     /// The user's groups.
     #[serde(rename = "Groups", default)]
     pub groups: Vec<String>,
-    /// Issued at.
-    #[serde(default)]
-    pub iat: u64,
-    /// Expires at.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub exp: Option<u64>,
-    /// Not before.
-    #[serde(default)]
-    pub nbf: u64,
-    /// Token id.
-    #[serde(default)]
-    pub jti: String,
+    /// Expiry, id and the like.
+    #[serde(flatten)]
+    pub registered: RegisteredClaims,
 }
 
 /// The claims of a dataplane token (Kuma's names).
@@ -66,18 +89,9 @@ pub struct DataplaneClaims {
     /// `dataplane` (default), `ingress` or `egress`.
     #[serde(rename = "Type", default)]
     pub proxy_type: String,
-    /// Issued at.
-    #[serde(default)]
-    pub iat: u64,
-    /// Expires at (absent: never).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub exp: Option<u64>,
-    /// Not before.
-    #[serde(default)]
-    pub nbf: u64,
-    /// Token id.
-    #[serde(default)]
-    pub jti: String,
+    /// Expiry, id and the like.
+    #[serde(flatten)]
+    pub registered: RegisteredClaims,
 }
 
 /// Why a token was refused or could not be made.
@@ -245,7 +259,6 @@ impl Tokens {
         valid_for: Option<Duration>,
     ) -> Result<String, TokenError> {
         let pem = self.signing_key(mesh).await?;
-        let now = unix_now();
         let claims = DataplaneClaims {
             name: name.to_string(),
             mesh: mesh.to_string(),
@@ -255,10 +268,7 @@ impl Tokens {
             } else {
                 proxy_type.to_string()
             },
-            iat: now,
-            exp: valid_for.map(|d| now + d.as_secs()),
-            nbf: now.saturating_sub(60),
-            jti: uuid::Uuid::new_v4().to_string(),
+            registered: RegisteredClaims::issued_now(valid_for),
         };
         Self::sign(&pem, &claims)
     }
@@ -289,7 +299,7 @@ impl Tokens {
         let revocations = format!("dataplane-token-revocations-{mesh}");
         self.check_revocations(
             ResourceKey::new(ResourceType::Secret, mesh, &revocations),
-            &claims.jti,
+            &claims.registered.jti,
         )
         .await?;
         Ok(claims)
@@ -303,14 +313,10 @@ impl Tokens {
         valid_for: Duration,
     ) -> Result<String, TokenError> {
         let pem = self.key_pem(user_signing_key()).await?;
-        let now = unix_now();
         let claims = UserClaims {
             name: name.to_string(),
             groups: groups.to_vec(),
-            iat: now,
-            exp: Some(now + valid_for.as_secs()),
-            nbf: now.saturating_sub(60),
-            jti: uuid::Uuid::new_v4().to_string(),
+            registered: RegisteredClaims::issued_now(Some(valid_for)),
         };
         Self::sign(&pem, &claims)
     }
@@ -325,7 +331,7 @@ impl Tokens {
         let claims: UserClaims = Self::decode(&pem, token)?;
         self.check_revocations(
             ResourceKey::new(ResourceType::GlobalSecret, "", USER_REVOCATIONS),
-            &claims.jti,
+            &claims.registered.jti,
         )
         .await?;
         Ok(claims)

@@ -262,7 +262,7 @@ async fn a_revoked_dataplane_token_is_refused() {
     let claims = tokens.verify(&token, "default", "web").await.expect("valid");
     let list = parse(&format!(
         "type: Secret\nmesh: default\nname: dataplane-token-revocations-default\ndata: {}\n",
-        STANDARD.encode(format!("other-id,{}", claims.jti))
+        STANDARD.encode(format!("other-id,{}", claims.registered.jti))
     ))
     .expect("secret");
     store.create(list).await.expect("revocations");

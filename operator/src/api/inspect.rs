@@ -407,13 +407,7 @@ pub async fn dataplane_token(
         proxy_type: String,
         valid_for: String,
     }
-    let request: TokenRequest = serde_json::from_slice(&body).map_err(|e| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "Invalid request",
-            format!("invalid token request: {e}"),
-        )
-    })?;
+    let request: TokenRequest = token_request(&body)?;
     if request.mesh.is_empty() {
         return Err(ApiError::fields(
             "Invalid request",
@@ -451,6 +445,17 @@ pub async fn dataplane_token(
     Ok((StatusCode::OK, [(header::CONTENT_TYPE, "text/plain")], token).into_response())
 }
 
+/// The JSON body of a token request.
+fn token_request<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(body).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "Invalid request",
+            format!("invalid token request: {e}"),
+        )
+    })
+}
+
 /// `POST /tokens/user` `{name, groups, validFor}`: a user token (admins
 /// only), as text.
 pub async fn user_token(
@@ -473,13 +478,7 @@ pub async fn user_token(
         groups: Vec<String>,
         valid_for: String,
     }
-    let request: TokenRequest = serde_json::from_slice(&body).map_err(|e| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "Invalid request",
-            format!("invalid token request: {e}"),
-        )
-    })?;
+    let request: TokenRequest = token_request(&body)?;
     let mut violations = Vec::new();
     if request.name.is_empty() {
         violations.push(("name".to_string(), "cannot be empty".to_string()));
