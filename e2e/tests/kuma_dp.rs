@@ -92,18 +92,19 @@ async fn kuma_dp_supervises_and_drains_envoy() {
         }
     })
     .await;
-    let stats = client()
-        .get(format!("http://127.0.0.1:{admin}/stats?filter=server.live"))
-        .send()
-        .await
-        .expect("stats")
-        .text()
-        .await
-        .expect("stats text");
-    assert!(
-        stats.contains("server.live: 0"),
-        "Envoy fails health checks: {stats}"
-    );
+    // kuma-dp says so right after it marks itself terminating.
+    eventually("Envoy fails health checks", LIMIT, || async {
+        let stats = client()
+            .get(format!("http://127.0.0.1:{admin}/stats?filter=server.live"))
+            .send()
+            .await
+            .map_err(|e| e.to_string())?
+            .text()
+            .await
+            .map_err(|e| e.to_string())?;
+        stats.contains("server.live: 0").then_some(()).ok_or(stats)
+    })
+    .await;
     assert_eq!(get(&client(), &through_envoy).await.as_deref(), Ok("200 app"));
     let exited = eventually("kuma-dp exits after draining", LIMIT, || {
         let status = dp.child.as_mut().and_then(|c| c.try_wait().ok().flatten());
