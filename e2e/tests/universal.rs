@@ -357,12 +357,16 @@ async fn scenario(postgres: bool, net: u8) {
         let last_failure = Arc::new(std::sync::Mutex::new(String::new()));
         let load = {
             let last_failure = last_failure.clone();
+            // A client of its own: connections kept alive from earlier steps
+            // may sit on a listener that an earlier policy change is still
+            // draining, which is not what this step is about (draining is
+            // covered by xds/tests/make_before_break.rs).
             let (failures, sent, stop, url, http) = (
                 failures.clone(),
                 sent.clone(),
                 stop.clone(),
                 url.clone(),
-                http.clone(),
+                client(),
             );
             tokio::spawn(async move {
                 while !stop.load(Ordering::SeqCst) {
