@@ -14,6 +14,8 @@ use serde_json::Value;
 
 const LIMIT: Duration = Duration::from_secs(60);
 
+const WEB_TIMEOUT: &str = "type: MeshTimeout\nmesh: default\nname: web-inbound\nspec:\n  targetRef:\n    kind: MeshService\n    name: web\n  from:\n    - targetRef:\n        kind: Mesh\n      default:\n        idleTimeout: 42s\n";
+
 /// Short heartbeats and cleanup so the test sees them happen.
 fn control_plane_env(store: &BTreeMap<String, String>, name: &str) -> BTreeMap<String, String> {
     let mut env = ControlPlane::env(store, &temp_dir(name));
@@ -100,6 +102,27 @@ async fn proxy_status_is_shared_and_outlives_a_killed_control_plane() {
         listed.lines().any(|l| l.contains("web") && l.contains("Online")),
         "{listed}"
     );
+    // A policy written through the leader reaches the proxy served by the
+    // other control plane (it hears of the write through PostgreSQL).
+    kumactl.ok(&["apply", "-f", "-"], Some(WEB_TIMEOUT));
+    let sent = format!("{}/meshes/default/dataplanes/web/_config", serving.api());
+    eventually(
+        "the serving control plane sends the new policy",
+        LIMIT,
+        || async {
+            let text = http
+                .get(&sent)
+                .send()
+                .await
+                .map_err(|e| e.to_string())?
+                .text()
+                .await
+                .map_err(|e| e.to_string())?;
+            text.contains("\"42s\"").then_some(()).ok_or(text)
+        },
+    )
+    .await;
+
     // Insights are the control planes' to write.
     let put = http
         .put(format!("{}/meshes/default/dataplane-insights/web", leader.api()))

@@ -22,6 +22,20 @@ impl Default for MemoryStore {
 }
 
 impl MemoryStore {
+    /// Tells subscribers of a change, except of status kinds (insights),
+    /// which nobody follows and which change with every proxy update — as
+    /// with PostgreSQL, where their notifications are dropped.
+    fn announce(&self, event: StoreEvent) {
+        let read_only = match &event {
+            StoreEvent::Upserted(r) => r.resource_type().is_read_only(),
+            StoreEvent::Deleted(k) => k.resource_type.is_read_only(),
+            StoreEvent::Resync => false,
+        };
+        if !read_only {
+            let _ = self.events.send(event);
+        }
+    }
+
     /// An empty store.
     pub fn new() -> Self {
         MemoryStore {
@@ -76,7 +90,7 @@ impl MemoryStore {
         r.meta.creation_time = Some(t.clone());
         r.meta.modification_time = Some(t);
         map.insert(key, r.clone());
-        let _ = self.events.send(StoreEvent::Upserted(Box::new(r.clone())));
+        self.announce(StoreEvent::Upserted(Box::new(r.clone())));
         Ok(r)
     }
 
@@ -95,7 +109,7 @@ impl MemoryStore {
         r.meta.creation_time = current.meta.creation_time.clone();
         r.meta.modification_time = Some(now());
         map.insert(key, r.clone());
-        let _ = self.events.send(StoreEvent::Upserted(Box::new(r.clone())));
+        self.announce(StoreEvent::Upserted(Box::new(r.clone())));
         Ok(r)
     }
 
@@ -120,7 +134,7 @@ impl MemoryStore {
         // Contents first, the owner last, as a cascade would.
         deleted.rotate_left(1);
         for k in deleted {
-            let _ = self.events.send(StoreEvent::Deleted(k));
+            self.announce(StoreEvent::Deleted(k));
         }
         Ok(())
     }
