@@ -232,3 +232,66 @@ async fn mutual_tls_permissions_and_rotation_with_real_envoys() {
     load.finish("CA rotation").await;
     assert_eq!(cp.nacks(), 0, "Envoy rejected a configuration");
 }
+
+/// A `provided` backend: the user's own CA, from a Secret (certificate)
+/// and inline data (key), signs the proxies' certificates.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_provided_ca_signs_the_proxies() {
+    let ip = |host: u8| format!("127.0.9.{host}");
+    let cp = ControlPlane::start().await;
+    let ca = generate_ca("default", "my-ca", Duration::from_secs(3600)).expect("CA");
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    cp.apply(&format!(
+        "type: Secret\nmesh: default\nname: my-ca-cert\ndata: {}\n",
+        b64(&ca.cert_pem)
+    ));
+    cp.apply(&format!(
+        "type: Mesh\nname: default\nmtls:\n  enabledBackend: my-ca\n  backends:\n    - name: my-ca\n      type: provided\n      conf:\n        cert:\n          secret: my-ca-cert\n        key:\n          inline: {}\n",
+        b64(&ca.key_pem)
+    ));
+    cp.apply(ALLOW_ALL);
+    let app = start_http_app(&ip(2), "backend", Arc::new(AtomicU64::new(0))).await;
+    let (web_admin, backend_admin) = (free_port("127.0.0.1").await, free_port("127.0.0.1").await);
+    let (out, inbound) = (free_port(&ip(1)).await, free_port(&ip(2)).await);
+    cp.apply(&dataplane(
+        "web",
+        &ip(1),
+        web_admin,
+        &format!("    - port: {}\n      servicePort: 1\n      tags:\n        kuma.io/service: web\n        kuma.io/protocol: http\n", free_port(&ip(1)).await),
+        &format!("    - port: {out}\n      address: {}\n      tags:\n        kuma.io/service: backend\n", ip(1)),
+    ));
+    cp.apply(&dataplane(
+        "backend",
+        &ip(2),
+        backend_admin,
+        &format!("    - port: {inbound}\n      servicePort: {app}\n      tags:\n        kuma.io/service: backend\n        kuma.io/protocol: http\n"),
+        "    []\n",
+    ));
+    let _web = start_envoy(&cp, "web", false, web_admin).await;
+    let backend = start_envoy(&cp, "backend", true, backend_admin).await;
+    let addr = format!("{}:{out}", ip(1));
+    eventually("HTTP over mTLS with the provided CA", || async {
+        let r = http::get(&addr, "/").await.map_err(|e| e.to_string())?;
+        (r.status == 200 && r.body == "backend")
+            .then_some(())
+            .ok_or(format!("{} {}", r.status, r.body))
+    })
+    .await;
+    assert!(
+        http::get(&format!("{}:{inbound}", ip(2)), "/").await.is_err(),
+        "plaintext reached a STRICT inbound"
+    );
+    // The proxy's certificate chains to the provided CA.
+    let certs = http::get(&backend.admin, "/certs").await.expect("certs").body;
+    let ca_serial = x509_parser::pem::parse_x509_pem(ca.cert_pem.as_bytes())
+        .expect("pem")
+        .1
+        .parse_x509()
+        .expect("x509")
+        .raw_serial_as_string()
+        .replace(':', "");
+    assert!(
+        certs.to_lowercase().contains(&ca_serial.to_lowercase()),
+        "the provided CA ({ca_serial}) is not among Envoy's certificates: {certs}"
+    );
+}
