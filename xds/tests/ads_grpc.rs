@@ -1,6 +1,6 @@
-//! The ADS service over real gRPC: malformed streams get a gRPC error (and
-//! the server keeps serving), the stream limit holds, and a client gets
-//! its snapshot.
+//! The ADS service over real gRPC: malformed and oversized requests get a
+//! gRPC error (and the server keeps serving), the stream limit holds, and a
+//! client gets its snapshot.
 
 mod support;
 
@@ -121,4 +121,29 @@ async fn streams_beyond_the_limit_are_refused() {
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::ResourceExhausted);
     drop(tx);
+}
+
+#[tokio::test]
+async fn an_oversized_request_is_refused_and_the_server_keeps_serving() {
+    let (url, cache) = serve(Limits {
+        max_request_bytes: 64 * 1024,
+        ..Limits::default()
+    })
+    .await;
+    let mut huge = request(Some("default.big"), XdsType::Cluster);
+    huge.resource_names = vec!["x".repeat(128 * 1024)];
+    let err = first_answer(&url, huge).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::OutOfRange, "{err:?}");
+
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/basic/base-mesh.input.yaml");
+    let (_, resources) = support::Fixture::load(&path).generate();
+    cache.set(
+        "default.web-1",
+        kuma_xds::snapshot::Snapshot::from_resources(&resources),
+    );
+    let r = first_answer(&url, request(Some("default.web-1"), XdsType::Cluster))
+        .await
+        .expect("a normal stream is served");
+    assert!(!r.resources.is_empty());
 }
