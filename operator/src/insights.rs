@@ -12,6 +12,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
+use futures::StreamExt;
 use kuma_crds::insight::{DataplaneInsightSpec, DiscoveryStats, DiscoverySubscription, MtlsInsight};
 use kuma_crds::resource::{Meta, Resource, ResourceType, Spec};
 use kuma_xds::resources::XdsType;
@@ -364,6 +365,9 @@ async fn write(store: &Store, pending: &Pending, limit: usize) -> Result<Written
     Err(last.unwrap_or_else(|| StoreError::Unavailable("insight write retries exhausted".into())))
 }
 
+/// How many insight writes are in flight at once.
+const WRITES_IN_FLIGHT: usize = 16;
+
 /// Timings of the insight writer.
 #[derive(Clone, Copy, Debug)]
 pub struct WriterTimings {
@@ -390,15 +394,19 @@ pub async fn run_writer(insights: std::sync::Arc<Insights>, store: Store, timing
             _ = insights.urgent.notified() => {}
             _ = heartbeat.tick() => insights.bump_generations(),
         }
-        for pending in insights.take_dirty() {
-            match write(&store, &pending, insights.subscription_limit).await {
-                Ok(Written::Stored) | Ok(Written::NoDataplane) => insights.written(&pending),
-                Err(e) => {
-                    tracing::debug!(proxy = %pending.node, error = %e, "cannot store the proxy's insight; will retry");
-                    insights.retry(&pending);
+        // Several at once: each write is a read and a write round trip.
+        let (insights, store) = (&insights, &store);
+        futures::stream::iter(insights.take_dirty())
+            .for_each_concurrent(WRITES_IN_FLIGHT, |pending| async move {
+                match write(store, &pending, insights.subscription_limit).await {
+                    Ok(Written::Stored) | Ok(Written::NoDataplane) => insights.written(&pending),
+                    Err(e) => {
+                        tracing::debug!(proxy = %pending.node, error = %e, "cannot store the proxy's insight; will retry");
+                        insights.retry(&pending);
+                    }
                 }
-            }
-        }
+            })
+            .await;
     }
 }
 

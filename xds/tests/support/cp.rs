@@ -176,7 +176,11 @@ pub async fn start_envoy(cp: &ControlPlane, name: &str, delta: bool, admin_port:
         yaml.contains(if delta { "DELTA_GRPC" } else { "apiType: GRPC" }),
         "{yaml}"
     );
-    let dir = std::env::temp_dir().join(format!("kuma-envoy-{}-{name}-{}", std::process::id(), delta));
+    // Tests of one binary run at once and reuse proxy names: each Envoy
+    // needs a directory of its own.
+    static ENVOYS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = ENVOYS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    let dir = std::env::temp_dir().join(format!("kuma-envoy-{}-{n}-{name}-{}", std::process::id(), delta));
     std::fs::create_dir_all(&dir).unwrap();
     let config = dir.join("bootstrap.yaml");
     std::fs::write(&config, yaml).unwrap();
