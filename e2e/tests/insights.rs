@@ -2,7 +2,8 @@
 //! plane shows a proxy connected to another as Online; when the serving
 //! control plane is killed and the proxy goes away while it is down, the
 //! leader marks the proxy Offline and, after the cleanup age, deletes its
-//! Dataplane — but never one whose proxy has not connected yet.
+//! Dataplane — but never one whose proxy has not connected yet. A control
+//! plane that stops gracefully records that its proxies' streams closed.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -168,5 +169,54 @@ async fn proxy_status_is_shared_and_outlives_a_killed_control_plane() {
         !insights.contains("\"web\""),
         "the insight went with its Dataplane: {insights}"
     );
+    drop(pg);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_control_plane_that_stops_says_its_proxies_left() {
+    let ip = "127.0.33.1";
+    let pg = Postgres::start().await;
+    let store_env = pg.store_env();
+    migrate_up(&store_env);
+    // Default idle timeout (5m): only the stopping control plane's own
+    // last write can make the proxy Offline within the test's limit.
+    let leader = ControlPlane::start(
+        "kuma-cp-leader",
+        ControlPlane::env(&store_env, &temp_dir("leader")),
+    )
+    .await;
+    let kumactl = Kumactl::new(&leader.api());
+    eventually("the default mesh exists", LIMIT, || async {
+        let meshes = kumactl.ok(&["get", "meshes"], None);
+        meshes.contains("default").then_some(()).ok_or(meshes)
+    })
+    .await;
+    let mut serving = ControlPlane::start(
+        "kuma-cp-serving",
+        ControlPlane::env(&store_env, &temp_dir("serving")),
+    )
+    .await;
+    kumactl.ok(&["apply", "-f", "-"], Some(&dataplane("web", ip)));
+    let token = kumactl.dataplane_token("web");
+    let _proxy = start_existing_kuma_dp(
+        "kuma-dp-web",
+        &serving,
+        "default",
+        "web",
+        &token,
+        free_port("127.0.0.1"),
+    );
+    let http = reqwest::Client::new();
+    eventually("the leader shows the proxy Online", LIMIT, || async {
+        let i = insight(&http, &leader, "web").await?;
+        online(&i).then_some(()).ok_or(i.to_string())
+    })
+    .await;
+    serving.proc.terminate(Duration::from_secs(20));
+    eventually("the leader shows the proxy Offline", LIMIT, || async {
+        let i = insight(&http, &leader, "web").await?;
+        (!online(&i)).then_some(()).ok_or(i.to_string())
+    })
+    .await;
     drop(pg);
 }

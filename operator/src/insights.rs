@@ -210,6 +210,22 @@ impl Insights {
         Some(insight)
     }
 
+    /// Closes every open stream (the process is stopping; its streams
+    /// end with it).
+    pub fn close_all(&self) {
+        let now = now();
+        for proxy in self.lock().values_mut() {
+            for s in proxy
+                .subscriptions
+                .iter_mut()
+                .filter(|s| s.disconnect_time.is_none())
+            {
+                s.disconnect_time = Some(now.clone());
+                proxy.dirty = true;
+            }
+        }
+    }
+
     /// Raises the generation of every open stream: the heartbeat that
     /// tells the leader this control plane still serves them.
     fn bump_generations(&self) {
@@ -382,32 +398,37 @@ pub struct WriterTimings {
 /// stream's generation every half idle timeout.
 pub async fn run_writer(insights: std::sync::Arc<Insights>, store: Store, timings: WriterTimings) {
     let floor = Duration::from_millis(10);
-    let mut flush = tokio::time::interval(timings.flush_interval.max(floor));
+    let mut ticks = tokio::time::interval(timings.flush_interval.max(floor));
     let heartbeat_period = (timings.idle_timeout / 2).max(floor);
     let mut heartbeat =
         tokio::time::interval_at(tokio::time::Instant::now() + heartbeat_period, heartbeat_period);
-    flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
-            _ = flush.tick() => {}
+            _ = ticks.tick() => {}
             _ = insights.urgent.notified() => {}
             _ = heartbeat.tick() => insights.bump_generations(),
         }
-        // Several at once: each write is a read and a write round trip.
-        let (insights, store) = (&insights, &store);
-        futures::stream::iter(insights.take_dirty())
-            .for_each_concurrent(WRITES_IN_FLIGHT, |pending| async move {
-                match write(store, &pending, insights.subscription_limit).await {
-                    Ok(Written::Stored) | Ok(Written::NoDataplane) => insights.written(&pending),
-                    Err(e) => {
-                        tracing::debug!(proxy = %pending.node, error = %e, "cannot store the proxy's insight; will retry");
-                        insights.retry(&pending);
-                    }
-                }
-            })
-            .await;
+        flush(&insights, &store).await;
     }
+}
+
+/// Writes every changed insight now (also at shutdown, so the streams this
+/// control plane closed show as closed).
+pub async fn flush(insights: &Insights, store: &Store) {
+    // Several at once: each write is a read and a write round trip.
+    futures::stream::iter(insights.take_dirty())
+        .for_each_concurrent(WRITES_IN_FLIGHT, |pending| async move {
+            match write(store, &pending, insights.subscription_limit).await {
+                Ok(Written::Stored) | Ok(Written::NoDataplane) => insights.written(&pending),
+                Err(e) => {
+                    tracing::debug!(proxy = %pending.node, error = %e, "cannot store the proxy's insight; will retry");
+                    insights.retry(&pending);
+                }
+            }
+        })
+        .await;
 }
 
 #[cfg(test)]

@@ -118,6 +118,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         },
     ));
     tokio::spawn(lead(store.clone(), config.clone(), insights.clone()));
+    let insights_at_exit = insights.clone();
 
     let tokens = Tokens::new(store.clone());
     let dp = Arc::new(DpServer {
@@ -197,6 +198,15 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         let _ = api_task.await;
         let _ = diag_task.await;
     })
+    .await;
+    // The streams end with this process: say so, or other instances show
+    // the proxies online here until they reconnect elsewhere or the leader
+    // finalizes the streams.
+    insights_at_exit.close_all();
+    let _ = tokio::time::timeout(
+        std::time::Duration::from_secs(3),
+        crate::insights::flush(&insights_at_exit, &store),
+    )
     .await;
     Ok(())
 }
