@@ -152,6 +152,56 @@ impl Postgres {
         .await;
     }
 
+    /// From now on serves TCP clients over TLS only, with this certificate
+    /// and key (plaintext TCP connections are refused).
+    pub async fn require_tls(&self, cert_pem: &str, key_pem: &str) {
+        let (cert, key, hba) = (
+            self.data.join("server.crt"),
+            self.data.join("server.key"),
+            self.data.join("pg_hba.conf"),
+        );
+        std::fs::write(&cert, cert_pem).expect("write server.crt");
+        std::fs::write(&key, key_pem).expect("write server.key");
+        std::fs::write(
+            &hba,
+            "local all all trust\nhostssl all all 127.0.0.1/32 trust\nhostnossl all all 127.0.0.1/32 reject\n",
+        )
+        .expect("write pg_hba.conf");
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).expect("chmod key");
+        }
+        if is_root() {
+            let ok = Command::new("chown")
+                .arg("postgres")
+                .args([&cert, &key, &hba])
+                .status()
+                .is_ok_and(|s| s.success());
+            assert!(ok, "chown the TLS files to postgres");
+        }
+        self.sql("ALTER SYSTEM SET ssl = on");
+        self.sql("SELECT pg_reload_conf()");
+        let port = self.port;
+        crate::eventually("PostgreSQL serves TLS", Duration::from_secs(30), || async {
+            let out = Command::new(pg_bin("psql"))
+                .arg(format!(
+                    "host=127.0.0.1 port={port} user=kuma dbname=kuma sslmode=require"
+                ))
+                .args([
+                    "-tA",
+                    "-c",
+                    "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+                ])
+                .output()
+                .map_err(|e| e.to_string())?;
+            let text = String::from_utf8_lossy(&out.stdout).trim().to_string();
+            (text == "t")
+                .then_some(())
+                .ok_or_else(|| format!("{text} {}", String::from_utf8_lossy(&out.stderr)))
+        })
+        .await;
+    }
+
     /// Runs one SQL statement as the `kuma` user and returns its output.
     pub fn sql(&self, statement: &str) -> String {
         let out = Command::new(pg_bin("psql"))

@@ -194,6 +194,16 @@ impl Default for PostgresConfig {
 pub struct PostgresTls {
     /// `disable` (default), `verifyNone`, `verifyCa`, `verifyFull`.
     pub mode: PostgresTlsMode,
+    /// The client certificate (PEM), when the server asks for one.
+    pub cert_path: String,
+    /// The client certificate's key (PEM).
+    pub key_path: String,
+    /// The CA the server's certificate must chain to (`verifyCa`,
+    /// `verifyFull`).
+    pub ca_path: String,
+    /// Send no SNI.
+    #[serde(rename = "disableSSLSNI")]
+    pub disable_ssl_sni: bool,
 }
 
 /// PostgreSQL TLS modes.
@@ -494,6 +504,22 @@ const ENV: &[(&str, Setter)] = &[
     }),
     ("KUMA_STORE_POSTGRES_TLS_MODE", |c, v| {
         let _: () = c.store.postgres.tls.mode = from_yaml(v)?;
+        Ok(())
+    }),
+    ("KUMA_STORE_POSTGRES_TLS_CERT_PATH", |c, v| {
+        let _: () = c.store.postgres.tls.cert_path = v.into();
+        Ok(())
+    }),
+    ("KUMA_STORE_POSTGRES_TLS_KEY_PATH", |c, v| {
+        let _: () = c.store.postgres.tls.key_path = v.into();
+        Ok(())
+    }),
+    ("KUMA_STORE_POSTGRES_TLS_CA_PATH", |c, v| {
+        let _: () = c.store.postgres.tls.ca_path = v.into();
+        Ok(())
+    }),
+    ("KUMA_STORE_POSTGRES_TLS_DISABLE_SSLSNI", |c, v| {
+        let _: () = c.store.postgres.tls.disable_ssl_sni = parse_bool(v)?;
         Ok(())
     }),
     ("KUMA_STORE_POSTGRES_CONNECTION_TIMEOUT", |c, v| {

@@ -216,3 +216,72 @@ async fn postgres_store_recovers_from_a_database_restart() {
     .expect("the watcher learned of the write made after the restart");
     assert!(watcher.get(&key).await.is_ok(), "the watcher reads again");
 }
+
+/// A CA and a server certificate for `host` signed by it, as PEM.
+fn server_certificate(host: &str) -> (String, String, String) {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+    let ca_key = KeyPair::generate().expect("CA key");
+    let mut ca = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca_cert = ca.self_signed(&ca_key).expect("CA");
+    let issuer = Issuer::new(ca, ca_key);
+    let key = KeyPair::generate().expect("key");
+    let cert = CertificateParams::new(vec![host.to_string()])
+        .expect("params")
+        .signed_by(&key, &issuer)
+        .expect("certificate");
+    (ca_cert.pem(), cert.pem(), key.serialize_pem())
+}
+
+#[tokio::test]
+async fn postgres_tls_modes_are_kumas() {
+    use kuma_operator::config::{PostgresConfig, PostgresTls, PostgresTlsMode};
+    let pg = kuma_e2e::postgres::Postgres::start().await;
+    // The certificate names another host than the one connected to.
+    let (ca, cert, key) = server_certificate("db.internal");
+    let (other_ca, _, _) = server_certificate("db.internal");
+    pg.require_tls(&cert, &key).await;
+    let dir = kuma_e2e::temp_dir("pg-tls");
+    let (ca_path, other_ca_path) = (dir.join("ca.crt"), dir.join("other-ca.crt"));
+    std::fs::write(&ca_path, &ca).unwrap();
+    std::fs::write(&other_ca_path, &other_ca).unwrap();
+    let config = |mode, ca: &std::path::Path| PostgresConfig {
+        port: pg.port,
+        connection_timeout: 5,
+        tls: PostgresTls {
+            mode,
+            ca_path: ca.display().to_string(),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let none = std::path::Path::new("");
+
+    // Plaintext is refused by the server; TLS without checks works.
+    let refused = migrate_up(&config(PostgresTlsMode::Disable, none))
+        .await
+        .unwrap_err();
+    assert!(refused.to_string().contains("no encryption"), "{refused}");
+    migrate_up(&config(PostgresTlsMode::VerifyNone, none))
+        .await
+        .expect("verifyNone connects");
+    // verifyCa checks the chain only; verifyFull the host name too.
+    PostgresStore::open(config(PostgresTlsMode::VerifyCa, &ca_path))
+        .await
+        .expect("verifyCa accepts a certificate of the CA for another name");
+    let wrong_name = PostgresStore::open(config(PostgresTlsMode::VerifyFull, &ca_path))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(wrong_name.contains("not valid for name"), "{wrong_name}");
+    let wrong_ca = PostgresStore::open(config(PostgresTlsMode::VerifyCa, &other_ca_path))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(wrong_ca.contains("invalid peer certificate"), "{wrong_ca}");
+    let no_ca = PostgresStore::open(config(PostgresTlsMode::VerifyFull, none))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(no_ca.contains("KUMA_STORE_POSTGRES_TLS_CA_PATH"), "{no_ca}");
+}

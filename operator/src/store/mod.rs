@@ -6,6 +6,7 @@
 
 pub mod memory;
 pub mod postgres;
+mod postgres_tls;
 
 use std::fmt;
 use std::sync::Arc;

@@ -15,7 +15,7 @@ use kuma_crds::format::parse_value;
 use kuma_crds::resource::{Resource, ResourceType, Scope};
 use serde_json::{Map, Value, json};
 use tokio::sync::{Mutex, broadcast};
-use tokio_postgres::{AsyncMessage, Client, NoTls};
+use tokio_postgres::{AsyncMessage, Client};
 
 use super::{ResourceKey, StoreError, StoreEvent, StoreResult};
 use crate::config::{PostgresConfig, PostgresTlsMode};
@@ -131,26 +131,23 @@ async fn connect(config: &PostgresConfig) -> Result<Client, SchemaError> {
     Ok(client)
 }
 
-async fn connect_raw(
-    config: &PostgresConfig,
-) -> Result<
-    (
-        Client,
-        tokio_postgres::Connection<tokio_postgres::Socket, tokio_postgres::tls::NoTlsStream>,
-    ),
-    SchemaError,
-> {
+/// The I/O half of a connection, TLS or not.
+type PgConnection = tokio_postgres::Connection<
+    tokio_postgres::Socket,
+    <tokio_postgres_rustls::MakeRustlsConnect as tokio_postgres::tls::MakeTlsConnect<
+        tokio_postgres::Socket,
+    >>::Stream,
+>;
+
+/// A connection as the TLS mode says; the stream type is the same with or
+/// without TLS (`disable` never starts a handshake).
+async fn connect_raw(config: &PostgresConfig) -> Result<(Client, PgConnection), SchemaError> {
     let err = |message: String| SchemaError::Connect {
         host: config.host.clone(),
         port: config.port,
         message,
     };
-    if config.tls.mode != PostgresTlsMode::Disable {
-        return Err(err(format!(
-            "TLS mode {:?} is not supported yet; use `disable` over a trusted network",
-            config.tls.mode
-        )));
-    }
+    let tls = super::postgres_tls::client_config(&config.tls).map_err(err)?;
     let mut pg = tokio_postgres::Config::new();
     pg.host(&config.host)
         .port(config.port)
@@ -158,8 +155,27 @@ async fn connect_raw(
         .password(&config.password)
         .dbname(&config.db_name)
         .application_name("kuma-cp")
-        .connect_timeout(Duration::from_secs(config.connection_timeout.max(1)));
-    pg.connect(NoTls).await.map_err(|e| err(e.to_string()))
+        .connect_timeout(Duration::from_secs(config.connection_timeout.max(1)))
+        .ssl_mode(match config.tls.mode {
+            PostgresTlsMode::Disable => tokio_postgres::config::SslMode::Disable,
+            _ => tokio_postgres::config::SslMode::Require,
+        });
+    pg.connect(tokio_postgres_rustls::MakeRustlsConnect::new(tls))
+        .await
+        .map_err(|e| err(error_chain(&e)))
+}
+
+/// An error with its causes (a TLS failure hides under "error performing TLS
+/// handshake").
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
 }
 
 /// `kuma-cp migrate up`: applies the schema; returns the previous version.
