@@ -126,6 +126,10 @@ impl ControlPlane {
         );
         env.insert("KUMA_DP_SERVER_PORT".into(), free_port("127.0.0.1").to_string());
         env.insert(
+            "KUMA_API_SERVER_HTTPS_PORT".into(),
+            free_port("127.0.0.1").to_string(),
+        );
+        env.insert(
             "KUMA_DIAGNOSTICS_SERVER_PORT".into(),
             free_port("127.0.0.1").to_string(),
         );
@@ -163,6 +167,11 @@ impl ControlPlane {
     /// The API URL.
     pub fn api(&self) -> String {
         format!("http://127.0.0.1:{}", self.api_port)
+    }
+
+    /// The API's HTTPS URL.
+    pub fn api_https(&self) -> String {
+        format!("https://127.0.0.1:{}", self.env["KUMA_API_SERVER_HTTPS_PORT"])
     }
 
     /// The dp-server URL.

@@ -72,6 +72,44 @@ async fn kumactl_habits() {
     assert!(!listed.contains("elsewhere"), "{listed}");
     kumactl.ok(&["get", "meshes"], None);
 
+    // The HTTPS API, trusted through the control plane's CA.
+    let ca = cp.ca_file().display().to_string();
+    let https = cp.api_https();
+    kumactl.ok(
+        &[
+            "config",
+            "control-planes",
+            "add",
+            "--name",
+            "secure",
+            "--address",
+            &https,
+            "--ca-cert-file",
+            &ca,
+        ],
+        None,
+    );
+    let meshes = kumactl.ok(&["get", "meshes"], None);
+    assert!(meshes.contains("default"), "{meshes}");
+    let untrusted = kumactl.run(
+        &[
+            "config",
+            "control-planes",
+            "add",
+            "--name",
+            "untrusted",
+            "--address",
+            &https,
+        ],
+        None,
+    );
+    assert!(
+        !untrusted.status.success(),
+        "a certificate of an unknown CA is refused"
+    );
+    kumactl.ok(&["config", "control-planes", "switch", "--name", "e2e"], None);
+    kumactl.ok(&["config", "control-planes", "remove", "--name", "secure"], None);
+
     // --dry-run prints and stores nothing.
     let dry = kumactl.ok(
         &["apply", "-f", "-", "--dry-run", "-v", "name=dry", "-v", "idle=5s"],

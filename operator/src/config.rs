@@ -227,6 +227,8 @@ pub enum PostgresTlsMode {
 pub struct ApiServerConfig {
     /// The HTTP listener.
     pub http: HttpListener,
+    /// The HTTPS listener.
+    pub https: HttpsListener,
     /// Authentication.
     pub authn: ApiAuthn,
     /// Origins allowed by CORS (none by default).
@@ -240,8 +242,37 @@ impl Default for ApiServerConfig {
                 port: 5681,
                 interface: "0.0.0.0".into(),
             },
+            https: HttpsListener::default(),
             authn: ApiAuthn::default(),
             cors_allowed_domains: Vec::new(),
+        }
+    }
+}
+
+/// The API's HTTPS listener (`apiServer.https.*`).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct HttpsListener {
+    /// Whether it listens.
+    pub enabled: bool,
+    /// Port.
+    pub port: u16,
+    /// Interface.
+    pub interface: String,
+    /// Certificate (PEM); the dp-server's when empty.
+    pub tls_cert_file: String,
+    /// Its key (PEM).
+    pub tls_key_file: String,
+}
+
+impl Default for HttpsListener {
+    fn default() -> Self {
+        HttpsListener {
+            enabled: true,
+            port: 5682,
+            interface: "0.0.0.0".into(),
+            tls_cert_file: String::new(),
+            tls_key_file: String::new(),
         }
     }
 }
@@ -532,6 +563,26 @@ const ENV: &[(&str, Setter)] = &[
     }),
     ("KUMA_API_SERVER_HTTP_INTERFACE", |c, v| {
         let _: () = c.api_server.http.interface = v.into();
+        Ok(())
+    }),
+    ("KUMA_API_SERVER_HTTPS_ENABLED", |c, v| {
+        let _: () = c.api_server.https.enabled = parse_bool(v)?;
+        Ok(())
+    }),
+    ("KUMA_API_SERVER_HTTPS_PORT", |c, v| {
+        let _: () = c.api_server.https.port = parse(v)?;
+        Ok(())
+    }),
+    ("KUMA_API_SERVER_HTTPS_INTERFACE", |c, v| {
+        let _: () = c.api_server.https.interface = v.into();
+        Ok(())
+    }),
+    ("KUMA_API_SERVER_HTTPS_TLS_CERT_FILE", |c, v| {
+        let _: () = c.api_server.https.tls_cert_file = v.into();
+        Ok(())
+    }),
+    ("KUMA_API_SERVER_HTTPS_TLS_KEY_FILE", |c, v| {
+        let _: () = c.api_server.https.tls_key_file = v.into();
         Ok(())
     }),
     ("KUMA_API_SERVER_AUTHN_LOCALHOST_IS_ADMIN", |c, v| {

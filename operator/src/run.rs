@@ -86,6 +86,26 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         "KUMA_API_SERVER_HTTP_PORT",
     )
     .await?;
+    let https = &config.api_server.https;
+    let api_tls_listener = if https.enabled {
+        let api_tls = if https.tls_cert_file.is_empty() && https.tls_key_file.is_empty() {
+            tls.config.clone()
+        } else {
+            crate::tls::load_or_generate(&https.tls_cert_file, &https.tls_key_file, &work_dir)
+                .context("API server certificate (apiServer.https.tlsCertFile/tlsKeyFile)")?
+                .config
+        };
+        let listener = bind(
+            &https.interface,
+            https.port,
+            "API server (HTTPS)",
+            "KUMA_API_SERVER_HTTPS_PORT",
+        )
+        .await?;
+        Some((listener, api_tls))
+    } else {
+        None
+    };
     let diag_listener = bind(
         "0.0.0.0",
         config.diagnostics.server_port,
@@ -152,6 +172,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         cluster_id: uuid::Uuid::new_v4().to_string(),
     });
     let api_app = api_router(api_state);
+    let api_tls_app = api_app.clone();
 
     let mut registry = Registry::default();
     xds_metrics.register(&mut registry);
@@ -164,6 +185,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     tracing::info!(
         dp_server = config.dp_server.port,
         api = config.api_server.http.port,
+        api_https = config.api_server.https.enabled.then_some(config.api_server.https.port),
         diagnostics = config.diagnostics.server_port,
         store = ?config.store.store_type,
         ca = %tls.ca_file.display(),
@@ -183,6 +205,14 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .with_graceful_shutdown(stopped(stop_rx.clone()))
         .into_future(),
     );
+    let api_tls_task = api_tls_listener.map(|(listener, api_tls)| {
+        tokio::spawn(crate::tls::serve(
+            listener,
+            api_tls,
+            api_tls_app,
+            stopped(stop_rx.clone()),
+        ))
+    });
     let diag_task = tokio::spawn(
         axum::serve(diag_listener, diag_app)
             .with_graceful_shutdown(stopped(stop_rx.clone()))
@@ -197,6 +227,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         let _ = dp_task.await;
         let _ = api_task.await;
         let _ = diag_task.await;
+        if let Some(t) = api_tls_task {
+            let _ = t.await;
+        }
     })
     .await;
     // The streams end with this process: say so, or other instances show
