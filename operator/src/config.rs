@@ -64,6 +64,92 @@ pub struct Config {
     pub metrics: MetricsConfig,
     /// Environment-specific runtime settings (`runtime.*`).
     pub runtime: RuntimeConfig,
+    /// Who may do what in the API (`access.*`).
+    pub access: AccessConfig,
+}
+
+/// `access.*`: Kuma's static access control.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct AccessConfig {
+    /// `static`, the only kind.
+    #[serde(rename = "type")]
+    pub access_type: AccessType,
+    /// The lists.
+    #[serde(rename = "static")]
+    pub static_lists: StaticAccess,
+}
+
+/// Access control kinds.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub enum AccessType {
+    /// Users and groups listed in the configuration.
+    #[default]
+    Static,
+}
+
+/// `access.static.*`: for each action, the users and groups allowed.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct StaticAccess {
+    /// Reading and writing Secrets and GlobalSecrets.
+    pub admin_resources: UsersAndGroups,
+    /// `POST /tokens/dataplane`.
+    pub generate_dp_token: UsersAndGroups,
+    /// `POST /tokens/user`.
+    pub generate_user_token: UsersAndGroups,
+    /// Zone tokens (no zones here; kept for configuration files).
+    pub generate_zone_token: UsersAndGroups,
+    /// A dataplane's Envoy configuration (`_config`).
+    pub view_config_dump: UsersAndGroups,
+    /// Envoy stats (kept for configuration files).
+    pub view_stats: UsersAndGroups,
+    /// Envoy clusters (kept for configuration files).
+    pub view_clusters: UsersAndGroups,
+    /// The control plane's configuration (`GET /config`).
+    pub control_plane_metadata: UsersAndGroups,
+}
+
+/// Users and groups allowed to do something.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct UsersAndGroups {
+    /// User names.
+    pub users: Vec<String>,
+    /// Group names.
+    pub groups: Vec<String>,
+}
+
+impl UsersAndGroups {
+    fn of(users: &[&str], groups: &[&str]) -> Self {
+        UsersAndGroups {
+            users: users.iter().map(|u| u.to_string()).collect(),
+            groups: groups.iter().map(|g| g.to_string()).collect(),
+        }
+    }
+
+    /// Whether the user `name` with `groups` is allowed.
+    pub fn allows(&self, name: &str, groups: &[String]) -> bool {
+        self.users.iter().any(|u| u == name) || groups.iter().any(|g| self.groups.contains(g))
+    }
+}
+
+impl Default for StaticAccess {
+    fn default() -> Self {
+        let admin = UsersAndGroups::of(&["mesh-system:admin"], &["mesh-system:admin"]);
+        let everyone = UsersAndGroups::of(&[], &["mesh-system:unauthenticated", "mesh-system:authenticated"]);
+        StaticAccess {
+            admin_resources: admin.clone(),
+            generate_dp_token: admin.clone(),
+            generate_user_token: admin.clone(),
+            generate_zone_token: admin,
+            view_config_dump: everyone.clone(),
+            view_stats: everyone.clone(),
+            view_clusters: everyone.clone(),
+            control_plane_metadata: everyone,
+        }
+    }
 }
 
 /// `metrics.*`.
@@ -484,6 +570,15 @@ where
     v.parse::<T>().map_err(|e| e.to_string())
 }
 
+/// A comma-separated list.
+fn list(v: &str) -> Vec<String> {
+    v.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
 fn positive_duration(v: &str) -> Result<Duration, String> {
     match humantime::parse_duration(v).map_err(|e| e.to_string())? {
         d if d.is_zero() => Err("must be longer than zero".into()),
@@ -599,6 +694,70 @@ const ENV: &[(&str, Setter)] = &[
     }),
     ("KUMA_API_SERVER_AUTHN_TOKENS_ENABLE_ISSUER", |c, v| {
         let _: () = c.api_server.authn.tokens.enable_issuer = parse_bool(v)?;
+        Ok(())
+    }),
+    ("KUMA_ACCESS_STATIC_ADMIN_RESOURCES_USERS", |c, v| {
+        c.access.static_lists.admin_resources.users = list(v);
+        Ok(())
+    }),
+    ("KUMA_ACCESS_STATIC_ADMIN_RESOURCES_GROUPS", |c, v| {
+        c.access.static_lists.admin_resources.groups = list(v);
+        Ok(())
+    }),
+    ("KUMA_ACCESS_STATIC_GENERATE_DP_TOKEN_USERS", |c, v| {
+        c.access.static_lists.generate_dp_token.users = list(v);
+        Ok(())
+    }),
+    ("KUMA_ACCESS_STATIC_GENERATE_DP_TOKEN_GROUPS", |c, v| {
+        c.access.static_lists.generate_dp_token.groups = list(v);
+        Ok(())
+    }),
+    ("KUMA_ACCESS_STATIC_GENERATE_USER_TOKEN_USERS", |c, v| {
+        c.access.static_lists.generate_user_token.users = list(v);
+        Ok(())
+    }),
+    ("KUMA_ACCESS_STATIC_GENERATE_USER_TOKEN_GROUPS", |c, v| {
+        c.access.static_lists.generate_user_token.groups = list(v);
+        Ok(())
+    }),
+    ("KUMA_ACCESS_STATIC_GENERATE_ZONE_TOKEN_USERS", |c, v| {
+        c.access.static_lists.generate_zone_token.users = list(v);
+        Ok(())
+    }),
+    ("KUMA_ACCESS_STATIC_GENERATE_ZONE_TOKEN_GROUPS", |c, v| {
+        c.access.static_lists.generate_zone_token.groups = list(v);
+        Ok(())
+    }),
+    ("KUMA_ACCESS_STATIC_GET_CONFIG_DUMP_USERS", |c, v| {
+        c.access.static_lists.view_config_dump.users = list(v);
+        Ok(())
+    }),
+    ("KUMA_ACCESS_STATIC_GET_CONFIG_DUMP_GROUPS", |c, v| {
+        c.access.static_lists.view_config_dump.groups = list(v);
+        Ok(())
+    }),
+    ("KUMA_ACCESS_STATIC_VIEW_STATS_USERS", |c, v| {
+        c.access.static_lists.view_stats.users = list(v);
+        Ok(())
+    }),
+    ("KUMA_ACCESS_STATIC_VIEW_STATS_GROUPS", |c, v| {
+        c.access.static_lists.view_stats.groups = list(v);
+        Ok(())
+    }),
+    ("KUMA_ACCESS_STATIC_VIEW_CLUSTERS_USERS", |c, v| {
+        c.access.static_lists.view_clusters.users = list(v);
+        Ok(())
+    }),
+    ("KUMA_ACCESS_STATIC_VIEW_CLUSTERS_GROUPS", |c, v| {
+        c.access.static_lists.view_clusters.groups = list(v);
+        Ok(())
+    }),
+    ("KUMA_ACCESS_STATIC_CONTROL_PLANE_METADATA_USERS", |c, v| {
+        c.access.static_lists.control_plane_metadata.users = list(v);
+        Ok(())
+    }),
+    ("KUMA_ACCESS_STATIC_CONTROL_PLANE_METADATA_GROUPS", |c, v| {
+        c.access.static_lists.control_plane_metadata.groups = list(v);
         Ok(())
     }),
     ("KUMA_API_SERVER_CORS_ALLOWED_DOMAINS", |c, v| {
@@ -772,6 +931,10 @@ mod tests {
             ),
             ("KUMA_NOT_A_SETTING".to_string(), "x".to_string()),
             ("PATH".to_string(), "/bin".to_string()),
+            (
+                "KUMA_ACCESS_STATIC_ADMIN_RESOURCES_GROUPS".to_string(),
+                "ops, security".to_string(),
+            ),
         ];
         let (c, unknown) = Config::load(Some(&f.0), env).unwrap();
         assert_eq!(c.store.store_type, StoreType::Postgres);
@@ -782,6 +945,12 @@ mod tests {
         assert_eq!(c.api_server.http.port, 6681);
         assert_eq!(c.dp_server.authn.dp_proxy.authn_type, DpProxyAuthnType::None);
         assert_eq!(unknown, vec!["KUMA_NOT_A_SETTING".to_string()]);
+        assert_eq!(c.access.static_lists.admin_resources.groups, ["ops", "security"]);
+        assert_eq!(
+            c.access.static_lists.admin_resources.users,
+            ["mesh-system:admin"],
+            "the other list keeps Kuma's default"
+        );
     }
 
     #[test]

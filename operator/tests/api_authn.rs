@@ -271,3 +271,45 @@ async fn a_revoked_dataplane_token_is_refused() {
         Err(kuma_operator::tokens::TokenError::Revoked(_))
     ));
 }
+
+#[tokio::test]
+async fn access_lists_decide_who_reads_secrets() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let store = Store::memory();
+    let api = serve_with(store.clone(), |c| {
+        c.access.static_lists.admin_resources.groups = vec!["team-a".into()];
+        c.access.static_lists.view_config_dump.groups.clear();
+    })
+    .await;
+    let tokens = Tokens::new(store.clone());
+    let alice = tokens
+        .issue_user(
+            "alice",
+            &["team-a".to_string()],
+            std::time::Duration::from_secs(600),
+        )
+        .await
+        .expect("alice");
+    let bob = tokens
+        .issue_user(
+            "bob",
+            &["team-b".to_string()],
+            std::time::Duration::from_secs(600),
+        )
+        .await
+        .expect("bob");
+    let http = reqwest::Client::new();
+    let secrets = format!("{api}/global-secrets");
+    let (status, _) = call(&http, reqwest::Method::GET, &secrets, Some(&alice), None).await;
+    assert_eq!(status, StatusCode::OK, "team-a is listed");
+    let (status, _) = call(&http, reqwest::Method::GET, &secrets, Some(&bob), None).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "team-b is not");
+    // Nobody may see config dumps any more.
+    store
+        .create(parse("type: Mesh\nname: default").unwrap())
+        .await
+        .expect("mesh");
+    let dump = format!("{api}/meshes/default/dataplanes/web/_config");
+    let (status, body) = call(&http, reqwest::Method::GET, &dump, Some(&alice), None).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+}

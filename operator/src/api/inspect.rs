@@ -130,13 +130,20 @@ async fn mesh_resources(state: &ApiState, mesh: &str) -> Result<Vec<Resource>, A
 /// `GET /meshes/{mesh}/{kind}/{name}/{sub}`.
 pub async fn sub_resource(
     State(state): State<Arc<ApiState>>,
+    Extension(caller): Extension<Caller>,
     Path((mesh, segment, name, sub)): Path<(String, String, String, String)>,
 ) -> ApiResult {
     require_mesh(&state, &mesh).await?;
     let t = kind(&segment)?;
     match (t, sub.as_str()) {
         (ResourceType::Dataplane, "_overview") => overview_one(&state, &mesh, &name).await,
-        (ResourceType::Dataplane, "_config") => dataplane_config(&state, &mesh, &name).await,
+        (ResourceType::Dataplane, "_config") => {
+            caller.require(
+                &state.config.access.static_lists.view_config_dump,
+                "the config dump",
+            )?;
+            dataplane_config(&state, &mesh, &name).await
+        }
         (ResourceType::Dataplane, "_policies") => dataplane_policies(&state, &mesh, &name).await,
         (t, "dataplanes") if t.is_policy() => policy_dataplanes(&state, &mesh, t, &name).await,
         _ => Err(ApiError::new(
@@ -396,7 +403,10 @@ pub async fn dataplane_token(
     Extension(caller): Extension<Caller>,
     body: axum::body::Bytes,
 ) -> ApiResult {
-    caller.require_admin("generate dataplane token")?;
+    caller.require(
+        &state.config.access.static_lists.generate_dp_token,
+        "generate dataplane token",
+    )?;
     #[derive(serde::Deserialize, Default)]
     #[serde(rename_all = "camelCase", default)]
     struct TokenRequest {
@@ -463,7 +473,10 @@ pub async fn user_token(
     Extension(caller): Extension<Caller>,
     body: axum::body::Bytes,
 ) -> ApiResult {
-    caller.require_admin("generate user token")?;
+    caller.require(
+        &state.config.access.static_lists.generate_user_token,
+        "generate user token",
+    )?;
     if !state.config.api_server.authn.tokens.enable_issuer {
         return Err(ApiError::new(
             StatusCode::BAD_REQUEST,

@@ -82,15 +82,10 @@ impl Caller {
         }
     }
 
-    /// Whether the caller may touch secrets and issue tokens (Kuma's
-    /// default `access.static` lists: the admin user or group).
-    pub fn is_admin(&self) -> bool {
-        self.name == ADMIN_USER || self.groups.iter().any(|g| g == ADMIN_GROUP)
-    }
-
-    /// 403 unless admin; `what` completes "cannot access …".
-    pub fn require_admin(&self, what: &str) -> Result<(), ApiError> {
-        if self.is_admin() {
+    /// 403 unless `rule` (an `access.static` list) allows the caller;
+    /// `what` completes "cannot access …".
+    pub fn require(&self, rule: &crate::config::UsersAndGroups, what: &str) -> Result<(), ApiError> {
+        if rule.allows(&self.name, &self.groups) {
             return Ok(());
         }
         Err(ApiError::new(
@@ -283,7 +278,16 @@ async fn index(axum::extract::State(state): axum::extract::State<Arc<ApiState>>)
     )
 }
 
-async fn effective_config(axum::extract::State(state): axum::extract::State<Arc<ApiState>>) -> Response {
+async fn effective_config(
+    axum::extract::State(state): axum::extract::State<Arc<ApiState>>,
+    axum::Extension(caller): axum::Extension<Caller>,
+) -> Response {
+    if let Err(e) = caller.require(
+        &state.config.access.static_lists.control_plane_metadata,
+        "control plane metadata",
+    ) {
+        return e.into_response();
+    }
     let mut config = serde_json::to_value(&state.config).unwrap_or(Value::Null);
     if let Some(pg) = config.pointer_mut("/store/postgres/password") {
         *pg = Value::String("*****".into());

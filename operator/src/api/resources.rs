@@ -59,10 +59,14 @@ pub fn kind(segment: &str) -> Result<ResourceType, ApiError> {
         })
 }
 
-/// Refuses secrets to non-admin callers, like Kuma's `adminResources`.
-pub fn check_access(t: ResourceType, caller: &Caller) -> Result<(), ApiError> {
+/// Refuses Secrets and GlobalSecrets to callers `access.static.adminResources`
+/// does not list.
+pub fn check_access(state: &ApiState, t: ResourceType, caller: &Caller) -> Result<(), ApiError> {
     if matches!(t, ResourceType::Secret | ResourceType::GlobalSecret) {
-        caller.require_admin(&format!("the resource of type \"{t}\""))?;
+        caller.require(
+            &state.config.access.static_lists.admin_resources,
+            &format!("the resource of type \"{t}\""),
+        )?;
     }
     Ok(())
 }
@@ -373,7 +377,7 @@ pub async fn list_in_mesh(
             .await;
     }
     let t = kind(&segment)?;
-    check_access(t, &caller)?;
+    check_access(&s, t, &caller)?;
     list(
         &s,
         t,
@@ -407,7 +411,7 @@ pub async fn get_in_mesh(
         .await;
     }
     let t = kind(&segment)?;
-    check_access(t, &caller)?;
+    check_access(&s, t, &caller)?;
     get_one(&s, ResourceKey::new(t, &mesh, &name)).await
 }
 
@@ -419,7 +423,7 @@ pub async fn put_in_mesh(
 ) -> ApiResult {
     require_mesh(&s, &mesh).await?;
     let t = kind(&segment)?;
-    check_access(t, &caller)?;
+    check_access(&s, t, &caller)?;
     check_writable(t)?;
     put(&s, t, Some(&mesh), &name, &body).await
 }
@@ -431,7 +435,7 @@ pub async fn delete_in_mesh(
 ) -> ApiResult {
     require_mesh(&s, &mesh).await?;
     let t = kind(&segment)?;
-    check_access(t, &caller)?;
+    check_access(&s, t, &caller)?;
     check_writable(t)?;
     delete(&s, ResourceKey::new(t, &mesh, &name)).await
 }
@@ -445,7 +449,7 @@ pub async fn list_all(
     headers: HeaderMap,
 ) -> ApiResult {
     let t = kind(&segment)?;
-    check_access(t, &caller)?;
+    check_access(&s, t, &caller)?;
     list(&s, t, None, q, &headers, &format!("/{segment}")).await
 }
 
@@ -467,7 +471,7 @@ pub async fn get_global(
     Path((segment, name)): Path<(String, String)>,
 ) -> ApiResult {
     let t = global_kind(&segment)?;
-    check_access(t, &caller)?;
+    check_access(&s, t, &caller)?;
     get_one(&s, ResourceKey::new(t, "", &name)).await
 }
 
@@ -478,7 +482,7 @@ pub async fn put_global(
     body: axum::body::Bytes,
 ) -> ApiResult {
     let t = global_kind(&segment)?;
-    check_access(t, &caller)?;
+    check_access(&s, t, &caller)?;
     put(&s, t, None, &name, &body).await
 }
 
@@ -488,6 +492,6 @@ pub async fn delete_global(
     Path((segment, name)): Path<(String, String)>,
 ) -> ApiResult {
     let t = global_kind(&segment)?;
-    check_access(t, &caller)?;
+    check_access(&s, t, &caller)?;
     delete(&s, ResourceKey::new(t, "", &name)).await
 }
