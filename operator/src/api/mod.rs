@@ -65,11 +65,12 @@ pub struct Caller {
 }
 
 impl Caller {
-    /// A loopback client (with `localhostIsAdmin`).
+    /// A loopback client (with `localhostIsAdmin`): authenticated, as
+    /// Kuma's localhost admin is.
     pub fn admin() -> Self {
         Caller {
             name: ADMIN_USER.into(),
-            groups: vec![ADMIN_GROUP.into()],
+            groups: vec![ADMIN_GROUP.into(), AUTHENTICATED_GROUP.into()],
         }
     }
 
