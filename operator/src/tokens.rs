@@ -1,11 +1,14 @@
 //! Tokens, as Kuma issues them: RS256 JWTs whose `kid` is the serial of the
-//! signing key, `1`.
+//! signing key.
 //!
 //! - Dataplane tokens are bound to a mesh and a dataplane name (and
 //!   optionally tags), signed with a per-mesh key kept as the Secret
-//!   `dataplane-token-signing-key-<mesh>-1`.
+//!   `dataplane-token-signing-key-<mesh>-<serial>`.
 //! - User tokens carry a user name and groups for the REST API, signed with
-//!   the GlobalSecret `user-token-signing-key-1`.
+//!   the GlobalSecret `user-token-signing-key-<serial>`.
+//!
+//! Rotation as in Kuma: add a key with the next serial; new tokens are
+//! signed with it, older ones verify with theirs until it is deleted.
 //!
 //! Keys are 2048-bit PKCS#1 PEM RSA keys created on first use, so every
 //! control plane sharing a store signs and verifies with the same key. A
@@ -24,9 +27,6 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::store::{ResourceKey, Store, StoreError};
-
-/// The serial (and `kid`) of the signing keys this control plane creates.
-const KEY_SERIAL: &str = "1";
 
 /// JWT's registered claims, as Kuma's tokens carry them.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
@@ -127,13 +127,46 @@ pub enum TokenError {
     Key(String),
 }
 
-/// The name of a mesh's signing key secret.
-pub fn signing_key_name(mesh: &str) -> String {
-    format!("dataplane-token-signing-key-{mesh}-{KEY_SERIAL}")
+/// A family of signing keys: secrets named `<prefix><serial>`. The newest
+/// signs new tokens; a token is verified with the key its `kid` names, so
+/// tokens signed before a rotation stay valid until their key is deleted.
+#[derive(Clone, Debug)]
+struct KeyFamily {
+    resource_type: ResourceType,
+    mesh: String,
+    prefix: String,
 }
 
-/// The GlobalSecret holding the user token signing key.
-pub const USER_SIGNING_KEY: &str = "user-token-signing-key-1";
+impl KeyFamily {
+    /// `dataplane-token-signing-key-<mesh>-<serial>` Secrets.
+    fn dataplane(mesh: &str) -> Self {
+        KeyFamily {
+            resource_type: ResourceType::Secret,
+            mesh: mesh.to_string(),
+            prefix: format!("dataplane-token-signing-key-{mesh}-"),
+        }
+    }
+
+    /// `user-token-signing-key-<serial>` GlobalSecrets.
+    fn user() -> Self {
+        KeyFamily {
+            resource_type: ResourceType::GlobalSecret,
+            mesh: String::new(),
+            prefix: USER_SIGNING_KEY_PREFIX.to_string(),
+        }
+    }
+
+    fn key(&self, serial: u64) -> ResourceKey {
+        ResourceKey::new(
+            self.resource_type,
+            &self.mesh,
+            &format!("{}{serial}", self.prefix),
+        )
+    }
+}
+
+/// The name prefix of the GlobalSecrets holding user token signing keys.
+pub const USER_SIGNING_KEY_PREFIX: &str = "user-token-signing-key-";
 /// The GlobalSecret listing revoked user token ids.
 pub const USER_REVOCATIONS: &str = "user-token-revocations";
 /// The GlobalSecret holding the bootstrapped admin user token.
@@ -159,14 +192,44 @@ impl Tokens {
         Tokens { store }
     }
 
-    /// The mesh's signing key PEM, created when absent.
+    /// The mesh's newest signing key PEM (serial 1 is created when there is
+    /// none).
     pub async fn signing_key(&self, mesh: &str) -> Result<String, TokenError> {
-        self.key_pem(ResourceKey::new(
-            ResourceType::Secret,
-            mesh,
-            &signing_key_name(mesh),
-        ))
-        .await
+        Ok(self.newest_key(&KeyFamily::dataplane(mesh)).await?.1)
+    }
+
+    /// The newest key of a family, with its serial.
+    async fn newest_key(&self, family: &KeyFamily) -> Result<(u64, String), TokenError> {
+        let mesh = (!family.mesh.is_empty()).then_some(family.mesh.as_str());
+        let keys = self.store.list(family.resource_type, mesh).await?;
+        let newest = keys
+            .iter()
+            .filter_map(|r| {
+                let serial = r.meta.name.strip_prefix(&family.prefix)?.parse::<u64>().ok()?;
+                Some((serial, r))
+            })
+            .max_by_key(|(serial, _)| *serial);
+        match newest {
+            Some((serial, r)) => Ok((serial, pem_of(r)?)),
+            None => Ok((1, self.key_pem(family.key(1)).await?)),
+        }
+    }
+
+    /// The key a token's `kid` names.
+    async fn key_for(&self, family: &KeyFamily, token: &str) -> Result<String, TokenError> {
+        let header = jsonwebtoken::decode_header(token).map_err(|e| TokenError::Invalid(e.to_string()))?;
+        let serial: u64 = header
+            .kid
+            .as_deref()
+            .and_then(|k| k.parse().ok())
+            .ok_or_else(|| TokenError::Invalid("the token has no key serial (kid)".into()))?;
+        match self.store.get(&family.key(serial)).await {
+            Ok(r) => pem_of(&r),
+            Err(StoreError::NotFound(_)) => Err(TokenError::Invalid(format!(
+                "there is no signing key with serial {serial}"
+            ))),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// The signing key PEM kept in the secret `key`, created when absent.
@@ -206,10 +269,10 @@ impl Tokens {
         }
     }
 
-    /// Signs `claims` with the key PEM `pem`.
-    fn sign<C: Serialize>(pem: &str, claims: &C) -> Result<String, TokenError> {
+    /// Signs `claims` with the key PEM `pem` of serial `serial`.
+    fn sign<C: Serialize>(pem: &str, serial: u64, claims: &C) -> Result<String, TokenError> {
         let mut header = Header::new(Algorithm::RS256);
-        header.kid = Some(KEY_SERIAL.to_string());
+        header.kid = Some(serial.to_string());
         let key = EncodingKey::from_rsa_pem(pem.as_bytes()).map_err(|e| TokenError::Key(e.to_string()))?;
         jsonwebtoken::encode(&header, claims, &key).map_err(|e| TokenError::Key(e.to_string()))
     }
@@ -258,7 +321,7 @@ impl Tokens {
         proxy_type: &str,
         valid_for: Option<Duration>,
     ) -> Result<String, TokenError> {
-        let pem = self.signing_key(mesh).await?;
+        let (serial, pem) = self.newest_key(&KeyFamily::dataplane(mesh)).await?;
         let claims = DataplaneClaims {
             name: name.to_string(),
             mesh: mesh.to_string(),
@@ -270,7 +333,7 @@ impl Tokens {
             },
             registered: RegisteredClaims::issued_now(valid_for),
         };
-        Self::sign(&pem, &claims)
+        Self::sign(&pem, serial, &claims)
     }
 
     /// Verifies a token presented for dataplane `name` of `mesh`.
@@ -280,7 +343,7 @@ impl Tokens {
         if token.is_empty() {
             return Err(TokenError::Missing);
         }
-        let pem = self.signing_key(mesh).await?;
+        let pem = self.key_for(&KeyFamily::dataplane(mesh), token).await?;
         let claims: DataplaneClaims = Self::decode(&pem, token)?;
         if claims.mesh != mesh {
             return Err(TokenError::Mismatch {
@@ -312,13 +375,13 @@ impl Tokens {
         groups: &[String],
         valid_for: Duration,
     ) -> Result<String, TokenError> {
-        let pem = self.key_pem(user_signing_key()).await?;
+        let (serial, pem) = self.newest_key(&KeyFamily::user()).await?;
         let claims = UserClaims {
             name: name.to_string(),
             groups: groups.to_vec(),
             registered: RegisteredClaims::issued_now(Some(valid_for)),
         };
-        Self::sign(&pem, &claims)
+        Self::sign(&pem, serial, &claims)
     }
 
     /// Verifies a user token.
@@ -327,7 +390,7 @@ impl Tokens {
         if token.is_empty() {
             return Err(TokenError::Missing);
         }
-        let pem = self.key_pem(user_signing_key()).await?;
+        let pem = self.key_for(&KeyFamily::user(), token).await?;
         let claims: UserClaims = Self::decode(&pem, token)?;
         self.check_revocations(
             ResourceKey::new(ResourceType::GlobalSecret, "", USER_REVOCATIONS),
@@ -403,10 +466,6 @@ pub fn check_tags(
         }
     }
     Ok(())
-}
-
-fn user_signing_key() -> ResourceKey {
-    ResourceKey::new(ResourceType::GlobalSecret, "", USER_SIGNING_KEY)
 }
 
 /// The text of a secret (a key PEM, a token, a revocation list).

@@ -313,3 +313,59 @@ async fn access_lists_decide_who_reads_secrets() {
     let (status, body) = call(&http, reqwest::Method::GET, &dump, Some(&alice), None).await;
     assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
 }
+
+#[tokio::test]
+async fn signing_keys_rotate_by_serial() {
+    use rsa::pkcs1::{EncodeRsaPrivateKey, LineEnding};
+    let store = Store::memory();
+    store
+        .create(parse("type: Mesh\nname: default").unwrap())
+        .await
+        .expect("mesh");
+    let tokens = Tokens::new(store.clone());
+    let before = tokens
+        .issue("default", "web", Default::default(), "dataplane", None)
+        .await
+        .expect("issued with key 1");
+    // A second key, as `kumactl generate signing-key` would make it.
+    let pem = rsa::RsaPrivateKey::new(&mut rand::rngs::OsRng, 2048)
+        .expect("key")
+        .to_pkcs1_pem(LineEnding::LF)
+        .expect("pem")
+        .to_string();
+    store
+        .create(
+            parse(&format!(
+                "type: Secret\nmesh: default\nname: dataplane-token-signing-key-default-2\ndata: {}\n",
+                STANDARD.encode(pem)
+            ))
+            .expect("secret"),
+        )
+        .await
+        .expect("key 2");
+    let after = tokens
+        .issue("default", "web", Default::default(), "dataplane", None)
+        .await
+        .expect("issued with key 2");
+    let kid = |t: &str| jsonwebtoken::decode_header(t).expect("header").kid;
+    assert_eq!(kid(&before).as_deref(), Some("1"));
+    assert_eq!(kid(&after).as_deref(), Some("2"), "the newest key signs");
+    assert!(tokens.verify(&before, "default", "web").await.is_ok());
+    assert!(tokens.verify(&after, "default", "web").await.is_ok());
+    // Retiring key 1 retires the tokens it signed.
+    store
+        .delete(&ResourceKey::new(
+            kuma_crds::resource::ResourceType::Secret,
+            "default",
+            "dataplane-token-signing-key-default-1",
+        ))
+        .await
+        .expect("delete key 1");
+    let refused = tokens
+        .verify(&before, "default", "web")
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(refused.contains("serial 1"), "{refused}");
+    assert!(tokens.verify(&after, "default", "web").await.is_ok());
+}
