@@ -69,13 +69,29 @@ pub fn envoy_bin() -> PathBuf {
     .clone()
 }
 
-/// A free TCP port on `ip`.
+/// A free TCP port on `ip`, picked at random from 10000–19999: outside
+/// Linux's ephemeral range (32768–60999), so the source port of some
+/// outgoing connection cannot take it between this call and the bind that
+/// follows, and random, so test processes running at once rarely pick the
+/// same one. A port is never handed out twice in one process.
 pub fn free_port(ip: &str) -> u16 {
-    std::net::TcpListener::bind((ip, 0))
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
+    use std::hash::BuildHasher;
+    static GIVEN: std::sync::Mutex<std::collections::BTreeSet<u16>> =
+        std::sync::Mutex::new(std::collections::BTreeSet::new());
+    let random = std::collections::hash_map::RandomState::new();
+    for attempt in 0u64.. {
+        let port = 10_000 + (random.hash_one(attempt) % 10_000) as u16;
+        let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+        if given.contains(&port) {
+            continue;
+        }
+        if std::net::TcpListener::bind((ip, port)).is_ok() {
+            given.insert(port);
+            return port;
+        }
+        assert!(attempt < 10_000, "no free port on {ip}");
+    }
+    unreachable!("the loop returns or panics")
 }
 
 /// Installs rustls' crypto provider for the process (reqwest is built

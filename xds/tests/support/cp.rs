@@ -292,12 +292,7 @@ where
 }
 
 pub async fn free_port(ip: &str) -> u16 {
-    TcpListener::bind((ip, 0))
-        .await
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    kuma_e2e::free_port(ip)
 }
 
 /// An HTTP app answering its name; `/delay/<ms>` answers late; `/flaky`
