@@ -59,6 +59,7 @@ fn overview(state: &ApiState, dp: &Resource, stored: Option<&Resource>) -> Value
     Value::Object(out)
 }
 
+/// Kuma's dataplane overviews of a mesh (`_overview`, `dataplanes+insights`), filtered and paged.
 pub async fn overview_list(
     state: &ApiState,
     mesh: &str,
@@ -86,6 +87,7 @@ pub async fn overview_list(
     ))
 }
 
+/// One dataplane's overview.
 pub async fn overview_one(state: &ApiState, mesh: &str, name: &str) -> ApiResult {
     let dp = state
         .store

@@ -336,6 +336,7 @@ async fn delete(state: &ApiState, key: ResourceKey) -> Result<Response, ApiError
 
 type ApiResult = Result<Response, ApiError>;
 
+/// `GET /meshes`.
 pub async fn list_meshes(
     State(s): State<Arc<ApiState>>,
     RawQuery(q): RawQuery,
@@ -344,10 +345,12 @@ pub async fn list_meshes(
     list(&s, ResourceType::Mesh, None, q, &headers, "/meshes").await
 }
 
+/// `GET /meshes/{mesh}`.
 pub async fn get_mesh(State(s): State<Arc<ApiState>>, Path(mesh): Path<String>) -> ApiResult {
     get_one(&s, ResourceKey::new(ResourceType::Mesh, "", &mesh)).await
 }
 
+/// `PUT /meshes/{mesh}`.
 pub async fn put_mesh(
     State(s): State<Arc<ApiState>>,
     Path(mesh): Path<String>,
@@ -360,10 +363,12 @@ pub async fn put_mesh(
     Ok(response)
 }
 
+/// `DELETE /meshes/{mesh}` (with everything in it).
 pub async fn delete_mesh(State(s): State<Arc<ApiState>>, Path(mesh): Path<String>) -> ApiResult {
     delete(&s, ResourceKey::new(ResourceType::Mesh, "", &mesh)).await
 }
 
+/// `GET /meshes/{mesh}/{kind}`.
 pub async fn list_in_mesh(
     State(s): State<Arc<ApiState>>,
     Extension(caller): Extension<Caller>,
@@ -389,6 +394,7 @@ pub async fn list_in_mesh(
     .await
 }
 
+/// `GET /meshes/{mesh}/{kind}/{name}`.
 pub async fn get_in_mesh(
     State(s): State<Arc<ApiState>>,
     Extension(caller): Extension<Caller>,
@@ -415,6 +421,7 @@ pub async fn get_in_mesh(
     get_one(&s, ResourceKey::new(t, &mesh, &name)).await
 }
 
+/// `PUT /meshes/{mesh}/{kind}/{name}`.
 pub async fn put_in_mesh(
     State(s): State<Arc<ApiState>>,
     Extension(caller): Extension<Caller>,
@@ -428,6 +435,7 @@ pub async fn put_in_mesh(
     put(&s, t, Some(&mesh), &name, &body).await
 }
 
+/// `DELETE /meshes/{mesh}/{kind}/{name}`.
 pub async fn delete_in_mesh(
     State(s): State<Arc<ApiState>>,
     Extension(caller): Extension<Caller>,
@@ -465,6 +473,7 @@ fn global_kind(segment: &str) -> Result<ResourceType, ApiError> {
     Ok(t)
 }
 
+/// `GET /{kind}/{name}` of a global kind.
 pub async fn get_global(
     State(s): State<Arc<ApiState>>,
     Extension(caller): Extension<Caller>,
@@ -475,6 +484,7 @@ pub async fn get_global(
     get_one(&s, ResourceKey::new(t, "", &name)).await
 }
 
+/// `PUT /{kind}/{name}` of a global kind.
 pub async fn put_global(
     State(s): State<Arc<ApiState>>,
     Extension(caller): Extension<Caller>,
@@ -486,6 +496,7 @@ pub async fn put_global(
     put(&s, t, None, &name, &body).await
 }
 
+/// `DELETE /{kind}/{name}` of a global kind.
 pub async fn delete_global(
     State(s): State<Arc<ApiState>>,
     Extension(caller): Extension<Caller>,
