@@ -263,6 +263,15 @@ impl Kumactl {
         child.wait_with_output().expect("kumactl output")
     }
 
+    /// Waits (bounded) until the control plane has created the default mesh.
+    pub async fn wait_for_default_mesh(&self) {
+        crate::eventually("the default mesh exists", Duration::from_secs(60), || async {
+            let meshes = self.ok(&["get", "meshes"], None);
+            meshes.contains("default").then_some(()).ok_or(meshes)
+        })
+        .await;
+    }
+
     /// A dataplane token for `name` in the default mesh, valid for an hour.
     pub fn dataplane_token(&self, name: &str) -> String {
         self.ok(

@@ -8,8 +8,9 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use kuma_e2e::apps::get;
 use kuma_e2e::postgres::Postgres;
-use kuma_e2e::process::{ControlPlane, Kumactl, migrate_up, start_existing_kuma_dp};
+use kuma_e2e::process::{ControlPlane, Kumactl, Proc, migrate_up, start_existing_kuma_dp};
 use kuma_e2e::{eventually, free_port, temp_dir};
 use serde_json::Value;
 
@@ -38,6 +39,32 @@ fn dataplane(name: &str, ip: &str) -> String {
     )
 }
 
+/// A leader (the first to start, so it takes the lock) and a second
+/// control plane on one database, with the Dataplane `web` at `ip` and its
+/// proxy connected to the second; `env` makes each control plane's
+/// environment.
+async fn web_served_by_second_control_plane(
+    store_env: &BTreeMap<String, String>,
+    ip: &str,
+    env: impl Fn(&BTreeMap<String, String>, &str) -> BTreeMap<String, String>,
+) -> (ControlPlane, ControlPlane, Kumactl, Proc) {
+    let leader = ControlPlane::start("kuma-cp-leader", env(store_env, "leader")).await;
+    let kumactl = Kumactl::new(&leader.api());
+    kumactl.wait_for_default_mesh().await;
+    let serving = ControlPlane::start("kuma-cp-serving", env(store_env, "serving")).await;
+    kumactl.ok(&["apply", "-f", "-"], Some(&dataplane("web", ip)));
+    let token = kumactl.dataplane_token("web");
+    let proxy = start_existing_kuma_dp(
+        "kuma-dp-web",
+        &serving,
+        "default",
+        "web",
+        &token,
+        free_port("127.0.0.1"),
+    );
+    (leader, serving, kumactl, proxy)
+}
+
 /// The `dataplaneInsight` of `name` in the overview of `cp`.
 async fn insight(http: &reqwest::Client, cp: &ControlPlane, name: &str) -> Result<Value, String> {
     let url = format!("{}/meshes/default/dataplanes/{name}/_overview", cp.api());
@@ -62,26 +89,9 @@ async fn proxy_status_is_shared_and_outlives_a_killed_control_plane() {
     let pg = Postgres::start().await;
     let store_env = pg.store_env();
     migrate_up(&store_env);
-    // The first control plane takes the leader lock.
-    let leader = ControlPlane::start("kuma-cp-leader", control_plane_env(&store_env, "leader")).await;
-    let kumactl = Kumactl::new(&leader.api());
-    eventually("the default mesh exists", LIMIT, || async {
-        let meshes = kumactl.ok(&["get", "meshes"], None);
-        meshes.contains("default").then_some(()).ok_or(meshes)
-    })
-    .await;
-    let mut serving = ControlPlane::start("kuma-cp-serving", control_plane_env(&store_env, "serving")).await;
-    kumactl.ok(&["apply", "-f", "-"], Some(&dataplane("web", ip)));
+    let (leader, mut serving, kumactl, mut proxy) =
+        web_served_by_second_control_plane(&store_env, ip, control_plane_env).await;
     kumactl.ok(&["apply", "-f", "-"], Some(&dataplane("not-started", ip)));
-    let token = kumactl.dataplane_token("web");
-    let mut proxy = start_existing_kuma_dp(
-        "kuma-dp-web",
-        &serving,
-        "default",
-        "web",
-        &token,
-        free_port("127.0.0.1"),
-    );
 
     // The leader does not serve the proxy, yet shows it Online with the
     // counters the serving control plane wrote.
@@ -111,15 +121,8 @@ async fn proxy_status_is_shared_and_outlives_a_killed_control_plane() {
         "the serving control plane sends the new policy",
         LIMIT,
         || async {
-            let text = http
-                .get(&sent)
-                .send()
-                .await
-                .map_err(|e| e.to_string())?
-                .text()
-                .await
-                .map_err(|e| e.to_string())?;
-            text.contains("\"42s\"").then_some(()).ok_or(text)
+            let answer = get(&http, &sent).await?;
+            answer.contains("\"42s\"").then_some(()).ok_or(answer)
         },
     )
     .await;
@@ -180,32 +183,10 @@ async fn a_control_plane_that_stops_says_its_proxies_left() {
     migrate_up(&store_env);
     // Default idle timeout (5m): only the stopping control plane's own
     // last write can make the proxy Offline within the test's limit.
-    let leader = ControlPlane::start(
-        "kuma-cp-leader",
-        ControlPlane::env(&store_env, &temp_dir("leader")),
-    )
-    .await;
-    let kumactl = Kumactl::new(&leader.api());
-    eventually("the default mesh exists", LIMIT, || async {
-        let meshes = kumactl.ok(&["get", "meshes"], None);
-        meshes.contains("default").then_some(()).ok_or(meshes)
-    })
-    .await;
-    let mut serving = ControlPlane::start(
-        "kuma-cp-serving",
-        ControlPlane::env(&store_env, &temp_dir("serving")),
-    )
-    .await;
-    kumactl.ok(&["apply", "-f", "-"], Some(&dataplane("web", ip)));
-    let token = kumactl.dataplane_token("web");
-    let _proxy = start_existing_kuma_dp(
-        "kuma-dp-web",
-        &serving,
-        "default",
-        "web",
-        &token,
-        free_port("127.0.0.1"),
-    );
+    let default_env =
+        |store: &BTreeMap<String, String>, name: &str| ControlPlane::env(store, &temp_dir(name));
+    let (leader, mut serving, _kumactl, _proxy) =
+        web_served_by_second_control_plane(&store_env, ip, default_env).await;
     let http = reqwest::Client::new();
     eventually("the leader shows the proxy Online", LIMIT, || async {
         let i = insight(&http, &leader, "web").await?;

@@ -93,15 +93,9 @@ async fn kuma_dp_supervises_and_drains_envoy() {
     })
     .await;
     // kuma-dp says so right after it marks itself terminating.
+    let live = format!("http://127.0.0.1:{admin}/stats?filter=server.live");
     eventually("Envoy fails health checks", LIMIT, || async {
-        let stats = client()
-            .get(format!("http://127.0.0.1:{admin}/stats?filter=server.live"))
-            .send()
-            .await
-            .map_err(|e| e.to_string())?
-            .text()
-            .await
-            .map_err(|e| e.to_string())?;
+        let stats = get(&client(), &live).await?;
         stats.contains("server.live: 0").then_some(()).ok_or(stats)
     })
     .await;

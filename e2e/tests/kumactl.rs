@@ -3,12 +3,9 @@
 //! in every format with paging, delete, inspect and version.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 use kuma_e2e::process::{ControlPlane, Kumactl};
-use kuma_e2e::{eventually, temp_dir};
-
-const LIMIT: Duration = Duration::from_secs(60);
+use kuma_e2e::temp_dir;
 
 const TIMEOUT_TEMPLATE: &str = "type: MeshTimeout\nmesh: default\nname: {{ name }}\nspec:\n  targetRef:\n    kind: Mesh\n  to:\n    - targetRef:\n        kind: Mesh\n      default:\n        idleTimeout: {{ idle }}\n";
 
@@ -26,11 +23,7 @@ async fn kumactl_habits() {
     )
     .await;
     let kumactl = Kumactl::new(&cp.api());
-    eventually("the default mesh exists", LIMIT, || async {
-        let meshes = kumactl.ok(&["get", "meshes"], None);
-        meshes.contains("default").then_some(()).ok_or(meshes)
-    })
-    .await;
+    kumactl.wait_for_default_mesh().await;
 
     // Versions of both sides.
     let version = kumactl.ok(&["version"], None);

@@ -10,7 +10,7 @@ use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::envoy::service::discovery::v3::DiscoveryRequest;
 use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
 use kuma_e2e::process::{ControlPlane, Kumactl};
-use kuma_e2e::{eventually, temp_dir};
+use kuma_e2e::temp_dir;
 use tokio_stream::StreamExt;
 
 const LIMIT: Duration = Duration::from_secs(60);
@@ -93,11 +93,7 @@ async fn the_ads_stream_checks_dataplane_tokens() {
     )
     .await;
     let kumactl = Kumactl::new(&cp.api());
-    eventually("the default mesh exists", LIMIT, || async {
-        let meshes = kumactl.ok(&["get", "meshes"], None);
-        meshes.contains("default").then_some(()).ok_or(meshes)
-    })
-    .await;
+    kumactl.wait_for_default_mesh().await;
     kumactl.ok(
         &["apply", "-f", "-"],
         Some("type: Dataplane\nmesh: default\nname: web\nnetworking:\n  address: 127.0.0.1\n  inbound:\n    - port: 18080\n      servicePort: 18081\n      tags:\n        kuma.io/service: web\n"),

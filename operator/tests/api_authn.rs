@@ -48,6 +48,16 @@ async fn serve_with(store: Store, configure: impl FnOnce(&mut Config)) -> String
     format!("http://{addr}")
 }
 
+/// A memory store with the mesh `default`.
+async fn store_with_default_mesh() -> Store {
+    let store = Store::memory();
+    store
+        .create(parse("type: Mesh\nname: default").unwrap())
+        .await
+        .expect("mesh");
+    store
+}
+
 /// The text of a GlobalSecret.
 async fn secret_text(store: &Store, name: &str) -> String {
     let r = store
@@ -86,11 +96,7 @@ async fn call(
 #[tokio::test]
 async fn user_tokens_decide_who_may_do_what() {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let store = Store::memory();
-    store
-        .create(parse("type: Mesh\nname: default").unwrap())
-        .await
-        .expect("mesh");
+    let store = store_with_default_mesh().await;
     let api = serve(store.clone()).await;
     let http = reqwest::Client::new();
     let get = reqwest::Method::GET;
@@ -249,11 +255,7 @@ async fn cors_answers_allowed_origins_only() {
 
 #[tokio::test]
 async fn a_revoked_dataplane_token_is_refused() {
-    let store = Store::memory();
-    store
-        .create(parse("type: Mesh\nname: default").unwrap())
-        .await
-        .expect("mesh");
+    let store = store_with_default_mesh().await;
     let tokens = Tokens::new(store.clone());
     let token = tokens
         .issue("default", "web", Default::default(), "dataplane", None)
@@ -275,7 +277,7 @@ async fn a_revoked_dataplane_token_is_refused() {
 #[tokio::test]
 async fn access_lists_decide_who_reads_secrets() {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let store = Store::memory();
+    let store = store_with_default_mesh().await;
     let api = serve_with(store.clone(), |c| {
         c.access.static_lists.admin_resources.groups = vec!["team-a".into()];
         c.access.static_lists.view_config_dump.groups.clear();
@@ -305,10 +307,6 @@ async fn access_lists_decide_who_reads_secrets() {
     let (status, _) = call(&http, reqwest::Method::GET, &secrets, Some(&bob), None).await;
     assert_eq!(status, StatusCode::FORBIDDEN, "team-b is not");
     // Nobody may see config dumps any more.
-    store
-        .create(parse("type: Mesh\nname: default").unwrap())
-        .await
-        .expect("mesh");
     let dump = format!("{api}/meshes/default/dataplanes/web/_config");
     let (status, body) = call(&http, reqwest::Method::GET, &dump, Some(&alice), None).await;
     assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
@@ -317,11 +315,7 @@ async fn access_lists_decide_who_reads_secrets() {
 #[tokio::test]
 async fn signing_keys_rotate_by_serial() {
     use rsa::pkcs1::{EncodeRsaPrivateKey, LineEnding};
-    let store = Store::memory();
-    store
-        .create(parse("type: Mesh\nname: default").unwrap())
-        .await
-        .expect("mesh");
+    let store = store_with_default_mesh().await;
     let tokens = Tokens::new(store.clone());
     let before = tokens
         .issue("default", "web", Default::default(), "dataplane", None)

@@ -446,14 +446,19 @@ pub async fn dataplane_token(
             &request.proxy_type,
             valid_for,
         )
-        .await
-        .map_err(|e| {
-            ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "Could not issue a token",
-                e.to_string(),
-            )
-        })?;
+        .await;
+    token_response(token)
+}
+
+/// An issued token as Kuma answers it (plain text), or why it was not.
+fn token_response(token: Result<String, crate::tokens::TokenError>) -> ApiResult {
+    let token = token.map_err(|e| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "Could not issue a token",
+            e.to_string(),
+        )
+    })?;
     Ok((StatusCode::OK, [(header::CONTENT_TYPE, "text/plain")], token).into_response())
 }
 
@@ -519,13 +524,6 @@ pub async fn user_token(
     let token = state
         .tokens
         .issue_user(&request.name, &request.groups, valid_for)
-        .await
-        .map_err(|e| {
-            ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "Could not issue a token",
-                e.to_string(),
-            )
-        })?;
-    Ok((StatusCode::OK, [(header::CONTENT_TYPE, "text/plain")], token).into_response())
+        .await;
+    token_response(token)
 }

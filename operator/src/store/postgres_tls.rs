@@ -19,8 +19,8 @@ use crate::config::{PostgresTls, PostgresTlsMode};
 /// (naming the setting).
 pub fn client_config(tls: &PostgresTls) -> Result<rustls::ClientConfig, String> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let verifier: Arc<dyn ServerCertVerifier> = match tls.mode {
-        PostgresTlsMode::Disable | PostgresTlsMode::VerifyNone => Arc::new(AnyCertificate(provider.clone())),
+    let chain = match tls.mode {
+        PostgresTlsMode::Disable | PostgresTlsMode::VerifyNone => None,
         PostgresTlsMode::VerifyCa | PostgresTlsMode::VerifyFull => {
             if tls.ca_path.is_empty() {
                 return Err(format!(
@@ -28,25 +28,23 @@ pub fn client_config(tls: &PostgresTls) -> Result<rustls::ClientConfig, String> 
                     tls.mode
                 ));
             }
+            let bad_ca =
+                |e: &dyn std::fmt::Display| format!("store.postgres.tls.caPath {}: {e}", tls.ca_path);
             let mut roots = RootCertStore::empty();
-            for cert in CertificateDer::pem_file_iter(&tls.ca_path)
-                .map_err(|e| format!("store.postgres.tls.caPath {}: {e}", tls.ca_path))?
-            {
-                let cert = cert.map_err(|e| format!("store.postgres.tls.caPath {}: {e}", tls.ca_path))?;
-                roots
-                    .add(cert)
-                    .map_err(|e| format!("store.postgres.tls.caPath {}: {e}", tls.ca_path))?;
+            for cert in CertificateDer::pem_file_iter(&tls.ca_path).map_err(|e| bad_ca(&e))? {
+                roots.add(cert.map_err(|e| bad_ca(&e))?).map_err(|e| bad_ca(&e))?;
             }
             let webpki = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
                 .build()
-                .map_err(|e| format!("store.postgres.tls.caPath {}: {e}", tls.ca_path))?;
-            if tls.mode == PostgresTlsMode::VerifyCa {
-                Arc::new(AnyHostName(webpki))
-            } else {
-                webpki
-            }
+                .map_err(|e| bad_ca(&e))?;
+            Some(webpki)
         }
     };
+    let verifier = Arc::new(ModeVerifier {
+        chain,
+        check_name: tls.mode == PostgresTlsMode::VerifyFull,
+        provider: provider.clone(),
+    });
     let builder = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| e.to_string())?
@@ -71,51 +69,18 @@ pub fn client_config(tls: &PostgresTls) -> Result<rustls::ClientConfig, String> 
     Ok(config)
 }
 
-/// `verifyNone`: the channel is encrypted but the server is not checked.
+/// Checks the server as the mode says: not at all (`verifyNone`: the
+/// channel is still encrypted), its chain to the CA (`verifyCa`, any host
+/// name, as libpq's `verify-ca`), or chain and host name (`verifyFull`).
+/// Handshake signatures are always checked.
 #[derive(Debug)]
-struct AnyCertificate(Arc<CryptoProvider>);
-
-impl ServerCertVerifier for AnyCertificate {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, Error> {
-        verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, Error> {
-        verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
+struct ModeVerifier {
+    chain: Option<Arc<WebPkiServerVerifier>>,
+    check_name: bool,
+    provider: Arc<CryptoProvider>,
 }
 
-/// `verifyCa`: the chain must lead to the CA; the host name is not checked
-/// (as libpq's `verify-ca`).
-#[derive(Debug)]
-struct AnyHostName(Arc<WebPkiServerVerifier>);
-
-impl ServerCertVerifier for AnyHostName {
+impl ServerCertVerifier for ModeVerifier {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
@@ -124,13 +89,13 @@ impl ServerCertVerifier for AnyHostName {
         ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, Error> {
-        match self
-            .0
-            .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
-        {
+        let Some(chain) = &self.chain else {
+            return Ok(ServerCertVerified::assertion());
+        };
+        match chain.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now) {
             Err(Error::InvalidCertificate(
                 CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
-            )) => Ok(ServerCertVerified::assertion()),
+            )) if !self.check_name => Ok(ServerCertVerified::assertion()),
             other => other,
         }
     }
@@ -141,7 +106,12 @@ impl ServerCertVerifier for AnyHostName {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, Error> {
-        self.0.verify_tls12_signature(message, cert, dss)
+        verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
     }
 
     fn verify_tls13_signature(
@@ -150,10 +120,17 @@ impl ServerCertVerifier for AnyHostName {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, Error> {
-        self.0.verify_tls13_signature(message, cert, dss)
+        verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.supported_verify_schemes()
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
     }
 }
