@@ -1,25 +1,32 @@
 #!/usr/bin/env bash
-# Runs the parser/validator fuzz target for a bounded time (default 60s).
-# Needs a nightly toolchain and cargo-fuzz; installs them when missing.
+# Explores with the parser/validator fuzz target for SECONDS (default 60).
+# Not part of CI's verdict: CI replays the committed corpus and regression
+# inputs deterministically (`cargo test -p kuma-crds --test fuzz_corpus`).
+#
+# New interesting inputs land in crds/fuzz/corpus/parse_validate (minimise
+# with `cargo +nightly fuzz cmin parse_validate` before committing). A crash
+# is saved under crds/fuzz/artifacts/; minimise it with
+# `cargo +nightly fuzz tmin parse_validate <file>`, commit the result under
+# crds/fuzz/regressions/parse_validate/ and fix the bug.
+#
+# Needs a nightly toolchain and cargo-fuzz; both are installed once and kept
+# in the tool cache (scripts/cache.sh), keyed by version.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source scripts/cache.sh
 seconds="${1:-60}"
+CARGO_FUZZ_VERSION=0.13.2
+TOOLS="$KUMA_RS_CACHE/cargo-fuzz-$CARGO_FUZZ_VERSION"
 
 if ! rustup run nightly rustc --version >/dev/null 2>&1; then
   rustup toolchain install nightly --profile minimal
 fi
-if ! cargo fuzz --version 2>/dev/null | grep -q "0.13.2"; then
-  cargo install cargo-fuzz --version 0.13.2 --locked
+if [ ! -x "$TOOLS/bin/cargo-fuzz" ]; then
+  cargo install cargo-fuzz --version "$CARGO_FUZZ_VERSION" --locked --root "$TOOLS.tmp"
+  rm -rf "$TOOLS" && mv "$TOOLS.tmp" "$TOOLS"
 fi
-
-corpus="crds/fuzz/corpus/parse_validate"
-mkdir -p "$corpus"
-# Seed with every example document, one file per document.
-awk -v dir="$corpus" 'BEGIN{n=0; f=dir"/seed-"n".yaml"} /^---$/{n++; f=dir"/seed-"n".yaml"; next} {print > f}' \
-  crds/tests/testdata/universal.yaml
-awk -v dir="$corpus" 'BEGIN{n=100; f=dir"/seed-"n".yaml"} /^---$/{n++; f=dir"/seed-"n".yaml"; next} {print > f}' \
-  crds/tests/testdata/kubernetes.yaml
+export PATH="$TOOLS/bin:$PATH"
 
 cd crds
-cargo +nightly fuzz run parse_validate "fuzz/corpus/parse_validate" -- \
+cargo +nightly fuzz run parse_validate fuzz/corpus/parse_validate fuzz/regressions/parse_validate -- \
   -max_total_time="$seconds" -max_len=8192 -timeout=10 -rss_limit_mb=4096

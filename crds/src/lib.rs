@@ -3,6 +3,8 @@
 //! API and the Envoy config generator.
 //!
 //! - [`resource`]: resource types, metadata and typed specs;
+//! - [`admission`]: what every write path decides before storing (computed
+//!   labels, immutable fields, the mesh-delete guard);
 //! - [`format`]: reading and writing the Universal and Kubernetes forms;
 //! - [`validation`]: field paths and Kuma-style validation;
 //! - [`policies`], [`mesh`], [`dataplane`], [`mesh_service`], [`secret`]: the types;
@@ -11,6 +13,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod admission;
 pub mod common;
 pub mod crd;
 pub mod dataplane;

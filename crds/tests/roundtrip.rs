@@ -87,3 +87,28 @@ fn kubernetes_names_are_namespaced_core_names() {
     assert_eq!(r.meta.mesh.as_deref(), Some("default"));
     assert_eq!(to_universal(&r)["name"], "mesh-timeout-all-default.kuma-system");
 }
+
+/// A Kubernetes object's `status` is the server's. For kinds without one
+/// (every policy) it is dropped in both forms, as the API server prunes
+/// it, so an object read with kubectl applies with kumactl and Kuma's
+/// kumactl (which sends `status: {}`) is accepted; MeshService keeps its.
+#[test]
+fn status_is_dropped_for_kinds_without_one_in_both_forms() {
+    let k8s = include_str!("../fuzz/regressions/parse_validate/meshtls-status-k8s.yaml");
+    let resource = parse(k8s).expect("a MeshTLS with a status is accepted");
+    assert_eq!(resource.status, None, "the status is not kept");
+    let universal = to_universal(&resource);
+    assert!(universal.get("status").is_none(), "{universal}");
+    let again = kuma_crds::format::parse_value(universal).expect("the Universal form is accepted");
+    assert_eq!(again.spec, resource.spec);
+    kuma_crds::format::check_round_trip(k8s).expect("round trip");
+
+    let with_empty_status = "type: MeshTimeout\nname: t\nmesh: default\nspec:\n  targetRef:\n    kind: Mesh\n  to:\n    - targetRef:\n        kind: Mesh\n      default:\n        idleTimeout: 10s\nstatus: {}\n";
+    let resource = parse(with_empty_status).expect("Kuma's kumactl documents are accepted");
+    assert_eq!(resource.status, None);
+
+    let service = "type: MeshService\nname: backend\nmesh: default\nspec:\n  selector:\n    dataplaneTags:\n      app: backend\n  ports:\n    - port: 80\n      targetPort: 8080\n      appProtocol: http\nstatus:\n  vips:\n    - ip: 241.0.0.1\n";
+    let resource = parse(service).expect("a MeshService with a status");
+    assert!(resource.status.is_some(), "MeshService keeps its status");
+    kuma_crds::format::check_round_trip(service).expect("round trip");
+}

@@ -5,6 +5,7 @@
 #![allow(clippy::missing_panics_doc)]
 
 pub mod apps;
+pub mod k8s;
 pub mod postgres;
 pub mod process;
 

@@ -44,7 +44,8 @@ pub enum ConfigError {
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields, default)]
 pub struct Config {
-    /// `universal` (the only environment of this binary so far).
+    /// `universal` or `kubernetes`: selects the store, leadership and how
+    /// proxies authenticate (see `crate::mode`).
     pub environment: Environment,
     /// Where resources live.
     pub store: StoreConfig,
@@ -207,26 +208,37 @@ impl Default for UniversalRuntimeConfig {
     }
 }
 
-/// Kuma's deployment environments.
-#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum Environment {
-    /// VMs and bare metal.
-    #[default]
-    Universal,
-    /// Kubernetes.
-    Kubernetes,
-}
+pub use kuma_crds::admission::Environment;
 
 /// Store settings (`store.*`).
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields, default)]
 pub struct StoreConfig {
-    /// `memory` (default) or `postgres`.
+    /// `memory` (default), `postgres`, or `kubernetes` (the only store of
+    /// the Kubernetes environment).
     #[serde(rename = "type")]
     pub store_type: StoreType,
     /// PostgreSQL settings.
     pub postgres: PostgresConfig,
+    /// Kubernetes settings.
+    pub kubernetes: KubernetesStoreConfig,
+}
+
+/// Kubernetes store settings (`store.kubernetes.*`).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct KubernetesStoreConfig {
+    /// The control plane's namespace: its Secrets, its Lease, and the
+    /// policies that apply mesh-wide.
+    pub system_namespace: String,
+}
+
+impl Default for KubernetesStoreConfig {
+    fn default() -> Self {
+        KubernetesStoreConfig {
+            system_namespace: kuma_crds::admission::DEFAULT_SYSTEM_NAMESPACE.into(),
+        }
+    }
 }
 
 /// The kinds of store.
@@ -238,6 +250,8 @@ pub enum StoreType {
     Memory,
     /// PostgreSQL.
     Postgres,
+    /// The Kubernetes API (kuma.io CRDs and Secrets).
+    Kubernetes,
 }
 
 /// PostgreSQL settings (`store.postgres.*`).
@@ -464,9 +478,10 @@ pub struct DpServerAuthn {
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields, default)]
 pub struct DpProxyAuthn {
-    /// `dpToken` (default) or `none`.
+    /// `dpToken`, `serviceAccountToken` or `none`; unset means Kuma's
+    /// default for the environment (see [`Config::dp_proxy_authn`]).
     #[serde(rename = "type")]
-    pub authn_type: DpProxyAuthnType,
+    pub authn_type: Option<DpProxyAuthnType>,
 }
 
 /// Proxy authentication types.
@@ -476,6 +491,10 @@ pub enum DpProxyAuthnType {
     #[default]
     #[serde(rename = "dpToken")]
     DpToken,
+    /// The Pod's projected ServiceAccount token, checked with a
+    /// TokenReview (Kubernetes).
+    #[serde(rename = "serviceAccountToken")]
+    ServiceAccountToken,
     /// None.
     #[serde(rename = "none")]
     None,
@@ -606,6 +625,10 @@ const ENV: &[(&str, Setter)] = &[
     }),
     ("KUMA_STORE_TYPE", |c, v| {
         let _: () = c.store.store_type = from_yaml(v)?;
+        Ok(())
+    }),
+    ("KUMA_STORE_KUBERNETES_SYSTEM_NAMESPACE", |c, v| {
+        let _: () = c.store.kubernetes.system_namespace = v.into();
         Ok(())
     }),
     ("KUMA_STORE_POSTGRES_HOST", |c, v| {
@@ -773,7 +796,7 @@ const ENV: &[(&str, Setter)] = &[
         Ok(())
     }),
     ("KUMA_DP_SERVER_AUTHN_DP_PROXY_TYPE", |c, v| {
-        let _: () = c.dp_server.authn.dp_proxy.authn_type = from_yaml(v)?;
+        let _: () = c.dp_server.authn.dp_proxy.authn_type = Some(from_yaml(v)?);
         Ok(())
     }),
     ("KUMA_DIAGNOSTICS_SERVER_PORT", |c, v| {
@@ -866,6 +889,30 @@ impl Config {
         Ok((config, unknown))
     }
 
+    /// How proxies authenticate: as configured, else Kuma's default for the
+    /// environment (dataplane tokens on Universal, the Pod's ServiceAccount
+    /// token on Kubernetes).
+    pub fn dp_proxy_authn(&self) -> DpProxyAuthnType {
+        self.dp_server
+            .authn
+            .dp_proxy
+            .authn_type
+            .unwrap_or(match self.environment {
+                Environment::Universal => DpProxyAuthnType::DpToken,
+                Environment::Kubernetes => DpProxyAuthnType::ServiceAccountToken,
+            })
+    }
+
+    /// The store: as configured; the Kubernetes environment keeps its
+    /// resources in the Kubernetes API (an explicit other choice is refused
+    /// by `crate::mode`).
+    pub fn effective_store_type(&self) -> StoreType {
+        match (self.environment, self.store.store_type) {
+            (Environment::Kubernetes, StoreType::Memory) => StoreType::Kubernetes,
+            (_, t) => t,
+        }
+    }
+
     /// The working directory, created if needed.
     pub fn work_dir(&self) -> PathBuf {
         if !self.general.work_dir.is_empty() {
@@ -914,8 +961,11 @@ mod tests {
             ),
             (5681, 5678, 5680)
         );
-        assert_eq!(c.dp_server.authn.dp_proxy.authn_type, DpProxyAuthnType::DpToken);
+        assert_eq!(c.dp_proxy_authn(), DpProxyAuthnType::DpToken);
         assert!(unknown.is_empty());
+        let (k8s, _) = Config::load(None, vec![("KUMA_ENVIRONMENT".into(), "kubernetes".into())]).unwrap();
+        assert_eq!(k8s.dp_proxy_authn(), DpProxyAuthnType::ServiceAccountToken);
+        assert_eq!(k8s.effective_store_type(), StoreType::Kubernetes);
     }
 
     #[test]
@@ -943,7 +993,7 @@ mod tests {
             ("db", 6432)
         );
         assert_eq!(c.api_server.http.port, 6681);
-        assert_eq!(c.dp_server.authn.dp_proxy.authn_type, DpProxyAuthnType::None);
+        assert_eq!(c.dp_proxy_authn(), DpProxyAuthnType::None);
         assert_eq!(unknown, vec!["KUMA_NOT_A_SETTING".to_string()]);
         assert_eq!(c.access.static_lists.admin_resources.groups, ["ops", "security"]);
         assert_eq!(

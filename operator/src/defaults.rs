@@ -1,11 +1,15 @@
 //! What a fresh control plane creates: the `default` mesh, and for every
-//! new mesh its token signing key and Kuma's default policies (timeouts,
-//! circuit breaker, retries), unless turned off.
+//! new mesh — however it was created — its token signing key and Kuma's
+//! default policies (timeouts, circuit breaker, retries), unless turned
+//! off, and the CAs of its builtin mTLS backends. Both follow Meshes
+//! through a [`Reflector`] on the leader.
 
+use kuma_crds::admission::Context;
 use kuma_crds::format::parse;
 use kuma_crds::resource::{Meta, Resource, ResourceType, Spec};
 
 use crate::config::Config;
+use crate::reflector::{Change, Reflector};
 use crate::store::{ResourceKey, Store, StoreError};
 use crate::tokens::Tokens;
 
@@ -27,6 +31,11 @@ fn default_policies(mesh: &str) -> Vec<String> {
     ]
 }
 
+/// The annotation marking a Mesh whose default resources were created
+/// (Kuma's name): they are created once, so a default a user deleted stays
+/// deleted, across restarts and leader changes.
+pub const DEFAULTS_GENERATED: &str = "k8s.kuma.io/mesh-defaults-generated";
+
 /// Creates `r` unless it exists (another control plane may be faster).
 async fn create_if_absent(store: &Store, r: Resource) -> Result<bool, StoreError> {
     match store.create(r).await {
@@ -37,45 +46,94 @@ async fn create_if_absent(store: &Store, r: Resource) -> Result<bool, StoreError
 }
 
 /// The signing key and default policies of a new mesh (those the Mesh's
-/// `skipCreatingInitialPolicies` does not exclude).
-pub async fn ensure_mesh_resources(store: &Store, mesh: &str, config: &Config) {
+/// `skipCreatingInitialPolicies` does not exclude). Errors are returned so
+/// the controller tries again rather than marking the mesh done.
+pub async fn ensure_mesh_resources(
+    store: &Store,
+    mesh: &Resource,
+    config: &Config,
+    ctx: &Context,
+) -> Result<(), StoreError> {
+    let name = mesh.meta.name.as_str();
     if !config.defaults.skip_default_policies {
-        ensure_default_policies(store, mesh).await;
-    }
-    // Last: generating the key takes a moment, and tokens create it on
-    // demand anyway.
-    if let Err(e) = Tokens::new(store.clone()).signing_key(mesh).await {
-        tracing::warn!(mesh, error = %e, "cannot create the dataplane token signing key");
-    }
-}
-
-async fn ensure_default_policies(store: &Store, mesh: &str) {
-    let skip: Vec<String> = match store.get(&ResourceKey::new(ResourceType::Mesh, "", mesh)).await {
-        Ok(Resource {
-            spec: Spec::Mesh(m), ..
-        }) => m.skip_creating_initial_policies.clone().unwrap_or_default(),
-        _ => Vec::new(),
-    };
-    for yaml in default_policies(mesh) {
-        let Ok(mut policy) = parse(&yaml) else {
-            tracing::error!(%yaml, "a default policy does not validate");
-            continue;
+        let skip: Vec<String> = match &mesh.spec {
+            Spec::Mesh(m) => m.skip_creating_initial_policies.clone().unwrap_or_default(),
+            _ => Vec::new(),
         };
-        let kind = policy.resource_type().name();
-        if skip.iter().any(|s| s == "*" || s == kind) {
-            continue;
+        for yaml in default_policies(name) {
+            let Ok(policy) = parse(&yaml) else {
+                tracing::error!(%yaml, "a default policy does not validate");
+                continue;
+            };
+            let kind = policy.resource_type().name();
+            if skip.iter().any(|s| s == "*" || s == kind) {
+                continue;
+            }
+            let policy = kuma_crds::admission::computed(ctx, policy);
+            let policy_name = policy.meta.core_name();
+            if create_if_absent(store, policy).await? {
+                tracing::info!(mesh = name, name = %policy_name, "default {kind} created");
+            }
         }
-        crate::labels::compute(&mut policy);
-        let name = policy.meta.name.clone();
-        match create_if_absent(store, policy).await {
-            Ok(true) => tracing::info!(mesh, %name, "default {kind} created"),
-            Ok(false) => {}
-            Err(e) => tracing::warn!(mesh, %name, error = %e, "cannot create a default policy"),
+    }
+    Tokens::new(store.clone())
+        .signing_key(name)
+        .await
+        .map_err(|e| match e {
+            crate::tokens::TokenError::Store(e) => e,
+            e => StoreError::Unavailable(e.to_string()),
+        })?;
+    Ok(())
+}
+
+/// Creates the default resources of every Mesh that appears without them
+/// — created through the API, by kubectl, or by [`ensure_default_mesh`] —
+/// and marks it. Leader only.
+pub async fn run_mesh_defaults(store: Store, config: Config, ctx: Context) {
+    let mut meshes = Reflector::new(store.clone(), [ResourceType::Mesh]);
+    while let Some(changes) = meshes.next().await {
+        for change in changes {
+            let Change::Applied(mesh) = change else { continue };
+            if mesh.meta.annotations.contains_key(DEFAULTS_GENERATED) {
+                continue;
+            }
+            let mut delay = std::time::Duration::from_millis(200);
+            loop {
+                match mark_defaults(&store, &mesh, &config, &ctx).await {
+                    Ok(()) => break,
+                    // Gone meanwhile, or changed: a later change brings it back.
+                    Err(StoreError::NotFound(_) | StoreError::Conflict { .. }) => break,
+                    Err(e) => {
+                        tracing::warn!(mesh = %mesh.meta.name, error = %e, "cannot create the mesh defaults yet");
+                        tokio::time::sleep(delay).await;
+                        delay = (delay * 2).min(std::time::Duration::from_secs(5));
+                    }
+                }
+            }
         }
     }
 }
 
-/// The `default` mesh (with its resources) unless turned off.
+async fn mark_defaults(
+    store: &Store,
+    mesh: &Resource,
+    config: &Config,
+    ctx: &Context,
+) -> Result<(), StoreError> {
+    ensure_mesh_resources(store, mesh, config, ctx).await?;
+    let mut marked = store.get(&ResourceKey::of(mesh)).await?;
+    if marked.meta.annotations.contains_key(DEFAULTS_GENERATED) {
+        return Ok(());
+    }
+    marked
+        .meta
+        .annotations
+        .insert(DEFAULTS_GENERATED.into(), "true".into());
+    store.update(marked).await.map(|_| ())
+}
+
+/// The `default` mesh unless turned off; its defaults follow from
+/// [`run_mesh_defaults`].
 pub async fn ensure_default_mesh(store: &Store, config: &Config) -> Result<(), StoreError> {
     if config.defaults.skip_mesh_creation {
         return Ok(());
@@ -89,7 +147,6 @@ pub async fn ensure_default_mesh(store: &Store, config: &Config) -> Result<(), S
     );
     if create_if_absent(store, mesh).await? {
         tracing::info!("default Mesh created");
-        ensure_mesh_resources(store, "default", config).await;
     }
     Ok(())
 }
@@ -161,27 +218,12 @@ pub async fn ensure_builtin_cas(store: &Store, mesh: &Resource) {
 /// changed. Leader only: two control planes generating at once would
 /// store one CA's certificate with the other's key.
 pub async fn run_ca_controller(store: Store) {
-    let mut events = store.subscribe();
-    if let Ok(meshes) = store.list(ResourceType::Mesh, None).await {
-        for m in meshes {
-            ensure_builtin_cas(&store, &m).await;
-        }
-    }
-    loop {
-        match events.recv().await {
-            Ok(crate::store::StoreEvent::Upserted(r)) if r.resource_type() == ResourceType::Mesh => {
-                ensure_builtin_cas(&store, &r).await;
+    let mut meshes = Reflector::new(store.clone(), [ResourceType::Mesh]);
+    while let Some(changes) = meshes.next().await {
+        for change in changes {
+            if let Change::Applied(mesh) = change {
+                ensure_builtin_cas(&store, &mesh).await;
             }
-            Ok(crate::store::StoreEvent::Resync)
-            | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
-                if let Ok(meshes) = store.list(ResourceType::Mesh, None).await {
-                    for m in meshes {
-                        ensure_builtin_cas(&store, &m).await;
-                    }
-                }
-            }
-            Ok(_) => {}
-            Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
         }
     }
 }

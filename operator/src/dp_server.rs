@@ -46,6 +46,48 @@ pub struct DpServer {
     pub deregistration_delay: Duration,
     /// Set at shutdown: leaving proxies are then not deregistered.
     pub shutting_down: AtomicBool,
+    /// How self-registered Dataplanes are admitted (computed labels).
+    pub admission: kuma_crds::admission::Context,
+}
+
+/// Why a proxy was not let in; `/bootstrap` and the ADS stream each map it
+/// to their own error form.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthnError {
+    /// No or bad credentials.
+    #[error("{0}")]
+    Unauthenticated(String),
+    /// The request is malformed (e.g. its inline Dataplane).
+    #[error("{0}")]
+    Invalid(String),
+    /// The Dataplane the credentials are checked against does not exist.
+    #[error("{0}")]
+    NotFound(String),
+    /// The store (or token source) cannot be read.
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+impl From<AuthnError> for BootstrapError {
+    fn from(e: AuthnError) -> Self {
+        match e {
+            AuthnError::Unauthenticated(m) => BootstrapError::Unauthorized(m),
+            AuthnError::Invalid(m) => BootstrapError::Invalid(m),
+            AuthnError::NotFound(m) => BootstrapError::NotFound(m),
+            AuthnError::Unavailable(m) => BootstrapError::Internal(m),
+        }
+    }
+}
+
+impl From<AuthnError> for Status {
+    fn from(e: AuthnError) -> Self {
+        match e {
+            AuthnError::Unauthenticated(m) => Status::unauthenticated(m),
+            AuthnError::Invalid(m) => Status::invalid_argument(m),
+            AuthnError::NotFound(m) => Status::not_found(m),
+            AuthnError::Unavailable(m) => Status::unavailable(m),
+        }
+    }
 }
 
 const TOKEN_REQUIRED: &str = "Dataplane Token is required. Generate token using 'kumactl generate dataplane-token > /path/file' and provide it via --dataplane-token-file=/path/file argument to Kuma DP";
@@ -68,8 +110,56 @@ impl DpServer {
         }
     }
 
-    fn check_token_required(&self) -> bool {
-        self.authn == DpProxyAuthnType::DpToken
+    /// Checks a proxy's credentials, the same way for `/bootstrap` and for
+    /// its xDS stream: the dataplane token of `mesh`/`name` and, when the
+    /// token binds tags, that the Dataplane (`inline`, as kuma-dp brought
+    /// it, or the stored one) has only values it allows.
+    pub async fn authenticate(
+        &self,
+        mesh: &str,
+        name: &str,
+        token: Option<&str>,
+        inline: Option<&Resource>,
+    ) -> Result<(), AuthnError> {
+        match self.authn {
+            DpProxyAuthnType::None => Ok(()),
+            DpProxyAuthnType::ServiceAccountToken => Err(AuthnError::Unauthenticated(
+                "ServiceAccount token authentication is not available in this control plane".into(),
+            )),
+            DpProxyAuthnType::DpToken => {
+                let token = token.map(str::trim).filter(|t| !t.is_empty());
+                let Some(token) = token else {
+                    return Err(AuthnError::Invalid(TOKEN_REQUIRED.into()));
+                };
+                let claims = self.tokens.verify(token, mesh, name).await.map_err(|e| match e {
+                    TokenError::Store(StoreError::Unavailable(m)) => AuthnError::Unavailable(m),
+                    e => AuthnError::Unauthenticated(format!("authentication failed: {e}")),
+                })?;
+                if claims.tags.is_empty() {
+                    return Ok(());
+                }
+                let stored;
+                let dataplane = match inline {
+                    Some(d) => d,
+                    None => {
+                        stored = self
+                            .store
+                            .get(&ResourceKey::new(ResourceType::Dataplane, mesh, name))
+                            .await
+                            .map_err(|e| match e {
+                                StoreError::NotFound(_) => AuthnError::NotFound(e.to_string()),
+                                e => AuthnError::Unavailable(format!("could not read the Dataplane: {e}")),
+                            })?;
+                        &stored
+                    }
+                };
+                if let Spec::Dataplane(spec) = &dataplane.spec {
+                    crate::tokens::check_tags(&claims.tags, spec)
+                        .map_err(|e| AuthnError::Unauthenticated(format!("authentication failed: {e}")))?;
+                }
+                Ok(())
+            }
+        }
     }
 
     /// The Dataplane a request or node carries (universal self-registration).
@@ -96,40 +186,31 @@ impl BootstrapSource for DpServer {
         host: &str,
     ) -> Result<BootstrapParams, BootstrapError> {
         let (mesh, name) = (request.mesh.as_str(), request.name.as_str());
-        let mut claims = None;
-        if self.check_token_required() {
-            if request.dataplane_token.trim().is_empty() {
-                return Err(BootstrapError::Invalid(TOKEN_REQUIRED.into()));
-            }
-            claims = Some(
-                self.tokens
-                    .verify(&request.dataplane_token, mesh, name)
-                    .await
-                    .map_err(|e| match e {
-                        TokenError::Store(StoreError::Unavailable(m)) => BootstrapError::Internal(m),
-                        e => BootstrapError::Unauthorized(format!("authentication failed: {e}")),
-                    })?,
-            );
-        }
-        let dataplane = if request.dataplane_resource.trim().is_empty() {
-            let key = ResourceKey::new(ResourceType::Dataplane, mesh, name);
-            match self.store.get(&key).await {
-                Ok(r) => r,
-                Err(StoreError::NotFound(_)) => {
-                    return Err(BootstrapError::NotFound(format!(
-                        "resource \"{mesh}.{name}\" not found; create a Dataplane in Kuma CP first or pass it as an argument to kuma-dp"
-                    )));
-                }
-                Err(e) => return Err(BootstrapError::Internal(e.to_string())),
-            }
+        let inline = if request.dataplane_resource.trim().is_empty() {
+            None
         } else {
-            Self::inline_dataplane(&request.dataplane_resource, mesh, name)
-                .map_err(BootstrapError::Invalid)?
+            Some(
+                Self::inline_dataplane(&request.dataplane_resource, mesh, name)
+                    .map_err(BootstrapError::Invalid)?,
+            )
         };
-        if let (Some(claims), Spec::Dataplane(spec)) = (&claims, &dataplane.spec) {
-            crate::tokens::check_tags(&claims.tags, spec)
-                .map_err(|e| BootstrapError::Unauthorized(format!("authentication failed: {e}")))?;
-        }
+        self.authenticate(mesh, name, Some(&request.dataplane_token), inline.as_ref())
+            .await?;
+        let dataplane = match inline {
+            Some(d) => d,
+            None => {
+                let key = ResourceKey::new(ResourceType::Dataplane, mesh, name);
+                match self.store.get(&key).await {
+                    Ok(r) => r,
+                    Err(StoreError::NotFound(_)) => {
+                        return Err(BootstrapError::NotFound(format!(
+                            "resource \"{mesh}.{name}\" not found; create a Dataplane in Kuma CP first or pass it as an argument to kuma-dp"
+                        )));
+                    }
+                    Err(e) => return Err(BootstrapError::Internal(e.to_string())),
+                }
+            }
+        };
         let mesh_key = ResourceKey::new(ResourceType::Mesh, "", mesh);
         match self.store.get(&mesh_key).await {
             Ok(_) => {}
@@ -219,52 +300,34 @@ impl Registry {
                 node.id
             )));
         };
-        if server.check_token_required() {
-            let values: Vec<_> = metadata.get_all("authorization").iter().collect();
-            let token = match values.as_slice() {
-                [one] => one.to_str().unwrap_or_default().to_string(),
-                [] => {
-                    return Err(Status::unauthenticated(
-                        "authentication failed: missing dataplane token",
-                    ));
-                }
-                _ => {
-                    return Err(Status::unauthenticated(
-                        "authentication failed: more than one authorization value",
-                    ));
-                }
-            };
-            let claims = server
-                .tokens
-                .verify(&token, mesh, name)
-                .await
-                .map_err(|e| match e {
-                    TokenError::Store(StoreError::Unavailable(m)) => Status::unavailable(m),
-                    e => Status::unauthenticated(format!("authentication failed: {e}")),
-                })?;
-            if !claims.tags.is_empty() {
-                let dataplane = match node_string(node, metadata_keys::DATAPLANE_RESOURCE) {
-                    Some(text) => {
-                        DpServer::inline_dataplane(&text, mesh, name).map_err(Status::invalid_argument)?
+        let inline = node_string(node, metadata_keys::DATAPLANE_RESOURCE)
+            .map(|text| DpServer::inline_dataplane(&text, mesh, name).map_err(Status::invalid_argument))
+            .transpose()?;
+        let token = match server.authn {
+            DpProxyAuthnType::None => None,
+            _ => {
+                let values: Vec<_> = metadata.get_all("authorization").iter().collect();
+                match values.as_slice() {
+                    [one] => Some(one.to_str().unwrap_or_default().to_string()),
+                    [] => {
+                        return Err(Status::unauthenticated(
+                            "authentication failed: missing dataplane token",
+                        ));
                     }
-                    None => server
-                        .store
-                        .get(&ResourceKey::new(ResourceType::Dataplane, mesh, name))
-                        .await
-                        .map_err(|e| match e {
-                            StoreError::NotFound(_) => Status::not_found(format!("{e}")),
-                            e => Status::unavailable(format!("could not read the Dataplane: {e}")),
-                        })?,
-                };
-                if let Spec::Dataplane(spec) = &dataplane.spec {
-                    crate::tokens::check_tags(&claims.tags, spec)
-                        .map_err(|e| Status::unauthenticated(format!("authentication failed: {e}")))?;
+                    _ => {
+                        return Err(Status::unauthenticated(
+                            "authentication failed: more than one authorization value",
+                        ));
+                    }
                 }
             }
-        }
+        };
+        server
+            .authenticate(mesh, name, token.as_deref(), inline.as_ref())
+            .await?;
         let mut registered = None;
-        if let Some(text) = node_string(node, metadata_keys::DATAPLANE_RESOURCE) {
-            let dp = DpServer::inline_dataplane(&text, mesh, name).map_err(Status::invalid_argument)?;
+        if let Some(dp) = inline {
+            let dp = kuma_crds::admission::computed(&server.admission, dp);
             let key = ResourceKey::of(&dp);
             server.store.upsert(dp).await.map_err(|e| match e {
                 StoreError::MeshNotFound(m) => {

@@ -1,67 +1,7 @@
-//! Labels Kuma computes when a resource is written through the API or
-//! registered by kuma-dp on a standalone universal control plane (a zone
-//! named `default`).
+//! Kuma's resource identifiers (the computed labels are the admission
+//! module's: `kuma_crds::admission`).
 
-use kuma_crds::resource::{MESH_LABEL, ORIGIN_LABEL, Resource, ResourceType, Scope, ZONE_LABEL};
-
-/// The zone of a standalone control plane.
-pub const ZONE: &str = "default";
-/// The environment label.
-pub const ENV_LABEL: &str = "kuma.io/env";
-/// The proxy type label of Dataplanes.
-pub const PROXY_TYPE_LABEL: &str = "kuma.io/proxy-type";
-
-/// Whether a kind is "provided by a zone" (gets origin and zone labels).
-fn zone_provided(t: ResourceType) -> bool {
-    t.is_policy()
-        || matches!(
-            t,
-            ResourceType::Dataplane | ResourceType::MeshService | ResourceType::MeshExternalService
-        )
-}
-
-/// Adds the computed labels (keeping the user's).
-pub fn compute(r: &mut Resource) {
-    let t = r.resource_type();
-    let labels = &mut r.meta.labels;
-    if t.descriptor().scope == Scope::Mesh
-        && let Some(mesh) = &r.meta.mesh
-    {
-        labels.insert(MESH_LABEL.into(), mesh.clone());
-    }
-    if zone_provided(t) {
-        labels.entry(ORIGIN_LABEL.into()).or_insert_with(|| "zone".into());
-        labels.entry(ZONE_LABEL.into()).or_insert_with(|| ZONE.into());
-        labels.insert(ENV_LABEL.into(), "universal".into());
-    }
-    if let kuma_crds::resource::Spec::Dataplane(dp) = &r.spec {
-        let kind = if dp.networking().gateway.is_some() {
-            "gateway"
-        } else {
-            "sidecar"
-        };
-        labels.insert(PROXY_TYPE_LABEL.into(), kind.into());
-    }
-}
-
-/// Labels users may not change once set, with why.
-pub fn immutable_violations(old: &Resource, new: &Resource) -> Vec<(String, String)> {
-    let mut out = Vec::new();
-    for key in [ORIGIN_LABEL, ZONE_LABEL, kuma_crds::resource::DISPLAY_NAME_LABEL] {
-        match (old.meta.labels.get(key), new.meta.labels.get(key)) {
-            (Some(a), Some(b)) if a != b => out.push((
-                format!("labels[\"{key}\"]"),
-                format!("is immutable, cannot be changed from \"{a}\" to \"{b}\""),
-            )),
-            (Some(a), None) => out.push((
-                format!("labels[\"{key}\"]"),
-                format!("is immutable, cannot be removed (was \"{a}\")"),
-            )),
-            _ => {}
-        }
-    }
-    out
-}
+use kuma_crds::resource::{Resource, ResourceType, ZONE_LABEL};
 
 /// Kuma's resource identifier:
 /// `kri_<short>_<mesh>_<zone>_<namespace>_<name>_<section>`.

@@ -1,6 +1,7 @@
 //! kuma-cp: the control plane. Universal mode keeps resources in memory or
-//! in PostgreSQL, serves Kuma's REST API, kuma-dp's `/bootstrap` and ADS,
-//! and feeds every change to the xDS reconciler.
+//! in PostgreSQL, Kubernetes mode in the Kubernetes API (kuma.io objects);
+//! both serve Kuma's REST API, kuma-dp's `/bootstrap` and ADS, and feed
+//! every change to the xDS reconciler. `mode` is where the two differ.
 
 #![forbid(unsafe_code)]
 
@@ -12,6 +13,9 @@ pub mod feed;
 pub mod gc;
 pub mod insights;
 pub mod labels;
+pub mod leader;
+pub mod mode;
+pub mod reflector;
 pub mod run;
 pub mod store;
 pub mod tls;

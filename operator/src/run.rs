@@ -17,11 +17,10 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::api::{ApiState, router as api_router};
-use crate::config::{Config, StoreType};
+use crate::config::Config;
 use crate::dp_server::{DpServer, Registry as DpRegistry};
 use crate::insights::{Insights, WriterTimings};
 use crate::store::Store;
-use crate::store::postgres::PostgresStore;
 use crate::tokens::Tokens;
 
 /// Binds a port, naming the setting in the error.
@@ -30,14 +29,6 @@ async fn bind(interface: &str, port: u16, what: &str, env: &str) -> anyhow::Resu
     TcpListener::bind(&addr)
         .await
         .with_context(|| format!("cannot listen on {addr} for the {what} (set {env} to change the port)"))
-}
-
-/// The store chosen by the configuration.
-pub async fn open_store(config: &Config) -> anyhow::Result<Store> {
-    Ok(match config.store.store_type {
-        StoreType::Memory => Store::memory(),
-        StoreType::Postgres => Store::Postgres(PostgresStore::open(config.store.postgres.clone()).await?),
-    })
 }
 
 /// Resolves on SIGTERM or Ctrl-C.
@@ -63,7 +54,10 @@ async fn shutdown_signal() {
 
 /// Runs the control plane until a shutdown signal.
 pub async fn run(config: Config) -> anyhow::Result<()> {
-    let store = open_store(&config).await?;
+    let hostname = std::env::var("HOSTNAME").unwrap_or_else(|_| "kuma-cp".into());
+    let instance_id = format!("{hostname}-{}", &uuid::Uuid::new_v4().simple().to_string()[..4]);
+    let mode = crate::mode::select(&config, &instance_id).await?;
+    let store = mode.store.clone();
     let work_dir = config.work_dir();
     let tls = crate::tls::load_or_generate(
         &config.general.tls_cert_file,
@@ -114,8 +108,6 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     )
     .await?;
 
-    let hostname = std::env::var("HOSTNAME").unwrap_or_else(|_| "kuma-cp".into());
-    let instance_id = format!("{hostname}-{}", &uuid::Uuid::new_v4().simple().to_string()[..4]);
     let snapshots = Arc::new(SnapshotCache::new());
     let xds_metrics = Arc::new(XdsMetrics::default());
     let generator = Generator::new(snapshots.clone(), xds_metrics.clone())
@@ -137,14 +129,14 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             idle_timeout: config.metrics.dataplane.idle_timeout,
         },
     ));
-    tokio::spawn(lead(store.clone(), config.clone(), insights.clone()));
+    tokio::spawn(lead(mode.clone(), config.clone(), insights.clone()));
     let insights_at_exit = insights.clone();
 
     let tokens = Tokens::new(store.clone());
     let dp = Arc::new(DpServer {
         store: store.clone(),
         tokens: tokens.clone(),
-        authn: config.dp_server.authn.dp_proxy.authn_type,
+        authn: mode.dp_authn,
         reconciler: reconciler.clone(),
         insights: insights.clone(),
         instance_id: instance_id.clone(),
@@ -152,6 +144,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         ca_pem: tls.ca_pem.clone(),
         deregistration_delay: config.xds_server.dataplane_deregistration_delay,
         shutting_down: Default::default(),
+        admission: mode.admission.clone(),
     });
     let limits = Limits::default();
     let ads = AdsServer::new(
@@ -170,6 +163,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         config: config.clone(),
         instance_id,
         cluster_id: uuid::Uuid::new_v4().to_string(),
+        admission: mode.admission.clone(),
     });
     let api_app = api_router(api_state);
     let api_tls_app = api_app.clone();
@@ -187,7 +181,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         api = config.api_server.http.port,
         api_https = config.api_server.https.enabled.then_some(config.api_server.https.port),
         diagnostics = config.diagnostics.server_port,
-        store = ?config.store.store_type,
+        environment = ?config.environment,
+        store = ?config.effective_store_type(),
         ca = %tls.ca_file.display(),
         "kuma-cp is running"
     );
@@ -244,23 +239,15 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Leader-only work: creating defaults and builtin CAs, closing subscriptions of dead
-/// control planes and collecting Dataplanes offline for too long. With
-/// PostgreSQL one control plane holds an advisory lock; the others retry
-/// and take over if it goes. A leader whose lock connection drops stops
-/// its leader work and competes again.
-async fn lead(store: Store, config: Config, insights: Arc<Insights>) {
+/// Leader-only work: the default mesh, every mesh's defaults and builtin
+/// CAs, the admin token, closing subscriptions of dead control planes and
+/// collecting Dataplanes offline for too long. Leadership is the mode's
+/// (see `crate::leader`); a leader that loses it stops its leader work at
+/// once and competes again.
+async fn lead(mode: crate::mode::Mode, config: Config, insights: Arc<Insights>) {
+    let store = mode.store.clone();
     loop {
-        let lock = match &store {
-            Store::Memory(_) => None,
-            Store::Postgres(pg) => loop {
-                if let Some(lock) = pg.try_lead().await {
-                    tracing::info!("this control plane is the leader");
-                    break Some(lock);
-                }
-                tokio::time::sleep(std::time::Duration::from_secs(5)).await;
-            },
-        };
+        let mut leader = mode.leadership.acquire().await;
         let work = async {
             let mut delay = std::time::Duration::from_millis(200);
             while let Err(e) = crate::defaults::ensure_default_mesh(&store, &config).await {
@@ -279,16 +266,15 @@ async fn lead(store: Store, config: Config, insights: Arc<Insights>) {
                     cleanup_age: config.runtime.universal.dataplane_cleanup_age,
                 },
             );
-            tokio::join!(gc, crate::defaults::run_ca_controller(store.clone()));
+            tokio::join!(
+                gc,
+                crate::defaults::run_mesh_defaults(store.clone(), config.clone(), mode.admission.clone()),
+                crate::defaults::run_ca_controller(store.clone()),
+            );
         };
-        match lock {
-            None => return work.await,
-            Some(mut lock) => {
-                tokio::select! {
-                    _ = work => return,
-                    _ = lock.lost() => tracing::warn!("lost the leader lock; stopping leader work"),
-                }
-            }
+        tokio::select! {
+            _ = work => return,
+            _ = leader.lost() => tracing::warn!("lost leadership; stopping leader work"),
         }
     }
 }

@@ -35,6 +35,7 @@ async fn serve_with(store: Store, configure: impl FnOnce(&mut Config)) -> String
         config,
         instance_id: "test".into(),
         cluster_id: "test".into(),
+        admission: kuma_crds::admission::Context::new(kuma_crds::admission::Environment::Universal),
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");

@@ -1,6 +1,11 @@
-//! Both stores keep the same promises: optimistic concurrency, mesh
-//! ownership, cascading deletes, and an announcement for every change.
+//! Every store keeps the same promises — memory, PostgreSQL and the
+//! Kubernetes API alike: optimistic concurrency, mesh ownership, cascading
+//! deletes, and an announcement for every change. Versions are opaque (the
+//! API server's resourceVersions are not 1, 2, …), and names are what the
+//! store made of them (on Kubernetes a policy written without a namespace
+//! lives in the system namespace: `t1.kuma-system`).
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use kuma_crds::format::parse;
@@ -33,6 +38,11 @@ async fn announced(
     .expect("the change was announced");
 }
 
+/// The namespace a store gave a resource written without one.
+fn store_namespace(r: &kuma_crds::resource::Resource) -> Option<String> {
+    r.meta.namespace.clone()
+}
+
 async fn promises(store: Store) {
     let mut events = store.subscribe();
     let policy = timeout_policy("t1", "10s");
@@ -43,7 +53,7 @@ async fn promises(store: Store) {
         .await
         .expect("create mesh");
     let created = store.create(policy.clone()).await.expect("create policy");
-    assert_eq!(created.meta.version.as_deref(), Some("1"));
+    assert!(created.meta.version.is_some(), "a stored resource has a version");
     assert!(created.meta.creation_time.is_some());
     announced(
         &mut events,
@@ -59,7 +69,7 @@ async fn promises(store: Store) {
     let mut first = created.clone();
     first.spec = timeout_policy("t1", "20s").spec;
     let updated = store.update(first).await.expect("first update");
-    assert_eq!(updated.meta.version.as_deref(), Some("2"));
+    assert!(updated.meta.version.is_some() && updated.meta.version != created.meta.version);
     let mut stale = created.clone();
     stale.spec = timeout_policy("t1", "30s").spec;
     assert!(matches!(
@@ -78,19 +88,18 @@ async fn promises(store: Store) {
         "type: DataplaneInsight\nmesh: default\nname: web-1\nsubscriptions:\n  - id: s1\n    controlPlaneInstanceId: cp-1\n    connectTime: \"2026-11-24T10:00:00Z\"\n",
     )
     .expect("valid insight");
+    let dataplane = parse("type: Dataplane\nmesh: default\nname: web-1\nnetworking:\n  address: 127.0.0.1\n  inbound:\n    - port: 8080\n      tags:\n        kuma.io/service: web\n")
+        .expect("valid dataplane");
+    let mut insight = insight;
+    insight.meta.namespace = store_namespace(&created);
     let insight_key = ResourceKey::of(&insight);
-    let dataplane_key = ResourceKey::new(ResourceType::Dataplane, "default", "web-1");
+    let dataplane_key = ResourceKey::new(ResourceType::Dataplane, "default", &insight_key.name);
     assert!(matches!(
         store.create(insight.clone()).await,
         Err(StoreError::NotFound(owner)) if owner == dataplane_key
     ));
-    store
-        .create(
-            parse("type: Dataplane\nmesh: default\nname: web-1\nnetworking:\n  address: 127.0.0.1\n  inbound:\n    - port: 8080\n      tags:\n        kuma.io/service: web\n")
-                .expect("valid dataplane"),
-        )
-        .await
-        .expect("create dataplane");
+    let dataplane = store.create(dataplane).await.expect("create dataplane");
+    assert_eq!(ResourceKey::of(&dataplane), dataplane_key);
     store.create(insight).await.expect("create insight");
     assert_eq!(
         store
@@ -107,10 +116,11 @@ async fn promises(store: Store) {
     ));
 
     // Deleting the mesh deletes what is in it.
-    store
+    let second = store
         .create(timeout_policy("t2", "5s"))
         .await
         .expect("second policy");
+    let second_key = ResourceKey::of(&second);
     assert_eq!(
         store
             .list(ResourceType::MeshTimeout, Some("default"))
@@ -133,7 +143,7 @@ async fn promises(store: Store) {
     assert!(matches!(store.get(&key).await, Err(StoreError::NotFound(_))));
     announced(
         &mut events,
-        |e| matches!(e, StoreEvent::Deleted(k) if k.name == "t2"),
+        |e| matches!(e, StoreEvent::Deleted(k) if *k == second_key),
     )
     .await;
     assert!(matches!(store.delete(&key).await, Err(StoreError::NotFound(_))));
@@ -160,7 +170,7 @@ async fn postgres_store_keeps_its_promises() {
         migrate_up(&config).await.expect("migrate again"),
         Some(kuma_operator::store::postgres::SCHEMA_VERSION)
     );
-    let store = Store::Postgres(PostgresStore::open(config).await.expect("open"));
+    let store = Store::new(PostgresStore::open(config).await.expect("open"));
     promises(store).await;
 }
 
@@ -172,7 +182,7 @@ async fn postgres_store_recovers_from_a_database_restart() {
         ..Default::default()
     };
     migrate_up(&config).await.expect("migrate");
-    let watcher = Store::Postgres(PostgresStore::open(config.clone()).await.expect("open"));
+    let watcher = Store::new(PostgresStore::open(config.clone()).await.expect("open"));
     let mut events = watcher.subscribe();
     watcher
         .create(parse("type: Mesh\nname: default").unwrap())
@@ -195,7 +205,7 @@ async fn postgres_store_recovers_from_a_database_restart() {
 
     // Another control plane writes once the database is back; the watcher
     // hears of it, by notification or by the resync after reconnecting.
-    let writer = Store::Postgres(PostgresStore::open(config).await.expect("open again"));
+    let writer = Store::new(PostgresStore::open(config).await.expect("open again"));
     writer
         .create(timeout_policy("after-restart", "5s"))
         .await
@@ -284,4 +294,117 @@ async fn postgres_tls_modes_are_kumas() {
         .unwrap_err()
         .to_string();
     assert!(no_ca.contains("KUMA_STORE_POSTGRES_TLS_CA_PATH"), "{no_ca}");
+}
+
+/// A client of the cluster `kubeconfig` names.
+async fn kube_client(kubeconfig: &std::path::Path) -> kube::Client {
+    let kc = kube::config::Kubeconfig::read_from(kubeconfig).expect("kubeconfig");
+    let config = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+        .await
+        .expect("client config");
+    kube::Client::try_from(config).expect("client")
+}
+
+/// A cluster with the CRDs and the system namespace.
+async fn kuma_cluster(options: kuma_e2e::k8s::Options) -> kuma_e2e::k8s::Cluster {
+    let cluster = kuma_e2e::k8s::Cluster::start(options).await;
+    cluster.install_crds();
+    cluster.create_namespace("kuma-system", &[]).await;
+    cluster
+}
+
+#[tokio::test]
+async fn kubernetes_store_keeps_its_promises() {
+    use kuma_operator::store::kubernetes::KubernetesStore;
+    let cluster = kuma_cluster(Default::default()).await;
+    let client = kube_client(&cluster.kubeconfig).await;
+    let store = Store::new(KubernetesStore::new(client, "kuma-system").await);
+    promises(store).await;
+}
+
+/// A watch broken by an API server restart: what changed while the API
+/// server was down (written through a second one) reaches a reflector
+/// exactly once — the update, the deletion, the creation — and nothing
+/// that did not change is handed out again.
+#[tokio::test]
+async fn kubernetes_reflector_learns_what_changed_while_the_api_server_was_down() {
+    use kuma_operator::reflector::{Change, Reflector};
+    use kuma_operator::store::kubernetes::KubernetesStore;
+    let mut cluster = kuma_cluster(kuma_e2e::k8s::Options {
+        second_apiserver: true,
+        ..Default::default()
+    })
+    .await;
+    let store = Store::new(KubernetesStore::new(kube_client(&cluster.kubeconfig).await, "kuma-system").await);
+    let other = Store::new(
+        KubernetesStore::new(kube_client(&cluster.second_kubeconfig()).await, "kuma-system").await,
+    );
+    other
+        .create(parse("type: Mesh\nname: default").unwrap())
+        .await
+        .expect("mesh");
+    let mut created = BTreeMap::new();
+    for name in ["a", "b", "c"] {
+        let r = other.create(timeout_policy(name, "10s")).await.expect("policy");
+        created.insert(name, r);
+    }
+    let mut reflector = Reflector::new(store.clone(), [ResourceType::Mesh, ResourceType::MeshTimeout]);
+    let first = tokio::time::timeout(Duration::from_secs(30), reflector.next())
+        .await
+        .expect("the first listing")
+        .expect("a batch");
+    assert_eq!(first.len(), 4, "the mesh and three policies: {first:?}");
+
+    cluster.stop_apiserver();
+    let mut a = created["a"].clone();
+    a.spec = timeout_policy("a", "20s").spec;
+    let a = other
+        .update(a)
+        .await
+        .expect("update while the first API server is down");
+    other
+        .delete(&ResourceKey::of(&created["b"]))
+        .await
+        .expect("delete while down");
+    let d = other
+        .create(timeout_policy("d", "5s"))
+        .await
+        .expect("create while down");
+    let restarted = std::time::Instant::now();
+    cluster.start_apiserver_again().await;
+
+    let expected: BTreeSet<ResourceKey> = [
+        ResourceKey::of(&a),
+        ResourceKey::of(&created["b"]),
+        ResourceKey::of(&d),
+    ]
+    .into_iter()
+    .collect();
+    let mut seen: Vec<Change> = Vec::new();
+    tokio::time::timeout(Duration::from_secs(90), async {
+        while !expected.iter().all(|k| seen.iter().any(|c| c.key() == *k)) {
+            seen.extend(reflector.next().await.expect("a batch"));
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("the changes made while the API server was down arrived; seen {seen:?}"));
+    eprintln!(
+        "changes made while down arrived {:?} after the restart began",
+        restarted.elapsed()
+    );
+    // Nothing else is pending: no duplicate, nothing unchanged handed out.
+    if let Ok(Some(more)) = tokio::time::timeout(Duration::from_secs(3), reflector.next()).await {
+        seen.extend(more);
+    }
+    let keys: Vec<ResourceKey> = seen.iter().map(Change::key).collect();
+    assert_eq!(keys.len(), 3, "each change exactly once: {seen:?}");
+    for change in &seen {
+        match change {
+            Change::Applied(r) if ResourceKey::of(r) == ResourceKey::of(&a) => {
+                assert_eq!(r.spec, a.spec, "the update made while down")
+            }
+            Change::Applied(r) => assert_eq!(ResourceKey::of(r), ResourceKey::of(&d)),
+            Change::Deleted(k) => assert_eq!(*k, ResourceKey::of(&created["b"])),
+        }
+    }
 }

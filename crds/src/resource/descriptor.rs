@@ -49,6 +49,11 @@ pub struct Descriptor {
     /// writes, and configuration does not depend on it. On Kubernetes its
     /// content is the object's `status`, its mesh a top-level `mesh`.
     pub read_only: bool,
+    /// Whether the kind has a `status` the control plane keeps beside the
+    /// spec (MeshService's VIPs and addresses). Every other kind has none:
+    /// a `status` sent with it (Kuma's kumactl sends `status: {}`, kubectl
+    /// shows the object's) is server-owned and dropped, never stored.
+    pub has_status: bool,
 }
 
 const fn resource(
@@ -74,6 +79,7 @@ const fn resource(
         flat_universal: false,
         has_crd: true,
         read_only: false,
+        has_status: false,
     }
 }
 
@@ -155,8 +161,16 @@ resource_types! {
         d.read_only = true;
         d
     },
-    MeshService => resource("MeshService", "meshservices", "meshservice", "msvc", Scope::Mesh),
-    MeshExternalService => resource("MeshExternalService", "meshexternalservices", "meshexternalservice", "extsvc", Scope::Mesh),
+    MeshService => {
+        let mut d = resource("MeshService", "meshservices", "meshservice", "msvc", Scope::Mesh);
+        d.has_status = true;
+        d
+    },
+    MeshExternalService => {
+        let mut d = resource("MeshExternalService", "meshexternalservices", "meshexternalservice", "extsvc", Scope::Mesh);
+        d.has_status = true;
+        d
+    },
     MeshHTTPRoute => policy("MeshHTTPRoute", "meshhttproutes", "meshhttproute", "mhttpr", 100, (true, false, false, false, false)),
     MeshTCPRoute => policy("MeshTCPRoute", "meshtcproutes", "meshtcproute", "mtcpr", 200, (true, false, false, false, false)),
     MeshTLS => policy("MeshTLS", "meshtlses", "meshtls", "mtls", 300, (false, true, true, true, false)),
@@ -189,6 +203,13 @@ impl ResourceType {
     /// Whether only the control plane writes it.
     pub fn is_read_only(self) -> bool {
         self.descriptor().read_only
+    }
+
+    /// Whether Envoy configuration depends on it, so the reconciler follows
+    /// it: everything but status (insights) and GlobalSecrets (token
+    /// signing keys and the like; mesh Secrets hold mTLS CAs).
+    pub fn feeds_generation(self) -> bool {
+        self != ResourceType::GlobalSecret && !self.is_read_only()
     }
 
     /// The type whose resource of the same name owns this one (deleting it

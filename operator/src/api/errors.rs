@@ -75,6 +75,7 @@ impl ApiError {
                 title,
                 format!("the store is unavailable: {m}"),
             ),
+            StoreError::Refused(m) => ApiError::new(StatusCode::BAD_REQUEST, title, m),
         }
     }
 

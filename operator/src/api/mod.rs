@@ -44,6 +44,9 @@ pub struct ApiState {
     pub instance_id: String,
     /// The cluster (store) id.
     pub cluster_id: String,
+    /// Where the control plane runs: how writes are admitted, and whether
+    /// the API may write resources at all (not on Kubernetes).
+    pub admission: kuma_crds::admission::Context,
 }
 
 /// The admin user: loopback clients (with `localhostIsAdmin`) and holders

@@ -7,6 +7,7 @@ use axum::Extension;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
+use kuma_crds::admission::{Environment, Operation, admit};
 use kuma_crds::format::{parse_value, to_universal};
 use kuma_crds::resource::{Resource, ResourceType, Scope};
 use serde_json::{Value, json};
@@ -242,7 +243,27 @@ async fn get_one(state: &ApiState, key: ResourceKey) -> Result<Response, ApiErro
     Ok(json_response(StatusCode::OK, &resource_json(&r)))
 }
 
-/// `PUT`: create or replace, with Kuma's checks and computed labels.
+/// Kuma's answer to writes on Kubernetes, where resources are objects of
+/// the cluster, changed with kubectl.
+const KUBERNETES_READ_ONLY: &str = "On Kubernetes you cannot change the state of Kuma resources with 'kumactl apply' or via the HTTP API. As a best practice, you should always be using 'kubectl apply' instead. You can still use 'kumactl' or the HTTP API to make read-only operations. On Universal this limitation does not apply.\n";
+
+/// 405 (as Kuma, in plain text) when the API may not write resources.
+fn check_api_writes(state: &ApiState) -> Result<(), Box<Response>> {
+    use axum::response::IntoResponse;
+    if state.admission.environment == Environment::Kubernetes {
+        return Err(Box::new(
+            (StatusCode::METHOD_NOT_ALLOWED, KUBERNETES_READ_ONLY).into_response(),
+        ));
+    }
+    Ok(())
+}
+
+fn violations(title: &str, v: Vec<kuma_crds::validation::Violation>) -> ApiError {
+    ApiError::fields(title, v.into_iter().map(|v| (v.field, v.message)).collect())
+}
+
+/// `PUT`: create or replace, with Kuma's checks and the admission module's
+/// computed labels and rules.
 async fn put(
     state: &ApiState,
     t: ResourceType,
@@ -258,7 +279,7 @@ async fn put(
             format!("invalid {t} object: {e}"),
         )
     })?;
-    let mut resource = parse_value(value).map_err(|e| ApiError::invalid(title, &e))?;
+    let resource = parse_value(value).map_err(|e| ApiError::invalid(title, &e))?;
     let mut mismatches = Vec::new();
     if resource.meta.core_name() != name {
         mismatches.push((
@@ -281,26 +302,42 @@ async fn put(
     if !mismatches.is_empty() {
         return Err(ApiError::fields(title, mismatches));
     }
-    crate::labels::compute(&mut resource);
     let key = ResourceKey::of(&resource);
     match state.store.get(&key).await {
         Ok(current) => {
-            let immutable = crate::labels::immutable_violations(&current, &resource);
-            if !immutable.is_empty() {
-                return Err(ApiError::fields(title, immutable));
-            }
-            resource.meta.version = current.meta.version.clone();
+            let update = Operation::Update {
+                old: &current,
+                new: &resource,
+            };
+            let Some(mut stored) = admit(&state.admission, update).map_err(|v| violations(title, v))? else {
+                return Err(ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    title,
+                    "nothing to store",
+                ));
+            };
+            stored.meta.version = current.meta.version.clone();
+            stored.meta.annotations = current.meta.annotations.clone();
             state
                 .store
-                .update(resource)
+                .update(stored)
                 .await
                 .map_err(|e| ApiError::store("Could not update a resource", e))?;
             Ok(json_response(StatusCode::OK, &json!({})))
         }
         Err(StoreError::NotFound(_)) => {
+            let Some(stored) =
+                admit(&state.admission, Operation::Create(&resource)).map_err(|v| violations(title, v))?
+            else {
+                return Err(ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    title,
+                    "nothing to store",
+                ));
+            };
             state
                 .store
-                .create(resource)
+                .create(stored)
                 .await
                 .map_err(|e| ApiError::store("Failed to create a resource", e))?;
             Ok(json_response(StatusCode::CREATED, &json!({})))
@@ -310,27 +347,35 @@ async fn put(
 }
 
 async fn delete(state: &ApiState, key: ResourceKey) -> Result<Response, ApiError> {
-    if key.resource_type == ResourceType::Mesh {
-        let dps = state
+    let title = "Could not delete a resource";
+    let current = state
+        .store
+        .get(&key)
+        .await
+        .map_err(|e| ApiError::store(title, e))?;
+    let dataplanes_in_mesh = if key.resource_type == ResourceType::Mesh {
+        state
             .store
             .list(ResourceType::Dataplane, Some(&key.name))
             .await
-            .map_err(|e| ApiError::store("Could not delete a resource", e))?;
-        if !dps.is_empty() {
-            return Err(ApiError::fields(
-                "Could not delete a resource",
-                vec![(
-                    "mesh".into(),
-                    "unable to delete mesh, there are still some dataplanes attached".into(),
-                )],
-            ));
-        }
-    }
+            .map_err(|e| ApiError::store(title, e))?
+            .len()
+    } else {
+        0
+    };
+    admit(
+        &state.admission,
+        Operation::Delete {
+            old: &current,
+            dataplanes_in_mesh,
+        },
+    )
+    .map_err(|v| violations(title, v))?;
     state
         .store
         .delete(&key)
         .await
-        .map_err(|e| ApiError::store("Could not delete a resource", e))?;
+        .map_err(|e| ApiError::store(title, e))?;
     Ok(json_response(StatusCode::OK, &json!({})))
 }
 
@@ -356,15 +401,17 @@ pub async fn put_mesh(
     Path(mesh): Path<String>,
     body: axum::body::Bytes,
 ) -> ApiResult {
-    let response = put(&s, ResourceType::Mesh, None, &mesh, &body).await?;
-    if response.status() == StatusCode::CREATED {
-        crate::defaults::ensure_mesh_resources(&s.store, &mesh, &s.config).await;
+    if let Err(refused) = check_api_writes(&s) {
+        return Ok(*refused);
     }
-    Ok(response)
+    put(&s, ResourceType::Mesh, None, &mesh, &body).await
 }
 
 /// `DELETE /meshes/{mesh}` (with everything in it).
 pub async fn delete_mesh(State(s): State<Arc<ApiState>>, Path(mesh): Path<String>) -> ApiResult {
+    if let Err(refused) = check_api_writes(&s) {
+        return Ok(*refused);
+    }
     delete(&s, ResourceKey::new(ResourceType::Mesh, "", &mesh)).await
 }
 
@@ -432,6 +479,9 @@ pub async fn put_in_mesh(
     let t = kind(&segment)?;
     check_access(&s, t, &caller)?;
     check_writable(t)?;
+    if let Err(refused) = check_api_writes(&s) {
+        return Ok(*refused);
+    }
     put(&s, t, Some(&mesh), &name, &body).await
 }
 
@@ -445,6 +495,9 @@ pub async fn delete_in_mesh(
     let t = kind(&segment)?;
     check_access(&s, t, &caller)?;
     check_writable(t)?;
+    if let Err(refused) = check_api_writes(&s) {
+        return Ok(*refused);
+    }
     delete(&s, ResourceKey::new(t, &mesh, &name)).await
 }
 
@@ -493,6 +546,9 @@ pub async fn put_global(
 ) -> ApiResult {
     let t = global_kind(&segment)?;
     check_access(&s, t, &caller)?;
+    if let Err(refused) = check_api_writes(&s) {
+        return Ok(*refused);
+    }
     put(&s, t, None, &name, &body).await
 }
 
@@ -504,5 +560,8 @@ pub async fn delete_global(
 ) -> ApiResult {
     let t = global_kind(&segment)?;
     check_access(&s, t, &caller)?;
+    if let Err(refused) = check_api_writes(&s) {
+        return Ok(*refused);
+    }
     delete(&s, ResourceKey::new(t, "", &name)).await
 }

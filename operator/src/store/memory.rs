@@ -6,7 +6,7 @@ use std::sync::Mutex;
 use kuma_crds::resource::{Resource, ResourceType, Scope};
 use tokio::sync::broadcast;
 
-use super::{ResourceKey, StoreError, StoreEvent, StoreResult, now};
+use super::{ResourceKey, ResourceStore, StoreError, StoreEvent, StoreResult, now};
 
 /// The in-memory store.
 #[derive(Debug)]
@@ -48,14 +48,14 @@ impl MemoryStore {
         self.resources.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    pub(super) fn get(&self, key: &ResourceKey) -> StoreResult<Resource> {
+    fn get_now(&self, key: &ResourceKey) -> StoreResult<Resource> {
         self.lock()
             .get(key)
             .cloned()
             .ok_or_else(|| StoreError::NotFound(key.clone()))
     }
 
-    pub(super) fn list(&self, t: ResourceType, mesh: Option<&str>) -> StoreResult<Vec<Resource>> {
+    fn list_now(&self, t: ResourceType, mesh: Option<&str>) -> StoreResult<Vec<Resource>> {
         Ok(self
             .lock()
             .iter()
@@ -73,7 +73,7 @@ impl MemoryStore {
         Ok(())
     }
 
-    pub(super) fn create(&self, mut r: Resource) -> StoreResult<Resource> {
+    fn create_now(&self, mut r: Resource) -> StoreResult<Resource> {
         let key = ResourceKey::of(&r);
         let mut map = self.lock();
         if map.contains_key(&key) {
@@ -94,7 +94,7 @@ impl MemoryStore {
         Ok(r)
     }
 
-    pub(super) fn update(&self, mut r: Resource) -> StoreResult<Resource> {
+    fn update_now(&self, mut r: Resource) -> StoreResult<Resource> {
         let key = ResourceKey::of(&r);
         let mut map = self.lock();
         let Some(current) = map.get(&key) else {
@@ -113,7 +113,7 @@ impl MemoryStore {
         Ok(r)
     }
 
-    pub(super) fn delete(&self, key: &ResourceKey) -> StoreResult<()> {
+    fn delete_now(&self, key: &ResourceKey) -> StoreResult<()> {
         let mut map = self.lock();
         if map.remove(key).is_none() {
             return Err(StoreError::NotFound(key.clone()));
@@ -138,8 +138,31 @@ impl MemoryStore {
         }
         Ok(())
     }
+}
 
-    pub(super) fn subscribe(&self) -> broadcast::Receiver<StoreEvent> {
+#[async_trait::async_trait]
+impl ResourceStore for MemoryStore {
+    async fn get(&self, key: &ResourceKey) -> StoreResult<Resource> {
+        self.get_now(key)
+    }
+
+    async fn list(&self, t: ResourceType, mesh: Option<&str>) -> StoreResult<Vec<Resource>> {
+        self.list_now(t, mesh)
+    }
+
+    async fn create(&self, r: Resource) -> StoreResult<Resource> {
+        self.create_now(r)
+    }
+
+    async fn update(&self, r: Resource) -> StoreResult<Resource> {
+        self.update_now(r)
+    }
+
+    async fn delete(&self, key: &ResourceKey) -> StoreResult<()> {
+        self.delete_now(key)
+    }
+
+    fn subscribe(&self) -> broadcast::Receiver<StoreEvent> {
         self.events.subscribe()
     }
 }

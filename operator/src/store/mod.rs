@@ -1,9 +1,14 @@
-//! Where resources live: in memory (the default) or in PostgreSQL. Both
-//! give the same guarantees: a write is acknowledged only once stored,
-//! updates carry the version they replace (a stale one is a conflict),
-//! mesh-scoped resources need their mesh, deleting a mesh deletes what is
-//! in it, and every change is announced to subscribers.
+//! Where resources live: in memory (the default), in PostgreSQL, or in the
+//! Kubernetes API as kuma.io objects. Every store gives the same
+//! guarantees, behind one trait ([`ResourceStore`]): a write is
+//! acknowledged only once stored, updates carry the version they replace
+//! (a stale one is a conflict), mesh-scoped resources need their mesh,
+//! deleting a mesh deletes what is in it, and every change is announced to
+//! subscribers — with a [`StoreEvent::Resync`] whenever announcements may
+//! have been missed, after which readers list again (what the
+//! [`crate::reflector`] does for every reader).
 
+pub mod kubernetes;
 pub mod memory;
 pub mod postgres;
 mod postgres_tls;
@@ -71,14 +76,18 @@ impl fmt::Display for ResourceKey {
     }
 }
 
-/// A change announced to subscribers.
+/// A change announced to subscribers; the three events of a Kubernetes
+/// watch.
 #[derive(Clone, Debug)]
 pub enum StoreEvent {
     /// Created or updated (the stored resource, with its new version).
     Upserted(Box<Resource>),
     /// Deleted.
     Deleted(ResourceKey),
-    /// Changes may have been missed (a reconnect): list everything again.
+    /// The watch restarted (after a restart or a lost connection: the API
+    /// server re-listed, PostgreSQL's LISTEN reconnected): changes may have
+    /// been missed, so what `list` returns now is the truth. Readers turn
+    /// the listing into the difference.
     Resync,
 }
 
@@ -107,72 +116,85 @@ pub enum StoreError {
     /// The backend cannot be reached.
     #[error("store unavailable: {0}")]
     Unavailable(String),
+    /// The backend refused the write (e.g. Kubernetes admission).
+    #[error("{0}")]
+    Refused(String),
 }
 
 /// Result of store operations.
 pub type StoreResult<T> = Result<T, StoreError>;
 
-/// The store in use.
-#[derive(Clone, Debug)]
-pub enum Store {
-    /// In memory.
-    Memory(Arc<memory::MemoryStore>),
-    /// PostgreSQL.
-    Postgres(Arc<postgres::PostgresStore>),
+/// What every store does: memory, PostgreSQL and the Kubernetes API give
+/// the same promises (see the module documentation), so everything above
+/// the store — the API, the reflectors, the controllers — is written once.
+#[async_trait::async_trait]
+pub trait ResourceStore: Send + Sync + fmt::Debug {
+    /// One resource.
+    async fn get(&self, key: &ResourceKey) -> StoreResult<Resource>;
+
+    /// The resources of a type, in one mesh or all, sorted by mesh and name.
+    async fn list(&self, resource_type: ResourceType, mesh: Option<&str>) -> StoreResult<Vec<Resource>>;
+
+    /// Creates a resource; the stored one comes back with its version.
+    async fn create(&self, resource: Resource) -> StoreResult<Resource>;
+
+    /// Replaces a resource; `resource.meta.version` must be the current
+    /// one (optimistic concurrency), else [`StoreError::Conflict`].
+    async fn update(&self, resource: Resource) -> StoreResult<Resource>;
+
+    /// Deletes a resource, and what it owns (a mesh with everything in
+    /// it, a Dataplane with its insight) before it.
+    async fn delete(&self, key: &ResourceKey) -> StoreResult<()>;
+
+    /// Announcements of every change from now on. Insights (status kinds,
+    /// written at every proxy update and followed by nobody) are not
+    /// announced.
+    fn subscribe(&self) -> broadcast::Receiver<StoreEvent>;
 }
 
+/// The store in use: one of the [`ResourceStore`]s, shared.
+#[derive(Clone, Debug)]
+pub struct Store(Arc<dyn ResourceStore>);
+
 impl Store {
+    /// A store backed by `inner`.
+    pub fn new(inner: Arc<dyn ResourceStore>) -> Self {
+        Store(inner)
+    }
+
     /// A fresh in-memory store.
     pub fn memory() -> Self {
-        Store::Memory(Arc::new(memory::MemoryStore::new()))
+        Store(Arc::new(memory::MemoryStore::new()))
     }
 
     /// One resource.
     pub async fn get(&self, key: &ResourceKey) -> StoreResult<Resource> {
-        match self {
-            Store::Memory(s) => s.get(key),
-            Store::Postgres(s) => s.get(key).await,
-        }
+        self.0.get(key).await
     }
 
     /// The resources of a type, in one mesh or all, sorted by mesh and name.
     pub async fn list(&self, resource_type: ResourceType, mesh: Option<&str>) -> StoreResult<Vec<Resource>> {
-        match self {
-            Store::Memory(s) => s.list(resource_type, mesh),
-            Store::Postgres(s) => s.list(resource_type, mesh).await,
-        }
+        self.0.list(resource_type, mesh).await
     }
 
-    /// Creates a resource (version 1).
+    /// Creates a resource.
     pub async fn create(&self, resource: Resource) -> StoreResult<Resource> {
-        match self {
-            Store::Memory(s) => s.create(resource),
-            Store::Postgres(s) => s.create(resource).await,
-        }
+        self.0.create(resource).await
     }
 
     /// Replaces a resource; `resource.meta.version` must be the current one.
     pub async fn update(&self, resource: Resource) -> StoreResult<Resource> {
-        match self {
-            Store::Memory(s) => s.update(resource),
-            Store::Postgres(s) => s.update(resource).await,
-        }
+        self.0.update(resource).await
     }
 
     /// Deletes a resource (a mesh with everything in it).
     pub async fn delete(&self, key: &ResourceKey) -> StoreResult<()> {
-        match self {
-            Store::Memory(s) => s.delete(key),
-            Store::Postgres(s) => s.delete(key).await,
-        }
+        self.0.delete(key).await
     }
 
     /// Announcements of every change from now on.
     pub fn subscribe(&self) -> broadcast::Receiver<StoreEvent> {
-        match self {
-            Store::Memory(s) => s.subscribe(),
-            Store::Postgres(s) => s.subscribe(),
-        }
+        self.0.subscribe()
     }
 
     /// Creates the resource or replaces it whatever its version: `PUT`

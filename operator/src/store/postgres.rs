@@ -17,7 +17,7 @@ use serde_json::{Map, Value, json};
 use tokio::sync::{Mutex, broadcast};
 use tokio_postgres::{AsyncMessage, Client};
 
-use super::{ResourceKey, StoreError, StoreEvent, StoreResult};
+use super::{ResourceKey, ResourceStore, StoreError, StoreEvent, StoreResult};
 use crate::config::{PostgresConfig, PostgresTlsMode};
 
 /// The schema version this binary writes and expects; Kuma 2.14's last
@@ -232,7 +232,22 @@ fn unavailable(e: tokio_postgres::Error) -> StoreError {
 }
 
 const COLUMNS: &str = "type, mesh, name, version, spec, coalesce(labels::text, '{}'), \
-    to_char(creation_time, 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), to_char(modification_time, 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')";
+    to_char(creation_time, 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), to_char(modification_time, 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), \
+    status::text";
+
+/// What the `status` column holds. Kuma keeps MeshService's status there;
+/// kinds without a status keep their annotations there (Kuma's schema has
+/// no column for them, and Kuma ignores the status of such kinds), so the
+/// control plane's marks (e.g. mesh defaults generated) survive restarts.
+fn status_column(r: &Resource) -> String {
+    if r.resource_type().descriptor().has_status {
+        return r.status.clone().unwrap_or_else(|| json!({})).to_string();
+    }
+    if r.meta.annotations.is_empty() {
+        return "{}".into();
+    }
+    json!({ "annotations": r.meta.annotations }).to_string()
+}
 
 impl PostgresStore {
     /// Connects and checks the schema version; starts listening for changes.
@@ -277,7 +292,7 @@ impl PostgresStore {
         Ok(fresh)
     }
 
-    pub(super) async fn get(&self, key: &ResourceKey) -> StoreResult<Resource> {
+    async fn get_now(&self, key: &ResourceKey) -> StoreResult<Resource> {
         let client = self.client().await?;
         let row = client
             .query_opt(
@@ -291,7 +306,7 @@ impl PostgresStore {
             .ok_or_else(|| StoreError::NotFound(key.clone()))
     }
 
-    pub(super) async fn list(&self, t: ResourceType, mesh: Option<&str>) -> StoreResult<Vec<Resource>> {
+    async fn list_now(&self, t: ResourceType, mesh: Option<&str>) -> StoreResult<Vec<Resource>> {
         let client = self.client().await?;
         let rows = match mesh {
             Some(m) => client
@@ -315,7 +330,7 @@ impl PostgresStore {
         Ok(rows.iter().filter_map(from_row).collect())
     }
 
-    pub(super) async fn create(&self, r: Resource) -> StoreResult<Resource> {
+    async fn create_now(&self, r: Resource) -> StoreResult<Resource> {
         let key = ResourceKey::of(&r);
         let client = self.client().await?;
         let owner = key.owner();
@@ -336,14 +351,14 @@ impl PostgresStore {
         };
         if key.resource_type.descriptor().scope == Scope::Mesh {
             let mesh = ResourceKey::new(ResourceType::Mesh, "", &key.mesh);
-            if self.get(&mesh).await.is_err() {
+            if self.get_now(&mesh).await.is_err() {
                 return Err(StoreError::MeshNotFound(key.mesh));
             }
         }
         let result = client
             .execute(
-                "INSERT INTO resources (name, mesh, type, version, spec, labels, creation_time, modification_time, owner_name, owner_mesh, owner_type) \
-                 VALUES ($1, $2, $3, 1, $4, $5::text::jsonb, now() at time zone 'utc', now() at time zone 'utc', $6, $7, $8)",
+                "INSERT INTO resources (name, mesh, type, version, spec, labels, creation_time, modification_time, owner_name, owner_mesh, owner_type, status) \
+                 VALUES ($1, $2, $3, 1, $4, $5::text::jsonb, now() at time zone 'utc', now() at time zone 'utc', $6, $7, $8, $9::text::jsonb)",
                 &[
                     &key.name,
                     &key.mesh,
@@ -353,11 +368,12 @@ impl PostgresStore {
                     &owner_name,
                     &owner_mesh,
                     &owner_type,
+                    &status_column(&r),
                 ],
             )
             .await;
         match result {
-            Ok(_) => self.get(&key).await,
+            Ok(_) => self.get_now(&key).await,
             Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) => {
                 Err(StoreError::AlreadyExists(key))
             }
@@ -371,7 +387,7 @@ impl PostgresStore {
         }
     }
 
-    pub(super) async fn update(&self, r: Resource) -> StoreResult<Resource> {
+    async fn update_now(&self, r: Resource) -> StoreResult<Resource> {
         let key = ResourceKey::of(&r);
         let expected = r.meta.version.clone().unwrap_or_default();
         let Ok(expected_number) = expected.parse::<i32>() else {
@@ -381,7 +397,7 @@ impl PostgresStore {
         let updated = client
             .execute(
                 "UPDATE resources SET spec = $1, labels = $2::text::jsonb, version = version + 1, \
-                 modification_time = now() at time zone 'utc' \
+                 modification_time = now() at time zone 'utc', status = $7::text::jsonb \
                  WHERE name = $3 AND mesh = $4 AND type = $5 AND version = $6",
                 &[
                     &r.spec.to_value().to_string(),
@@ -390,21 +406,22 @@ impl PostgresStore {
                     &key.mesh,
                     &key.resource_type.name(),
                     &expected_number,
+                    &status_column(&r),
                 ],
             )
             .await
             .map_err(unavailable)?;
         if updated == 0 {
             // Either gone or changed since it was read.
-            return match self.get(&key).await {
+            return match self.get_now(&key).await {
                 Ok(_) => Err(StoreError::Conflict { key, expected }),
                 Err(e) => Err(e),
             };
         }
-        self.get(&key).await
+        self.get_now(&key).await
     }
 
-    pub(super) async fn delete(&self, key: &ResourceKey) -> StoreResult<()> {
+    async fn delete_now(&self, key: &ResourceKey) -> StoreResult<()> {
         let client = self.client().await?;
         let deleted = client
             .execute(
@@ -417,10 +434,6 @@ impl PostgresStore {
             return Err(StoreError::NotFound(key.clone()));
         }
         Ok(())
-    }
-
-    pub(super) fn subscribe(&self) -> broadcast::Receiver<StoreEvent> {
-        self.events.subscribe()
     }
 
     /// Tries to take the leader lock (a session advisory lock held by a
@@ -444,6 +457,33 @@ impl PostgresStore {
             task.abort();
             None
         }
+    }
+}
+
+#[async_trait::async_trait]
+impl ResourceStore for PostgresStore {
+    async fn get(&self, key: &ResourceKey) -> StoreResult<Resource> {
+        self.get_now(key).await
+    }
+
+    async fn list(&self, t: ResourceType, mesh: Option<&str>) -> StoreResult<Vec<Resource>> {
+        self.list_now(t, mesh).await
+    }
+
+    async fn create(&self, r: Resource) -> StoreResult<Resource> {
+        self.create_now(r).await
+    }
+
+    async fn update(&self, r: Resource) -> StoreResult<Resource> {
+        self.update_now(r).await
+    }
+
+    async fn delete(&self, key: &ResourceKey) -> StoreResult<()> {
+        self.delete_now(key).await
+    }
+
+    fn subscribe(&self) -> broadcast::Receiver<StoreEvent> {
+        self.events.subscribe()
     }
 }
 
@@ -486,6 +526,10 @@ fn from_row(row: &tokio_postgres::Row) -> Option<Resource> {
     let labels: String = row.get(5);
     let created: String = row.get(6);
     let modified: String = row.get(7);
+    let status: Option<String> = row.get(8);
+    let status: Value = status
+        .and_then(|s| serde_json::from_str(&s).ok())
+        .unwrap_or_else(|| json!({}));
     let resource_type: ResourceType = type_name.parse().ok()?;
     let spec: Value = spec_text
         .and_then(|s| serde_json::from_str(&s).ok())
@@ -509,9 +553,19 @@ fn from_row(row: &tokio_postgres::Row) -> Option<Resource> {
     } else {
         doc.insert("spec".into(), spec);
     }
+    let has_status = resource_type.descriptor().has_status;
+    if has_status && status.as_object().is_some_and(|s| !s.is_empty()) {
+        doc.insert("status".into(), status.clone());
+    }
     match parse_value(Value::Object(doc)) {
         Ok(mut r) => {
             r.meta.version = Some(version.to_string());
+            if !has_status && let Some(annotations) = status.get("annotations").and_then(Value::as_object) {
+                r.meta.annotations = annotations
+                    .iter()
+                    .filter_map(|(k, v)| v.as_str().map(|v| (k.clone(), v.to_string())))
+                    .collect();
+            }
             Some(r)
         }
         Err(e) => {
@@ -595,7 +649,7 @@ async fn event_of(store: &PostgresStore, payload: &str) -> Option<StoreEvent> {
         "DELETE" => Some(StoreEvent::Deleted(key)),
         // The row may be gone again by now; its DELETE follows.
         _ => store
-            .get(&key)
+            .get_now(&key)
             .await
             .ok()
             .map(|r| StoreEvent::Upserted(Box::new(r))),
