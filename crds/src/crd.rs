@@ -28,9 +28,10 @@ pub fn schema_for<T: JsonSchema>() -> Value {
     value
 }
 
-/// Every CRD this project defines, in a stable order.
+/// Every CRD this project defines, in a stable order. As in Kuma's CRDs,
+/// `spec` is optional: `kind: Mesh` with only a name is a valid Mesh.
 pub fn all_crds() -> Vec<CustomResourceDefinition> {
-    vec![
+    let mut crds = vec![
         crate::mesh::Mesh::crd(),
         crate::dataplane::Dataplane::crd(),
         crate::insight::DataplaneInsight::crd(),
@@ -52,7 +53,20 @@ pub fn all_crds() -> Vec<CustomResourceDefinition> {
         mesh_tls::MeshTLS::crd(),
         mesh_trace::MeshTrace::crd(),
         mesh_traffic_permission::MeshTrafficPermission::crd(),
-    ]
+    ];
+    for crd in &mut crds {
+        for version in &mut crd.spec.versions {
+            let required = version
+                .schema
+                .as_mut()
+                .and_then(|s| s.open_api_v3_schema.as_mut())
+                .and_then(|s| s.required.as_mut());
+            if let Some(required) = required {
+                required.retain(|field| field != "spec");
+            }
+        }
+    }
+    crds
 }
 
 /// The file name of a CRD: `kuma.io_<plural>.yaml`, as in Kuma's chart.

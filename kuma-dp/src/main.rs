@@ -334,7 +334,10 @@ fn main() -> anyhow::Result<()> {
     // reqwest takes the process-wide TLS provider.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = Cli::parse();
-    tracing_subscriber::fmt().with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
     match cli.command {
         Command::Version => {
             println!("Kuma DP: {VERSION}");

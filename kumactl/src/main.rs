@@ -171,6 +171,10 @@ enum InspectCommand {
         #[arg(long = "type", default_value = "config-dump")]
         inspect_type: String,
     },
+    /// A policy (e.g. `kumactl inspect meshtimeout NAME`): the data plane
+    /// proxies it affects.
+    #[command(external_subcommand)]
+    Policy(Vec<String>),
 }
 
 #[derive(Subcommand)]
@@ -426,6 +430,27 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
             };
             let v = api.get(&format!("/meshes/{}/dataplanes/{name}/{sub}", cli.mesh))?;
             print!("{}", output::json(&v));
+            Ok(())
+        }
+        Command::Inspect {
+            command: InspectCommand::Policy(args),
+        } => {
+            let [kind, name] = args.as_slice() else {
+                anyhow::bail!(
+                    "usage: kumactl inspect <policy type> <name>, e.g. kumactl inspect meshtimeout my-timeout"
+                );
+            };
+            let t = resource_type(kind)?;
+            if !t.is_policy() {
+                anyhow::bail!("{t} is not a policy: inspect dataplanes, dataplane or a policy type");
+            }
+            let api = api(cli)?;
+            let v = api.get(&format!(
+                "/meshes/{}/{}/{name}/_resources/dataplanes",
+                cli.mesh,
+                t.descriptor().plural
+            ))?;
+            print!("{}", output::affected_dataplanes(&v));
             Ok(())
         }
         Command::Generate {

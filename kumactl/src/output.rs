@@ -299,3 +299,14 @@ pub fn json(v: &Value) -> String {
 pub fn yaml(v: &Value) -> String {
     serde_yaml::to_string(v).unwrap_or_default()
 }
+
+/// Kuma's `kumactl inspect <policy>`: the data plane proxies a policy affects.
+pub fn affected_dataplanes(v: &Value) -> String {
+    let mut out = String::from("Affected data plane proxies:\n\n");
+    for item in v.get("items").and_then(Value::as_array).into_iter().flatten() {
+        if let Some(name) = item.get("name").and_then(Value::as_str) {
+            out.push_str(&format!("  {name}\n\n"));
+        }
+    }
+    out
+}

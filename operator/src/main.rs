@@ -59,6 +59,9 @@ fn main() -> anyhow::Result<()> {
             tracing_subscriber::EnvFilter::try_new(&cli.log_level).unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr)
+        // Plain text unless a person is watching (logs go to files and
+        // collectors without colour codes).
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     match cli.command {
