@@ -19,6 +19,7 @@ pub mod crd;
 pub mod dataplane;
 pub mod format;
 pub mod insight;
+pub mod kubernetes;
 pub mod matching;
 pub mod mesh;
 pub mod mesh_service;
