@@ -6,6 +6,8 @@
 
 pub mod apps;
 pub mod k8s;
+pub mod kube_mesh;
+pub mod node;
 pub mod postgres;
 pub mod process;
 
@@ -36,6 +38,8 @@ pub fn bin_dir() -> PathBuf {
                 "kumactl",
                 "-p",
                 "kuma-dp",
+                "-p",
+                "kuma-e2e",
             ])
             .current_dir(workspace_root())
             .status()
@@ -106,6 +110,11 @@ pub fn temp_dir(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("kuma-e2e-{}-{name}-{}", std::process::id(), unique()));
     std::fs::create_dir_all(&dir).expect("create temp dir");
     dir
+}
+
+/// A number never returned twice in this process.
+pub fn unique_number() -> u64 {
+    unique()
 }
 
 fn unique() -> u64 {

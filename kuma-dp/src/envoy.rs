@@ -162,7 +162,13 @@ pub async fn readiness_server(port: u16, admin_port: u16, terminating: Arc<Atomi
             }
         }),
     );
-    match tokio::net::TcpListener::bind(("127.0.0.1", port)).await {
+    // On Kubernetes the kubelet probes the Pod's address (INSTANCE_IP, set by
+    // the injector); elsewhere loopback is enough.
+    let address = std::env::var("INSTANCE_IP")
+        .ok()
+        .filter(|ip| ip.parse::<std::net::IpAddr>().is_ok())
+        .unwrap_or_else(|| "127.0.0.1".into());
+    match tokio::net::TcpListener::bind((address.as_str(), port)).await {
         Ok(l) => {
             let _ = axum::serve(l, app).await;
         }

@@ -44,6 +44,10 @@ struct RunArgs {
     /// The CA that signed the control plane's certificate.
     #[arg(long)]
     ca_cert_file: Option<PathBuf>,
+    /// The CA that signed the control plane's certificate, as PEM
+    /// (`KUMA_CONTROL_PLANE_CA_CERT`, as Kuma's injector sets it).
+    #[arg(skip)]
+    ca_cert: Option<String>,
     /// Do not verify the control plane's certificate (insecure; never the default).
     #[arg(long)]
     skip_verify: bool,
@@ -97,6 +101,9 @@ impl RunArgs {
         }
         if let Some(v) = var("KUMA_CONTROL_PLANE_CA_CERT_FILE") {
             self.ca_cert_file = Some(v.into());
+        }
+        if let Some(v) = var("KUMA_CONTROL_PLANE_CA_CERT") {
+            self.ca_cert = Some(v);
         }
         if let Some(v) = var("KUMA_CONTROL_PLANE_TLS_SKIP_VERIFY") {
             self.skip_verify = v == "true";
@@ -185,6 +192,22 @@ fn token(args: &RunArgs) -> anyhow::Result<String> {
     }
 }
 
+/// The CA the control plane is verified with, as PEM (empty over plain
+/// HTTP or with --skip-verify): sent in the bootstrap request so Envoy
+/// trusts the control plane as kuma-dp does.
+fn ca_pem(args: &RunArgs) -> anyhow::Result<String> {
+    if !args.cp_address.starts_with("https://") || args.skip_verify {
+        return Ok(String::new());
+    }
+    match (&args.ca_cert, &args.ca_cert_file) {
+        (Some(pem), _) => Ok(pem.clone()),
+        (None, Some(path)) => {
+            std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))
+        }
+        (None, None) => Ok(String::new()),
+    }
+}
+
 /// An HTTP client that verifies the control plane's certificate.
 fn client(args: &RunArgs) -> anyhow::Result<reqwest::Client> {
     let mut builder = reqwest::Client::builder().timeout(Duration::from_secs(30));
@@ -193,12 +216,18 @@ fn client(args: &RunArgs) -> anyhow::Result<reqwest::Client> {
             tracing::warn!("the control plane's certificate is NOT verified (--skip-verify)");
             builder = builder.danger_accept_invalid_certs(true);
         } else {
-            let path = args.ca_cert_file.as_ref().ok_or_else(|| {
-                anyhow::anyhow!("the control plane is https: give its CA with --ca-cert-file (or KUMA_CONTROL_PLANE_CA_CERT_FILE)")
-            })?;
-            let pem = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+            let (pem, source) = match (&args.ca_cert, &args.ca_cert_file) {
+                (Some(pem), _) => (pem.as_bytes().to_vec(), "KUMA_CONTROL_PLANE_CA_CERT".to_string()),
+                (None, Some(path)) => (
+                    std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?,
+                    path.display().to_string(),
+                ),
+                (None, None) => anyhow::bail!(
+                    "the control plane is https: give its CA with --ca-cert-file (or KUMA_CONTROL_PLANE_CA_CERT_FILE, KUMA_CONTROL_PLANE_CA_CERT)"
+                ),
+            };
             let roots = reqwest::Certificate::from_pem_bundle(&pem)
-                .with_context(|| format!("{} holds no PEM certificate", path.display()))?;
+                .with_context(|| format!("{source} holds no PEM certificate"))?;
             builder = builder.tls_certs_only(roots);
         }
     }
@@ -275,6 +304,7 @@ async fn run(mut args: RunArgs) -> anyhow::Result<()> {
             "kumaDp": {"version": VERSION, "gitTag": VERSION, "gitCommit": "", "buildDate": ""},
             "envoy": {"version": envoy_version, "build": "", "kumaDpCompatible": true},
         },
+        "caCert": ca_pem(&args)?,
         "readinessPort": readiness_port,
         "features": features,
         "workdir": work_dir.display().to_string(),

@@ -91,8 +91,39 @@ enum Command {
         #[command(subcommand)]
         command: GenerateCommand,
     },
+    /// Install Kuma on this host (transparent proxying).
+    Install {
+        #[command(subcommand)]
+        command: InstallCommand,
+    },
+    /// Remove what `install` put in place.
+    Uninstall {
+        #[command(subcommand)]
+        command: UninstallCommand,
+    },
     /// Print the client and server versions.
     Version,
+}
+
+#[derive(Subcommand)]
+enum InstallCommand {
+    /// Redirect this host's traffic into Envoy with iptables (what kuma-init runs).
+    #[command(name = "transparent-proxy")]
+    TransparentProxy(Box<kumactl::transparent_proxy::cli::TransparentProxyArgs>),
+}
+
+#[derive(Subcommand)]
+enum UninstallCommand {
+    /// Remove the transparent proxy's iptables rules.
+    #[command(name = "transparent-proxy")]
+    TransparentProxy {
+        /// Print the rules that would remain, change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Print more.
+        #[arg(long)]
+        verbose: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -489,6 +520,33 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
             let body = json!({"name": name, "groups": group, "validFor": valid_for});
             let token = api(cli)?.post_text("/tokens/user", &body)?;
             print!("{token}");
+            Ok(())
+        }
+        Command::Install {
+            command: InstallCommand::TransparentProxy(args),
+        } => {
+            use kumactl::transparent_proxy::apply;
+            let config = args.config().map_err(|e| anyhow::anyhow!(e))?;
+            if args.dry_run {
+                let host = apply::host();
+                print!("{}", apply::dry_run(&config, &host, false));
+                return Ok(());
+            }
+            let applied = apply::install(&config).map_err(|e| anyhow::anyhow!(e))?;
+            if args.verbose {
+                print!("{applied}");
+            }
+            println!(
+                "transparent proxy setup completed successfully. You can now run kuma-dp with the transparent-proxy feature enabled"
+            );
+            Ok(())
+        }
+        Command::Uninstall {
+            command: UninstallCommand::TransparentProxy { dry_run, verbose: _ },
+        } => {
+            let report =
+                kumactl::transparent_proxy::apply::uninstall(*dry_run).map_err(|e| anyhow::anyhow!(e))?;
+            print!("{report}");
             Ok(())
         }
         Command::Version => {

@@ -48,6 +48,8 @@ pub struct DpServer {
     pub shutting_down: AtomicBool,
     /// How self-registered Dataplanes are admitted (computed labels).
     pub admission: kuma_crds::admission::Context,
+    /// ServiceAccount token checks (Kubernetes).
+    pub service_accounts: Option<Arc<crate::kubernetes::service_account::ServiceAccountAuthenticator>>,
 }
 
 /// Why a proxy was not let in; `/bootstrap` and the ADS stream each map it
@@ -123,9 +125,29 @@ impl DpServer {
     ) -> Result<(), AuthnError> {
         match self.authn {
             DpProxyAuthnType::None => Ok(()),
-            DpProxyAuthnType::ServiceAccountToken => Err(AuthnError::Unauthenticated(
-                "ServiceAccount token authentication is not available in this control plane".into(),
-            )),
+            DpProxyAuthnType::ServiceAccountToken => {
+                let token = token.map(str::trim).filter(|t| !t.is_empty());
+                let Some(token) = token else {
+                    return Err(AuthnError::Unauthenticated(
+                        "a ServiceAccount token is required (KUMA_DATAPLANE_RUNTIME_TOKEN_PATH)".into(),
+                    ));
+                };
+                let Some(service_accounts) = &self.service_accounts else {
+                    return Err(AuthnError::Unavailable(
+                        "ServiceAccount token authentication needs the Kubernetes API".into(),
+                    ));
+                };
+                let _ = mesh;
+                service_accounts
+                    .authenticate(name, token)
+                    .await
+                    .map_err(|e| match e {
+                        AuthnError::Unauthenticated(m) => {
+                            AuthnError::Unauthenticated(format!("authentication failed: {m}"))
+                        }
+                        e => e,
+                    })
+            }
             DpProxyAuthnType::DpToken => {
                 let token = token.map(str::trim).filter(|t| !t.is_empty());
                 let Some(token) = token else {
@@ -225,7 +247,13 @@ impl BootstrapSource for DpServer {
         Ok(BootstrapParams {
             xds_host: host.to_string(),
             xds_port: self.port,
-            ca_pem: Some(self.ca_pem.clone()),
+            // The CA kuma-dp itself trusts for this control plane (as
+            // Kuma uses it), else the one the dp-server was given.
+            ca_pem: Some(if request.ca_cert.trim().is_empty() {
+                self.ca_pem.clone()
+            } else {
+                request.ca_cert.clone()
+            }),
             admin_port: admin_port_or_default(dp.networking().admin.as_ref().and_then(|a| a.port)),
             service: dp.service().unwrap_or("unknown").to_string(),
             address: dp.networking().address.clone().unwrap_or_default(),

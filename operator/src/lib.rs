@@ -12,6 +12,7 @@ pub mod dp_server;
 pub mod feed;
 pub mod gc;
 pub mod insights;
+pub mod kubernetes;
 pub mod labels;
 pub mod leader;
 pub mod mode;

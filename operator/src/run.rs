@@ -145,6 +145,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         deregistration_delay: config.xds_server.dataplane_deregistration_delay,
         shutting_down: Default::default(),
         admission: mode.admission.clone(),
+        service_accounts: mode
+            .kube
+            .clone()
+            .map(|c| Arc::new(crate::kubernetes::service_account::ServiceAccountAuthenticator::new(c))),
     });
     let limits = Limits::default();
     let ads = AdsServer::new(
@@ -266,10 +270,17 @@ async fn lead(mode: crate::mode::Mode, config: Config, insights: Arc<Insights>) 
                     cleanup_age: config.runtime.universal.dataplane_cleanup_age,
                 },
             );
+            let controllers = async {
+                if let Some(client) = mode.kube.clone() {
+                    crate::kubernetes::run_controllers(client, mode.admission.clone(), Default::default())
+                        .await;
+                }
+            };
             tokio::join!(
                 gc,
                 crate::defaults::run_mesh_defaults(store.clone(), config.clone(), mode.admission.clone()),
                 crate::defaults::run_ca_controller(store.clone()),
+                controllers,
             );
         };
         tokio::select! {

@@ -100,6 +100,13 @@ fn api_resources() -> BTreeMap<ResourceType, ApiResource> {
     out
 }
 
+/// The API resource of kind `t`.
+pub fn api_resource(t: ResourceType) -> ApiResource {
+    api_resources()
+        .remove(&t)
+        .unwrap_or_else(|| ApiResource::erase::<k8s_openapi::api::core::v1::Secret>(&()))
+}
+
 /// The Secret type of a secret kind.
 fn secret_type(t: ResourceType) -> Option<&'static str> {
     match t {

@@ -1,0 +1,116 @@
+//! Fixtures of the Kubernetes-mode tests: a cluster with the kuma.io CRDs,
+//! kuma-cp running against it with a dp-server certificate Pods can verify
+//! (`kuma-control-plane.kuma-system`), and the test node agent publishing
+//! it to Pods as the Service `kuma-control-plane` in `kuma-system`.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use crate::k8s::{Cluster, Options};
+use crate::node::{HostService, NodeAgent};
+use crate::process::ControlPlane;
+
+/// The names Pods reach the control plane by.
+pub const CONTROL_PLANE_NAMES: &[&str] = &[
+    "kuma-control-plane.kuma-system",
+    "kuma-control-plane.kuma-system.svc",
+    "kuma-control-plane.kuma-system.svc.cluster.local",
+];
+
+/// A client of the cluster `kubeconfig` names.
+pub async fn kube_client(kubeconfig: &std::path::Path) -> kube::Client {
+    let kc = kube::config::Kubeconfig::read_from(kubeconfig).expect("kubeconfig");
+    let config = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+        .await
+        .expect("client config");
+    kube::Client::try_from(config).expect("client")
+}
+
+/// The dp-server certificate and key (files) for the control plane's
+/// Service names, signed by the cluster's CA; and that CA's PEM.
+pub fn dp_server_certificate(cluster: &Cluster) -> (PathBuf, PathBuf, String) {
+    use rcgen::{CertificateParams, Issuer, KeyPair, SanType};
+    let (ca_pem, ca_key_pem) = cluster.ca_pem();
+    let ca_key = KeyPair::from_pem(ca_key_pem).expect("CA key");
+    let issuer = Issuer::from_ca_cert_pem(ca_pem, ca_key).expect("CA");
+    let key = KeyPair::generate().expect("key");
+    let mut names: Vec<String> = CONTROL_PLANE_NAMES.iter().map(|s| s.to_string()).collect();
+    names.push("localhost".into());
+    let mut params = CertificateParams::new(names).expect("params");
+    params
+        .subject_alt_names
+        .push(SanType::IpAddress("127.0.0.1".parse().expect("ip")));
+    let cert = params.signed_by(&key, &issuer).expect("certificate");
+    let dir = cluster.dir.join("dp-server");
+    std::fs::create_dir_all(&dir).expect("dir");
+    let (cert_file, key_file) = (dir.join("tls.crt"), dir.join("tls.key"));
+    std::fs::write(&cert_file, cert.pem()).expect("cert");
+    std::fs::write(&key_file, key.serialize_pem()).expect("key");
+    (cert_file, key_file, ca_pem.to_string())
+}
+
+/// A Kubernetes-mode test bed: the cluster, kuma-cp, the node agent.
+pub struct KubeMesh {
+    /// The node agent (dropped first: Pods stop before the control plane).
+    pub node: NodeAgent,
+    /// The control plane.
+    pub cp: ControlPlane,
+    /// The CA Pods verify the control plane with (PEM).
+    pub ca_pem: String,
+    /// The cluster.
+    pub cluster: Cluster,
+}
+
+impl KubeMesh {
+    /// Starts it all; `env` adds kuma-cp settings.
+    pub async fn start(extra_env: &[(&str, &str)]) -> KubeMesh {
+        let cluster = Cluster::start(Options {
+            controller_manager: true,
+            ..Default::default()
+        })
+        .await;
+        cluster.install_crds();
+        cluster.create_namespace("kuma-system", &[]).await;
+        let (cert, key, ca_pem) = dp_server_certificate(&cluster);
+        let mut store = BTreeMap::new();
+        for (k, v) in [
+            ("KUMA_ENVIRONMENT", "kubernetes".to_string()),
+            ("KUBECONFIG", cluster.kubeconfig.display().to_string()),
+            ("HOSTNAME", "kuma-cp".to_string()),
+            ("KUMA_GENERAL_TLS_CERT_FILE", cert.display().to_string()),
+            ("KUMA_GENERAL_TLS_KEY_FILE", key.display().to_string()),
+        ] {
+            store.insert(k.to_string(), v);
+        }
+        for (k, v) in extra_env {
+            store.insert(k.to_string(), v.to_string());
+        }
+        let work_dir = crate::temp_dir("kube-cp");
+        let cp = ControlPlane::start("kuma-cp", ControlPlane::env(&store, &work_dir)).await;
+        // The Service Pods reach the control plane through.
+        cluster.apply(
+            "apiVersion: v1\nkind: Service\nmetadata:\n  name: kuma-control-plane\n  namespace: kuma-system\nspec:\n  ports:\n    - name: dp-server\n      port: 5678\n",
+        );
+        let client = kube_client(&cluster.kubeconfig).await;
+        let node = NodeAgent::start(
+            client,
+            vec![HostService {
+                names: CONTROL_PLANE_NAMES.iter().map(|s| s.to_string()).collect(),
+                port: 5678,
+                target: format!("127.0.0.1:{}", cp.dp_port),
+            }],
+        )
+        .await;
+        KubeMesh {
+            node,
+            cp,
+            ca_pem,
+            cluster,
+        }
+    }
+
+    /// A client of the cluster.
+    pub async fn client(&self) -> kube::Client {
+        kube_client(&self.cluster.kubeconfig).await
+    }
+}

@@ -1,0 +1,5 @@
+//! kumactl's parts that are worth testing on their own.
+
+#![forbid(unsafe_code)]
+
+pub mod transparent_proxy;

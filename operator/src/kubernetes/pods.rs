@@ -1,0 +1,271 @@
+//! Pod → Dataplane: every Pod with Kuma's sidecar gets a Dataplane of the
+//! same name in its namespace, owned by the Pod (the garbage collector
+//! removes it with the Pod), converted by `kuma_crds::kubernetes::pod`.
+//!
+//! Event-driven (kube-runtime's `Controller`, no polling): a Pod change
+//! reconciles that Pod; a Service change the Pods its selector matches (old
+//! or new: both are in the namespace); a Namespace change (its mesh label)
+//! the Pods in it. A Dataplane is written (server-side apply) only when what
+//! it would hold differs from what is stored.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::ReplicaSet;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
+use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::watcher;
+use kuma_crds::admission::Context;
+use kuma_crds::format::to_kubernetes;
+use kuma_crds::kubernetes::pod::{PodInput, pod_to_dataplane};
+use kuma_crds::kubernetes::{is_injected, owners_of};
+use kuma_crds::resource::ResourceType;
+use serde_json::{Value, json};
+
+use super::cache::cache;
+
+/// The field manager of everything kuma-cp applies.
+pub const FIELD_MANAGER: &str = "kuma-cp";
+
+/// Why a Pod was not reconciled.
+#[derive(Debug, thiserror::Error)]
+pub enum PodError {
+    /// The Pod cannot be converted (bad annotation and the like).
+    #[error("{0}")]
+    Convert(String),
+    /// The API server refused or could not be reached.
+    #[error("writing the Dataplane: {0}")]
+    Write(#[from] kube::Error),
+}
+
+/// What the controller counts (for the benchmark and `/metrics`).
+#[derive(Debug, Default)]
+pub struct PodControllerStats {
+    /// Reconciliations run.
+    pub reconciled: AtomicU64,
+    /// Dataplanes written (each one API request).
+    pub writes: AtomicU64,
+}
+
+struct Ctx {
+    client: kube::Client,
+    admission: Context,
+    services: Store<Service>,
+    namespaces: Store<Namespace>,
+    replica_sets: Store<ReplicaSet>,
+    jobs: Store<Job>,
+    dataplanes: Store<DynamicObject>,
+    dataplane_resource: ApiResource,
+    stats: Arc<PodControllerStats>,
+}
+
+/// Runs the controller until the client's watches end.
+pub async fn run(client: kube::Client, admission: Context, stats: Arc<PodControllerStats>) {
+    let dataplane_resource = crate::store::kubernetes::api_resource(ResourceType::Dataplane);
+    let (services, t1) = cache(Api::<Service>::all(client.clone()), ());
+    let (namespaces, t2) = cache(Api::<Namespace>::all(client.clone()), ());
+    let (replica_sets, t3) = cache(Api::<ReplicaSet>::all(client.clone()), ());
+    let (jobs, t4) = cache(Api::<Job>::all(client.clone()), ());
+    let (dataplanes, t5) = cache(
+        Api::<DynamicObject>::all_with(client.clone(), &dataplane_resource),
+        dataplane_resource.clone(),
+    );
+    for store in [
+        &services.wait_until_ready().await,
+        &namespaces.wait_until_ready().await,
+    ] {
+        if store.is_err() {
+            return;
+        }
+    }
+    let _ = replica_sets.wait_until_ready().await;
+    let _ = jobs.wait_until_ready().await;
+    let _ = dataplanes.wait_until_ready().await;
+    let ctx = Arc::new(Ctx {
+        client: client.clone(),
+        admission,
+        services,
+        namespaces,
+        replica_sets,
+        jobs,
+        dataplanes,
+        dataplane_resource,
+        stats,
+    });
+    let controller = Controller::new(Api::<Pod>::all(client.clone()), watcher::Config::default());
+    let pods = controller.store();
+    let pods_for_namespace = pods.clone();
+    controller
+        .with_config(kube::runtime::controller::Config::default().concurrency(10))
+        .watches(
+            Api::<Service>::all(client.clone()),
+            watcher::Config::default(),
+            move |service| pods_selected_by(&pods, &service),
+        )
+        .watches(
+            Api::<Namespace>::all(client.clone()),
+            watcher::Config::default(),
+            move |namespace| {
+                let name = namespace.metadata.name.clone();
+                pods_for_namespace
+                    .state()
+                    .into_iter()
+                    .filter(|p| p.metadata.namespace == name)
+                    .map(|p| ObjectRef::from_obj(&*p))
+                    .collect::<Vec<_>>()
+            },
+        )
+        .run(reconcile, error_policy, ctx)
+        .for_each(|result| async move {
+            if let Err(e) = result {
+                tracing::debug!(error = %e, "pod reconciliation");
+            }
+        })
+        .await;
+    for t in [t1, t2, t3, t4, t5] {
+        t.abort();
+    }
+}
+
+/// The Pods a Service's selector matches (in its namespace).
+fn pods_selected_by(pods: &Store<Pod>, service: &Service) -> Vec<ObjectRef<Pod>> {
+    let namespace = service.metadata.namespace.clone();
+    let selector = service
+        .spec
+        .as_ref()
+        .and_then(|s| s.selector.clone())
+        .unwrap_or_default();
+    if selector.is_empty() {
+        return Vec::new();
+    }
+    pods.state()
+        .into_iter()
+        .filter(|p| p.metadata.namespace == namespace)
+        .filter(|p| {
+            let labels = p.metadata.labels.clone().unwrap_or_default();
+            selector.iter().all(|(k, v)| labels.get(k) == Some(v))
+        })
+        .map(|p| ObjectRef::from_obj(&*p))
+        .collect()
+}
+
+fn error_policy(pod: Arc<Pod>, error: &PodError, _: Arc<Ctx>) -> Action {
+    tracing::warn!(
+        pod = pod.metadata.name.as_deref().unwrap_or_default(),
+        namespace = pod.metadata.namespace.as_deref().unwrap_or_default(),
+        %error,
+        "cannot reconcile the Dataplane of a Pod"
+    );
+    Action::requeue(Duration::from_secs(5))
+}
+
+/// The Dataplane the Pod should have, in its Kubernetes form with the Pod
+/// as owner; `None` when it should have none (yet).
+fn desired(pod: &Pod, ctx: &Ctx) -> Result<Option<Value>, PodError> {
+    if !is_injected(pod) {
+        return Ok(None);
+    }
+    let namespace = pod.metadata.namespace.clone().unwrap_or_default();
+    let ns = ctx.namespaces.get(&ObjectRef::new(&namespace));
+    let empty = BTreeMap::new();
+    let services: Vec<Service> = ctx
+        .services
+        .state()
+        .into_iter()
+        .filter(|s| s.metadata.namespace.as_deref() == Some(namespace.as_str()))
+        .map(|s| (*s).clone())
+        .collect();
+    let found: Vec<_> = pod
+        .metadata
+        .owner_references
+        .iter()
+        .flatten()
+        .filter_map(|owner| {
+            let refs = match owner.kind.as_str() {
+                "ReplicaSet" => ctx
+                    .replica_sets
+                    .get(&ObjectRef::new(&owner.name).within(&namespace))
+                    .map(|o| o.metadata.owner_references.clone().unwrap_or_default()),
+                "Job" => ctx
+                    .jobs
+                    .get(&ObjectRef::new(&owner.name).within(&namespace))
+                    .map(|o| o.metadata.owner_references.clone().unwrap_or_default()),
+                _ => None,
+            }?;
+            Some((owner.kind.clone(), owner.name.clone(), refs))
+        })
+        .collect();
+    let owners = owners_of(pod, &found);
+    let input = PodInput {
+        pod,
+        namespace_labels: ns
+            .as_ref()
+            .and_then(|n| n.metadata.labels.as_ref())
+            .unwrap_or(&empty),
+        namespace_annotations: ns
+            .as_ref()
+            .and_then(|n| n.metadata.annotations.as_ref())
+            .unwrap_or(&empty),
+        services: &services,
+        owners: &owners,
+        zone: &ctx.admission.zone,
+    };
+    let Some(dataplane) = pod_to_dataplane(&input).map_err(PodError::Convert)? else {
+        return Ok(None);
+    };
+    let dataplane = kuma_crds::admission::computed(&ctx.admission, dataplane);
+    let mut object = to_kubernetes(&dataplane, &namespace);
+    object["metadata"]["ownerReferences"] = json!([{
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "name": pod.metadata.name,
+        "uid": pod.metadata.uid,
+        "controller": true,
+        "blockOwnerDeletion": true,
+    }]);
+    Ok(Some(object))
+}
+
+/// Whether the stored Dataplane already holds what `desired` says.
+fn up_to_date(stored: &DynamicObject, desired: &Value) -> bool {
+    let labels = stored.metadata.labels.clone().unwrap_or_default();
+    let desired_labels: BTreeMap<String, String> = desired
+        .pointer("/metadata/labels")
+        .and_then(|l| serde_json::from_value(l.clone()).ok())
+        .unwrap_or_default();
+    stored.data.get("spec") == desired.get("spec")
+        && stored.data.get("mesh") == desired.get("mesh")
+        && labels == desired_labels
+}
+
+async fn reconcile(pod: Arc<Pod>, ctx: Arc<Ctx>) -> Result<Action, PodError> {
+    ctx.stats.reconciled.fetch_add(1, Ordering::Relaxed);
+    let Some(desired) = desired(&pod, &ctx)? else {
+        return Ok(Action::await_change());
+    };
+    let name = pod.metadata.name.clone().unwrap_or_default();
+    let namespace = pod.metadata.namespace.clone().unwrap_or_default();
+    let stored = ctx
+        .dataplanes
+        .get(&ObjectRef::new_with(&name, ctx.dataplane_resource.clone()).within(&namespace));
+    if stored.as_deref().is_some_and(|s| up_to_date(s, &desired)) {
+        return Ok(Action::await_change());
+    }
+    let api: Api<DynamicObject> =
+        Api::namespaced_with(ctx.client.clone(), &namespace, &ctx.dataplane_resource);
+    api.patch(
+        &name,
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&desired),
+    )
+    .await?;
+    ctx.stats.writes.fetch_add(1, Ordering::Relaxed);
+    tracing::debug!(pod = %name, %namespace, "Dataplane written");
+    Ok(Action::await_change())
+}
