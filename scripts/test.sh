@@ -28,4 +28,11 @@ if [ ! -x "$PG_BIN_DIR/initdb" ]; then
 fi
 export PG_BIN_DIR
 
+# iptables (the transparent proxy inside the tests' network namespaces).
+if ! command -v iptables-restore >/dev/null 2>&1; then
+  echo "iptables not found; installing it" >&2
+  if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
+  $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq iptables >/dev/null
+fi
+
 cargo test --workspace

@@ -1,0 +1,125 @@
+//! Probes through kuma-dp's application probe proxy (port 9001 by
+//! default), as Kuma rewrites them: with mTLS the kubelet cannot reach the
+//! app through Envoy, so it asks kuma-dp, which probes the app locally.
+//! HTTP `GET /<port><path>` (headers kept, `Host` renamed
+//! `X-Kuma-Probes-Host`, `X-Kuma-Probes-Scheme` and `-Timeout` added), TCP
+//! `GET /tcp/<port>`, gRPC `GET /grpc/<port>`; exec probes are left alone.
+
+use k8s_openapi::api::core::v1::{Container, PodSpec, Probe};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use serde_json::{Value, json};
+
+use super::InjectError;
+
+fn port_number(container: &Container, port: &IntOrString) -> Result<i32, InjectError> {
+    match port {
+        IntOrString::Int(n) => Ok(*n),
+        IntOrString::String(name) => container
+            .ports
+            .iter()
+            .flatten()
+            .find(|p| p.name.as_deref() == Some(name.as_str()))
+            .map(|p| p.container_port)
+            .ok_or_else(|| {
+                InjectError::Probe(format!(
+                    "container {:?} has no port named {name:?} for its probe",
+                    container.name
+                ))
+            }),
+    }
+}
+
+fn header(name: &str, value: &str) -> Value {
+    json!({"name": name, "value": value})
+}
+
+/// The probe through the proxy on `proxy_port`; `None` to leave it.
+fn rewritten(container: &Container, probe: &Probe, proxy_port: u16) -> Result<Option<Probe>, InjectError> {
+    let timeout = probe.timeout_seconds.unwrap_or(1);
+    let (path, mut headers) = if let Some(get) = &probe.http_get {
+        let port = port_number(container, &get.port)?;
+        if port == i32::from(proxy_port) {
+            return Err(InjectError::Probe(format!(
+                "cannot override Pod's probes. Port for probe cannot be set to {proxy_port}. It is reserved for the dataplane that will serve pods without mTLS."
+            )));
+        }
+        let path = get.path.clone().unwrap_or_default();
+        let path = if path.starts_with('/') {
+            path
+        } else {
+            format!("/{path}")
+        };
+        let mut headers: Vec<Value> = get
+            .http_headers
+            .iter()
+            .flatten()
+            .map(|h| {
+                let name = if h.name.eq_ignore_ascii_case("host") {
+                    "X-Kuma-Probes-Host"
+                } else {
+                    h.name.as_str()
+                };
+                header(name, &h.value)
+            })
+            .collect();
+        if get
+            .scheme
+            .as_deref()
+            .is_some_and(|s| !s.eq_ignore_ascii_case("HTTP"))
+        {
+            headers.push(header("X-Kuma-Probes-Scheme", "HTTPS"));
+        }
+        (format!("/{port}{path}"), headers)
+    } else if let Some(tcp) = &probe.tcp_socket {
+        let port = port_number(container, &tcp.port)?;
+        (format!("/tcp/{port}"), Vec::new())
+    } else if let Some(grpc) = &probe.grpc {
+        (format!("/grpc/{}", grpc.port), Vec::new())
+    } else {
+        return Ok(None);
+    };
+    if timeout > 1 {
+        headers.push(header("X-Kuma-Probes-Timeout", &timeout.to_string()));
+    }
+    if let Some(service) = probe.grpc.as_ref().and_then(|g| g.service.clone()) {
+        headers.push(header("X-Kuma-Probes-GRPC-Service", &service));
+    }
+    let mut value = serde_json::to_value(probe).map_err(|e| InjectError::Probe(e.to_string()))?;
+    if let Some(obj) = value.as_object_mut() {
+        obj.remove("tcpSocket");
+        obj.remove("grpc");
+        let mut get = json!({"path": path, "port": proxy_port});
+        if !headers.is_empty() {
+            get["httpHeaders"] = Value::Array(headers);
+        }
+        obj.insert("httpGet".into(), get);
+    }
+    serde_json::from_value(value)
+        .map(Some)
+        .map_err(|e| InjectError::Probe(e.to_string()))
+}
+
+/// Rewrites the probes of the app containers (and of native sidecars the
+/// app added) to go through the proxy on `proxy_port`.
+pub fn rewrite(spec: &mut PodSpec, proxy_port: u16) -> Result<(), InjectError> {
+    let sidecars = spec
+        .init_containers
+        .iter_mut()
+        .flatten()
+        .filter(|c| c.restart_policy.as_deref() == Some("Always"));
+    for container in spec.containers.iter_mut().chain(sidecars) {
+        let snapshot = container.clone();
+        for probe in [
+            &mut container.liveness_probe,
+            &mut container.readiness_probe,
+            &mut container.startup_probe,
+        ] {
+            if let Some(p) = probe.as_ref()
+                && let Some(new) = rewritten(&snapshot, p, proxy_port)?
+            {
+                *probe = Some(new);
+            }
+        }
+    }
+    Ok(())
+}
