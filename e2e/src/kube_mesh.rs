@@ -75,10 +75,17 @@ impl KubeMesh {
         let mut store = BTreeMap::new();
         for (k, v) in [
             ("KUMA_ENVIRONMENT", "kubernetes".to_string()),
+            // kuma-cp writes as the kubeconfig's user: its writes are its own.
+            ("KUMA_RUNTIME_KUBERNETES_ALLOWED_USERS", "admin".to_string()),
             ("KUBECONFIG", cluster.kubeconfig.display().to_string()),
             ("HOSTNAME", "kuma-cp".to_string()),
             ("KUMA_GENERAL_TLS_CERT_FILE", cert.display().to_string()),
             ("KUMA_GENERAL_TLS_KEY_FILE", key.display().to_string()),
+            // What the injector gives kuma-dp to verify the dp-server with.
+            (
+                "KUMA_RUNTIME_KUBERNETES_INJECTOR_CA_CERT_FILE",
+                cluster.ca_file().display().to_string(),
+            ),
         ] {
             store.insert(k.to_string(), v);
         }
@@ -96,7 +103,8 @@ impl KubeMesh {
             client,
             vec![HostService {
                 names: CONTROL_PLANE_NAMES.iter().map(|s| s.to_string()).collect(),
-                port: 5678,
+                // The injector names the dp-server port kuma-cp listens on.
+                port: cp.dp_port,
                 target: format!("127.0.0.1:{}", cp.dp_port),
             }],
         )
@@ -112,5 +120,147 @@ impl KubeMesh {
     /// A client of the cluster.
     pub async fn client(&self) -> kube::Client {
         kube_client(&self.cluster.kubeconfig).await
+    }
+
+    /// The admission server's port.
+    pub fn admission_port(&self) -> u16 {
+        self.cp.env["KUMA_RUNTIME_KUBERNETES_ADMISSION_SERVER_PORT"]
+            .parse()
+            .expect("port")
+    }
+
+    /// Registers kuma-cp's webhooks as Kuma's chart does (names, paths,
+    /// selectors, failure policies), by URL on loopback; kuma-cp fills in
+    /// the caBundle. Waits until the API server calls them.
+    pub async fn install_webhooks(&self) {
+        let base = format!("https://127.0.0.1:{}", self.admission_port());
+        let kuma_rules = r#"    rules:
+      - apiGroups: [kuma.io]
+        apiVersions: [v1alpha1]
+        operations: [CREATE, UPDATE]
+        resources: ["*"]
+"#;
+        let yaml = format!(
+            r#"apiVersion: admissionregistration.k8s.io/v1
+kind: MutatingWebhookConfiguration
+metadata:
+  name: kuma-admission-mutating-webhook-configuration
+webhooks:
+  - name: mesh.defaulter.kuma-admission.kuma.io
+    admissionReviewVersions: ["v1"]
+    failurePolicy: Fail
+    sideEffects: None
+    namespaceSelector:
+      matchExpressions:
+        - key: kubernetes.io/metadata.name
+          operator: NotIn
+          values: [kube-system]
+    clientConfig:
+      url: {base}/default-kuma-io-v1alpha1-mesh
+{kuma_rules}  - name: owner-reference.kuma-admission.kuma.io
+    admissionReviewVersions: ["v1"]
+    failurePolicy: Fail
+    sideEffects: None
+    namespaceSelector:
+      matchExpressions:
+        - key: kubernetes.io/metadata.name
+          operator: NotIn
+          values: [kube-system]
+    clientConfig:
+      url: {base}/owner-reference-kuma-io-v1alpha1
+    rules:
+      - apiGroups: [kuma.io]
+        apiVersions: [v1alpha1]
+        operations: [CREATE]
+        resources: ["*"]
+  - name: namespace-kuma-injector.kuma.io
+    admissionReviewVersions: ["v1"]
+    failurePolicy: Fail
+    sideEffects: None
+    namespaceSelector:
+      matchExpressions:
+        - key: kuma.io/sidecar-injection
+          operator: In
+          values: [enabled, "true"]
+        - key: kubernetes.io/metadata.name
+          operator: NotIn
+          values: [kube-system, kuma-system]
+    clientConfig:
+      url: {base}/inject-sidecar
+    rules:
+      - apiGroups: [""]
+        apiVersions: [v1]
+        operations: [CREATE]
+        resources: [pods]
+  - name: pods-kuma-injector.kuma.io
+    admissionReviewVersions: ["v1"]
+    failurePolicy: Fail
+    sideEffects: None
+    namespaceSelector:
+      matchExpressions:
+        - key: kuma.io/sidecar-injection
+          operator: Exists
+        - key: kubernetes.io/metadata.name
+          operator: NotIn
+          values: [kube-system, kuma-system]
+    objectSelector:
+      matchLabels:
+        kuma.io/sidecar-injection: enabled
+    clientConfig:
+      url: {base}/inject-sidecar
+    rules:
+      - apiGroups: [""]
+        apiVersions: [v1]
+        operations: [CREATE]
+        resources: [pods]
+---
+apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingWebhookConfiguration
+metadata:
+  name: kuma-validating-webhook-configuration
+webhooks:
+  - name: validator.kuma-admission.kuma.io
+    admissionReviewVersions: ["v1"]
+    failurePolicy: Fail
+    sideEffects: None
+    namespaceSelector:
+      matchExpressions:
+        - key: kubernetes.io/metadata.name
+          operator: NotIn
+          values: [kube-system]
+    clientConfig:
+      url: {base}/validate-kuma-io-v1alpha1
+    rules:
+      - apiGroups: [kuma.io]
+        apiVersions: [v1alpha1]
+        operations: [CREATE, UPDATE, DELETE]
+        resources: ["*"]
+"#
+        );
+        self.cluster.apply(&yaml);
+        // kuma-cp fills in the caBundle; until then the API server cannot
+        // call it.
+        crate::eventually(
+            "webhook caBundles",
+            std::time::Duration::from_secs(60),
+            || async {
+                let out = self.cluster.kubectl(
+                    &[
+                        "get",
+                        "mutatingwebhookconfiguration,validatingwebhookconfiguration",
+                        "-o",
+                        "jsonpath={.items[*].webhooks[*].clientConfig.caBundle}",
+                    ],
+                    None,
+                );
+                let text = String::from_utf8_lossy(&out.stdout).to_string();
+                if text.split_whitespace().count() == 5 {
+                    Ok(())
+                } else {
+                    Err(text)
+                }
+            },
+        )
+        .await;
     }
 }

@@ -133,6 +133,10 @@ impl ControlPlane {
             "KUMA_DIAGNOSTICS_SERVER_PORT".into(),
             free_port("127.0.0.1").to_string(),
         );
+        env.insert(
+            "KUMA_RUNTIME_KUBERNETES_ADMISSION_SERVER_PORT".into(),
+            free_port("127.0.0.1").to_string(),
+        );
         env.insert("KUMA_GENERAL_WORK_DIR".into(), work_dir.display().to_string());
         env.insert("KUMA_XDS_DATAPLANE_DEREGISTRATION_DELAY".into(), "2s".into());
         env

@@ -6,6 +6,7 @@
 //! them, as in Kuma.
 
 mod envoy;
+mod probes;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -90,6 +91,9 @@ struct RunArgs {
     /// Envoy worker threads.
     #[arg(long)]
     concurrency: Option<u32>,
+    /// kuma-dp's own log level: `off`, `error`, `warn`, `info`, `debug`.
+    #[arg(long, default_value = "info")]
+    log_level: String,
 }
 
 impl RunArgs {
@@ -234,6 +238,19 @@ fn client(args: &RunArgs) -> anyhow::Result<reqwest::Client> {
     Ok(builder.build()?)
 }
 
+/// An error with its causes (a TLS failure hides under "error sending
+/// request").
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
 /// Posts the bootstrap request until the control plane answers (a 404
 /// without a body means "not yet"; other client errors are final).
 async fn fetch_bootstrap(client: &reqwest::Client, args: &RunArgs, body: &Value) -> anyhow::Result<Value> {
@@ -256,7 +273,7 @@ async fn fetch_bootstrap(client: &reqwest::Client, args: &RunArgs, body: &Value)
                 }
                 tracing::info!(%text, "the control plane does not know this dataplane yet; retrying");
             }
-            Err(e) => tracing::warn!(error = %e, "cannot reach the control plane; retrying"),
+            Err(e) => tracing::warn!(error = %error_chain(&e), "cannot reach the control plane; retrying"),
         }
         if tokio::time::Instant::now() > deadline {
             anyhow::bail!("the control plane did not provide a bootstrap in 5 minutes");
@@ -325,6 +342,13 @@ async fn run(mut args: RunArgs) -> anyhow::Result<()> {
     tracing::info!(mesh, name, admin_port, bootstrap = %config_path.display(), "starting Envoy");
 
     let terminating = Arc::new(AtomicBool::new(false));
+    if let Some(port) = std::env::var("KUMA_APPLICATION_PROBE_PROXY_PORT")
+        .ok()
+        .and_then(|p| p.parse::<u16>().ok())
+        .filter(|p| *p != 0)
+    {
+        tokio::spawn(probes::serve(port));
+    }
     tokio::spawn(envoy::readiness_server(
         readiness_port,
         admin_port,
@@ -364,7 +388,12 @@ fn main() -> anyhow::Result<()> {
     // reqwest takes the process-wide TLS provider.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = Cli::parse();
+    let level = match &cli.command {
+        Command::Run(args) => args.log_level.clone(),
+        Command::Version => "info".into(),
+    };
     tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_new(&level).unwrap_or_else(|_| "info".into()))
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();

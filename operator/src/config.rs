@@ -189,6 +189,102 @@ impl Default for DataplaneMetricsConfig {
 pub struct RuntimeConfig {
     /// `runtime.universal.*`.
     pub universal: UniversalRuntimeConfig,
+    /// `runtime.kubernetes.*`.
+    pub kubernetes: KubernetesRuntimeConfig,
+}
+
+/// `runtime.kubernetes.*`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct KubernetesRuntimeConfig {
+    /// The admission webhooks' server.
+    pub admission_server: AdmissionServerConfig,
+    /// The sidecar injector.
+    pub injector: InjectorSettings,
+    /// Users whose kuma.io writes the validating webhook does not check
+    /// (kuma-cp's own ServiceAccount, set by the manifests).
+    pub allowed_users: Vec<String>,
+    /// The Service proxies reach the control plane through.
+    pub control_plane_service_name: String,
+}
+
+impl Default for KubernetesRuntimeConfig {
+    fn default() -> Self {
+        KubernetesRuntimeConfig {
+            admission_server: AdmissionServerConfig::default(),
+            injector: InjectorSettings::default(),
+            allowed_users: Vec::new(),
+            control_plane_service_name: "kuma-control-plane".into(),
+        }
+    }
+}
+
+/// `runtime.kubernetes.admissionServer.*`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct AdmissionServerConfig {
+    /// Port.
+    pub port: u16,
+    /// Address to listen on (all when empty).
+    pub address: String,
+    /// Directory with `tls.crt` and `tls.key` (reloaded when they change);
+    /// empty: kuma-cp generates its own and keeps the webhook
+    /// configurations' caBundle current.
+    pub cert_dir: String,
+}
+
+impl Default for AdmissionServerConfig {
+    fn default() -> Self {
+        AdmissionServerConfig {
+            port: 5443,
+            address: String::new(),
+            cert_dir: String::new(),
+        }
+    }
+}
+
+/// `runtime.kubernetes.injector.*` (the settings this injector uses).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct InjectorSettings {
+    /// The CA kuma-dp verifies the dp-server with (a file).
+    pub ca_cert_file: String,
+    /// The kuma-dp image.
+    pub sidecar_image: String,
+    /// The kuma-init image.
+    pub init_image: String,
+    /// Native sidecars (init containers with restartPolicy Always).
+    pub sidecar_containers: bool,
+    /// kuma-dp answers DNS.
+    pub builtin_dns_enabled: bool,
+    /// The application probe proxy's port (0 turns it off).
+    pub application_probe_proxy_port: u16,
+    /// Inbound ports never redirected.
+    pub exclude_inbound_ports: Vec<u16>,
+    /// Outbound ports never redirected.
+    pub exclude_outbound_ports: Vec<u16>,
+    /// Sources never redirected.
+    pub exclude_inbound_ips: Vec<String>,
+    /// Destinations never redirected.
+    pub exclude_outbound_ips: Vec<String>,
+}
+
+impl Default for InjectorSettings {
+    fn default() -> Self {
+        let defaults = kuma_webhook::injector::InjectorConfig::default();
+        InjectorSettings {
+            ca_cert_file: String::new(),
+            sidecar_image: defaults.sidecar_image,
+            init_image: defaults.init_image,
+            sidecar_containers: defaults.native_sidecar,
+            builtin_dns_enabled: defaults.builtin_dns,
+            application_probe_proxy_port: defaults.application_probe_proxy_port,
+            exclude_inbound_ports: Vec::new(),
+            exclude_outbound_ports: Vec::new(),
+            exclude_inbound_ips: Vec::new(),
+            exclude_outbound_ips: Vec::new(),
+        }
+    }
 }
 
 /// `runtime.universal.*`.
@@ -627,6 +723,83 @@ const ENV: &[(&str, Setter)] = &[
         let _: () = c.store.store_type = from_yaml(v)?;
         Ok(())
     }),
+    ("KUMA_RUNTIME_KUBERNETES_ADMISSION_SERVER_PORT", |c, v| {
+        let _: () = c.runtime.kubernetes.admission_server.port = parse(v)?;
+        Ok(())
+    }),
+    ("KUMA_RUNTIME_KUBERNETES_ADMISSION_SERVER_ADDRESS", |c, v| {
+        let _: () = c.runtime.kubernetes.admission_server.address = v.into();
+        Ok(())
+    }),
+    ("KUMA_RUNTIME_KUBERNETES_ADMISSION_SERVER_CERT_DIR", |c, v| {
+        let _: () = c.runtime.kubernetes.admission_server.cert_dir = v.into();
+        Ok(())
+    }),
+    ("KUMA_RUNTIME_KUBERNETES_ALLOWED_USERS", |c, v| {
+        c.runtime.kubernetes.allowed_users = list(v);
+        Ok(())
+    }),
+    ("KUMA_RUNTIME_KUBERNETES_CONTROL_PLANE_SERVICE_NAME", |c, v| {
+        let _: () = c.runtime.kubernetes.control_plane_service_name = v.into();
+        Ok(())
+    }),
+    ("KUMA_RUNTIME_KUBERNETES_INJECTOR_CA_CERT_FILE", |c, v| {
+        let _: () = c.runtime.kubernetes.injector.ca_cert_file = v.into();
+        Ok(())
+    }),
+    (
+        "KUMA_RUNTIME_KUBERNETES_INJECTOR_SIDECAR_CONTAINER_IMAGE",
+        |c, v| {
+            let _: () = c.runtime.kubernetes.injector.sidecar_image = v.into();
+            Ok(())
+        },
+    ),
+    ("KUMA_INJECTOR_INIT_CONTAINER_IMAGE", |c, v| {
+        let _: () = c.runtime.kubernetes.injector.init_image = v.into();
+        Ok(())
+    }),
+    ("KUMA_EXPERIMENTAL_SIDECAR_CONTAINERS", |c, v| {
+        let _: () = c.runtime.kubernetes.injector.sidecar_containers = parse_bool(v)?;
+        Ok(())
+    }),
+    ("KUMA_RUNTIME_KUBERNETES_INJECTOR_BUILTIN_DNS_ENABLED", |c, v| {
+        let _: () = c.runtime.kubernetes.injector.builtin_dns_enabled = parse_bool(v)?;
+        Ok(())
+    }),
+    ("KUMA_RUNTIME_KUBERNETES_APPLICATION_PROBE_PROXY_PORT", |c, v| {
+        let _: () = c.runtime.kubernetes.injector.application_probe_proxy_port = parse(v)?;
+        Ok(())
+    }),
+    (
+        "KUMA_RUNTIME_KUBERNETES_SIDECAR_TRAFFIC_EXCLUDE_INBOUND_PORTS",
+        |c, v| {
+            c.runtime.kubernetes.injector.exclude_inbound_ports =
+                list(v).iter().map(|p| parse(p)).collect::<Result<_, _>>()?;
+            Ok(())
+        },
+    ),
+    (
+        "KUMA_RUNTIME_KUBERNETES_SIDECAR_TRAFFIC_EXCLUDE_OUTBOUND_PORTS",
+        |c, v| {
+            c.runtime.kubernetes.injector.exclude_outbound_ports =
+                list(v).iter().map(|p| parse(p)).collect::<Result<_, _>>()?;
+            Ok(())
+        },
+    ),
+    (
+        "KUMA_RUNTIME_KUBERNETES_SIDECAR_TRAFFIC_EXCLUDE_INBOUND_IPS",
+        |c, v| {
+            c.runtime.kubernetes.injector.exclude_inbound_ips = list(v);
+            Ok(())
+        },
+    ),
+    (
+        "KUMA_RUNTIME_KUBERNETES_SIDECAR_TRAFFIC_EXCLUDE_OUTBOUND_IPS",
+        |c, v| {
+            c.runtime.kubernetes.injector.exclude_outbound_ips = list(v);
+            Ok(())
+        },
+    ),
     ("KUMA_STORE_KUBERNETES_SYSTEM_NAMESPACE", |c, v| {
         let _: () = c.store.kubernetes.system_namespace = v.into();
         Ok(())

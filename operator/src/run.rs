@@ -212,6 +212,20 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             stopped(stop_rx.clone()),
         ))
     });
+    let webhook_task = match &mode.kube {
+        Some(client) => Some(
+            start_webhooks(
+                client.clone(),
+                &mode,
+                &config,
+                &work_dir,
+                &tls.ca_pem,
+                stopped(stop_rx.clone()),
+            )
+            .await?,
+        ),
+        None => None,
+    };
     let diag_task = tokio::spawn(
         axum::serve(diag_listener, diag_app)
             .with_graceful_shutdown(stopped(stop_rx.clone()))
@@ -227,6 +241,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         let _ = api_task.await;
         let _ = diag_task.await;
         if let Some(t) = api_tls_task {
+            let _ = t.await;
+        }
+        if let Some(t) = webhook_task {
             let _ = t.await;
         }
     })
@@ -288,6 +305,64 @@ async fn lead(mode: crate::mode::Mode, config: Config, insights: Arc<Insights>) 
             _ = leader.lost() => tracing::warn!("lost leadership; stopping leader work"),
         }
     }
+}
+
+/// Serves the admission webhooks (Kubernetes mode) on
+/// `runtime.kubernetes.admissionServer.port` (5443).
+async fn start_webhooks(
+    client: kube::Client,
+    mode: &crate::mode::Mode,
+    config: &Config,
+    work_dir: &std::path::Path,
+    dp_server_ca: &str,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    use crate::kubernetes::webhooks;
+    let server = &config.runtime.kubernetes.admission_server;
+    let cert_dir = if server.cert_dir.is_empty() {
+        let (ca, cert, key) = webhooks::shared_certificate(
+            &client,
+            &mode.admission.system_namespace,
+            &config.runtime.kubernetes.control_plane_service_name,
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("the admission server's certificate: {e}"))?;
+        let dir = work_dir.join("webhook");
+        webhooks::write_certificate(&dir, &cert, &key)
+            .context("writing the admission server's certificate")?;
+        tokio::spawn(webhooks::keep_ca_bundle(client.clone(), ca));
+        dir
+    } else {
+        std::path::PathBuf::from(&server.cert_dir)
+    };
+    let certificate = kuma_webhook::server::ReloadingCertificate::from_dir(&cert_dir)
+        .context("runtime.kubernetes.admissionServer.certDir")?;
+    let state = webhooks::webhooks(
+        client,
+        mode.store.clone(),
+        config,
+        mode.admission.clone(),
+        dp_server_ca,
+    )
+    .map_err(|e| anyhow::anyhow!(e))?;
+    let interface = if server.address.is_empty() {
+        "0.0.0.0"
+    } else {
+        &server.address
+    };
+    let listener = bind(
+        interface,
+        server.port,
+        "admission webhooks",
+        "KUMA_RUNTIME_KUBERNETES_ADMISSION_SERVER_PORT",
+    )
+    .await?;
+    Ok(tokio::spawn(crate::tls::serve(
+        listener,
+        certificate.server_config(),
+        kuma_webhook::server::router(state),
+        shutdown,
+    )))
 }
 
 /// Creates the admin user token once, retrying while the store is away.

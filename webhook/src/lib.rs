@@ -13,4 +13,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod defaulting;
 pub mod injector;
+pub mod server;
+pub mod validation;

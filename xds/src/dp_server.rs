@@ -65,6 +65,7 @@ pub fn router<S: BootstrapSource>(ads: AdsServer, limits: &Limits, source: Arc<S
 
 async fn bootstrap<S: BootstrapSource>(
     State(source): State<Arc<S>>,
+    uri: axum::http::Uri,
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Result<Json<crate::bootstrap::BootstrapResponse>, BootstrapError> {
@@ -76,10 +77,15 @@ async fn bootstrap<S: BootstrapSource>(
     if request.name.is_empty() {
         return Err(BootstrapError::Invalid("name: must not be empty".into()));
     }
+    // HTTP/1.1 names the host in `Host`, HTTP/2 in `:authority`.
     let host = headers
         .get(axum::http::header::HOST)
         .and_then(|h| h.to_str().ok())
         .map(|h| host_without_port(h).to_string())
+        .or_else(|| {
+            uri.host()
+                .map(|h| h.trim_start_matches('[').trim_end_matches(']').to_string())
+        })
         .unwrap_or_else(|| "127.0.0.1".to_string());
     let params = source.resolve(&request, &host).await?;
     Ok(Json(response(&request, &params)))

@@ -7,6 +7,7 @@ pub mod cache;
 pub mod mesh_services;
 pub mod pods;
 pub mod service_account;
+pub mod webhooks;
 
 use std::sync::Arc;
 

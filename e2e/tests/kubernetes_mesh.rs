@@ -1,0 +1,367 @@
+//! Kubernetes mode end to end, as Kuma users run it: a namespace labelled
+//! `kuma.io/sidecar-injection: enabled`, the seed's echo-server Deployment
+//! and Service and echo-client Deployment applied with kubectl; the
+//! webhook injects kuma-init and kuma-sidecar, the test node agent runs
+//! them for real (iptables in each Pod's network namespace, kuma-dp and
+//! Envoy as the injected container says), the Pod controller makes
+//! Dataplanes, and traffic goes through both Envoys.
+
+use std::time::{Duration, Instant};
+
+use kuma_e2e::eventually;
+use kuma_e2e::kube_mesh::KubeMesh;
+use serde_json::Value;
+
+const ECHO: &str = r#"apiVersion: v1
+kind: Service
+metadata:
+  name: echo-server
+  namespace: kuma-test
+  annotations:
+    80.service.kuma.io/protocol: http
+spec:
+  ports:
+    - port: 80
+      name: http
+  selector:
+    app: echo-server
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: echo-server
+  namespace: kuma-test
+  labels:
+    app: echo-server
+spec:
+  strategy:
+    rollingUpdate:
+      maxSurge: 1
+      maxUnavailable: 0
+  selector:
+    matchLabels:
+      app: echo-server
+  template:
+    metadata:
+      labels:
+        app: echo-server
+    spec:
+      containers:
+        - name: echo-server
+          image: nginx
+          ports:
+            - containerPort: 80
+          readinessProbe:
+            httpGet:
+              path: /ready
+              port: 80
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: echo-client
+  labels:
+    app: echo-client
+spec:
+  selector:
+    matchLabels:
+      app: echo-client
+  template:
+    metadata:
+      labels:
+        app: echo-client
+    spec:
+      containers:
+        - name: alpine
+          image: "alpine"
+          imagePullPolicy: IfNotPresent
+          command: ["sh", "-c", "tail -f /dev/null"]
+"#;
+
+const FAULT: &str = r#"apiVersion: kuma.io/v1alpha1
+kind: MeshFaultInjection
+metadata:
+  name: echo-abort
+  namespace: kuma-system
+  labels:
+    kuma.io/mesh: default
+spec:
+  targetRef:
+    kind: MeshService
+    name: echo-server_kuma-test_svc_80
+  from:
+    - targetRef:
+        kind: Mesh
+      default:
+        http:
+          - abort:
+              httpStatus: 418
+              percentage: 100
+"#;
+
+/// The Pods of `namespace` with `selector`, as (name, ready).
+fn pods(mesh: &KubeMesh, namespace: &str, selector: &str) -> Vec<(String, bool)> {
+    let out = mesh.cluster.kubectl(
+        &["get", "pods", "-n", namespace, "-l", selector, "-o", "json"],
+        None,
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    v["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
+        .map(|p| {
+            let ready = p["status"]["conditions"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|c| c["type"] == "Ready" && c["status"] == "True");
+            (
+                p["metadata"]["name"].as_str().unwrap_or_default().to_string(),
+                ready,
+            )
+        })
+        .collect()
+}
+
+async fn ready_pods(mesh: &KubeMesh, namespace: &str, selector: &str, n: usize) -> Vec<String> {
+    eventually(
+        &format!("{n} ready Pods {selector} in {namespace}"),
+        Duration::from_secs(120),
+        || async {
+            let all = pods(mesh, namespace, selector);
+            let ready: Vec<String> = all.iter().filter(|(_, r)| *r).map(|(n, _)| n.clone()).collect();
+            if ready.len() == n && all.len() == n {
+                Ok(ready)
+            } else {
+                Err(format!("{all:?}"))
+            }
+        },
+    )
+    .await
+}
+
+/// `GET url` from inside a Pod (as its app would): "<status> <body>".
+fn get_from(mesh: &KubeMesh, namespace: &str, pod: &str, url: &str) -> String {
+    let out = mesh.node.exec(
+        namespace,
+        pod,
+        "curl",
+        &["-s", "-m", "5", "-o", "/dev/stdout", "-w", "\n%{http_code}", url],
+    );
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", text.as_str()));
+    format!("{code} {body}")
+}
+
+/// Envoy's admin API of a Pod's sidecar (from inside the Pod).
+fn admin(mesh: &KubeMesh, namespace: &str, pod: &str, path: &str) -> String {
+    let out = mesh.node.exec(
+        namespace,
+        pod,
+        "curl",
+        &["-s", "-m", "5", &format!("http://127.0.0.1:9901{path}")],
+    );
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+/// The VIP the client's Envoy has for a service (its outbound listener).
+fn vip(mesh: &KubeMesh, namespace: &str, pod: &str, port: u16) -> Option<String> {
+    let dump: Value = serde_json::from_str(&admin(
+        mesh,
+        namespace,
+        pod,
+        "/config_dump?resource=dynamic_listeners",
+    ))
+    .ok()?;
+    dump["configs"]
+        .as_array()?
+        .iter()
+        .filter_map(|l| l["active_state"]["listener"]["name"].as_str())
+        .find_map(|name| {
+            let rest = name.strip_prefix("outbound:")?;
+            let (ip, p) = rest.rsplit_once(':')?;
+            // Kuma's VIPs are in 240.0.0.0/4.
+            let in_vip_range = ip
+                .parse::<std::net::Ipv4Addr>()
+                .is_ok_and(|a| a.octets()[0] >= 240);
+            (p == port.to_string() && in_vip_range).then(|| ip.to_string())
+        })
+}
+
+/// Healthy endpoints of a cluster in a Pod's Envoy.
+fn endpoints(mesh: &KubeMesh, namespace: &str, pod: &str, cluster: &str) -> usize {
+    let clusters: Value = match serde_json::from_str(&admin(mesh, namespace, pod, "/clusters?format=json")) {
+        Ok(v) => v,
+        Err(_) => return 0,
+    };
+    clusters["cluster_statuses"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|c| c["name"] == cluster)
+        .flat_map(|c| c["host_statuses"].as_array().cloned().unwrap_or_default())
+        .filter(|h| h["health_status"]["eds_health_status"] == "HEALTHY")
+        .count()
+}
+
+fn kubectl_json(mesh: &KubeMesh, args: &[&str]) -> Value {
+    let out = mesh.cluster.kubectl(args, None);
+    serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
+}
+
+#[tokio::test]
+async fn injected_pods_carry_traffic_through_the_mesh() {
+    let mesh = KubeMesh::start(&[]).await;
+    mesh.install_webhooks().await;
+    mesh.cluster
+        .create_namespace("kuma-test", &[("kuma.io/sidecar-injection", "enabled")])
+        .await;
+    mesh.cluster.kubectl_ok(
+        &[
+            "label",
+            "namespace",
+            "default",
+            "kuma.io/sidecar-injection=enabled",
+        ],
+        None,
+    );
+    mesh.cluster.apply(ECHO);
+
+    // Injected as Kuma injects, and run as written.
+    let servers = ready_pods(&mesh, "kuma-test", "app=echo-server", 1).await;
+    let clients = ready_pods(&mesh, "default", "app=echo-client", 1).await;
+    let (server, client) = (&servers[0], &clients[0]);
+    let pod = kubectl_json(&mesh, &["get", "pod", server, "-n", "kuma-test", "-o", "json"]);
+    let init: Vec<&str> = pod["spec"]["initContainers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|c| c["name"].as_str())
+        .collect();
+    assert_eq!(init, ["kuma-init", "kuma-sidecar"], "{pod}");
+    let annotations = &pod["metadata"]["annotations"];
+    assert_eq!(annotations["kuma.io/sidecar-injected"], "true");
+    assert_eq!(annotations["kuma.io/service"], "echo-server_kuma-test_svc_80");
+    assert_eq!(annotations["kuma.io/envoy-admin-port"], "9901");
+    assert_eq!(pod["metadata"]["labels"]["kuma.io/mesh"], "default");
+
+    // Their Dataplanes.
+    let dp = kubectl_json(
+        &mesh,
+        &["get", "dataplane", server, "-n", "kuma-test", "-o", "json"],
+    );
+    let inbound = &dp["spec"]["networking"]["inbound"][0];
+    assert_eq!(
+        inbound["tags"]["kuma.io/service"], "echo-server_kuma-test_svc_80",
+        "{dp}"
+    );
+    assert_eq!(inbound["protocol"], "http");
+    let client_dp = kubectl_json(
+        &mesh,
+        &["get", "dataplane", client, "-n", "default", "-o", "json"],
+    );
+    assert_eq!(
+        client_dp["spec"]["networking"]["inbound"][0]["tags"]["kuma.io/service"], "echo-client_default_svc",
+        "{client_dp}"
+    );
+
+    // The client's Envoy carries HTTP to the server's.
+    let vip = eventually(
+        "the client's outbound to echo-server",
+        Duration::from_secs(60),
+        || async {
+            vip(&mesh, "default", client, 80).ok_or_else(|| admin(&mesh, "default", client, "/listeners"))
+        },
+    )
+    .await;
+    let url = format!("http://{vip}/hello");
+    eventually("traffic through the mesh", Duration::from_secs(60), || async {
+        let r = get_from(&mesh, "default", client, &url);
+        if r.starts_with("200 ") && r.contains(server.as_str()) {
+            Ok(())
+        } else {
+            Err(r)
+        }
+    })
+    .await;
+    let stats = admin(
+        &mesh,
+        "default",
+        client,
+        "/stats?filter=cluster.echo-server_kuma-test_svc_80.upstream_rq_2xx",
+    );
+    assert!(stats.contains("upstream_rq_2xx"), "{stats}");
+
+    // A policy applied with kubectl reaches the proxies, and its deletion too.
+    mesh.cluster.apply(FAULT);
+    eventually("the fault applies", Duration::from_secs(60), || async {
+        let r = get_from(&mesh, "default", client, &url);
+        r.starts_with("418").then_some(()).ok_or(r)
+    })
+    .await;
+    mesh.cluster.kubectl_ok(
+        &["delete", "meshfaultinjection", "echo-abort", "-n", "kuma-system"],
+        None,
+    );
+    eventually("the fault is gone", Duration::from_secs(60), || async {
+        let r = get_from(&mesh, "default", client, &url);
+        r.starts_with("200").then_some(()).ok_or(r)
+    })
+    .await;
+
+    // Three replicas: three endpoints; one not ready: two.
+    mesh.cluster.kubectl_ok(
+        &[
+            "scale",
+            "deployment",
+            "echo-server",
+            "-n",
+            "kuma-test",
+            "--replicas=3",
+        ],
+        None,
+    );
+    let servers = ready_pods(&mesh, "kuma-test", "app=echo-server", 3).await;
+    let started = Instant::now();
+    eventually("three endpoints", Duration::from_secs(60), || async {
+        match endpoints(&mesh, "default", client, "echo-server_kuma-test_svc_80") {
+            3 => Ok(()),
+            n => Err(format!("{n}")),
+        }
+    })
+    .await;
+    eprintln!(
+        "scaled to 3: endpoints in the client's Envoy {:?} after the Pods were Ready",
+        started.elapsed()
+    );
+    mesh.node.fail_readiness("kuma-test", &servers[2]);
+    eventually("a NotReady Pod leaves", Duration::from_secs(60), || async {
+        match endpoints(&mesh, "default", client, "echo-server_kuma-test_svc_80") {
+            2 => Ok(()),
+            n => Err(format!("{n}")),
+        }
+    })
+    .await;
+
+    // A deleted Pod's Dataplane goes with it.
+    let gone = servers[1].clone();
+    mesh.cluster
+        .kubectl_ok(&["delete", "pod", &gone, "-n", "kuma-test", "--wait=false"], None);
+    eventually(
+        "the Dataplane of a deleted Pod is collected",
+        Duration::from_secs(60),
+        || async {
+            let out = mesh
+                .cluster
+                .kubectl(&["get", "dataplane", &gone, "-n", "kuma-test"], None);
+            if out.status.success() {
+                Err("still there".to_string())
+            } else {
+                Ok(())
+            }
+        },
+    )
+    .await;
+}
