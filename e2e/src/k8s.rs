@@ -20,6 +20,8 @@ use crate::{free_port, temp_dir, workspace_root};
 
 /// The admin's bearer token (group `system:masters`).
 pub const ADMIN_TOKEN: &str = "admin-token-e2e-0123456789";
+/// Another cluster admin, `jane` (a user, not the control plane).
+pub const USER_TOKEN: &str = "user-token-e2e-0123456789";
 const KCM_TOKEN: &str = "kcm-token-e2e-0123456789";
 
 /// The directory of the Kubernetes binaries (built on first use).
@@ -118,7 +120,7 @@ impl Pki {
         write(
             &dir.join("tokens.csv"),
             &format!(
-                "{ADMIN_TOKEN},admin,admin-uid,\"system:masters\"\n{KCM_TOKEN},system:kube-controller-manager,kcm-uid\n"
+                "{ADMIN_TOKEN},admin,admin-uid,\"system:masters\"\n{USER_TOKEN},jane,jane-uid,\"system:masters\"\n{KCM_TOKEN},system:kube-controller-manager,kcm-uid\n"
             ),
         );
         Pki {
@@ -328,6 +330,17 @@ impl Cluster {
         self.apiserver = Some(self.start_apiserver("kube-apiserver-again", self.api_port));
         self.wait_ready(self.api_port).await;
         eprintln!("kube-apiserver restarted in {:?}", started.elapsed());
+    }
+
+    /// A kubeconfig of the user `jane` (a cluster admin who is not the
+    /// control plane).
+    pub fn user_kubeconfig(&self) -> PathBuf {
+        let path = self.dir.join("jane.kubeconfig");
+        write(
+            &path,
+            &kubeconfig(&self.pki.ca_cert, self.api_port, "jane", USER_TOKEN),
+        );
+        path
     }
 
     /// A kubeconfig for the second API server.

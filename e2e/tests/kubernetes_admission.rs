@@ -1,0 +1,165 @@
+//! The admission webhooks against a real API server: `kubectl apply` of
+//! the project's invalid documents is refused with the per-field message
+//! and nothing is stored; its valid documents are accepted; Pods outside
+//! labelled namespaces, or labelled `disabled`, are not injected.
+
+use std::time::Duration;
+
+use kuma_e2e::eventually;
+use kuma_e2e::k8s::Cluster;
+use kuma_e2e::kube_mesh::KubeMesh;
+
+fn documents(text: &str) -> Vec<String> {
+    text.split("\n---\n").map(str::to_string).collect()
+}
+
+/// `kubectl apply` as the user jane (not the control plane).
+fn apply_as_user(mesh: &KubeMesh, doc: &str) -> std::process::Output {
+    Cluster::kubectl_with(
+        &mesh.cluster.user_kubeconfig(),
+        &["apply", "--server-side", "--force-conflicts", "-f", "-"],
+        Some(doc),
+    )
+}
+
+#[tokio::test]
+async fn kubectl_writes_are_admitted_as_the_api_admits_them() {
+    let mesh = KubeMesh::start(&[]).await;
+    mesh.install_webhooks().await;
+    for ns in ["kuma-test", "demo", "playground", "kuma-demo"] {
+        mesh.cluster.create_namespace(ns, &[]).await;
+    }
+    eventually("the default mesh", Duration::from_secs(60), || async {
+        let out = mesh.cluster.kubectl(&["get", "mesh", "default"], None);
+        out.status
+            .success()
+            .then_some(())
+            .ok_or_else(|| "not yet".to_string())
+    })
+    .await;
+
+    // Every invalid document: refused, with its message, nothing stored.
+    let invalid = std::fs::read_to_string(
+        kuma_e2e::workspace_root().join("crds/tests/testdata/invalid-kubernetes.yaml"),
+    )
+    .expect("corpus");
+    let mut checked = 0;
+    for doc in documents(&invalid) {
+        let expect = doc
+            .lines()
+            .find_map(|l| l.strip_prefix("# expect: "))
+            .expect("an expectation")
+            .to_string();
+        let out = apply_as_user(&mesh, &doc);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "accepted:\n{doc}");
+        assert!(stderr.contains(&expect), "expected {expect:?}, got:\n{stderr}");
+        let name = doc
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("name: "))
+            .expect("a name");
+        let kind = doc
+            .lines()
+            .find_map(|l| l.strip_prefix("kind: "))
+            .expect("a kind")
+            .to_lowercase();
+        let ns = doc
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("namespace: "))
+            .unwrap_or("default");
+        let stored = mesh.cluster.kubectl(&["get", &kind, name, "-n", ns], None);
+        assert!(!stored.status.success(), "{kind} {name} was stored");
+        checked += 1;
+    }
+    assert!(checked >= 8);
+
+    // Every valid document (but those only kuma-cp writes) is accepted.
+    let valid =
+        std::fs::read_to_string(kuma_e2e::workspace_root().join("crds/tests/testdata/kubernetes.yaml"))
+            .expect("corpus");
+    for doc in documents(&valid) {
+        let out = apply_as_user(&mesh, &doc);
+        let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+        if doc.contains("kind: DataplaneInsight") {
+            assert!(
+                !out.status.success() && stderr.contains("written by the control plane only"),
+                "{stderr}"
+            );
+            continue;
+        }
+        assert!(out.status.success(), "refused:\n{doc}\n{stderr}");
+    }
+    // The defaulter computed Kuma's labels and the owner reference names the Mesh.
+    let out = mesh.cluster.kubectl_ok(
+        &["get", "meshtrafficpermissions", "-n", "kuma-system", "-o", "yaml"],
+        None,
+    );
+    assert!(out.contains("kuma.io/env: kubernetes"), "{out}");
+    assert!(out.contains("kind: Mesh"), "owner reference: {out}");
+
+    // Deleting a mesh with Dataplanes is refused.
+    let out = Cluster::kubectl_with(
+        &mesh.cluster.user_kubeconfig(),
+        &["delete", "mesh", "default"],
+        None,
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("there are still some dataplanes attached"),
+        "{stderr}"
+    );
+
+    // Pods nobody asked to inject are left alone.
+    mesh.cluster
+        .create_namespace("injected", &[("kuma.io/sidecar-injection", "enabled")])
+        .await;
+    mesh.cluster.apply(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: opted-out\n  namespace: injected\n  labels:\n    kuma.io/sidecar-injection: disabled\nspec:\n  containers:\n    - name: app\n      image: nginx\n---\napiVersion: v1\nkind: Pod\nmetadata:\n  name: plain\n  namespace: kuma-test\nspec:\n  containers:\n    - name: app\n      image: nginx\n---\napiVersion: v1\nkind: Pod\nmetadata:\n  name: injected\n  namespace: injected\nspec:\n  containers:\n    - name: app\n      image: nginx\n",
+    );
+    let containers = |ns: &str, pod: &str| {
+        mesh.cluster.kubectl_ok(
+            &[
+                "get",
+                "pod",
+                pod,
+                "-n",
+                ns,
+                "-o",
+                "jsonpath={.spec.initContainers[*].name} {.spec.containers[*].name}",
+            ],
+            None,
+        )
+    };
+    assert_eq!(containers("injected", "opted-out").trim(), "app");
+    assert_eq!(containers("kuma-test", "plain").trim(), "app");
+    assert_eq!(containers("injected", "injected"), "kuma-init kuma-sidecar app");
+    // Applying the same Pod again changes nothing.
+    let before = mesh.cluster.kubectl_ok(
+        &[
+            "get",
+            "pod",
+            "injected",
+            "-n",
+            "injected",
+            "-o",
+            "jsonpath={.spec}",
+        ],
+        None,
+    );
+    mesh.cluster.apply(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: injected\n  namespace: injected\nspec:\n  containers:\n    - name: app\n      image: nginx\n",
+    );
+    let after = mesh.cluster.kubectl_ok(
+        &[
+            "get",
+            "pod",
+            "injected",
+            "-n",
+            "injected",
+            "-o",
+            "jsonpath={.spec}",
+        ],
+        None,
+    );
+    assert_eq!(before, after);
+}
