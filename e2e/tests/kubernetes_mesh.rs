@@ -206,6 +206,74 @@ fn endpoints(mesh: &KubeMesh, namespace: &str, pod: &str, cluster: &str) -> usiz
         .count()
 }
 
+/// `POST /bootstrap` as a kuma-dp of `name` presenting `token`.
+async fn bootstrap(mesh: &KubeMesh, name: &str, token: &str) -> (u16, String) {
+    kuma_e2e::install_crypto();
+    let ca = reqwest::Certificate::from_pem(mesh.ca_pem.as_bytes()).expect("ca");
+    let client = reqwest::Client::builder()
+        .tls_certs_only([ca])
+        .build()
+        .expect("client");
+    let body = serde_json::json!({"mesh": "default", "name": name, "dataplaneToken": token});
+    let r = client
+        .post(format!("https://127.0.0.1:{}/bootstrap", mesh.cp.dp_port))
+        .json(&body)
+        .send()
+        .await
+        .expect("bootstrap request");
+    let status = r.status().as_u16();
+    (status, r.text().await.unwrap_or_default())
+}
+
+/// The Dataplanes kuma-cp knows (from its API), each once.
+fn dataplane_names(mesh: &KubeMesh) -> Vec<String> {
+    let kumactl = kuma_e2e::process::Kumactl::new(&mesh.cp.api());
+    let out = kumactl.run(&["get", "dataplanes", "-o", "json"], None);
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    let mut names: Vec<String> = v["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|d| d["name"].as_str().map(String::from))
+        .collect();
+    names.sort();
+    names
+}
+
+/// Requests from inside a Pod, one after the other, until stopped.
+struct Load {
+    child: std::process::Child,
+    out: std::path::PathBuf,
+}
+
+impl Load {
+    fn start(mesh: &KubeMesh, namespace: &str, pod: &str, url: &str) -> Load {
+        let ns = mesh.node.pod_netns(namespace, pod).expect("running");
+        let out = kuma_e2e::temp_dir("load").join("codes");
+        let script = format!(
+            "while true; do curl -s -m 5 -o /dev/null -w '%{{http_code}}\n' {url} >> {}; sleep 0.05; done",
+            out.display()
+        );
+        let child = std::process::Command::new("ip")
+            .args(["netns", "exec", &ns, "sh", "-c", &script])
+            .spawn()
+            .expect("load");
+        Load { child, out }
+    }
+
+    /// Stops and returns the status codes seen.
+    fn stop(mut self) -> Vec<String> {
+        kuma_e2e::process::send_signal(self.child.id(), "TERM");
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        std::fs::read_to_string(&self.out)
+            .unwrap_or_default()
+            .lines()
+            .map(String::from)
+            .collect()
+    }
+}
+
 fn kubectl_json(mesh: &KubeMesh, args: &[&str]) -> Value {
     let out = mesh.cluster.kubectl(args, None);
     serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
@@ -213,7 +281,7 @@ fn kubectl_json(mesh: &KubeMesh, args: &[&str]) -> Value {
 
 #[tokio::test]
 async fn injected_pods_carry_traffic_through_the_mesh() {
-    let mesh = KubeMesh::start(&[]).await;
+    let mut mesh = KubeMesh::start(&[]).await;
     mesh.install_webhooks().await;
     mesh.cluster
         .create_namespace("kuma-test", &[("kuma.io/sidecar-injection", "enabled")])
@@ -286,13 +354,89 @@ async fn injected_pods_carry_traffic_through_the_mesh() {
         }
     })
     .await;
-    let stats = admin(
-        &mesh,
-        "default",
-        client,
-        "/stats?filter=cluster.echo-server_kuma-test_svc_80.upstream_rq_2xx",
+    eventually(
+        "the client's Envoy counted the responses",
+        Duration::from_secs(20),
+        || async {
+            let stats = admin(
+                &mesh,
+                "default",
+                client,
+                "/stats?filter=cluster.echo-server_kuma-test_svc_80.upstream_rq_2xx",
+            );
+            let served = stats
+                .lines()
+                .filter_map(|l| l.rsplit_once(": "))
+                .any(|(_, n)| n.trim().parse::<u64>().is_ok_and(|n| n > 0));
+            served.then_some(()).ok_or(stats)
+        },
+    )
+    .await;
+
+    // Proxies prove who they are with their Pod's ServiceAccount token:
+    // another ServiceAccount's token, or one for another audience, is refused.
+    mesh.cluster
+        .kubectl_ok(&["create", "serviceaccount", "other", "-n", "kuma-test"], None);
+    let other = mesh
+        .cluster
+        .kubectl_ok(&["create", "token", "other", "-n", "kuma-test"], None);
+    let (status, body) = bootstrap(&mesh, &format!("{server}.kuma-test"), other.trim()).await;
+    assert_eq!(status, 401, "{body}");
+    assert!(
+        body.contains("system:serviceaccount:kuma-test:other") && body.contains("runs as"),
+        "{body}"
     );
-    assert!(stats.contains("upstream_rq_2xx"), "{stats}");
+    let audience = mesh.cluster.kubectl_ok(
+        &[
+            "create",
+            "token",
+            "default",
+            "-n",
+            "kuma-test",
+            "--audience",
+            "somebody-else",
+        ],
+        None,
+    );
+    let (status, body) = bootstrap(&mesh, &format!("{server}.kuma-test"), audience.trim()).await;
+    assert_eq!(status, 401, "{body}");
+    assert!(body.contains("token is not valid"), "{body}");
+    let own = mesh
+        .cluster
+        .kubectl_ok(&["create", "token", "default", "-n", "kuma-test"], None);
+    let (status, body) = bootstrap(&mesh, &format!("{server}.kuma-test"), own.trim()).await;
+    assert_eq!(status, 200, "the Pod's own ServiceAccount is accepted: {body}");
+
+    // kumactl sees the proxies of the cluster.
+    let kumactl = kuma_e2e::process::Kumactl::new(&mesh.cp.api());
+    let out = kumactl.run(&["get", "dataplanes"], None);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains(&format!("{server}.kuma-test")), "{text}");
+    eventually(
+        "kumactl shows the proxies online",
+        Duration::from_secs(30),
+        || async {
+            let out = kumactl.run(&["inspect", "dataplanes"], None);
+            let text = String::from_utf8_lossy(&out.stdout).to_string();
+            let online = text.lines().filter(|l| l.contains("Online")).count();
+            (online >= 2).then_some(()).ok_or(text)
+        },
+    )
+    .await;
+    for kind in ["config-dump", "policies"] {
+        let out = kumactl.run(
+            &[
+                "inspect",
+                "dataplane",
+                &format!("{client}.default"),
+                "--type",
+                kind,
+            ],
+            None,
+        );
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success() && text.len() > 100, "{kind}: {text}");
+    }
 
     // A policy applied with kubectl reaches the proxies, and its deletion too.
     mesh.cluster.apply(FAULT);
@@ -309,6 +453,26 @@ async fn injected_pods_carry_traffic_through_the_mesh() {
         let r = get_from(&mesh, "default", client, &url);
         r.starts_with("200").then_some(()).ok_or(r)
     })
+    .await;
+    // Connections kept alive from before stay on the server's old listener
+    // (with the abort) until Envoy has drained it.
+    // (Envoy updates the filter chains in place and drains the old ones.)
+    eventually(
+        "the old filter chains drained",
+        Duration::from_secs(90),
+        || async {
+            let stats = admin(
+                &mesh,
+                "kuma-test",
+                server,
+                "/stats?filter=listener_manager.total_",
+            );
+            (stats.contains("total_listeners_draining: 0")
+                && stats.contains("total_filter_chains_draining: 0"))
+            .then_some(())
+            .ok_or(stats)
+        },
+    )
     .await;
 
     // Three replicas: three endpoints; one not ready: two.
@@ -344,6 +508,30 @@ async fn injected_pods_carry_traffic_through_the_mesh() {
         }
     })
     .await;
+
+    // The API server restarted under traffic: no failed request, and after
+    // the re-list every Dataplane is there once.
+    let before = dataplane_names(&mesh);
+    let load = Load::start(&mesh, "default", client, &url);
+    mesh.cluster.stop_apiserver();
+    let stopped = Instant::now();
+    mesh.cluster.start_apiserver_again().await;
+    eprintln!("kube-apiserver down for {:?}", stopped.elapsed());
+    eventually("the control plane re-listed", Duration::from_secs(60), || async {
+        let after = dataplane_names(&mesh);
+        (after == before)
+            .then_some(())
+            .ok_or(format!("{after:?} vs {before:?}"))
+    })
+    .await;
+    let codes = load.stop();
+    let failed = codes.iter().filter(|c| c.as_str() != "200").count();
+    eprintln!(
+        "{} requests across the API server restart, {failed} failed",
+        codes.len()
+    );
+    assert!(codes.len() > 10, "the load ran: {codes:?}");
+    assert_eq!(failed, 0, "{codes:?}");
 
     // A deleted Pod's Dataplane goes with it.
     let gone = servers[1].clone();

@@ -76,3 +76,69 @@ spec:
     })
     .await;
 }
+
+#[tokio::test]
+async fn services_become_mesh_services_where_the_mesh_asks() {
+    let mesh = KubeMesh::start(&[]).await;
+    mesh.cluster.apply(
+        "apiVersion: kuma.io/v1alpha1\nkind: Mesh\nmetadata:\n  name: exclusive\nspec:\n  meshServices:\n    mode: Exclusive\n",
+    );
+    mesh.cluster
+        .create_namespace("shop", &[("kuma.io/mesh", "exclusive")])
+        .await;
+    mesh.cluster.create_namespace("plain", &[]).await;
+    let service = |ns: &str| {
+        format!(
+            "apiVersion: v1\nkind: Service\nmetadata:\n  name: web\n  namespace: {ns}\nspec:\n  selector:\n    app: web\n  ports:\n    - name: http\n      port: 80\n      targetPort: 8080\n      appProtocol: http\n"
+        )
+    };
+    mesh.cluster.apply(&service("shop"));
+    mesh.cluster.apply(&service("plain"));
+    let cluster_ip = mesh.cluster.kubectl_ok(
+        &[
+            "get",
+            "service",
+            "web",
+            "-n",
+            "shop",
+            "-o",
+            "jsonpath={.spec.clusterIP}",
+        ],
+        None,
+    );
+    eventually(
+        "the MeshService of the Service",
+        Duration::from_secs(60),
+        || async {
+            let out = mesh
+                .cluster
+                .kubectl(&["get", "meshservice", "web", "-n", "shop", "-o", "json"], None);
+            let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+            let ok = v["spec"]["selector"]["dataplaneTags"]["app"] == "web"
+                && v["spec"]["ports"][0]["targetPort"] == 8080
+                && v["spec"]["ports"][0]["appProtocol"] == "http"
+                && v["status"]["vips"][0]["ip"] == cluster_ip.as_str()
+                && v["metadata"]["labels"]["kuma.io/mesh"] == "exclusive";
+            ok.then_some(()).ok_or_else(|| v.to_string())
+        },
+    )
+    .await;
+    // A mesh that does not ask for MeshServices gets none.
+    let out = mesh
+        .cluster
+        .kubectl(&["get", "meshservice", "web", "-n", "plain"], None);
+    assert!(!out.status.success(), "no MeshService in mesh default");
+    // Turning the mode off removes what the controller made.
+    mesh.cluster.apply(
+        "apiVersion: kuma.io/v1alpha1\nkind: Mesh\nmetadata:\n  name: exclusive\nspec:\n  meshServices:\n    mode: Disabled\n",
+    );
+    eventually("the MeshService removed", Duration::from_secs(60), || async {
+        let out = mesh
+            .cluster
+            .kubectl(&["get", "meshservice", "web", "-n", "shop"], None);
+        (!out.status.success())
+            .then_some(())
+            .ok_or_else(|| "still there".to_string())
+    })
+    .await;
+}
