@@ -24,13 +24,22 @@ pub fn workspace_root() -> PathBuf {
         .to_path_buf()
 }
 
-/// The directory of the debug binaries (built on first use).
+/// The directory of the binaries (built on first use): debug ones for the
+/// tests, optimised ones for the benches, whose figures must not measure a
+/// debug build.
 pub fn bin_dir() -> PathBuf {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
+        let profile = if cfg!(debug_assertions) {
+            "debug"
+        } else {
+            "release"
+        };
         let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
             .args([
                 "build",
+                "--profile",
+                if profile == "debug" { "dev" } else { "release" },
                 "--bins",
                 "-p",
                 "kuma-operator",
@@ -48,7 +57,7 @@ pub fn bin_dir() -> PathBuf {
         let target = std::env::var_os("CARGO_TARGET_DIR")
             .map(PathBuf::from)
             .unwrap_or_else(|| workspace_root().join("target"));
-        target.join("debug")
+        target.join(profile)
     })
     .clone()
 }

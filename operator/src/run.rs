@@ -129,7 +129,13 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             idle_timeout: config.metrics.dataplane.idle_timeout,
         },
     ));
-    tokio::spawn(lead(mode.clone(), config.clone(), insights.clone()));
+    let pod_stats = Arc::new(crate::kubernetes::pods::PodControllerStats::default());
+    tokio::spawn(lead(
+        mode.clone(),
+        config.clone(),
+        insights.clone(),
+        pod_stats.clone(),
+    ));
     let insights_at_exit = insights.clone();
 
     let tokens = Tokens::new(store.clone());
@@ -174,6 +180,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 
     let mut registry = Registry::default();
     xds_metrics.register(&mut registry);
+    pod_stats.register(&mut registry);
     let diag_app = diagnostics(Arc::new(registry), ready_rx);
 
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -265,7 +272,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 /// collecting Dataplanes offline for too long. Leadership is the mode's
 /// (see `crate::leader`); a leader that loses it stops its leader work at
 /// once and competes again.
-async fn lead(mode: crate::mode::Mode, config: Config, insights: Arc<Insights>) {
+async fn lead(
+    mode: crate::mode::Mode,
+    config: Config,
+    insights: Arc<Insights>,
+    pod_stats: Arc<crate::kubernetes::pods::PodControllerStats>,
+) {
     let store = mode.store.clone();
     loop {
         let mut leader = mode.leadership.acquire().await;
@@ -289,7 +301,7 @@ async fn lead(mode: crate::mode::Mode, config: Config, insights: Arc<Insights>) 
             );
             let controllers = async {
                 if let Some(client) = mode.kube.clone() {
-                    crate::kubernetes::run_controllers(client, mode.admission.clone(), Default::default())
+                    crate::kubernetes::run_controllers(client, mode.admission.clone(), pod_stats.clone())
                         .await;
                 }
             };

@@ -10,7 +10,6 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -44,13 +43,30 @@ pub enum PodError {
     Write(#[from] kube::Error),
 }
 
-/// What the controller counts (for the benchmark and `/metrics`).
+/// What the controller counts (`/metrics`: the benchmark reads them).
 #[derive(Debug, Default)]
 pub struct PodControllerStats {
     /// Reconciliations run.
-    pub reconciled: AtomicU64,
+    pub reconciled: prometheus_client::metrics::counter::Counter,
     /// Dataplanes written (each one API request).
-    pub writes: AtomicU64,
+    pub writes: prometheus_client::metrics::counter::Counter,
+}
+
+impl PodControllerStats {
+    /// Registers the counters (`kuma_cp_pod_reconciliations_total`,
+    /// `kuma_cp_dataplane_writes_total`).
+    pub fn register(&self, registry: &mut prometheus_client::registry::Registry) {
+        registry.register(
+            "kuma_cp_pod_reconciliations",
+            "Pods reconciled into Dataplanes",
+            self.reconciled.clone(),
+        );
+        registry.register(
+            "kuma_cp_dataplane_writes",
+            "Dataplanes written to the API server by the Pod controller",
+            self.writes.clone(),
+        );
+    }
 }
 
 struct Ctx {
@@ -245,7 +261,7 @@ fn up_to_date(stored: &DynamicObject, desired: &Value) -> bool {
 }
 
 async fn reconcile(pod: Arc<Pod>, ctx: Arc<Ctx>) -> Result<Action, PodError> {
-    ctx.stats.reconciled.fetch_add(1, Ordering::Relaxed);
+    ctx.stats.reconciled.inc();
     let Some(desired) = desired(&pod, &ctx)? else {
         return Ok(Action::await_change());
     };
@@ -265,7 +281,7 @@ async fn reconcile(pod: Arc<Pod>, ctx: Arc<Ctx>) -> Result<Action, PodError> {
         &Patch::Apply(&desired),
     )
     .await?;
-    ctx.stats.writes.fetch_add(1, Ordering::Relaxed);
+    ctx.stats.writes.inc();
     tracing::debug!(pod = %name, %namespace, "Dataplane written");
     Ok(Action::await_change())
 }
