@@ -44,6 +44,11 @@ use crate::{bin_dir, envoy_bin, temp_dir};
 pub const NODE_NAME: &str = "kuma-e2e-node";
 /// The node's address on the Pod network.
 pub const NODE_IP: &str = "10.244.0.1";
+/// The cluster DNS Pods are told to use. Nothing answers there: a Pod's
+/// kuma-init redirects its DNS to kuma-dp, which answers mesh names.
+pub const CLUSTER_DNS_IP: &str = "10.96.0.10";
+/// A name only the cluster DNS knows (it answers it with the node's address).
+pub const CLUSTER_NAME: &str = "kubernetes.default.svc.cluster.local";
 
 /// How an image runs here: the program standing for its entrypoint (`None`:
 /// the image has none, its `command` is run as given).
@@ -154,6 +159,8 @@ impl NodeAgent {
         run(&["link", "add", "br0", "type", "bridge"]);
         run(&["addr", "add", &format!("{NODE_IP}/24"), "dev", "br0"]);
         run(&["link", "set", "br0", "up"]);
+        // The cluster DNS: an address of the node, a stub answering there.
+        run(&["addr", "add", &format!("{CLUSTER_DNS_IP}/32"), "dev", "lo"]);
         // Binaries other users can run (kuma-dp runs as 5678).
         let bin = dir.join("bin");
         std::fs::create_dir_all(&bin).expect("bin dir");
@@ -197,6 +204,20 @@ impl NodeAgent {
                 &dir,
             ));
         }
+        forwarders.push(Proc::start(
+            "cluster-dns",
+            Path::new("ip"),
+            &[
+                "netns".into(),
+                "exec".into(),
+                node_ns.clone(),
+                bin_dir().join("kuma-e2e-dns").display().to_string(),
+                format!("{CLUSTER_DNS_IP}:53"),
+                format!("{CLUSTER_NAME}={NODE_IP}"),
+            ],
+            &BTreeMap::new(),
+            &dir,
+        ));
         let nodes: Api<Node> = Api::all(client.clone());
         let node: Node = serde_json::from_value(json!({
             "apiVersion": "v1",
@@ -403,6 +424,7 @@ fn stop_pod(shared: &Shared, key: &str) {
     };
     drop(procs);
     let _ = Command::new("ip").args(["netns", "del", &pod.netns]).status();
+    let _ = std::fs::remove_dir_all(Path::new("/etc/netns").join(&pod.netns));
 }
 
 /// The value of a `fieldRef` of the Pod.
@@ -516,6 +538,17 @@ async fn start_pod(shared: Arc<Shared>, pod: Pod) {
     std::fs::create_dir_all(dir.join("serviceaccount")).expect("pod dir");
     // The network: a namespace of its own, a veth pair to the bridge.
     ip(&["netns", "add", &netns]);
+    // The resolv.conf the kubelet writes (`ip netns exec` mounts it over
+    // /etc/resolv.conf for everything run in the Pod).
+    let etc = Path::new("/etc/netns").join(&netns);
+    std::fs::create_dir_all(&etc).expect("/etc/netns");
+    std::fs::write(
+        etc.join("resolv.conf"),
+        format!(
+            "search {namespace}.svc.cluster.local svc.cluster.local cluster.local\nnameserver {CLUSTER_DNS_IP}\noptions ndots:5\n"
+        ),
+    )
+    .expect("resolv.conf");
     let veth = format!("vp{n}");
     ip(&[
         "link",

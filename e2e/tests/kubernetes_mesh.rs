@@ -354,6 +354,67 @@ async fn injected_pods_carry_traffic_through_the_mesh() {
         }
     })
     .await;
+    // By name: the Pod's resolver asks the cluster DNS, kuma-init sends
+    // the question to kuma-dp's DNS proxy, which answers with the VIP
+    // from the table the control plane serves through Envoy.
+    for name in [
+        "echo-server_kuma-test_svc_80.mesh",
+        "echo-server.kuma-test.svc.80.mesh",
+    ] {
+        let by_name = format!("http://{name}/hello");
+        eventually(
+            &format!("{name} resolved by kuma-dp"),
+            Duration::from_secs(30),
+            || async {
+                let r = get_from(&mesh, "default", client, &by_name);
+                if r.starts_with("200 ") && r.contains(server.as_str()) {
+                    Ok(())
+                } else {
+                    let log = mesh.node.container_log("default", client, "kuma-sidecar");
+                    let dns: Vec<&str> = log
+                        .lines()
+                        .filter(|l| l.contains("dns") || l.contains("DNS"))
+                        .collect();
+                    let rules = mesh.node.exec("default", client, "iptables-save", &[]);
+                    let curl = mesh
+                        .node
+                        .exec("default", client, "curl", &["-sv", "-m", "5", &by_name]);
+                    Err(format!(
+                        "{r}\n{}\n{}\n{}",
+                        dns.join("\n"),
+                        String::from_utf8_lossy(&rules.stdout),
+                        String::from_utf8_lossy(&curl.stderr)
+                    ))
+                }
+            },
+        )
+        .await;
+    }
+    let resolved = mesh.node.exec(
+        "default",
+        client,
+        "getent",
+        &["hosts", "echo-server_kuma-test_svc_80.mesh"],
+    );
+    let resolved = String::from_utf8_lossy(&resolved.stdout).to_string();
+    let first = resolved
+        .split_whitespace()
+        .next()
+        .and_then(|ip| ip.parse::<std::net::IpAddr>().ok());
+    let vip_range = |ip: std::net::IpAddr| match ip {
+        std::net::IpAddr::V4(v4) => v4.octets()[0] >= 240,
+        std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().is_some_and(|v4| v4.octets()[0] >= 240),
+    };
+    assert!(first.is_some_and(vip_range), "{resolved}: not a VIP");
+    // Other names are the cluster DNS's, relayed by kuma-dp.
+    let cluster = mesh.node.exec(
+        "default",
+        client,
+        "getent",
+        &["ahostsv4", kuma_e2e::node::CLUSTER_NAME],
+    );
+    let cluster = String::from_utf8_lossy(&cluster.stdout).to_string();
+    assert!(cluster.starts_with(kuma_e2e::node::NODE_IP), "{cluster}");
     eventually(
         "the client's Envoy counted the responses",
         Duration::from_secs(20),

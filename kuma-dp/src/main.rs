@@ -5,6 +5,7 @@
 //! Flags have Kuma's names; Kuma's `KUMA_*` environment variables override
 //! them, as in Kuma.
 
+mod dns;
 mod envoy;
 mod probes;
 
@@ -94,6 +95,17 @@ struct RunArgs {
     /// kuma-dp's own log level: `off`, `error`, `warn`, `info`, `debug`.
     #[arg(long, default_value = "info")]
     log_level: String,
+    /// Whether kuma-dp answers DNS for the mesh (`KUMA_DNS_ENABLED`).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    dns_enabled: bool,
+    /// The DNS proxy's port on loopback; 0 turns it off
+    /// (`KUMA_DNS_PROXY_PORT`; the injector sets 15053).
+    #[arg(long, default_value_t = 0)]
+    dns_proxy_port: u16,
+    /// How often the DNS table is read from Envoy
+    /// (`KUMA_DATAPLANE_RUNTIME_DYNAMIC_CONFIGURATION_REFRESH_INTERVAL`).
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    dynamic_configuration_refresh_interval: Duration,
 }
 
 impl RunArgs {
@@ -144,6 +156,16 @@ impl RunArgs {
         }
         if let Some(v) = var("KUMA_DATAPLANE_RUNTIME_ENVOY_LOG_LEVEL") {
             self.envoy_log_level = v;
+        }
+        if let Some(v) = var("KUMA_DNS_ENABLED") {
+            self.dns_enabled = v.parse().context("KUMA_DNS_ENABLED")?;
+        }
+        if let Some(v) = var("KUMA_DNS_PROXY_PORT") {
+            self.dns_proxy_port = v.parse().context("KUMA_DNS_PROXY_PORT")?;
+        }
+        if let Some(v) = var("KUMA_DATAPLANE_RUNTIME_DYNAMIC_CONFIGURATION_REFRESH_INTERVAL") {
+            self.dynamic_configuration_refresh_interval = humantime::parse_duration(&v)
+                .context("KUMA_DATAPLANE_RUNTIME_DYNAMIC_CONFIGURATION_REFRESH_INTERVAL")?;
         }
         if let Some(v) = var("KUMA_DATAPLANE_RUNTIME_CONCURRENCY") {
             self.concurrency = Some(v.parse().context("KUMA_DATAPLANE_RUNTIME_CONCURRENCY")?);
@@ -311,6 +333,10 @@ async fn run(mut args: RunArgs) -> anyhow::Result<()> {
     {
         features.push("feature-delta-grpc");
     }
+    let dns_proxy = args.dns_enabled && args.dns_proxy_port != 0;
+    if dns_proxy {
+        features.push("feature-embedded-dns");
+    }
     let request = json!({
         "mesh": mesh,
         "name": name,
@@ -340,6 +366,21 @@ async fn run(mut args: RunArgs) -> anyhow::Result<()> {
     std::fs::write(&config_path, &yaml)?;
     let admin_port = envoy::admin_port(&yaml).unwrap_or(9901);
     tracing::info!(mesh, name, admin_port, bootstrap = %config_path.display(), "starting Envoy");
+
+    if dns_proxy {
+        let table = dns::SharedLookup::default();
+        let loopback: [std::net::IpAddr; 2] = [
+            std::net::Ipv4Addr::LOCALHOST.into(),
+            std::net::Ipv6Addr::LOCALHOST.into(),
+        ];
+        dns::start(&loopback, args.dns_proxy_port, table.clone()).await?;
+        let socket = kuma_crds::dns::dynamic_config_socket(&work_dir.display().to_string()).into();
+        tokio::spawn(dns::keep_table(
+            socket,
+            args.dynamic_configuration_refresh_interval,
+            table,
+        ));
+    }
 
     let terminating = Arc::new(AtomicBool::new(false));
     if let Some(port) = std::env::var("KUMA_APPLICATION_PROBE_PROXY_PORT")

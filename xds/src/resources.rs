@@ -109,6 +109,8 @@ pub enum Origin {
     MeshProxyPatch,
     /// mTLS secrets.
     Secrets,
+    /// kuma-dp's dynamic configuration (the DNS table).
+    DynamicConfig,
 }
 
 impl Origin {
@@ -126,6 +128,7 @@ impl Origin {
             Origin::ProxyTemplateModifications => "proxy-template-modifications",
             Origin::MeshProxyPatch => "mesh-proxy-patch",
             Origin::Secrets => "secrets",
+            Origin::DynamicConfig => "dynamic-config",
         }
     }
 }

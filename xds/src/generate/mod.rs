@@ -6,6 +6,7 @@
 //! MeshProxyPatch runs last over the whole set.
 
 mod cache;
+pub mod dns;
 mod inbound;
 mod outbound;
 mod system;
@@ -170,6 +171,7 @@ pub fn generate_shared(
     system::generate(proxy, mesh, policies, &mut rs);
     tls::generate(proxy, mesh, &mut rs);
     transparent::generate(proxy, mesh, policies, &mut rs);
+    dns::generate(proxy, mesh, &mut rs);
     inbound::generate(proxy, mesh, policies, &mut rs);
     outbound::generate(proxy, mesh, policies, cache, &mut rs, &mut bundles);
     crate::plugins::mesh_proxy_patch::apply(policies, &mut rs);

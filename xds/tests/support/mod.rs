@@ -24,6 +24,10 @@ pub struct Fixture {
     pub mesh_name: String,
     pub mesh: MeshSpec,
     pub resources: Vec<Resource>,
+    /// Feature flags every proxy announces (`#! feature <name>` lines).
+    pub features: Vec<String>,
+    /// The proxies' kuma-dp work directory (a `#! workdir <path>` line).
+    pub workdir: Option<String>,
 }
 
 impl Fixture {
@@ -48,7 +52,16 @@ impl Fixture {
                 }
             }
         }
-        Fixture::parse(&expanded).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        let mut fixture = Fixture::parse(&expanded).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        for line in text.lines() {
+            if let Some(f) = line.strip_prefix("#! feature ") {
+                fixture.features.push(f.trim().to_string());
+            }
+            if let Some(w) = line.strip_prefix("#! workdir ") {
+                fixture.workdir = Some(w.trim().to_string());
+            }
+        }
+        fixture
     }
 
     /// Parses fixture text; the error names the failing document.
@@ -70,6 +83,8 @@ impl Fixture {
             mesh_name,
             mesh,
             resources,
+            features: Vec::new(),
+            workdir: None,
         })
     }
 
@@ -79,6 +94,14 @@ impl Fixture {
             .iter()
             .find(|r| matches!(r.spec, Spec::Dataplane(_)))
             .expect("fixture has a Dataplane")
+    }
+
+    /// What a proxy of the fixture tells the control plane at bootstrap.
+    pub fn metadata(&self, dp: &kuma_crds::dataplane::DataplaneSpec) -> ProxyMetadata {
+        let mut metadata = ProxyMetadata::for_dataplane(dp);
+        metadata.features.extend(self.features.iter().cloned());
+        metadata.workdir = self.workdir.clone();
+        metadata
     }
 
     /// The mesh digest.
@@ -94,7 +117,7 @@ impl Fixture {
             .iter()
             .filter_map(|r| {
                 let Spec::Dataplane(dp) = &r.spec else { return None };
-                let proxy = Proxy::new(r, ProxyMetadata::for_dataplane(dp))?;
+                let proxy = Proxy::new(r, self.metadata(dp))?;
                 let policies = Policies::compute(&proxy, &mesh);
                 Some((proxy.id(), generate_cached(&proxy, &mesh, &policies, cache)))
             })
@@ -110,7 +133,7 @@ impl Fixture {
             unreachable!()
         };
         let mesh = self.mesh_context();
-        let mut proxy = Proxy::new(resource, ProxyMetadata::for_dataplane(dp)).expect("a dataplane");
+        let mut proxy = Proxy::new(resource, self.metadata(dp)).expect("a dataplane");
         if let Some(mtls) = &mesh.mtls {
             let sans = kuma_xds::mtls::proxy_sans(&mesh.name, &proxy.tag_set());
             let identity = kuma_xds::mtls::issue(mtls, &sans, std::time::SystemTime::now()).expect("issue");
@@ -125,7 +148,7 @@ impl Fixture {
         let Spec::Dataplane(dp) = &resource.spec else {
             unreachable!()
         };
-        let proxy = Proxy::new(resource, ProxyMetadata::for_dataplane(dp)).expect("a dataplane");
+        let proxy = Proxy::new(resource, self.metadata(dp)).expect("a dataplane");
         (proxy.id(), generate(&proxy, &self.mesh_context()))
     }
 }
