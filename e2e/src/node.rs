@@ -323,8 +323,9 @@ impl Drop for NodeAgent {
     }
 }
 
-/// Lets other users reach `dir` (it is under a root-only temp directory).
-fn make_traversable(dir: &Path) {
+/// Lets other users reach `dir` and its parents up to `/tmp` (kuma-dp
+/// runs as 5678; the temp directories are root's).
+pub fn make_traversable(dir: &Path) {
     use std::os::unix::fs::PermissionsExt;
     let mut p = dir.to_path_buf();
     loop {
