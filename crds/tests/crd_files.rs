@@ -7,8 +7,8 @@ use std::path::Path;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kuma_crds::crd::{all_crds, file_name, to_yaml};
 
-fn crd_dir() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
+fn crd_dir() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/crds")
 }
 
 #[test]
@@ -24,6 +24,13 @@ fn checked_in_crds_match_the_generator() {
             stale.push(path.display().to_string());
         }
     }
+    let kustomization = crd_dir().join("kustomization.yaml");
+    let expected = kuma_crds::crd::kustomization(&all_crds());
+    if update {
+        std::fs::write(&kustomization, &expected).unwrap();
+    } else if std::fs::read_to_string(&kustomization).ok().as_deref() != Some(expected.as_str()) {
+        stale.push(kustomization.display().to_string());
+    }
     assert!(
         stale.is_empty(),
         "stale CRDs (run `cargo run -p kuma-crds --bin crdgen`): {stale:?}"
@@ -35,7 +42,7 @@ fn every_yaml_file_is_a_kuma_crd() {
     let mut kinds = Vec::new();
     for entry in std::fs::read_dir(crd_dir()).unwrap() {
         let path = entry.unwrap().path();
-        if path.extension().and_then(|e| e.to_str()) != Some("yaml") {
+        if path.extension().and_then(|e| e.to_str()) != Some("yaml") || path.ends_with("kustomization.yaml") {
             continue;
         }
         let text = std::fs::read_to_string(&path).unwrap();

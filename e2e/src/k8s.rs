@@ -343,6 +343,23 @@ impl Cluster {
         path
     }
 
+    /// A kubeconfig of a ServiceAccount (a token from the TokenRequest API,
+    /// as a Pod of that ServiceAccount would hold), so what it does is
+    /// checked against the RBAC rules bound to it.
+    pub fn service_account_kubeconfig(&self, namespace: &str, name: &str) -> PathBuf {
+        let token = self.kubectl_ok(
+            &["create", "token", name, "-n", namespace, "--duration=24h"],
+            None,
+        );
+        let path = self.dir.join(format!("{namespace}-{name}.kubeconfig"));
+        let user = format!("system:serviceaccount:{namespace}:{name}");
+        write(
+            &path,
+            &kubeconfig(&self.pki.ca_cert, self.api_port, &user, token.trim()),
+        );
+        path
+    }
+
     /// A kubeconfig for the second API server.
     pub fn second_kubeconfig(&self) -> PathBuf {
         let port = self.second_api_port.expect("a second API server was asked for");
@@ -407,9 +424,9 @@ impl Cluster {
 
     /// Installs the project's kuma.io CRDs and waits until they serve.
     pub fn install_crds(&self) {
-        let crds = workspace_root().join("crds");
+        let crds = workspace_root().join("config/crds");
         let crds = crds.display().to_string();
-        self.kubectl_ok(&["apply", "--server-side", "-f", &crds], None);
+        self.kubectl_ok(&["apply", "--server-side", "-k", &crds], None);
         self.kubectl_ok(
             &[
                 "wait",

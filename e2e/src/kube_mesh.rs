@@ -62,8 +62,19 @@ pub struct KubeMesh {
 }
 
 impl KubeMesh {
-    /// Starts it all; `env` adds kuma-cp settings.
+    /// Starts it all; `env` adds kuma-cp settings. kuma-cp runs as the
+    /// cluster admin.
     pub async fn start(extra_env: &[(&str, &str)]) -> KubeMesh {
+        Self::start_with(extra_env, false).await
+    }
+
+    /// [`KubeMesh::start`] with kuma-cp running as the ServiceAccount
+    /// `config/rbac` makes and binds, so a verb missing there fails.
+    pub async fn start_as_service_account(extra_env: &[(&str, &str)]) -> KubeMesh {
+        Self::start_with(extra_env, true).await
+    }
+
+    async fn start_with(extra_env: &[(&str, &str)], as_service_account: bool) -> KubeMesh {
         let cluster = Cluster::start(Options {
             controller_manager: true,
             ..Default::default()
@@ -72,12 +83,48 @@ impl KubeMesh {
         cluster.install_crds();
         cluster.create_namespace("kuma-system", &[]).await;
         let (cert, key, ca_pem) = dp_server_certificate(&cluster);
+        let (kubeconfig, user) = if as_service_account {
+            let rbac = crate::workspace_root().join("config/rbac");
+            cluster.kubectl_ok(
+                &["apply", "--server-side", "-k", &rbac.display().to_string()],
+                None,
+            );
+            // The API server's RBAC cache learns new bindings shortly after.
+            let subject = "--as=system:serviceaccount:kuma-system:kuma-control-plane";
+            crate::eventually(
+                "the RBAC bindings are in force",
+                std::time::Duration::from_secs(30),
+                || async {
+                    let can = |args: &[&str]| {
+                        let mut all = vec!["auth", "can-i"];
+                        all.extend_from_slice(args);
+                        all.push(subject);
+                        String::from_utf8_lossy(&cluster.kubectl(&all, None).stdout)
+                            .trim()
+                            .to_string()
+                    };
+                    let answer = format!(
+                        "{} {}",
+                        can(&["watch", "secrets", "-n", "kuma-system"]),
+                        can(&["watch", "jobs.batch", "--all-namespaces"])
+                    );
+                    (answer == "yes yes").then_some(()).ok_or(answer)
+                },
+            )
+            .await;
+            (
+                cluster.service_account_kubeconfig("kuma-system", "kuma-control-plane"),
+                "system:serviceaccount:kuma-system:kuma-control-plane".to_string(),
+            )
+        } else {
+            (cluster.kubeconfig.clone(), "admin".to_string())
+        };
         let mut store = BTreeMap::new();
         for (k, v) in [
             ("KUMA_ENVIRONMENT", "kubernetes".to_string()),
             // kuma-cp writes as the kubeconfig's user: its writes are its own.
-            ("KUMA_RUNTIME_KUBERNETES_ALLOWED_USERS", "admin".to_string()),
-            ("KUBECONFIG", cluster.kubeconfig.display().to_string()),
+            ("KUMA_RUNTIME_KUBERNETES_ALLOWED_USERS", user),
+            ("KUBECONFIG", kubeconfig.display().to_string()),
             ("HOSTNAME", "kuma-cp".to_string()),
             ("KUMA_GENERAL_TLS_CERT_FILE", cert.display().to_string()),
             ("KUMA_GENERAL_TLS_KEY_FILE", key.display().to_string()),
@@ -129,114 +176,13 @@ impl KubeMesh {
             .expect("port")
     }
 
-    /// Registers kuma-cp's webhooks as Kuma's chart does (names, paths,
-    /// selectors, failure policies), by URL on loopback; kuma-cp fills in
-    /// the caBundle. Waits until the API server calls them.
+    /// Registers kuma-cp's webhooks from `config/webhook` (Kuma's names,
+    /// paths, selectors, failure policies), the Service they name replaced
+    /// by kuma-cp's URL on loopback; kuma-cp fills in the caBundle. Waits
+    /// until the API server calls them.
     pub async fn install_webhooks(&self) {
         let base = format!("https://127.0.0.1:{}", self.admission_port());
-        let kuma_rules = r#"    rules:
-      - apiGroups: [kuma.io]
-        apiVersions: [v1alpha1]
-        operations: [CREATE, UPDATE]
-        resources: ["*"]
-"#;
-        let yaml = format!(
-            r#"apiVersion: admissionregistration.k8s.io/v1
-kind: MutatingWebhookConfiguration
-metadata:
-  name: kuma-admission-mutating-webhook-configuration
-webhooks:
-  - name: mesh.defaulter.kuma-admission.kuma.io
-    admissionReviewVersions: ["v1"]
-    failurePolicy: Fail
-    sideEffects: None
-    namespaceSelector:
-      matchExpressions:
-        - key: kubernetes.io/metadata.name
-          operator: NotIn
-          values: [kube-system]
-    clientConfig:
-      url: {base}/default-kuma-io-v1alpha1-mesh
-{kuma_rules}  - name: owner-reference.kuma-admission.kuma.io
-    admissionReviewVersions: ["v1"]
-    failurePolicy: Fail
-    sideEffects: None
-    namespaceSelector:
-      matchExpressions:
-        - key: kubernetes.io/metadata.name
-          operator: NotIn
-          values: [kube-system]
-    clientConfig:
-      url: {base}/owner-reference-kuma-io-v1alpha1
-    rules:
-      - apiGroups: [kuma.io]
-        apiVersions: [v1alpha1]
-        operations: [CREATE]
-        resources: ["*"]
-  - name: namespace-kuma-injector.kuma.io
-    admissionReviewVersions: ["v1"]
-    failurePolicy: Fail
-    sideEffects: None
-    namespaceSelector:
-      matchExpressions:
-        - key: kuma.io/sidecar-injection
-          operator: In
-          values: [enabled, "true"]
-        - key: kubernetes.io/metadata.name
-          operator: NotIn
-          values: [kube-system, kuma-system]
-    clientConfig:
-      url: {base}/inject-sidecar
-    rules:
-      - apiGroups: [""]
-        apiVersions: [v1]
-        operations: [CREATE]
-        resources: [pods]
-  - name: pods-kuma-injector.kuma.io
-    admissionReviewVersions: ["v1"]
-    failurePolicy: Fail
-    sideEffects: None
-    namespaceSelector:
-      matchExpressions:
-        - key: kuma.io/sidecar-injection
-          operator: Exists
-        - key: kubernetes.io/metadata.name
-          operator: NotIn
-          values: [kube-system, kuma-system]
-    objectSelector:
-      matchLabels:
-        kuma.io/sidecar-injection: enabled
-    clientConfig:
-      url: {base}/inject-sidecar
-    rules:
-      - apiGroups: [""]
-        apiVersions: [v1]
-        operations: [CREATE]
-        resources: [pods]
----
-apiVersion: admissionregistration.k8s.io/v1
-kind: ValidatingWebhookConfiguration
-metadata:
-  name: kuma-validating-webhook-configuration
-webhooks:
-  - name: validator.kuma-admission.kuma.io
-    admissionReviewVersions: ["v1"]
-    failurePolicy: Fail
-    sideEffects: None
-    namespaceSelector:
-      matchExpressions:
-        - key: kubernetes.io/metadata.name
-          operator: NotIn
-          values: [kube-system]
-    clientConfig:
-      url: {base}/validate-kuma-io-v1alpha1
-    rules:
-      - apiGroups: [kuma.io]
-        apiVersions: [v1alpha1]
-        operations: [CREATE, UPDATE, DELETE]
-        resources: ["*"]
-"#
-        );
+        let yaml = webhooks_by_url(&base);
         self.cluster.apply(&yaml);
         // kuma-cp fills in the caBundle; until then the API server cannot
         // call it.
@@ -263,4 +209,29 @@ webhooks:
         )
         .await;
     }
+}
+
+/// The webhook configurations of `config/webhook`, each webhook's
+/// `clientConfig.service` turned into `url: <base><path>` (the API server
+/// here cannot reach Pod networks; kuma-cp listens on loopback).
+pub fn webhooks_by_url(base: &str) -> String {
+    let dir = crate::workspace_root().join("config/webhook");
+    let mut docs = Vec::new();
+    for file in ["mutating.yaml", "validating.yaml"] {
+        let text = std::fs::read_to_string(dir.join(file)).expect("config/webhook");
+        let mut doc: serde_yaml::Value = serde_yaml::from_str(&text).expect("webhook YAML");
+        if let Some(hooks) = doc.get_mut("webhooks").and_then(|w| w.as_sequence_mut()) {
+            for hook in hooks {
+                let path = hook["clientConfig"]["service"]["path"]
+                    .as_str()
+                    .unwrap_or("/")
+                    .to_string();
+                let mut client_config = serde_yaml::Mapping::new();
+                client_config.insert("url".into(), format!("{base}{path}").into());
+                hook["clientConfig"] = serde_yaml::Value::Mapping(client_config);
+            }
+        }
+        docs.push(serde_yaml::to_string(&doc).expect("YAML"));
+    }
+    docs.join("---\n")
 }

@@ -4,7 +4,8 @@
 //! webhook injects kuma-init and kuma-sidecar, the test node agent runs
 //! them for real (iptables in each Pod's network namespace, kuma-dp and
 //! Envoy as the injected container says), the Pod controller makes
-//! Dataplanes, and traffic goes through both Envoys.
+//! Dataplanes, and traffic goes through both Envoys. kuma-cp runs as the
+//! ServiceAccount `config/rbac` binds, with the webhooks of `config/webhook`.
 
 use std::time::{Duration, Instant};
 
@@ -281,7 +282,7 @@ fn kubectl_json(mesh: &KubeMesh, args: &[&str]) -> Value {
 
 #[tokio::test]
 async fn injected_pods_carry_traffic_through_the_mesh() {
-    let mut mesh = KubeMesh::start(&[]).await;
+    let mut mesh = KubeMesh::start_as_service_account(&[]).await;
     mesh.install_webhooks().await;
     mesh.cluster
         .create_namespace("kuma-test", &[("kuma.io/sidecar-injection", "enabled")])
@@ -390,6 +391,10 @@ async fn injected_pods_carry_traffic_through_the_mesh() {
         )
         .await;
     }
+    // Every verb kuma-cp used so far is one config/rbac grants.
+    let log = mesh.cp.proc.log();
+    let forbidden: Vec<&str> = log.lines().filter(|l| l.contains("forbidden")).collect();
+    assert!(forbidden.is_empty(), "{}", forbidden.join("\n"));
     let resolved = mesh.node.exec(
         "default",
         client,

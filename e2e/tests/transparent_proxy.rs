@@ -422,7 +422,10 @@ async fn hosts_reach_mesh_names_through_their_transparent_proxies() {
         "mTLS to the backend"
     );
     assert!(
-        stat(&backend, "listener.10.78.0.2_8080.http.localhost_8080.downstream_rq_2xx") >= 1,
+        stat(
+            &backend,
+            "listener.10.78.0.2_8080.http.localhost_8080.downstream_rq_2xx"
+        ) >= 1,
         "the backend's inbound carried it: {:?}",
         stats(&backend, "downstream_rq_2xx")
     );

@@ -2,4 +2,5 @@
 
 #![forbid(unsafe_code)]
 
+pub mod install;
 pub mod transparent_proxy;

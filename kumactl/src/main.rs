@@ -91,7 +91,7 @@ enum Command {
         #[command(subcommand)]
         command: GenerateCommand,
     },
-    /// Install Kuma on this host (transparent proxying).
+    /// Install Kuma: transparent proxying on this host, the CRDs on Kubernetes.
     Install {
         #[command(subcommand)]
         command: InstallCommand,
@@ -110,6 +110,50 @@ enum InstallCommand {
     /// Redirect this host's traffic into Envoy with iptables (what kuma-init runs).
     #[command(name = "transparent-proxy")]
     TransparentProxy(Box<kumactl::transparent_proxy::cli::TransparentProxyArgs>),
+    /// Print the kuma.io CustomResourceDefinitions (`| kubectl apply --server-side -f -`).
+    Crds,
+    /// Print the control plane's manifests (`| kubectl apply --server-side -f -`).
+    #[command(name = "control-plane")]
+    ControlPlane(Box<ControlPlaneArgs>),
+}
+
+/// Kuma's `kumactl install control-plane` flags that apply here.
+#[derive(clap::Args)]
+struct ControlPlaneArgs {
+    /// The namespace of the control plane.
+    #[arg(long, default_value = "kuma-system")]
+    namespace: String,
+    /// kuma-cp replicas.
+    #[arg(long, default_value_t = 1)]
+    control_plane_replicas: u32,
+    /// The registry of the kuma-cp image.
+    #[arg(long, default_value = "ghcr.io/kuma-rs")]
+    control_plane_registry: String,
+    /// The repository of the kuma-cp image.
+    #[arg(long, default_value = "kuma-cp")]
+    control_plane_repository: String,
+    /// The version of the kuma-cp image.
+    #[arg(long, default_value = env!("CARGO_PKG_VERSION"))]
+    control_plane_version: String,
+    /// The registry of the kuma-dp image.
+    #[arg(long, default_value = "ghcr.io/kuma-rs")]
+    dataplane_registry: String,
+    /// The repository of the kuma-dp image.
+    #[arg(long, default_value = "kuma-dp")]
+    dataplane_repository: String,
+    /// The registry of the kuma-init image.
+    #[arg(long, default_value = "ghcr.io/kuma-rs")]
+    dataplane_init_registry: String,
+    /// The repository of the kuma-init image.
+    #[arg(long, default_value = "kuma-init")]
+    dataplane_init_repository: String,
+    /// What the API server does when the injector cannot be reached: Fail or Ignore.
+    #[arg(long, default_value = "Fail")]
+    injector_failure_policy: String,
+    /// A Secret (tls.crt, tls.key, ca.crt) for the control plane's
+    /// certificate; without it one is generated.
+    #[arg(long)]
+    tls_general_secret: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -538,6 +582,45 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
             }
             println!(
                 "transparent proxy setup completed successfully. You can now run kuma-dp with the transparent-proxy feature enabled"
+            );
+            Ok(())
+        }
+        Command::Install {
+            command: InstallCommand::Crds,
+        } => {
+            // The same generator writes config/crds/, so the two never differ.
+            for crd in kuma_crds::crd::all_crds() {
+                print!("{}", kuma_crds::crd::to_yaml(&crd));
+            }
+            Ok(())
+        }
+        Command::Install {
+            command: InstallCommand::ControlPlane(a),
+        } => {
+            use kumactl::install::{ControlPlaneOptions, generate_tls, render_control_plane};
+            let version = &a.control_plane_version;
+            let options = ControlPlaneOptions {
+                namespace: a.namespace.clone(),
+                replicas: a.control_plane_replicas,
+                control_plane_image: format!(
+                    "{}/{}:{version}",
+                    a.control_plane_registry, a.control_plane_repository
+                ),
+                dataplane_image: format!("{}/{}:{version}", a.dataplane_registry, a.dataplane_repository),
+                init_image: format!(
+                    "{}/{}:{version}",
+                    a.dataplane_init_registry, a.dataplane_init_repository
+                ),
+                injector_failure_policy: a.injector_failure_policy.clone(),
+                tls_secret: a.tls_general_secret.clone(),
+            };
+            let tls = match &a.tls_general_secret {
+                Some(_) => None,
+                None => Some(generate_tls(&a.namespace).map_err(|e| anyhow::anyhow!(e))?),
+            };
+            print!(
+                "{}",
+                render_control_plane(&options, tls.as_ref()).map_err(|e| anyhow::anyhow!(e))?
             );
             Ok(())
         }
