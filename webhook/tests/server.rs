@@ -108,6 +108,15 @@ fn answer(body: &Value) -> (bool, String, Option<&Value>) {
     )
 }
 
+/// The injector's answer for `object` created in `namespace`: allowed,
+/// message, whether it carries a patch.
+async fn inject(namespace: &str, object: Value) -> (bool, String, bool) {
+    let body = serde_json::to_vec(&review("Pod", namespace, object)).unwrap_or_default();
+    let (_, reply) = post("/inject-sidecar", body).await;
+    let (allowed, message, patch) = answer(&reply);
+    (allowed, message, patch.is_some())
+}
+
 #[tokio::test]
 async fn malformed_reviews_get_a_clear_refusal() {
     for path in [
@@ -173,12 +182,7 @@ async fn unknown_kinds_are_refused_by_name() {
 #[tokio::test]
 async fn a_pod_that_is_not_a_pod_is_denied_with_the_reason() {
     let object = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "web"}, "spec": {"containers": "web"}});
-    let (_, reply) = post(
-        "/inject-sidecar",
-        serde_json::to_vec(&review("Pod", "shop", object)).unwrap_or_default(),
-    )
-    .await;
-    let (allowed, message, _) = answer(&reply);
+    let (allowed, message, _) = inject("shop", object).await;
     assert!(!allowed);
     assert!(message.starts_with("the object is not a Pod: "), "{message}");
 }
@@ -186,12 +190,7 @@ async fn a_pod_that_is_not_a_pod_is_denied_with_the_reason() {
 #[tokio::test]
 async fn a_pod_of_a_missing_mesh_is_denied_naming_it() {
     let object = pod("shop", json!({"kuma.io/mesh": "payments"}));
-    let (_, reply) = post(
-        "/inject-sidecar",
-        serde_json::to_vec(&review("Pod", "shop", object)).unwrap_or_default(),
-    )
-    .await;
-    let (allowed, message, _) = answer(&reply);
+    let (allowed, message, _) = inject("shop", object).await;
     assert!(!allowed);
     assert_eq!(message, "meshes.kuma.io \"payments\" not found");
 }
@@ -200,24 +199,13 @@ async fn a_pod_of_a_missing_mesh_is_denied_naming_it() {
 async fn system_namespaces_are_never_touched() {
     for namespace in ["kube-system", "kuma-system"] {
         let object = pod(namespace, json!({"kuma.io/sidecar-injection": "enabled"}));
-        let (_, reply) = post(
-            "/inject-sidecar",
-            serde_json::to_vec(&review("Pod", namespace, object)).unwrap_or_default(),
-        )
-        .await;
-        let (allowed, _, patch) = answer(&reply);
-        assert!(allowed, "{namespace}: {reply}");
-        assert!(patch.is_none(), "{namespace} was patched");
+        let (allowed, message, patched) = inject(namespace, object).await;
+        assert!(allowed, "{namespace}: {message}");
+        assert!(!patched, "{namespace} was patched");
     }
     // The same Pod elsewhere is injected.
-    let object = pod("shop", json!({}));
-    let (_, reply) = post(
-        "/inject-sidecar",
-        serde_json::to_vec(&review("Pod", "shop", object)).unwrap_or_default(),
-    )
-    .await;
-    let (allowed, _, patch) = answer(&reply);
-    assert!(allowed && patch.is_some(), "{reply}");
+    let (allowed, message, patched) = inject("shop", pod("shop", json!({}))).await;
+    assert!(allowed && patched, "{message}");
 }
 
 /// A self-signed certificate for 127.0.0.1 named `name`: (cert, key) PEM.

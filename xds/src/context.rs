@@ -424,6 +424,17 @@ impl<'a> Proxy<'a> {
         (outbound > 0 || inbound > 0).then_some((inbound, outbound))
     }
 
+    /// Whether the transparent proxy handles IPv6 too (every mode but
+    /// `IPv4`; dual stack when unset, as in Kuma).
+    pub fn transparent_ipv6(&self) -> bool {
+        self.dataplane
+            .networking()
+            .transparent_proxying
+            .as_ref()
+            .and_then(|t| t.ip_family_mode)
+            .is_none_or(|m| m != kuma_crds::dataplane::IpFamilyMode::IPv4)
+    }
+
     /// All tags of the proxy's inbounds, merged.
     pub fn tags(&self) -> BTreeMap<String, String> {
         let mut out = BTreeMap::new();

@@ -17,7 +17,6 @@ use envoy_types::pb::envoy::extensions::filters::network::http_connection_manage
     HttpConnectionManager, http_connection_manager,
 };
 use envoy_types::pb::envoy::r#type::matcher::v3::{StringMatcher, string_matcher};
-use kuma_crds::dataplane::IpFamilyMode;
 use kuma_crds::dns::{DNS_PATH, DnsRecord, DnsTable, dynamic_config_socket, ipv6_of, service_names};
 use sha2::{Digest, Sha256};
 
@@ -33,13 +32,7 @@ pub const DYNAMIC_CONFIG_LISTENER: &str = "_kuma:dynamicconfig";
 
 /// The names of the VIPs `proxy` reaches, as its DNS proxy answers them.
 pub fn table(proxy: &Proxy<'_>, mesh: &MeshContext) -> DnsTable {
-    let ipv6 = proxy
-        .dataplane
-        .networking()
-        .transparent_proxying
-        .as_ref()
-        .and_then(|t| t.ip_family_mode)
-        .is_none_or(|m| m != IpFamilyMode::IPv4);
+    let ipv6 = proxy.transparent_ipv6();
     let mut records = Vec::new();
     for (target, _) in outbound_targets(proxy, mesh) {
         // Only the VIPs the control plane gave out: an explicit outbound

@@ -6,7 +6,6 @@ use envoy_types::pb::envoy::config::cluster::v3::{Cluster, cluster};
 use envoy_types::pb::envoy::config::core::v3::{BindConfig, SocketAddress, TrafficDirection, socket_address};
 use envoy_types::pb::envoy::config::listener::v3::FilterChain;
 use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::{TcpProxy, tcp_proxy};
-use kuma_crds::dataplane::IpFamilyMode;
 
 use super::Policies;
 use crate::context::{MeshContext, Proxy};
@@ -60,13 +59,7 @@ pub(super) fn generate(proxy: &Proxy<'_>, mesh: &MeshContext, policies: &Policie
     let Some((inbound_port, outbound_port)) = proxy.transparent_proxy() else {
         return;
     };
-    let ipv6 = proxy
-        .dataplane
-        .networking()
-        .transparent_proxying
-        .as_ref()
-        .and_then(|t| t.ip_family_mode)
-        .is_none_or(|m| m != IpFamilyMode::IPv4);
+    let ipv6 = proxy.transparent_ipv6();
     let families: &[(&str, &str, &str)] = if ipv6 {
         &[("ipv4", "0.0.0.0", "127.0.0.6"), ("ipv6", "::", "::6")]
     } else {
