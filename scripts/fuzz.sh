@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
-# Explores with the parser/validator fuzz target for SECONDS (default 60).
-# Not part of CI's verdict: CI replays the committed corpus and regression
-# inputs deterministically (`cargo test -p kuma-crds --test fuzz_corpus`).
+# Explores with every fuzz target for SECONDS each (default 60): the
+# parser/validator (crds/fuzz, parse_validate) and kuma-dp's DNS proxy
+# (kuma-dp/fuzz, dns_reply). Not part of CI's verdict: CI replays the
+# committed corpora and regression inputs deterministically
+# (`cargo test -p kuma-crds --test fuzz_corpus`, `-p kuma-dp --test fuzz_corpus`).
 #
-# New interesting inputs land in crds/fuzz/corpus/parse_validate (minimise
-# with `cargo +nightly fuzz cmin parse_validate` before committing). A crash
-# is saved under crds/fuzz/artifacts/; minimise it with
-# `cargo +nightly fuzz tmin parse_validate <file>`, commit the result under
-# crds/fuzz/regressions/parse_validate/ and fix the bug.
+# New interesting inputs land in <crate>/fuzz/corpus/<target> (minimise
+# with `cargo +nightly fuzz cmin <target>` before committing). A crash is
+# saved under <crate>/fuzz/artifacts/; minimise it with
+# `cargo +nightly fuzz tmin <target> <file>`, commit the result under
+# <crate>/fuzz/regressions/<target>/ and fix the bug.
 #
 # Needs a nightly toolchain and cargo-fuzz; both are installed once and kept
 # in the tool cache (scripts/cache.sh), keyed by version.
@@ -27,6 +29,8 @@ if [ ! -x "$TOOLS/bin/cargo-fuzz" ]; then
 fi
 export PATH="$TOOLS/bin:$PATH"
 
-cd crds
-cargo +nightly fuzz run parse_validate fuzz/corpus/parse_validate fuzz/regressions/parse_validate -- \
-  -max_total_time="$seconds" -max_len=8192 -timeout=10 -rss_limit_mb=4096
+for target in crds:parse_validate:8192 kuma-dp:dns_reply:4096; do
+  IFS=: read -r crate name max_len <<<"$target"
+  (cd "$crate" && cargo +nightly fuzz run "$name" "fuzz/corpus/$name" "fuzz/regressions/$name" -- \
+    -max_total_time="$seconds" -max_len="$max_len" -timeout=10 -rss_limit_mb=4096)
+done
