@@ -105,47 +105,92 @@ fn sotw_ack_nack_and_stale_nonces() {
     assert!(out.responses.is_empty());
 }
 
+/// The names of every cluster's endpoints in `snap`.
+fn endpoint_names(snap: &Snapshot) -> Vec<&str> {
+    snap.get(XdsType::Endpoints)
+        .resources
+        .keys()
+        .map(String::as_str)
+        .collect()
+}
+
 #[test]
 fn sotw_pushes_changed_types_clusters_first() {
     let mut s = SotwStream::new();
-    s.on_snapshot(Some(snapshot("basic/base-mesh")));
-    for t in [XdsType::Listener, XdsType::Cluster] {
-        let r = s.on_request(sotw(t, &[], "", "")).unwrap().responses.remove(0);
-        s.on_request(sotw(t, &[], &r.version_info, &r.nonce)).unwrap();
-    }
-    let eds = s
-        .on_request(sotw(XdsType::Endpoints, &["backend", "db"], "", ""))
+    let base = snapshot("basic/base-mesh");
+    s.on_snapshot(Some(base.clone()));
+    // Envoy's order: clusters, their endpoints, then listeners.
+    let r = s
+        .on_request(sotw(XdsType::Cluster, &[], "", ""))
         .unwrap()
         .responses
         .remove(0);
-    assert_eq!(
-        eds.resources.len(),
-        2,
-        "named subscription: only the names asked for"
+    s.on_request(sotw(XdsType::Cluster, &[], &r.version_info, &r.nonce))
+        .unwrap();
+    let names = endpoint_names(&base);
+    let out = s.on_request(sotw(XdsType::Listener, &[], "", "")).unwrap();
+    assert!(
+        out.responses.is_empty(),
+        "listeners wait for the clusters' endpoints"
     );
-    s.on_request(sotw(
-        XdsType::Endpoints,
-        &["backend", "db"],
-        &eds.version_info,
-        &eds.nonce,
-    ))
-    .unwrap();
-
-    let types: Vec<String> = s
-        .on_snapshot(Some(snapshot("mesh_timeout/outbound-and-inbound")))
-        .responses
-        .into_iter()
-        .map(|r| r.type_url)
-        .collect();
+    let out = s
+        .on_request(sotw(XdsType::Endpoints, &names, "", ""))
+        .unwrap()
+        .responses;
+    let types: Vec<&str> = out.iter().map(|r| r.type_url.as_str()).collect();
     assert_eq!(
         types,
-        vec![
-            XdsType::Cluster.type_url(),
-            XdsType::Endpoints.type_url(),
-            XdsType::Listener.type_url()
-        ],
-        "clusters, then their endpoints (re-sent after a cluster change), then listeners"
+        [XdsType::Endpoints.type_url(), XdsType::Listener.type_url()]
     );
+    assert_eq!(
+        out[0].resources.len(),
+        names.len(),
+        "named subscription: the names asked for"
+    );
+    for r in &out {
+        let t = XdsType::from_type_url(&r.type_url).unwrap();
+        let asked: &[&str] = if t == XdsType::Endpoints { &names } else { &[] };
+        s.on_request(sotw(t, asked, &r.version_info, &r.nonce)).unwrap();
+    }
+
+    let changed = snapshot("mesh_timeout/outbound-and-inbound");
+    let out = s.on_snapshot(Some(changed.clone())).responses;
+    let types: Vec<&str> = out.iter().map(|r| r.type_url.as_str()).collect();
+    assert_eq!(types[0], XdsType::Cluster.type_url(), "clusters first");
+    let new_clusters = endpoint_names(&changed).iter().any(|n| !names.contains(n));
+    if new_clusters {
+        assert!(!types.contains(&XdsType::Listener.type_url()), "{types:?}");
+        // Envoy asks for the new clusters' endpoints: then the listeners.
+        let eds_nonce = out
+            .iter()
+            .rfind(|r| r.type_url == XdsType::Endpoints.type_url())
+            .map(|r| (r.version_info.clone(), r.nonce.clone()))
+            .unwrap_or_default();
+        let after = s
+            .on_request(sotw(
+                XdsType::Endpoints,
+                &endpoint_names(&changed),
+                &eds_nonce.0,
+                &eds_nonce.1,
+            ))
+            .unwrap()
+            .responses;
+        let types: Vec<&str> = after.iter().map(|r| r.type_url.as_str()).collect();
+        assert_eq!(
+            types,
+            [XdsType::Endpoints.type_url(), XdsType::Listener.type_url()]
+        );
+    } else {
+        assert_eq!(
+            types,
+            [
+                XdsType::Cluster.type_url(),
+                XdsType::Endpoints.type_url(),
+                XdsType::Listener.type_url()
+            ],
+            "clusters, then their endpoints (re-sent after a cluster change), then listeners"
+        );
+    }
 }
 
 #[test]
@@ -250,7 +295,10 @@ fn delta_reconnect_skips_resources_envoy_holds() {
 #[test]
 fn delta_nack_is_reported_without_a_resend() {
     let mut s = DeltaStream::new();
-    s.on_snapshot(Some(snapshot("basic/base-mesh")));
+    let base = snapshot("basic/base-mesh");
+    s.on_snapshot(Some(base.clone()));
+    s.on_request(delta(XdsType::Endpoints, &endpoint_names(&base), ""))
+        .unwrap();
     let r = s
         .on_request(delta(XdsType::Listener, &[], ""))
         .unwrap()
@@ -298,5 +346,28 @@ fn delta_unsubscribe_then_subscribe_sends_again() {
         again.resources.len(),
         1,
         "a renewed subscription gets the resource again"
+    );
+}
+
+#[test]
+fn delta_listeners_wait_for_the_endpoints_of_their_clusters() {
+    let mut s = DeltaStream::new();
+    let base = snapshot("basic/base-mesh");
+    s.on_snapshot(Some(base.clone()));
+    let clusters = s.on_request(delta(XdsType::Cluster, &[], "")).unwrap().responses;
+    assert_eq!(clusters.len(), 1);
+    let held = s.on_request(delta(XdsType::Listener, &[], "")).unwrap();
+    assert!(
+        held.responses.is_empty(),
+        "no endpoints yet: a listener could route to a warming cluster"
+    );
+    let out = s
+        .on_request(delta(XdsType::Endpoints, &endpoint_names(&base), ""))
+        .unwrap()
+        .responses;
+    let types: Vec<&str> = out.iter().map(|r| r.type_url.as_str()).collect();
+    assert_eq!(
+        types,
+        [XdsType::Endpoints.type_url(), XdsType::Listener.type_url()]
     );
 }

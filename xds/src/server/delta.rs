@@ -10,7 +10,10 @@ use envoy_types::pb::envoy::service::discovery::v3::{
 use envoy_types::pb::google::protobuf::Any;
 use tonic::Status;
 
-use super::{Feedback, FeedbackKind, StreamOutput, StreamProtocol, control_plane};
+use super::{
+    Feedback, FeedbackKind, StreamOutput, StreamProtocol, control_plane, endpoints_pending,
+    waits_for_endpoints,
+};
 use crate::resources::XdsType;
 use crate::snapshot::{Snapshot, resource_version};
 
@@ -91,11 +94,23 @@ impl DeltaStream {
         }
         if let Some(t) = xds_type {
             self.respond(t, &mut out);
+            if t == XdsType::Endpoints {
+                // Endpoints Envoy asked for may release held listeners.
+                self.respond(XdsType::Listener, &mut out);
+                self.respond(XdsType::Route, &mut out);
+            }
         }
         Ok(out)
     }
 
-    /// Handles a new snapshot: sends what changed, clusters first.
+    /// Whether listeners and routes must wait (see [`endpoints_pending`]).
+    fn endpoints_pending(&self, snapshot: &Snapshot) -> bool {
+        let eds = self.types.get(XdsType::Endpoints.type_url());
+        endpoints_pending(snapshot, |name| eds.is_some_and(|s| s.client.contains_key(name)))
+    }
+
+    /// Handles a new snapshot: sends what changed, clusters first;
+    /// listeners and routes once Envoy has its clusters' endpoints.
     pub fn on_snapshot(&mut self, snapshot: Option<Arc<Snapshot>>) -> DeltaOutput {
         self.snapshot = snapshot;
         let mut out = DeltaOutput::default();
@@ -109,6 +124,9 @@ impl DeltaStream {
         let Some(snapshot) = self.snapshot.clone() else {
             return;
         };
+        if waits_for_endpoints(t) && self.endpoints_pending(&snapshot) {
+            return;
+        }
         let Some(state) = self.types.get_mut(t.type_url()) else {
             return;
         };

@@ -28,10 +28,31 @@ use tonic::metadata::MetadataMap;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::metrics::XdsMetrics;
+use crate::resources::XdsType;
 use crate::snapshot::{Snapshot, SnapshotCache};
 
 /// The control plane identifier sent with every response.
 pub const CONTROL_PLANE_ID: &str = "kuma-cp-rs";
+
+/// Whether Envoy holds clusters of `snapshot` whose endpoints it has not
+/// been sent (`delivered` says which were). Envoy asks for a new cluster's
+/// endpoints only after taking the cluster, and a listener routing to a
+/// cluster still warming answers 503: so listeners and routes wait until
+/// every cluster's endpoints are on their way, as the xDS protocol's
+/// ordering rules ask (CDS, then EDS, then LDS and RDS).
+fn endpoints_pending(snapshot: &Snapshot, delivered: impl Fn(&str) -> bool) -> bool {
+    let clusters = &snapshot.get(XdsType::Cluster).resources;
+    snapshot
+        .get(XdsType::Endpoints)
+        .resources
+        .keys()
+        .any(|name| clusters.contains_key(name) && !delivered(name))
+}
+
+/// Types that wait for [`endpoints_pending`].
+fn waits_for_endpoints(t: XdsType) -> bool {
+    matches!(t, XdsType::Listener | XdsType::Route)
+}
 
 fn control_plane() -> ControlPlane {
     ControlPlane {

@@ -8,7 +8,10 @@ use envoy_types::pb::envoy::service::discovery::v3::{DiscoveryRequest, Discovery
 use envoy_types::pb::google::protobuf::Any;
 use tonic::Status;
 
-use super::{Feedback, FeedbackKind, StreamOutput, StreamProtocol, control_plane};
+use super::{
+    Feedback, FeedbackKind, StreamOutput, StreamProtocol, control_plane, endpoints_pending,
+    waits_for_endpoints,
+};
 use crate::resources::XdsType;
 use crate::snapshot::Snapshot;
 
@@ -93,12 +96,27 @@ impl SotwStream {
             .collect();
         if let Some(t) = xds_type {
             self.respond(t, &mut out);
+            if t == XdsType::Endpoints {
+                // Endpoints Envoy asked for may release held listeners.
+                self.respond(XdsType::Listener, &mut out);
+                self.respond(XdsType::Route, &mut out);
+            }
         }
         Ok(out)
     }
 
+    /// Whether listeners and routes must wait (see [`endpoints_pending`]).
+    fn endpoints_pending(&self, snapshot: &Snapshot) -> bool {
+        let eds = self.types.get(XdsType::Endpoints.type_url());
+        endpoints_pending(snapshot, |name| {
+            eds.and_then(|s| s.sent.as_ref())
+                .is_some_and(|(_, names)| names.as_ref().is_none_or(|names| names.contains(name)))
+        })
+    }
+
     /// Handles a new snapshot: responds for every subscribed type whose
-    /// content changed, clusters first (make before break).
+    /// content changed, clusters first (make before break); listeners and
+    /// routes once Envoy has its clusters' endpoints.
     pub fn on_snapshot(&mut self, snapshot: Option<Arc<Snapshot>>) -> SotwOutput {
         self.snapshot = snapshot;
         let mut out = SotwOutput::default();
@@ -112,6 +130,9 @@ impl SotwStream {
         let Some(snapshot) = self.snapshot.clone() else {
             return;
         };
+        if waits_for_endpoints(t) && self.endpoints_pending(&snapshot) {
+            return;
+        }
         let Some(state) = self.types.get_mut(t.type_url()) else {
             return;
         };
