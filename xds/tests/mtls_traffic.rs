@@ -216,13 +216,19 @@ async fn mutual_tls_permissions_and_rotation_with_real_envoys() {
     for e in all {
         e.wait_acked(&cp).await;
     }
-    assert!(all.iter().all(|e| {
-        cp.certs
-            .lock()
-            .unwrap()
-            .get(&e.node)
-            .is_some_and(|c| c.backend == "ca-2")
-    }));
+    // Signing with ca-2 changes no cluster or listener, only the proxies'
+    // certificates: wait for every proxy to hold one before ca-1 goes.
+    eventually("every proxy has a ca-2 certificate", || async {
+        let certs = cp.certs.lock().unwrap();
+        all.iter()
+            .all(|e| certs.get(&e.node).is_some_and(|c| c.backend == "ca-2"))
+            .then_some(())
+            .ok_or_else(|| "waiting".to_string())
+    })
+    .await;
+    for e in all {
+        e.wait_acked(&cp).await;
+    }
     cp.apply(&mesh(&["ca-2"], "ca-2", "STRICT", "1h"));
     for e in all {
         e.wait_acked(&cp).await;
