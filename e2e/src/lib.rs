@@ -5,6 +5,7 @@
 #![allow(clippy::missing_panics_doc)]
 
 pub mod apps;
+pub mod certs;
 pub mod k8s;
 pub mod kube_mesh;
 pub mod node;

@@ -309,7 +309,16 @@ pub fn start_kuma_dp(
     let dp_file = dir.join("dataplane.yaml");
     std::fs::write(&dp_file, dataplane).expect("write dataplane");
     let identity = ["--dataplane-file".to_string(), dp_file.display().to_string()];
-    kuma_dp(name, dir, cp, &identity, token, readiness_port, "1s")
+    kuma_dp(
+        name,
+        dir,
+        cp,
+        &identity,
+        token,
+        readiness_port,
+        "1s",
+        &cp.ca_file(),
+    )
 }
 
 /// [`start_kuma_dp`] with Envoy draining for `drain` on SIGTERM.
@@ -325,7 +334,33 @@ pub fn start_kuma_dp_draining(
     let dp_file = dir.join("dataplane.yaml");
     std::fs::write(&dp_file, dataplane).expect("write dataplane");
     let identity = ["--dataplane-file".to_string(), dp_file.display().to_string()];
-    kuma_dp(name, dir, cp, &identity, token, readiness_port, drain)
+    kuma_dp(
+        name,
+        dir,
+        cp,
+        &identity,
+        token,
+        readiness_port,
+        drain,
+        &cp.ca_file(),
+    )
+}
+
+/// [`start_kuma_dp`] verifying the control plane with the CA in `ca_file`
+/// instead of the one kuma-cp generated.
+pub fn start_kuma_dp_trusting(
+    name: &str,
+    cp: &ControlPlane,
+    dataplane: &str,
+    token: &str,
+    readiness_port: u16,
+    ca_file: &Path,
+) -> Proc {
+    let dir = temp_dir(name);
+    let dp_file = dir.join("dataplane.yaml");
+    std::fs::write(&dp_file, dataplane).expect("write dataplane");
+    let identity = ["--dataplane-file".to_string(), dp_file.display().to_string()];
+    kuma_dp(name, dir, cp, &identity, token, readiness_port, "1s", ca_file)
 }
 
 /// A kuma-dp with its Envoy for a Dataplane that already exists in the
@@ -344,9 +379,20 @@ pub fn start_existing_kuma_dp(
         "--name".to_string(),
         dataplane.to_string(),
     ];
-    kuma_dp(name, temp_dir(name), cp, &identity, token, readiness_port, "1s")
+    kuma_dp(
+        name,
+        temp_dir(name),
+        cp,
+        &identity,
+        token,
+        readiness_port,
+        "1s",
+        &cp.ca_file(),
+    )
 }
 
+// Private: every public starter above names what differs.
+#[allow(clippy::too_many_arguments)]
 fn kuma_dp(
     name: &str,
     dir: PathBuf,
@@ -355,6 +401,7 @@ fn kuma_dp(
     token: &str,
     readiness_port: u16,
     drain: &str,
+    ca_file: &Path,
 ) -> Proc {
     let token_file = dir.join("token");
     std::fs::write(&token_file, token).expect("write token");
@@ -363,7 +410,7 @@ fn kuma_dp(
         "--cp-address".into(),
         cp.dp_server(),
         "--ca-cert-file".into(),
-        cp.ca_file().display().to_string(),
+        ca_file.display().to_string(),
     ];
     args.extend_from_slice(identity);
     args.extend([

@@ -252,9 +252,7 @@ fn client(args: &RunArgs) -> anyhow::Result<reqwest::Client> {
                     "the control plane is https: give its CA with --ca-cert-file (or KUMA_CONTROL_PLANE_CA_CERT_FILE, KUMA_CONTROL_PLANE_CA_CERT)"
                 ),
             };
-            let roots = reqwest::Certificate::from_pem_bundle(&pem)
-                .with_context(|| format!("{source} holds no PEM certificate"))?;
-            builder = builder.tls_certs_only(roots);
+            builder = builder.tls_backend_preconfigured(kuma_dp::cp_tls::client_config(&pem, &source)?);
         }
     }
     Ok(builder.build()?)
