@@ -24,6 +24,9 @@ use crate::validation::{FieldPath, ValidationError, Violations};
 /// The Kubernetes API version of every kind.
 pub const API_VERSION: &str = "kuma.io/v1alpha1";
 
+/// Top-level keys of the Universal form that are not the spec: what the
+/// user writes, then what the server owns and its clients send back (Kuma's
+/// REST API adds `kri` and, for services, `snis`).
 const UNIVERSAL_META_KEYS: &[&str] = &[
     "type",
     "name",
@@ -32,20 +35,64 @@ const UNIVERSAL_META_KEYS: &[&str] = &[
     "creationTime",
     "modificationTime",
     "kri",
+    "snis",
 ];
 
-/// Parses one YAML or JSON document of either form.
+/// What becomes of fields nobody knows, as Kubernetes' field validation
+/// (`?fieldValidation=`) decides. Fields the server owns (`status`,
+/// `creationTime`, `kri`, `snis`, …) are never unknown: clients that read a
+/// resource and write it back send them, and they are dropped or kept as
+/// the kind says, in every mode.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum FieldValidation {
+    /// Refused, each named with its path.
+    #[default]
+    Strict,
+    /// Dropped, each named in a warning.
+    Warn,
+}
+
+impl std::str::FromStr for FieldValidation {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "Strict" => Ok(FieldValidation::Strict),
+            "Warn" => Ok(FieldValidation::Warn),
+            other => Err(format!("{other:?} is not a field validation (Strict or Warn)")),
+        }
+    }
+}
+
+/// A resource that parsed, and the unknown fields dropped from it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Parsed {
+    pub resource: Resource,
+    /// Empty in [`FieldValidation::Strict`].
+    pub warnings: Vec<crate::validation::Violation>,
+}
+
+/// Parses one YAML or JSON document of either form, refusing unknown fields.
 pub fn parse(text: &str) -> Result<Resource, ValidationError> {
+    parse_with(text, FieldValidation::Strict).map(|p| p.resource)
+}
+
+/// Parses one YAML or JSON document of either form.
+pub fn parse_with(text: &str, mode: FieldValidation) -> Result<Parsed, ValidationError> {
     let value = yaml_to_value(text)?;
-    parse_value(value)
+    parse_value_with(value, mode)
+}
+
+/// Parses one JSON value of either form, refusing unknown fields.
+pub fn parse_value(value: Value) -> Result<Resource, ValidationError> {
+    parse_value_with(value, FieldValidation::Strict).map(|p| p.resource)
 }
 
 /// Parses one JSON value of either form.
-pub fn parse_value(value: Value) -> Result<Resource, ValidationError> {
+pub fn parse_value_with(value: Value, mode: FieldValidation) -> Result<Parsed, ValidationError> {
     if value.get("apiVersion").is_some() || value.get("kind").is_some() {
-        parse_kubernetes(value)
+        parse_kubernetes(value, mode)
     } else {
-        parse_universal(value)
+        parse_universal(value, mode)
     }
 }
 
@@ -120,21 +167,33 @@ fn string_map(value: Option<&Value>, path: &FieldPath, v: &mut Violations) -> BT
 fn finish(
     resource_type: ResourceType,
     meta: Meta,
-    spec_value: Value,
+    mut spec_value: Value,
     status: Option<Value>,
     form: Form,
+    mode: FieldValidation,
     mut v: Violations,
-) -> Result<Resource, ValidationError> {
+) -> Result<Parsed, ValidationError> {
     let root = Resource::spec_root(resource_type, form);
     crate::validation::schema::check(&spec_value, Spec::schema(resource_type), &root, &mut v);
     validate_meta(resource_type, &meta, form, &mut v);
+    let mut warnings = Vec::new();
+    if mode == FieldValidation::Warn {
+        let (unknown, others): (Vec<_>, Vec<_>) = v
+            .into_vec()
+            .into_iter()
+            .partition(|x| x.message.starts_with("unknown field"));
+        warnings = unknown;
+        v = Violations::from(others);
+        if !warnings.is_empty() {
+            crate::validation::schema::strip_unknown(&mut spec_value, Spec::schema(resource_type));
+        }
+    }
     // Unknown fields alone do not stop the semantic checks: they are set
     // aside so that every problem of the document is reported at once.
     let only_unknown_fields = v
         .as_slice()
         .iter()
         .all(|x| x.message.starts_with("unknown field"));
-    let mut spec_value = spec_value;
     if !v.is_empty() {
         if !only_unknown_fields {
             return Err(ValidationError(v.into_vec()));
@@ -160,11 +219,14 @@ fn finish(
     };
     validate_spec(&spec, &meta, form, &mut v);
     v.into_result()?;
-    Ok(Resource { meta, spec, status })
+    Ok(Parsed {
+        resource: Resource { meta, spec, status },
+        warnings,
+    })
 }
 
 /// Parses the Universal form.
-pub fn parse_universal(value: Value) -> Result<Resource, ValidationError> {
+pub fn parse_universal(value: Value, mode: FieldValidation) -> Result<Parsed, ValidationError> {
     let mut v = Violations::new();
     let Value::Object(mut obj) = value else {
         return Err(ValidationError::single(
@@ -245,11 +307,11 @@ pub fn parse_universal(value: Value) -> Result<Resource, ValidationError> {
     // A status is the server's: kept for kinds that have one, dropped for
     // the others (as the Kubernetes form's is), so both forms agree.
     let status = status.filter(|_| descriptor.has_status);
-    finish(resource_type, meta, spec_value, status, Form::Universal, v)
+    finish(resource_type, meta, spec_value, status, Form::Universal, mode, v)
 }
 
 /// Parses the Kubernetes form.
-pub fn parse_kubernetes(value: Value) -> Result<Resource, ValidationError> {
+pub fn parse_kubernetes(value: Value, mode: FieldValidation) -> Result<Parsed, ValidationError> {
     let mut v = Violations::new();
     let Value::Object(mut obj) = value else {
         return Err(ValidationError::single(
@@ -260,7 +322,7 @@ pub fn parse_kubernetes(value: Value) -> Result<Resource, ValidationError> {
     if obj.get("apiVersion").and_then(Value::as_str) == Some("v1")
         && obj.get("kind").and_then(Value::as_str) == Some("Secret")
     {
-        return parse_kubernetes_secret(obj);
+        return parse_kubernetes_secret(obj, mode);
     }
     match obj.get("apiVersion") {
         Some(Value::String(a)) if a == API_VERSION => {}
@@ -378,13 +440,16 @@ pub fn parse_kubernetes(value: Value) -> Result<Resource, ValidationError> {
             .map(String::from),
         modification_time: None,
     };
-    finish(resource_type, meta, spec_value, status, Form::Kubernetes, v)
+    finish(resource_type, meta, spec_value, status, Form::Kubernetes, mode, v)
 }
 
 /// A Kubernetes `v1` Secret of type `system.kuma.io/secret` (a mesh
 /// Secret, mesh from the `kuma.io/mesh` label) or
 /// `system.kuma.io/global-secret`, the bytes under `data.value`.
-fn parse_kubernetes_secret(mut obj: Map<String, Value>) -> Result<Resource, ValidationError> {
+fn parse_kubernetes_secret(
+    mut obj: Map<String, Value>,
+    mode: FieldValidation,
+) -> Result<Parsed, ValidationError> {
     let mut v = Violations::new();
     let resource_type = match obj.get("type").and_then(Value::as_str) {
         Some(crate::secret::K8S_SECRET_TYPE) => ResourceType::Secret,
@@ -446,9 +511,9 @@ fn parse_kubernetes_secret(mut obj: Map<String, Value>) -> Result<Resource, Vali
     };
     let _ = namespace;
     let spec = json!({ "data": data });
-    let mut resource = finish(resource_type, meta, spec, None, Form::Universal, v)?;
-    resource.meta.namespace = None;
-    Ok(resource)
+    let mut parsed = finish(resource_type, meta, spec, None, Form::Universal, mode, v)?;
+    parsed.resource.meta.namespace = None;
+    Ok(parsed)
 }
 
 /// The Universal form of a resource, with keys in Kuma's order.

@@ -134,14 +134,23 @@ impl Api {
         Ok((list, items))
     }
 
-    /// `PUT` a JSON body; returns the status.
-    pub fn put(&self, path: &str, body: &Value) -> anyhow::Result<u16> {
+    /// `PUT` a JSON body; returns the status and the server's warnings
+    /// (`Warning` headers, their text).
+    pub fn put(&self, path: &str, body: &Value) -> anyhow::Result<(u16, Vec<String>)> {
         let r = self
             .request(reqwest::Method::PUT, path)
             .header("content-type", "application/json")
             .body(body.to_string())
             .send();
-        Ok(Self::finish(r)?.status().as_u16())
+        let response = Self::finish(r)?;
+        let warnings = response
+            .headers()
+            .get_all(reqwest::header::WARNING)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .map(warning_text)
+            .collect();
+        Ok((response.status().as_u16(), warnings))
     }
 
     /// `DELETE`.
@@ -158,6 +167,15 @@ impl Api {
             .send();
         Ok(Self::finish(r)?.text()?)
     }
+}
+
+/// The text of a `Warning` header (`299 - "text"`), as kubectl prints it.
+fn warning_text(header: &str) -> String {
+    header
+        .strip_prefix("299 - ")
+        .map(|t| t.trim_matches('"'))
+        .unwrap_or(header)
+        .to_string()
 }
 
 /// Whether an error is the API's 404.

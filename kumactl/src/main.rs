@@ -9,7 +9,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
-use kuma_crds::format::{parse, to_universal};
+use kuma_crds::format::{FieldValidation, parse_with, to_universal};
 use kuma_crds::resource::{Resource, ResourceType, Scope};
 use serde_json::{Value, json};
 
@@ -57,6 +57,10 @@ enum Command {
         /// Print the resources instead of applying them.
         #[arg(long)]
         dry_run: bool,
+        /// Refuse fields nobody knows instead of dropping them with a
+        /// warning (the API's `?fieldValidation=Strict`).
+        #[arg(long)]
+        strict: bool,
     },
     /// Show resources.
     Get {
@@ -351,7 +355,12 @@ fn split_documents(text: &str) -> Vec<String> {
         .collect()
 }
 
-fn apply(cli: &Cli, file: &str, vars: &[String], dry_run: bool) -> anyhow::Result<()> {
+fn apply(cli: &Cli, file: &str, vars: &[String], dry_run: bool, strict: bool) -> anyhow::Result<()> {
+    let mode = if strict {
+        FieldValidation::Strict
+    } else {
+        FieldValidation::Warn
+    };
     let text = read_input(file)?;
     let vars = kuma_crds::template::parse_vars(vars).map_err(|e| anyhow::anyhow!(e))?;
     let mut resources = Vec::new();
@@ -362,8 +371,13 @@ fn apply(cli: &Cli, file: &str, vars: &[String], dry_run: bool) -> anyhow::Resul
         } else {
             kuma_crds::template::render(&doc, &vars)
         };
-        match parse(&doc) {
-            Ok(r) => resources.push(r),
+        match parse_with(&doc, mode) {
+            Ok(parsed) => {
+                for w in &parsed.warnings {
+                    eprintln!("Warning: resource[{i}]: {w} (dropped; --strict refuses it)");
+                }
+                resources.push(parsed.resource);
+            }
             Err(e) => {
                 failed = true;
                 let causes: Vec<String> = e.violations().iter().map(|v| v.to_string()).collect();
@@ -392,9 +406,17 @@ fn apply(cli: &Cli, file: &str, vars: &[String], dry_run: bool) -> anyhow::Resul
             r.meta.mesh.clone().unwrap_or_default(),
             r.meta.core_name()
         );
-        let status = api
+        let path = if strict {
+            format!("{path}?fieldValidation=Strict")
+        } else {
+            path
+        };
+        let (status, warnings) = api
             .put(&path, &to_universal(&r))
             .map_err(|e| anyhow::anyhow!("{describe}: failed server side: {e}"))?;
+        for w in warnings {
+            eprintln!("Warning: {w}");
+        }
         println!("{describe} {}", if status == 201 { "Created" } else { "Updated" });
     }
     Ok(())
@@ -460,7 +482,12 @@ fn get(
 
 fn run(cli: &Cli) -> anyhow::Result<()> {
     match &cli.command {
-        Command::Apply { file, vars, dry_run } => apply(cli, file, vars, *dry_run),
+        Command::Apply {
+            file,
+            vars,
+            dry_run,
+            strict,
+        } => apply(cli, file, vars, *dry_run, *strict),
         Command::Get {
             kind,
             name,

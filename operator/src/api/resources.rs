@@ -8,7 +8,7 @@ use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use kuma_crds::admission::{Environment, Operation, admit};
-use kuma_crds::format::{parse_value, to_universal};
+use kuma_crds::format::{FieldValidation, parse_value_with, to_universal};
 use kuma_crds::resource::{Resource, ResourceType, Scope};
 use serde_json::{Value, json};
 
@@ -269,9 +269,11 @@ async fn put(
     t: ResourceType,
     mesh: Option<&str>,
     name: &str,
+    query: Option<&str>,
     body: &[u8],
 ) -> Result<Response, ApiError> {
     let title = "Could not process a resource";
+    let mode = field_validation(query)?;
     let value: Value = serde_json::from_slice(body).map_err(|e| {
         ApiError::new(
             StatusCode::BAD_REQUEST,
@@ -279,7 +281,8 @@ async fn put(
             format!("invalid {t} object: {e}"),
         )
     })?;
-    let resource = parse_value(value).map_err(|e| ApiError::invalid(title, &e))?;
+    let parsed = parse_value_with(value, mode).map_err(|e| ApiError::invalid(title, &e))?;
+    let resource = parsed.resource;
     let mut mismatches = Vec::new();
     if resource.meta.core_name() != name {
         mismatches.push((
@@ -323,7 +326,10 @@ async fn put(
                 .update(stored)
                 .await
                 .map_err(|e| ApiError::store("Could not update a resource", e))?;
-            Ok(json_response(StatusCode::OK, &json!({})))
+            Ok(with_warnings(
+                json_response(StatusCode::OK, &json!({})),
+                &parsed.warnings,
+            ))
         }
         Err(StoreError::NotFound(_)) => {
             let Some(stored) =
@@ -340,10 +346,46 @@ async fn put(
                 .create(stored)
                 .await
                 .map_err(|e| ApiError::store("Failed to create a resource", e))?;
-            Ok(json_response(StatusCode::CREATED, &json!({})))
+            Ok(with_warnings(
+                json_response(StatusCode::CREATED, &json!({})),
+                &parsed.warnings,
+            ))
         }
         Err(e) => Err(ApiError::store(title, e)),
     }
+}
+
+/// `?fieldValidation=Strict|Warn` (Kubernetes' parameter); Warn when absent,
+/// as the Kubernetes API server does, so documents written for Kuma, which
+/// drops fields it does not know, still apply.
+fn field_validation(query: Option<&str>) -> Result<FieldValidation, ApiError> {
+    let value = query
+        .unwrap_or_default()
+        .split('&')
+        .filter_map(|pair| pair.split_once('='))
+        .find(|(k, _)| *k == "fieldValidation")
+        .map(|(_, v)| v);
+    match value {
+        None => Ok(FieldValidation::Warn),
+        Some(v) => v.parse().map_err(|e: String| {
+            ApiError::fields(
+                "Could not process a resource",
+                vec![("fieldValidation".to_string(), e)],
+            )
+        }),
+    }
+}
+
+/// One `Warning` header per dropped field, in Kubernetes' form
+/// (`299 - "text"`), which kubectl and our kumactl print.
+fn with_warnings(mut response: Response, warnings: &[kuma_crds::validation::Violation]) -> Response {
+    for w in warnings {
+        let text = format!("{w}").replace('"', "'");
+        if let Ok(value) = axum::http::HeaderValue::from_str(&format!("299 - \"{text}\"")) {
+            response.headers_mut().append(axum::http::header::WARNING, value);
+        }
+    }
+    response
 }
 
 async fn delete(state: &ApiState, key: ResourceKey) -> Result<Response, ApiError> {
@@ -399,12 +441,13 @@ pub async fn get_mesh(State(s): State<Arc<ApiState>>, Path(mesh): Path<String>) 
 pub async fn put_mesh(
     State(s): State<Arc<ApiState>>,
     Path(mesh): Path<String>,
+    RawQuery(q): RawQuery,
     body: axum::body::Bytes,
 ) -> ApiResult {
     if let Err(refused) = check_api_writes(&s) {
         return Ok(*refused);
     }
-    put(&s, ResourceType::Mesh, None, &mesh, &body).await
+    put(&s, ResourceType::Mesh, None, &mesh, q.as_deref(), &body).await
 }
 
 /// `DELETE /meshes/{mesh}` (with everything in it).
@@ -473,6 +516,7 @@ pub async fn put_in_mesh(
     State(s): State<Arc<ApiState>>,
     Extension(caller): Extension<Caller>,
     Path((mesh, segment, name)): Path<(String, String, String)>,
+    RawQuery(q): RawQuery,
     body: axum::body::Bytes,
 ) -> ApiResult {
     require_mesh(&s, &mesh).await?;
@@ -482,7 +526,7 @@ pub async fn put_in_mesh(
     if let Err(refused) = check_api_writes(&s) {
         return Ok(*refused);
     }
-    put(&s, t, Some(&mesh), &name, &body).await
+    put(&s, t, Some(&mesh), &name, q.as_deref(), &body).await
 }
 
 /// `DELETE /meshes/{mesh}/{kind}/{name}`.
@@ -542,6 +586,7 @@ pub async fn put_global(
     State(s): State<Arc<ApiState>>,
     Extension(caller): Extension<Caller>,
     Path((segment, name)): Path<(String, String)>,
+    RawQuery(q): RawQuery,
     body: axum::body::Bytes,
 ) -> ApiResult {
     let t = global_kind(&segment)?;
@@ -549,7 +594,7 @@ pub async fn put_global(
     if let Err(refused) = check_api_writes(&s) {
         return Ok(*refused);
     }
-    put(&s, t, None, &name, &body).await
+    put(&s, t, None, &name, q.as_deref(), &body).await
 }
 
 /// `DELETE /{kind}/{name}` of a global kind.
