@@ -176,18 +176,6 @@ fn finish(
     let root = Resource::spec_root(resource_type, form);
     crate::validation::schema::check(&spec_value, Spec::schema(resource_type), &root, &mut v);
     validate_meta(resource_type, &meta, form, &mut v);
-    let mut warnings = Vec::new();
-    if mode == FieldValidation::Warn {
-        let (unknown, others): (Vec<_>, Vec<_>) = v
-            .into_vec()
-            .into_iter()
-            .partition(|x| x.message.starts_with("unknown field"));
-        warnings = unknown;
-        v = Violations::from(others);
-        if !warnings.is_empty() {
-            crate::validation::schema::strip_unknown(&mut spec_value, Spec::schema(resource_type));
-        }
-    }
     // Unknown fields alone do not stop the semantic checks: they are set
     // aside so that every problem of the document is reported at once.
     let only_unknown_fields = v
@@ -218,7 +206,19 @@ fn finish(
         }
     };
     validate_spec(&spec, &meta, form, &mut v);
-    v.into_result()?;
+    // In Warn mode unknown fields alone are warnings; a document refused
+    // for anything else still names them, so every problem shows at once.
+    let only_unknown_fields = v
+        .as_slice()
+        .iter()
+        .all(|x| x.message.starts_with("unknown field"));
+    let warnings = match mode {
+        FieldValidation::Warn if only_unknown_fields => v.into_vec(),
+        _ => {
+            v.into_result()?;
+            Vec::new()
+        }
+    };
     Ok(Parsed {
         resource: Resource { meta, spec, status },
         warnings,

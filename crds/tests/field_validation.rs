@@ -76,15 +76,16 @@ fn warn_keeps_every_known_field_and_only_those() {
 }
 
 #[test]
-fn warn_still_refuses_everything_else_and_names_it() {
+fn warn_still_refuses_everything_else_and_names_every_problem() {
     let doc = "type: MeshTimeout\nname: t\nmesh: default\nspec:\n  targetRef:\n    kind: Mesh\n  to:\n    - targetRef:\n        kind: Mesh\n      default:\n        idleTimeout: soon\n        unknown: 1\n";
     let e = parse_with(doc, FieldValidation::Warn).expect_err("refused");
     let got: Vec<String> = e.violations().iter().map(ToString::to_string).collect();
     assert_eq!(
         got,
         [
-            "spec.to[0].default.idleTimeout: must be a valid duration, e.g. 10s (\"soon\" has a unit without a number)"
+            "spec.to[0].default.unknown: unknown field (allowed: connectionTimeout, http, idleTimeout)",
+            "spec.to[0].default.idleTimeout: must be a valid duration, e.g. 10s (\"soon\" has a unit without a number)",
         ],
-        "{got:?}"
+        "a refused document names its unknown fields too: {got:?}"
     );
 }
