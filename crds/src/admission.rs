@@ -184,6 +184,21 @@ pub fn computed(ctx: &Context, mut r: Resource) -> Resource {
             labels.insert(POLICY_ROLE_LABEL.into(), PolicyRole::System.as_str().into());
         }
     }
+    // Kuma tags every inbound of a Universal Dataplane with its zone, so
+    // endpoints carry it to Envoy (locality, `x-kuma-tags`, access logs);
+    // on Kubernetes the pod converter writes the Dataplane whole.
+    if ctx.environment == Environment::Universal
+        && let Spec::Dataplane(dp) = &mut r.spec
+        && let Some(inbounds) = dp.networking.as_mut().and_then(|n| n.inbound.as_mut())
+    {
+        for inbound in inbounds {
+            inbound
+                .tags
+                .get_or_insert_with(Default::default)
+                .entry(crate::dataplane::ZONE_TAG.into())
+                .or_insert_with(|| ctx.zone.clone());
+        }
+    }
     if let Spec::Dataplane(dp) = &r.spec {
         let kind = if dp.networking().gateway.is_some() {
             "gateway"
@@ -266,6 +281,44 @@ mod tests {
             ]
         );
         assert_eq!(stored.meta.namespace, None);
+    }
+
+    #[test]
+    fn universal_dataplanes_get_labels_and_their_zone_on_every_inbound() {
+        let dp = parse(
+            "type: Dataplane\nmesh: default\nname: web-1\nnetworking:\n  address: 10.0.0.1\n  inbound:\n    - port: 8080\n      tags:\n        kuma.io/service: web\n    - port: 8081\n      tags:\n        kuma.io/service: admin\n        kuma.io/zone: east\n",
+        )
+        .expect("valid dataplane");
+        let ctx = Context::new(Environment::Universal);
+        let stored = admit(&ctx, Operation::Create(&dp)).unwrap().unwrap();
+        assert_eq!(
+            labels(&stored),
+            vec![
+                ("kuma.io/env", "universal"),
+                ("kuma.io/mesh", "default"),
+                ("kuma.io/origin", "zone"),
+                ("kuma.io/proxy-type", "sidecar"),
+                ("kuma.io/zone", "default"),
+            ]
+        );
+        let Spec::Dataplane(spec) = &stored.spec else {
+            panic!("a dataplane")
+        };
+        let zones: Vec<Option<&str>> = spec
+            .inbounds()
+            .iter()
+            .map(|i| {
+                i.tags
+                    .as_ref()
+                    .and_then(|t| t.get("kuma.io/zone"))
+                    .map(String::as_str)
+            })
+            .collect();
+        assert_eq!(
+            zones,
+            [Some("default"), Some("east")],
+            "a zone the user set is kept"
+        );
     }
 
     #[test]

@@ -66,6 +66,8 @@ pub struct Endpoint {
     pub zone: Option<String>,
     /// The dataplane's core name.
     pub dataplane: String,
+    /// The dataplane's labels, sent as Kuma sends them (`io.kuma.labels`).
+    pub labels: BTreeMap<String, String>,
 }
 
 /// A service of the mesh, known from the dataplane inbounds carrying its
@@ -149,7 +151,9 @@ impl MeshContext {
                     secrets.insert(r.meta.core_name(), s.bytes());
                 }
                 Spec::Dataplane(dp) => {
-                    for (service, endpoint, protocol) in dataplane_endpoints(&r.meta.core_name(), dp) {
+                    for (service, endpoint, protocol) in
+                        dataplane_endpoints(&r.meta.core_name(), &r.meta.labels, dp)
+                    {
                         protocols.entry(service.clone()).or_default().insert(protocol);
                         if let Some(e) = endpoint {
                             endpoints.entry(service).or_default().push(e);
@@ -234,7 +238,11 @@ impl MeshContext {
 
 /// The services a dataplane's inbounds provide, with the endpoint each
 /// contributes when it is ready (`None` when not ready).
-pub fn dataplane_endpoints(name: &str, dp: &DataplaneSpec) -> Vec<(String, Option<Endpoint>, Protocol)> {
+pub fn dataplane_endpoints(
+    name: &str,
+    labels: &BTreeMap<String, String>,
+    dp: &DataplaneSpec,
+) -> Vec<(String, Option<Endpoint>, Protocol)> {
     let net = dp.networking();
     let mut out = Vec::new();
     for inbound in dp.inbounds() {
@@ -258,6 +266,7 @@ pub fn dataplane_endpoints(name: &str, dp: &DataplaneSpec) -> Vec<(String, Optio
             zone: tags.get(ZONE_TAG).cloned(),
             tags,
             dataplane: name.to_string(),
+            labels: labels.clone(),
         });
         out.push((service.to_string(), endpoint, protocol));
     }

@@ -510,8 +510,12 @@ fn note_change(
     match t {
         ResourceType::Dataplane => {
             c.proxies.insert(name.to_string());
-            let served = |r: Option<&Resource>| match r.map(|r| &r.spec) {
-                Some(Spec::Dataplane(dp)) => dataplane_endpoints(name, dp),
+            let served = |r: Option<&Resource>| match r {
+                Some(Resource {
+                    spec: Spec::Dataplane(dp),
+                    meta,
+                    ..
+                }) => dataplane_endpoints(name, &meta.labels, dp),
                 _ => Vec::new(),
             };
             let (before, after) = (served(old), served(new));

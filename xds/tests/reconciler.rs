@@ -98,11 +98,13 @@ fn a_new_endpoint_regenerates_the_proxies_that_reach_its_service() {
     // web-1 calls db; nobody else does.
     assert_eq!(report.regenerated, nodes(&["db-2", "web-1"]));
 
-    // A label change of a dataplane affects that proxy only.
+    // A dataplane's labels reach Envoy on its endpoints (Kuma's
+    // `io.kuma.labels`): a label change regenerates that proxy and the
+    // ones reaching its service, and changes only the latter's endpoints.
     let relabelled = format!("{db2}labels:\n  team: storage\n");
     let report = g.apply(vec![upsert(&relabelled)]);
-    assert_eq!(report.regenerated, nodes(&["db-2"]));
-    assert!(report.changed.is_empty(), "labels alone change no Envoy config");
+    assert_eq!(report.regenerated, nodes(&["db-2", "web-1"]));
+    assert_eq!(report.changed, nodes(&["web-1"]));
 }
 
 #[test]

@@ -428,16 +428,20 @@ pub fn endpoints(
             .filter(|(k, _)| *k != SERVICE_TAG)
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
+        let mut filter_metadata = std::collections::HashMap::new();
         if !meta.is_empty() {
+            filter_metadata.insert("envoy.lb".to_string(), envoy::string_struct(&meta));
+            filter_metadata.insert(
+                "envoy.transport_socket_match".to_string(),
+                envoy::string_struct(&meta),
+            );
+        }
+        if !e.labels.is_empty() {
+            filter_metadata.insert("io.kuma.labels".to_string(), envoy::string_struct(&e.labels));
+        }
+        if !filter_metadata.is_empty() {
             lb.metadata = Some(envoy_types::pb::envoy::config::core::v3::Metadata {
-                filter_metadata: [
-                    ("envoy.lb".to_string(), envoy::string_struct(&meta)),
-                    (
-                        "envoy.transport_socket_match".to_string(),
-                        envoy::string_struct(&meta),
-                    ),
-                ]
-                .into(),
+                filter_metadata,
                 ..Default::default()
             });
         }
