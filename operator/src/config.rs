@@ -1,6 +1,8 @@
 //! kuma-cp configuration: Kuma's YAML keys (`--config-file`) and `KUMA_*`
-//! environment variables, environment winning. Unknown keys in the file are
-//! errors naming the key; malformed values name the variable.
+//! environment variables, environment winning. Kuma's settings this
+//! control plane does not use are accepted and reported (see
+//! `crate::kuma_settings`); other unknown keys in the file are errors naming
+//! the key; malformed values name the variable.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -1024,25 +1026,45 @@ const ENV: &[(&str, Setter)] = &[
     }),
 ];
 
+/// What [`Config::load`] set aside.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SetAside {
+    /// `KUMA_*` variables nobody knows (likely typos): warned about.
+    pub unknown: Vec<String>,
+    /// Kuma's settings this control plane does not use (file paths and
+    /// variables): accepted, reported as having no effect.
+    pub without_effect: Vec<String>,
+}
+
 impl Config {
     /// Loads the file (if any), then applies `vars` (the environment).
-    /// Returns the configuration and the `KUMA_*` variables not understood.
+    /// Returns the configuration and what it set aside.
     pub fn load(
         file: Option<&Path>,
         vars: impl IntoIterator<Item = (String, String)>,
-    ) -> Result<(Config, Vec<String>), ConfigError> {
+    ) -> Result<(Config, SetAside), ConfigError> {
+        let mut set_aside = SetAside::default();
         let mut config = match file {
             Some(path) => {
+                let invalid = |key: String, message: String| ConfigError::Invalid {
+                    path: path.to_path_buf(),
+                    key,
+                    message,
+                };
                 let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
                     path: path.to_path_buf(),
                     source,
                 })?;
-                let de = serde_yaml::Deserializer::from_str(&text);
-                serde_path_to_error::deserialize::<_, Config>(de).map_err(|e| ConfigError::Invalid {
-                    path: path.to_path_buf(),
-                    key: e.path().to_string(),
-                    message: e.inner().to_string(),
-                })?
+                let mut value: serde_yaml::Value =
+                    serde_yaml::from_str(&text).map_err(|e| invalid(".".into(), e.to_string()))?;
+                if value.is_null() {
+                    value = serde_yaml::Value::Mapping(Default::default());
+                }
+                let ours = serde_yaml::to_value(Config::default())
+                    .map_err(|e| invalid(".".into(), e.to_string()))?;
+                set_aside.without_effect = crate::kuma_settings::strip_kuma_only(&mut value, &ours);
+                serde_path_to_error::deserialize::<_, Config>(value)
+                    .map_err(|e| invalid(e.path().to_string(), e.inner().to_string()))?
             }
             None => Config::default(),
         };
@@ -1055,11 +1077,14 @@ impl Config {
                 Some((_, set)) => {
                     set(&mut config, &value).map_err(|message| ConfigError::Env { name, value, message })?
                 }
+                None if crate::kuma_settings::is_kuma_variable(&name) => set_aside.without_effect.push(name),
                 None => unknown.push(name),
             }
         }
         unknown.sort();
-        Ok((config, unknown))
+        set_aside.unknown = unknown;
+        set_aside.without_effect.sort();
+        Ok((config, set_aside))
     }
 
     /// How proxies authenticate: as configured, else Kuma's default for the
@@ -1135,7 +1160,7 @@ mod tests {
             (5681, 5678, 5680)
         );
         assert_eq!(c.dp_proxy_authn(), DpProxyAuthnType::DpToken);
-        assert!(unknown.is_empty());
+        assert_eq!(unknown, SetAside::default());
         let (k8s, _) = Config::load(None, vec![("KUMA_ENVIRONMENT".into(), "kubernetes".into())]).unwrap();
         assert_eq!(k8s.dp_proxy_authn(), DpProxyAuthnType::ServiceAccountToken);
         assert_eq!(k8s.effective_store_type(), StoreType::Kubernetes);
@@ -1167,12 +1192,98 @@ mod tests {
         );
         assert_eq!(c.api_server.http.port, 6681);
         assert_eq!(c.dp_proxy_authn(), DpProxyAuthnType::None);
-        assert_eq!(unknown, vec!["KUMA_NOT_A_SETTING".to_string()]);
+        assert_eq!(unknown.unknown, vec!["KUMA_NOT_A_SETTING".to_string()]);
         assert_eq!(c.access.static_lists.admin_resources.groups, ["ops", "security"]);
         assert_eq!(
             c.access.static_lists.admin_resources.users,
             ["mesh-system:admin"],
             "the other list keeps Kuma's default"
+        );
+    }
+
+    #[test]
+    fn kumas_own_settings_move_over_unchanged() {
+        let f = write(
+            "store:\n  type: memory\ninterCp:\n  server:\n    port: 5683\nbootstrapServer:\n  params:\n    envoyAdminUnixSocket: true\napiServer:\n  http:\n    port: 6681\n  corsAllowedDomains: [\".*\"]\n",
+        );
+        let env = vec![
+            ("KUMA_INTER_CP_SERVER_PORT".to_string(), "5683".to_string()),
+            (
+                "KUMA_MONITORING_ASSIGNMENT_SERVER_PORT".to_string(),
+                "5676".to_string(),
+            ),
+            (
+                "KUMA_BOOTSTRAP_SERVER_PARAMS_ENVOY_ADMIN_UNIX_SOCKET".to_string(),
+                "true".to_string(),
+            ),
+        ];
+        let (c, set_aside) = Config::load(Some(&f.0), env).unwrap();
+        assert_eq!(c.api_server.http.port, 6681);
+        assert!(set_aside.unknown.is_empty(), "{set_aside:?}");
+        assert_eq!(
+            set_aside.without_effect,
+            [
+                "KUMA_BOOTSTRAP_SERVER_PARAMS_ENVOY_ADMIN_UNIX_SOCKET",
+                "KUMA_INTER_CP_SERVER_PORT",
+                "KUMA_MONITORING_ASSIGNMENT_SERVER_PORT",
+                "bootstrapServer",
+                "interCp",
+            ]
+        );
+    }
+
+    /// `docs/kuma-cp-settings.md`: each of Kuma's settings, used here or
+    /// without effect. `UPDATE_GOLDEN=1` rewrites it.
+    #[test]
+    fn the_settings_document_is_current() {
+        let ours = serde_yaml::to_value(Config::default()).unwrap();
+        let used_path = |path: &str| {
+            let mut v = &ours;
+            for part in path.split('.') {
+                match v.get(part) {
+                    Some(next) => v = next,
+                    // A free-form section of ours holds whatever is below.
+                    None => return v.as_mapping().is_some_and(|m| m.is_empty()) && !std::ptr::eq(v, &ours),
+                }
+            }
+            true
+        };
+        let mut doc = String::from(
+            "# Kuma's kuma-cp settings here\n\nEvery setting of Kuma 2.14's `kuma-cp.defaults.yaml` is accepted, in the\nconfiguration file and as its environment variable. **used** settings\nwork as in Kuma; the others are accepted, logged once at startup, and have\nno effect. Generated by `cargo test -p kuma-operator` (`UPDATE_GOLDEN=1`).\n\n| Setting | Environment variable | Here |\n|---|---|---|\n",
+        );
+        let mut used = 0;
+        for setting in crate::kuma_settings::all() {
+            let by_env = setting.env.iter().any(|e| ENV.iter().any(|(n, _)| n == e));
+            let here = if used_path(setting.path) || by_env {
+                used += 1;
+                "used"
+            } else {
+                "no effect"
+            };
+            doc.push_str(&format!(
+                "| `{}` | {} | {here} |\n",
+                setting.path,
+                setting
+                    .env
+                    .iter()
+                    .map(|e| format!("`{e}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
+        doc.push_str(&format!(
+            "\n{used} of {} settings are used.\n",
+            crate::kuma_settings::all().len()
+        ));
+        let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/kuma-cp-settings.md");
+        if std::env::var_os("UPDATE_GOLDEN").is_some() {
+            std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+            std::fs::write(&file, &doc).unwrap();
+        }
+        let committed = std::fs::read_to_string(&file).unwrap_or_default();
+        assert!(
+            committed == doc,
+            "docs/kuma-cp-settings.md is stale: run UPDATE_GOLDEN=1 cargo test -p kuma-operator"
         );
     }
 

@@ -13,6 +13,7 @@ pub mod feed;
 pub mod gc;
 pub mod insights;
 pub mod kubernetes;
+pub mod kuma_settings;
 pub mod labels;
 pub mod leader;
 pub mod mode;

@@ -45,9 +45,15 @@ enum Migrate {
 }
 
 fn load(config_file: Option<&PathBuf>) -> anyhow::Result<Config> {
-    let (config, unknown) = Config::load(config_file.map(PathBuf::as_path), std::env::vars())?;
-    for name in unknown {
+    let (config, set_aside) = Config::load(config_file.map(PathBuf::as_path), std::env::vars())?;
+    for name in set_aside.unknown {
         tracing::warn!(variable = %name, "unknown KUMA_* environment variable ignored");
+    }
+    if !set_aside.without_effect.is_empty() {
+        tracing::info!(
+            settings = %set_aside.without_effect.join(", "),
+            "Kuma settings accepted without effect here (docs/kuma-cp-settings.md)"
+        );
     }
     Ok(config)
 }
