@@ -305,20 +305,8 @@ pub fn start_kuma_dp(
     token: &str,
     readiness_port: u16,
 ) -> Proc {
-    let dir = temp_dir(name);
-    let dp_file = dir.join("dataplane.yaml");
-    std::fs::write(&dp_file, dataplane).expect("write dataplane");
-    let identity = ["--dataplane-file".to_string(), dp_file.display().to_string()];
-    kuma_dp(
-        name,
-        dir,
-        cp,
-        &identity,
-        token,
-        readiness_port,
-        "1s",
-        &cp.ca_file(),
-    )
+    let launch = Launch::new(token, readiness_port, &cp.ca_file());
+    kuma_dp(name, cp, Identity::File(dataplane), launch)
 }
 
 /// [`start_kuma_dp`] with Envoy draining for `drain` on SIGTERM.
@@ -330,20 +318,11 @@ pub fn start_kuma_dp_draining(
     readiness_port: u16,
     drain: &str,
 ) -> Proc {
-    let dir = temp_dir(name);
-    let dp_file = dir.join("dataplane.yaml");
-    std::fs::write(&dp_file, dataplane).expect("write dataplane");
-    let identity = ["--dataplane-file".to_string(), dp_file.display().to_string()];
-    kuma_dp(
-        name,
-        dir,
-        cp,
-        &identity,
-        token,
-        readiness_port,
+    let launch = Launch {
         drain,
-        &cp.ca_file(),
-    )
+        ..Launch::new(token, readiness_port, &cp.ca_file())
+    };
+    kuma_dp(name, cp, Identity::File(dataplane), launch)
 }
 
 /// [`start_kuma_dp`] verifying the control plane with the CA in `ca_file`
@@ -356,11 +335,8 @@ pub fn start_kuma_dp_trusting(
     readiness_port: u16,
     ca_file: &Path,
 ) -> Proc {
-    let dir = temp_dir(name);
-    let dp_file = dir.join("dataplane.yaml");
-    std::fs::write(&dp_file, dataplane).expect("write dataplane");
-    let identity = ["--dataplane-file".to_string(), dp_file.display().to_string()];
-    kuma_dp(name, dir, cp, &identity, token, readiness_port, "1s", ca_file)
+    let launch = Launch::new(token, readiness_port, ca_file);
+    kuma_dp(name, cp, Identity::File(dataplane), launch)
 }
 
 /// A kuma-dp with its Envoy for a Dataplane that already exists in the
@@ -373,36 +349,55 @@ pub fn start_existing_kuma_dp(
     token: &str,
     readiness_port: u16,
 ) -> Proc {
-    let identity = [
-        "--mesh".to_string(),
-        mesh.to_string(),
-        "--name".to_string(),
-        dataplane.to_string(),
-    ];
-    kuma_dp(
-        name,
-        temp_dir(name),
-        cp,
-        &identity,
-        token,
-        readiness_port,
-        "1s",
-        &cp.ca_file(),
-    )
+    let launch = Launch::new(token, readiness_port, &cp.ca_file());
+    kuma_dp(name, cp, Identity::Existing { mesh, dataplane }, launch)
 }
 
-// Private: every public starter above names what differs.
-#[allow(clippy::too_many_arguments)]
-fn kuma_dp(
-    name: &str,
-    dir: PathBuf,
-    cp: &ControlPlane,
-    identity: &[String],
-    token: &str,
+/// Which Dataplane a kuma-dp serves.
+enum Identity<'a> {
+    /// Registered by kuma-dp from this definition.
+    File(&'a str),
+    /// Already in the control plane.
+    Existing { mesh: &'a str, dataplane: &'a str },
+}
+
+/// How a kuma-dp is started.
+struct Launch<'a> {
+    token: &'a str,
     readiness_port: u16,
-    drain: &str,
-    ca_file: &Path,
-) -> Proc {
+    drain: &'a str,
+    ca_file: PathBuf,
+}
+
+impl<'a> Launch<'a> {
+    fn new(token: &'a str, readiness_port: u16, ca_file: &Path) -> Self {
+        Launch {
+            token,
+            readiness_port,
+            drain: "1s",
+            ca_file: ca_file.to_path_buf(),
+        }
+    }
+}
+
+fn kuma_dp(name: &str, cp: &ControlPlane, identity: Identity<'_>, launch: Launch<'_>) -> Proc {
+    let dir = temp_dir(name);
+    let identity: Vec<String> = match identity {
+        Identity::File(dataplane) => {
+            let dp_file = dir.join("dataplane.yaml");
+            std::fs::write(&dp_file, dataplane).expect("write dataplane");
+            vec!["--dataplane-file".into(), dp_file.display().to_string()]
+        }
+        Identity::Existing { mesh, dataplane } => {
+            vec!["--mesh".into(), mesh.into(), "--name".into(), dataplane.into()]
+        }
+    };
+    let Launch {
+        token,
+        readiness_port,
+        drain,
+        ca_file,
+    } = launch;
     let token_file = dir.join("token");
     std::fs::write(&token_file, token).expect("write token");
     let mut args: Vec<String> = vec![
@@ -412,7 +407,7 @@ fn kuma_dp(
         "--ca-cert-file".into(),
         ca_file.display().to_string(),
     ];
-    args.extend_from_slice(identity);
+    args.extend(identity);
     args.extend([
         "--dataplane-token-file".into(),
         token_file.display().to_string(),
