@@ -23,6 +23,7 @@ pub mod insight;
 pub mod kubernetes;
 pub mod matching;
 pub mod mesh;
+pub mod mesh_insight;
 pub mod mesh_service;
 pub mod policies;
 pub mod resource;

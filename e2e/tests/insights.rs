@@ -116,6 +116,46 @@ async fn proxy_status_is_shared_and_outlives_a_killed_control_plane() {
     // A policy written through the leader reaches the proxy served by the
     // other control plane (it hears of the write through PostgreSQL).
     kumactl.ok(&["apply", "-f", "-"], Some(WEB_TIMEOUT));
+
+    // The mesh at a glance, as Kuma's `inspect meshes` and MeshInsight say
+    // it: web online, not-started offline, the policies counted.
+    let meshes = kumactl.ok(&["inspect", "meshes"], None);
+    let mut lines = meshes.lines();
+    assert!(
+        lines
+            .next()
+            .is_some_and(|h| h.starts_with("MESH      DATAPLANES   TRAFFIC PERMISSIONS")),
+        "{meshes}"
+    );
+    assert!(
+        lines
+            .next()
+            .is_some_and(|l| l.starts_with("default   1/2          0")),
+        "{meshes}"
+    );
+    let mesh_insight: Value = http
+        .get(format!("{}/mesh-insights/default", leader.api()))
+        .send()
+        .await
+        .expect("GET mesh insight")
+        .json()
+        .await
+        .expect("JSON");
+    assert_eq!(mesh_insight["type"], "MeshInsight", "{mesh_insight}");
+    assert_eq!(
+        mesh_insight["dataplanes"],
+        serde_json::json!({"total": 2, "online": 1, "offline": 1}),
+        "{mesh_insight}"
+    );
+    assert_eq!(
+        mesh_insight["resources"]["Dataplane"]["total"], 2,
+        "{mesh_insight}"
+    );
+    assert!(
+        mesh_insight["policies"]["MeshTimeout"]["total"].as_u64() >= Some(1),
+        "{mesh_insight}"
+    );
+    assert_eq!(mesh_insight["services"]["internal"], 2, "{mesh_insight}");
     let sent = format!("{}/meshes/default/dataplanes/web/_config", serving.api());
     eventually(
         "the serving control plane sends the new policy",

@@ -242,6 +242,12 @@ enum InspectCommand {
         #[arg(short = 'o', long, value_enum, default_value = "table")]
         output: Format,
     },
+    /// Meshes at a glance: dataplanes online/total and policy counts.
+    Meshes {
+        /// Output format.
+        #[arg(short = 'o', long, value_enum, default_value = "table")]
+        output: Format,
+    },
     /// One dataplane: its Envoy config or its policies.
     Dataplane {
         /// Its name.
@@ -516,6 +522,18 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
             let (list, items) = api.list(&path, &query)?;
             match output {
                 Format::Table => print!("{}", output::overview_table(&items)),
+                Format::Yaml => print!("{}", output::yaml(&list)),
+                Format::Json => print!("{}", output::json(&list)),
+            }
+            Ok(())
+        }
+        Command::Inspect {
+            command: InspectCommand::Meshes { output },
+        } => {
+            let api = api(cli)?;
+            let (list, items) = api.list("/mesh-insights", &[])?;
+            match output {
+                Format::Table => print!("{}", output::mesh_insights_table(&items)),
                 Format::Yaml => print!("{}", output::yaml(&list)),
                 Format::Json => print!("{}", output::json(&list)),
             }

@@ -310,3 +310,73 @@ pub fn affected_dataplanes(v: &Value) -> String {
     }
     out
 }
+
+/// `kumactl inspect meshes`: Kuma 2.14's columns (the legacy policy kinds
+/// it still shows count 0 here, as they do in a mesh that has none).
+pub fn mesh_insights_table(items: &[Value]) -> String {
+    const POLICIES: &[(&str, &str)] = &[
+        ("TRAFFIC PERMISSIONS", "TrafficPermission"),
+        ("TRAFFIC ROUTES", "TrafficRoute"),
+        ("CIRCUIT BREAKERS", "CircuitBreaker"),
+        ("HEALTH CHECKS", "HealthCheck"),
+        ("FAULT INJECTIONS", "FaultInjection"),
+        ("EXTERNAL SERVICES", "ExternalService"),
+        ("TRAFFIC TRACES", "TrafficTrace"),
+        ("TRAFFIC LOGS", "TrafficLog"),
+        ("PROXY TEMPLATES", "ProxyTemplate"),
+        ("RATE LIMITS", "RateLimit"),
+    ];
+    let count = |v: &Value, pointer: &str| v.pointer(pointer).and_then(Value::as_u64).unwrap_or(0);
+    let rows: Vec<Vec<String>> = items
+        .iter()
+        .map(|m| {
+            let mut row = vec![
+                m.get("name")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string(),
+                format!(
+                    "{}/{}",
+                    count(m, "/dataplanes/online"),
+                    count(m, "/dataplanes/total")
+                ),
+            ];
+            row.extend(
+                POLICIES
+                    .iter()
+                    .map(|(_, t)| count(m, &format!("/policies/{t}/total")).to_string()),
+            );
+            row
+        })
+        .collect();
+    let mut header = vec!["MESH", "DATAPLANES"];
+    header.extend(POLICIES.iter().map(|(h, _)| *h));
+    table(&header, &rows)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mesh_insights_table_is_kumas_layout() {
+        let item = serde_json::json!({
+            "type": "MeshInsight",
+            "name": "default",
+            "dataplanes": {"total": 100, "online": 90, "offline": 10},
+            "policies": {
+                "TrafficPermission": {"total": 7}, "TrafficRoute": {"total": 2},
+                "CircuitBreaker": {"total": 5}, "HealthCheck": {"total": 4},
+                "FaultInjection": {"total": 6}, "ExternalService": {"total": 9},
+                "TrafficTrace": {"total": 1}, "TrafficLog": {"total": 3},
+                "ProxyTemplate": {"total": 8}, "RateLimit": {"total": 10},
+                "MeshTimeout": {"total": 4}
+            }
+        });
+        assert_eq!(
+            mesh_insights_table(&[item]),
+            "MESH      DATAPLANES   TRAFFIC PERMISSIONS   TRAFFIC ROUTES   CIRCUIT BREAKERS   HEALTH CHECKS   FAULT INJECTIONS   EXTERNAL SERVICES   TRAFFIC TRACES   TRAFFIC LOGS   PROXY TEMPLATES   RATE LIMITS\n\
+             default   90/100       7                     2                5                  4               6                  9                   1                3              8                 10\n"
+        );
+    }
+}

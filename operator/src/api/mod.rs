@@ -5,6 +5,7 @@
 
 mod errors;
 mod inspect;
+mod mesh_insights;
 mod resources;
 
 pub use errors::ApiError;
@@ -134,6 +135,8 @@ pub fn router(state: Arc<ApiState>) -> axum::Router {
             "/meshes/{mesh}/{kind}/{name}/{sub}/{sub2}",
             get(inspect::sub_sub_resource),
         )
+        .route("/mesh-insights", get(mesh_insights::list))
+        .route("/mesh-insights/{mesh}", get(mesh_insights::one))
         .route("/{kind}", get(resources::list_all))
         .route(
             "/{kind}/{name}",
