@@ -1,9 +1,10 @@
-//! Kuma's MeshInsight: a mesh at a glance (dataplanes online, offline and
+//! Kuma's MeshInsight and ServiceInsights. MeshInsight: a mesh at a glance (dataplanes online, offline and
 //! partially degraded, by type and by version; issued mTLS backends;
 //! services; how many resources of each kind), computed from plain data as
 //! Kuma computes it and shaped as its REST API returns it (`GET
 //! /mesh-insights`): spec fields beside the metadata, zero counts and empty
-//! maps left out, map keys sorted.
+//! maps left out, map keys sorted. ServiceInsight: each service's proxies
+//! online and offline (`GET /meshes/{mesh}/service-insights`).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -240,6 +241,108 @@ pub fn mesh_insight(
     Value::Object(out)
 }
 
+/// One service's counts while its insight is built.
+#[derive(Default)]
+struct ServiceCounts {
+    online: u64,
+    offline: u64,
+    issued_backends: BTreeMap<String, u64>,
+    service_type: Option<&'static str>,
+    zones: BTreeSet<String>,
+}
+
+/// Kuma's ServiceInsight of every service of `mesh`, by name: a proxy
+/// counts online only when fully online (partially degraded is offline
+/// here, as in Kuma); a service is online when all its proxies are, offline
+/// when none is.
+pub fn service_insights(mesh: &str, dataplanes: &[DataplaneState<'_>]) -> BTreeMap<String, Value> {
+    let mut services: BTreeMap<String, ServiceCounts> = BTreeMap::new();
+    for dp in dataplanes {
+        let online = dp.status() == Status::Online;
+        let issued = dp
+            .insight
+            .and_then(|i| i.mtls.as_ref())
+            .map(|m| m.issued_backend.clone())
+            .filter(|b| !b.is_empty());
+        let mut add = |name: &str, service_type: Option<&'static str>, zone: Option<&String>| {
+            let c = services.entry(name.to_string()).or_default();
+            if online {
+                c.online += 1;
+            } else {
+                c.offline += 1;
+            }
+            if let Some(b) = &issued {
+                *c.issued_backends.entry(b.clone()).or_default() += 1;
+            }
+            c.service_type = service_type;
+            c.zones.extend(zone.cloned());
+        };
+        if let Some(g) = dp.spec.networking().gateway.as_ref() {
+            let kind = match g.gateway_type.unwrap_or_default() {
+                GatewayType::BUILTIN => "gateway_builtin",
+                GatewayType::DELEGATED => "gateway_delegated",
+            };
+            if let Some(tags) = &g.tags
+                && let Some(name) = tags.get(crate::dataplane::SERVICE_TAG)
+            {
+                add(name, Some(kind), tags.get(crate::dataplane::ZONE_TAG));
+            }
+        }
+        for inbound in dp.spec.inbounds() {
+            if inbound.state == Some(InboundState::Ignored) {
+                continue;
+            }
+            if let Some(name) = inbound.service() {
+                let zone = inbound
+                    .tags
+                    .as_ref()
+                    .and_then(|t| t.get(crate::dataplane::ZONE_TAG));
+                add(name, None, zone);
+            }
+        }
+    }
+    services
+        .into_iter()
+        .map(|(name, c)| {
+            let status = match (c.online, c.offline) {
+                (0, _) => "offline",
+                (_, 0) => "online",
+                _ => "partially_degraded",
+            };
+            let mut out = Map::new();
+            out.insert("type".into(), json!("ServiceInsight"));
+            out.insert("mesh".into(), json!(mesh));
+            out.insert("name".into(), json!(name));
+            out.insert("status".into(), json!(status));
+            out.insert(
+                "dataplanes".into(),
+                Stat {
+                    total: c.online + c.offline,
+                    online: c.online,
+                    offline: c.offline,
+                    partially_degraded: 0,
+                }
+                .json(),
+            );
+            if !c.issued_backends.is_empty() {
+                out.insert("issuedBackends".into(), json!(c.issued_backends));
+            }
+            match c.service_type {
+                Some(t) => {
+                    out.insert("serviceType".into(), json!(t));
+                }
+                None => {
+                    out.insert("addressPort".into(), json!(format!("{name}.mesh:80")));
+                }
+            }
+            if !c.zones.is_empty() {
+                out.insert("zones".into(), json!(c.zones));
+            }
+            (name, Value::Object(out))
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -348,5 +451,27 @@ mod tests {
             "{}",
             serde_json::to_string_pretty(&got).unwrap_or_default()
         );
+
+        let services = service_insights("default", &states);
+        assert_eq!(
+            services.keys().map(String::as_str).collect::<Vec<_>>(),
+            ["db", "edge", "web", "web-admin"]
+        );
+        assert_eq!(
+            services["db"],
+            json!({
+                "type": "ServiceInsight", "mesh": "default", "name": "db",
+                "status": "partially_degraded",
+                "dataplanes": {"total": 2, "online": 1, "offline": 1},
+                "issuedBackends": {"ca-1": 2},
+                "addressPort": "db.mesh:80"
+            })
+        );
+        assert_eq!(
+            services["web"]["status"], "offline",
+            "a partially degraded proxy is offline here"
+        );
+        assert_eq!(services["edge"]["serviceType"], "gateway_delegated");
+        assert!(services["edge"].get("addressPort").is_none());
     }
 }

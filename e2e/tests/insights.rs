@@ -156,6 +156,34 @@ async fn proxy_status_is_shared_and_outlives_a_killed_control_plane() {
         "{mesh_insight}"
     );
     assert_eq!(mesh_insight["services"]["internal"], 2, "{mesh_insight}");
+    let services: Value = http
+        .get(format!("{}/meshes/default/service-insights", leader.api()))
+        .send()
+        .await
+        .expect("GET service insights")
+        .json()
+        .await
+        .expect("JSON");
+    let statuses: Vec<(&str, &str)> = services["items"]
+        .as_array()
+        .map(|items| {
+            items
+                .iter()
+                .map(|i| {
+                    (
+                        i["name"].as_str().unwrap_or(""),
+                        i["status"].as_str().unwrap_or(""),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    assert_eq!(
+        statuses,
+        [("not-started", "offline"), ("web", "online")],
+        "{services}"
+    );
+    assert_eq!(services["items"][1]["addressPort"], "web.mesh:80", "{services}");
     let sent = format!("{}/meshes/default/dataplanes/web/_config", serving.api());
     eventually(
         "the serving control plane sends the new policy",

@@ -123,6 +123,14 @@ pub fn router(state: Arc<ApiState>) -> axum::Router {
                 .put(resources::put_mesh)
                 .delete(resources::delete_mesh),
         )
+        .route(
+            "/meshes/{mesh}/service-insights",
+            get(mesh_insights::list_services),
+        )
+        .route(
+            "/meshes/{mesh}/service-insights/{name}",
+            get(mesh_insights::one_service),
+        )
         .route("/meshes/{mesh}/{kind}", get(resources::list_in_mesh))
         .route(
             "/meshes/{mesh}/{kind}/{name}",

@@ -192,6 +192,24 @@ pub fn page(
     Ok(paged(items, &q, headers, path))
 }
 
+/// [`page`] for items that are not stored resources, by name: filtered by
+/// `name` (a substring, as every list) and paged.
+pub fn page_named(
+    items: Vec<(String, Value)>,
+    q_raw: Option<String>,
+    headers: &HeaderMap,
+    path: &str,
+) -> Result<Value, ApiError> {
+    let q = list_query(q_raw)?;
+    let filter = q.pairs.iter().find(|(k, _)| k == "name").map(|(_, v)| v.clone());
+    let items = items
+        .into_iter()
+        .filter(|(name, _)| filter.as_ref().is_none_or(|f| name.contains(f.as_str())))
+        .map(|(_, v)| v)
+        .collect();
+    Ok(paged(items, &q, headers, path))
+}
+
 fn paged(items: Vec<Value>, q: &ListQuery, headers: &HeaderMap, path: &str) -> Value {
     let total = items.len();
     let items: Vec<Value> = items.into_iter().skip(q.offset).take(q.size).collect();
