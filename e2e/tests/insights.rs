@@ -184,6 +184,30 @@ async fn proxy_status_is_shared_and_outlives_a_killed_control_plane() {
         "{services}"
     );
     assert_eq!(services["items"][1]["addressPort"], "web.mesh:80", "{services}");
+
+    // Kuma's `.../dataplanes/web/xds` (what Kuma's `kumactl inspect
+    // dataplane --type config-dump` reads): Envoy's config-dump shape, from
+    // what the serving control plane sent.
+    let dump: Value = http
+        .get(format!(
+            "{}/meshes/default/dataplanes/web/xds?include_eds=true",
+            serving.api()
+        ))
+        .send()
+        .await
+        .expect("GET xds")
+        .json()
+        .await
+        .expect("JSON");
+    let kinds: Vec<&str> = dump["configs"]
+        .as_array()
+        .map(|c| c.iter().filter_map(|d| d["@type"].as_str()).collect())
+        .unwrap_or_default();
+    assert!(
+        kinds.contains(&"type.googleapis.com/envoy.admin.v3.ListenersConfigDump")
+            && kinds.contains(&"type.googleapis.com/envoy.admin.v3.EndpointsConfigDump"),
+        "{dump}"
+    );
     let sent = format!("{}/meshes/default/dataplanes/web/_config", serving.api());
     eventually(
         "the serving control plane sends the new policy",

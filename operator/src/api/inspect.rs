@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::Extension;
-use axum::extract::{Path, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use kuma_crds::matching::{MatchOptions, PolicyView, select};
@@ -14,6 +14,7 @@ use kuma_xds::generate::generate;
 use kuma_xds::resources::XdsType;
 use serde_json::{Value, json};
 
+use super::config_dump::{Sent, config_dump};
 use super::resources::{kind, page, require_mesh, resource_json};
 use super::{ApiError, ApiState, Caller, json_response};
 use crate::store::ResourceKey;
@@ -134,6 +135,7 @@ pub async fn sub_resource(
     State(state): State<Arc<ApiState>>,
     Extension(caller): Extension<Caller>,
     Path((mesh, segment, name, sub)): Path<(String, String, String, String)>,
+    RawQuery(q): RawQuery,
 ) -> ApiResult {
     require_mesh(&state, &mesh).await?;
     let t = kind(&segment)?;
@@ -145,6 +147,18 @@ pub async fn sub_resource(
                 "the config dump",
             )?;
             dataplane_config(&state, &mesh, &name).await
+        }
+        (ResourceType::Dataplane, "xds") => {
+            caller.require(
+                &state.config.access.static_lists.view_config_dump,
+                "the config dump",
+            )?;
+            let include_eds = q
+                .as_deref()
+                .unwrap_or_default()
+                .split('&')
+                .any(|pair| pair == "include_eds=true");
+            dataplane_xds(&state, &mesh, &name, include_eds).await
         }
         (ResourceType::Dataplane, "_policies") => dataplane_policies(&state, &mesh, &name).await,
         (t, "dataplanes") if t.is_policy() => policy_dataplanes(&state, &mesh, t, &name).await,
@@ -199,23 +213,30 @@ async fn dataplane_with_mesh(
     Ok((dp, MeshContext::build(mesh, spec, &resources)))
 }
 
-/// The Envoy configuration of the dataplane, as Kuma's `_config`:
-/// `{"xds": {<type URL>: {<name>: <resource>}}}`. For a connected proxy it
-/// is exactly what it was sent (the snapshot); otherwise what it would get.
+/// The dataplane's Envoy configuration by type: for a connected proxy
+/// exactly what it was sent (the snapshot), otherwise what it would get.
 /// Private keys are never shown.
-async fn dataplane_config(state: &ApiState, mesh: &str, name: &str) -> ApiResult {
-    let mut xds: BTreeMap<String, serde_json::Map<String, Value>> = BTreeMap::new();
+async fn sent_config(state: &ApiState, mesh: &str, name: &str) -> Result<Vec<Sent>, ApiError> {
     if let Some(snapshot) = state.snapshots.get(&node_id(mesh, name)) {
-        for t in XdsType::ALL {
-            for (resource_name, r) in snapshot.get(t).resources.iter() {
-                let json =
-                    kuma_xds::proto::bytes_to_json(t.message_name(), &r.encoded.bytes).unwrap_or(Value::Null);
-                xds.entry(t.type_url().to_string())
-                    .or_default()
-                    .insert(resource_name.clone(), redact_private_keys(json));
-            }
-        }
-        return Ok(json_response(StatusCode::OK, &json!({ "xds": xds })));
+        return Ok(XdsType::ALL
+            .into_iter()
+            .map(|t| {
+                let typed = snapshot.get(t);
+                Sent {
+                    xds_type: t,
+                    version: typed.version.clone(),
+                    resources: typed
+                        .resources
+                        .iter()
+                        .map(|(resource_name, r)| {
+                            let json = kuma_xds::proto::bytes_to_json(t.message_name(), &r.encoded.bytes)
+                                .unwrap_or(Value::Null);
+                            (resource_name.clone(), redact_private_keys(json))
+                        })
+                        .collect(),
+                }
+            })
+            .collect());
     }
     let (dp, context) = dataplane_with_mesh(state, mesh, name).await?;
     let Spec::Dataplane(spec) = &dp.spec else {
@@ -224,15 +245,42 @@ async fn dataplane_config(state: &ApiState, mesh: &str, name: &str) -> ApiResult
     let proxy = Proxy::new(&dp, ProxyMetadata::for_dataplane(spec))
         .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "Not Found", "not a dataplane"))?;
     let resources = generate(&proxy, &context);
+    let mut by_type: BTreeMap<XdsType, Vec<(String, Value)>> = BTreeMap::new();
     for g in resources.iter() {
-        xds.entry(g.resource().xds_type().type_url().to_string())
-            .or_default()
-            .insert(
-                g.resource().name().to_string(),
-                redact_private_keys(g.resource().to_json()),
-            );
+        by_type.entry(g.resource().xds_type()).or_default().push((
+            g.resource().name().to_string(),
+            redact_private_keys(g.resource().to_json()),
+        ));
     }
+    Ok(by_type
+        .into_iter()
+        .map(|(xds_type, resources)| Sent {
+            xds_type,
+            version: String::new(),
+            resources,
+        })
+        .collect())
+}
+
+/// The Envoy configuration of the dataplane, as Kuma's `_config`:
+/// `{"xds": {<type URL>: {<name>: <resource>}}}`.
+async fn dataplane_config(state: &ApiState, mesh: &str, name: &str) -> ApiResult {
+    let mut xds: BTreeMap<String, serde_json::Map<String, Value>> = BTreeMap::new();
+    for sent in sent_config(state, mesh, name).await? {
+        let entry = xds.entry(sent.xds_type.type_url().to_string()).or_default();
+        for (resource_name, json) in sent.resources {
+            entry.insert(resource_name, json);
+        }
+    }
+    xds.retain(|_, m| !m.is_empty());
     Ok(json_response(StatusCode::OK, &json!({ "xds": xds })))
+}
+
+/// Kuma's `GET .../dataplanes/{name}/xds[?include_eds=true]`: Envoy's
+/// config-dump shape (see `config_dump`).
+async fn dataplane_xds(state: &ApiState, mesh: &str, name: &str, include_eds: bool) -> ApiResult {
+    let sent = sent_config(state, mesh, name).await?;
+    Ok(json_response(StatusCode::OK, &config_dump(&sent, include_eds)))
 }
 
 /// Replaces every private key in an Envoy resource.

@@ -3,6 +3,7 @@
 //! selected dataplanes), dataplane and user tokens, with Kuma's paths, JSON
 //! and error bodies.
 
+mod config_dump;
 mod errors;
 mod inspect;
 mod mesh_insights;
