@@ -31,6 +31,18 @@ fn control_plane_env(store: &BTreeMap<String, String>, name: &str) -> BTreeMap<S
     env
 }
 
+/// `GET url` as JSON (the test fails naming the URL otherwise).
+async fn get_json(http: &reqwest::Client, url: &str) -> Value {
+    let r = http
+        .get(url)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("GET {url}: {e}"));
+    r.json()
+        .await
+        .unwrap_or_else(|e| panic!("GET {url}: not JSON: {e}"))
+}
+
 fn dataplane(name: &str, ip: &str) -> String {
     format!(
         "type: Dataplane\nmesh: default\nname: {name}\nnetworking:\n  address: {ip}\n  inbound:\n    - port: {}\n      servicePort: {}\n      tags:\n        kuma.io/service: {name}\n",
@@ -133,14 +145,7 @@ async fn proxy_status_is_shared_and_outlives_a_killed_control_plane() {
             .is_some_and(|l| l.starts_with("default   1/2          0")),
         "{meshes}"
     );
-    let mesh_insight: Value = http
-        .get(format!("{}/mesh-insights/default", leader.api()))
-        .send()
-        .await
-        .expect("GET mesh insight")
-        .json()
-        .await
-        .expect("JSON");
+    let mesh_insight = get_json(&http, &format!("{}/mesh-insights/default", leader.api())).await;
     assert_eq!(mesh_insight["type"], "MeshInsight", "{mesh_insight}");
     assert_eq!(
         mesh_insight["dataplanes"],
@@ -156,14 +161,11 @@ async fn proxy_status_is_shared_and_outlives_a_killed_control_plane() {
         "{mesh_insight}"
     );
     assert_eq!(mesh_insight["services"]["internal"], 2, "{mesh_insight}");
-    let services: Value = http
-        .get(format!("{}/meshes/default/service-insights", leader.api()))
-        .send()
-        .await
-        .expect("GET service insights")
-        .json()
-        .await
-        .expect("JSON");
+    let services = get_json(
+        &http,
+        &format!("{}/meshes/default/service-insights", leader.api()),
+    )
+    .await;
     let statuses: Vec<(&str, &str)> = services["items"]
         .as_array()
         .map(|items| {
@@ -188,17 +190,14 @@ async fn proxy_status_is_shared_and_outlives_a_killed_control_plane() {
     // Kuma's `.../dataplanes/web/xds` (what Kuma's `kumactl inspect
     // dataplane --type config-dump` reads): Envoy's config-dump shape, from
     // what the serving control plane sent.
-    let dump: Value = http
-        .get(format!(
+    let dump = get_json(
+        &http,
+        &format!(
             "{}/meshes/default/dataplanes/web/xds?include_eds=true",
             serving.api()
-        ))
-        .send()
-        .await
-        .expect("GET xds")
-        .json()
-        .await
-        .expect("JSON");
+        ),
+    )
+    .await;
     let kinds: Vec<&str> = dump["configs"]
         .as_array()
         .map(|c| c.iter().filter_map(|d| d["@type"].as_str()).collect())

@@ -260,3 +260,40 @@ impl fmt::Display for Summary {
         )
     }
 }
+
+/// The property every certificate a server presents must keep (checked by
+/// the `cp_certificate` fuzz target and its replayed corpus): with `bundle`
+/// named as the CA, verifying `der` as the certificate of 127.0.0.1 at
+/// 2027-01-01 never panics, and succeeds only for a certificate in
+/// `accepted` (those the bundle names as themselves or signs; nothing else
+/// can pass without forging a signature).
+pub fn check_server_certificate(
+    der: &[u8],
+    bundle: &[u8],
+    accepted: &[CertificateDer<'_>],
+) -> Result<(), String> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let verifier = ControlPlaneVerifier::new(bundle, "bundle", provider).map_err(|e| e.to_string())?;
+    let end_entity = CertificateDer::from(der);
+    let name = ServerName::try_from("127.0.0.1").map_err(|e| e.to_string())?;
+    let at = UnixTime::since_unix_epoch(std::time::Duration::from_secs(1_798_761_600));
+    let verdict = verifier.verify_server_cert(&end_entity, &[], &name, &[], at);
+    let expected = accepted.iter().any(|c| c.as_ref() == der);
+    match (verdict, expected) {
+        (Ok(_), true) => Ok(()),
+        (Err(e), false) => {
+            // A refusal always says why, naming the CA file.
+            let text = e.to_string();
+            if text.contains("is not trusted with the CA in bundle") {
+                Ok(())
+            } else {
+                Err(format!("a refusal that does not say why: {text}"))
+            }
+        }
+        (Ok(_), false) => Err(format!(
+            "accepted a certificate it should refuse ({} bytes)",
+            der.len()
+        )),
+        (Err(e), true) => Err(format!("refused a certificate it should accept: {e}")),
+    }
+}
