@@ -188,8 +188,8 @@ async fn proxy_status_is_shared_and_outlives_a_killed_control_plane() {
     assert_eq!(services["items"][1]["addressPort"], "web.mesh:80", "{services}");
 
     // Kuma's `.../dataplanes/web/xds` (what Kuma's `kumactl inspect
-    // dataplane --type config-dump` reads): Envoy's config-dump shape, from
-    // what the serving control plane sent.
+    // dataplane --type config-dump` reads): the proxy's Envoy's config dump,
+    // asked over its admin listener's mTLS.
     let dump = get_json(
         &http,
         &format!(

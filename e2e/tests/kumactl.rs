@@ -175,7 +175,23 @@ async fn kumactl_habits() {
         &["apply", "-f", "-"],
         Some("type: Dataplane\nmesh: default\nname: web-1\nnetworking:\n  address: 127.0.0.1\n  inbound:\n    - port: 18080\n      servicePort: 18081\n      tags:\n        kuma.io/service: web\n        kuma.io/protocol: http\n  outbound:\n    - port: 18090\n      tags:\n        kuma.io/service: backend\n"),
     );
-    let policies = kumactl.ok(&["inspect", "dataplane", "web-1", "--type", "policies"], None);
+    let table = kumactl.ok(&["inspect", "dataplane", "web-1"], None);
+    assert!(
+        table.starts_with("Kind") && table.lines().any(|l| l.starts_with("MeshTimeout")),
+        "{table}"
+    );
+    let policies = kumactl.ok(
+        &[
+            "inspect",
+            "dataplane",
+            "web-1",
+            "--type",
+            "policies",
+            "-o",
+            "json",
+        ],
+        None,
+    );
     assert!(
         policies.contains("MeshTimeout") && policies.contains("from-vars"),
         "{policies}"
@@ -190,7 +206,7 @@ async fn kumactl_habits() {
         timeouts["outbounds"][0]["conf"]["idleTimeout"].is_string(),
         "{timeouts}"
     );
-    let config = kumactl.ok(&["inspect", "dataplane", "web-1", "--type", "config-dump"], None);
+    let config = kumactl.ok(&["inspect", "dataplane", "web-1", "--type", "config"], None);
     assert!(config.contains("inbound:127.0.0.1:18080"), "{config}");
     let listed = kumactl.ok(&["inspect", "dataplanes"], None);
     assert!(

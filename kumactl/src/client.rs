@@ -117,6 +117,11 @@ impl Api {
         Ok(Self::finish(self.request(reqwest::Method::GET, path).send())?.json()?)
     }
 
+    /// `GET` returning the body as it is (text or JSON).
+    pub fn get_text(&self, path: &str) -> anyhow::Result<String> {
+        Ok(Self::finish(self.request(reqwest::Method::GET, path).send())?.text()?)
+    }
+
     /// `GET` a list page: the whole answer and its items. `query` holds
     /// `key=value` pairs.
     pub fn list(&self, path: &str, query: &[String]) -> anyhow::Result<(Value, Vec<Value>)> {

@@ -248,13 +248,21 @@ enum InspectCommand {
         #[arg(short = 'o', long, value_enum, default_value = "table")]
         output: Format,
     },
-    /// One dataplane: its Envoy config or its policies.
+    /// One dataplane: its policies, or what its Envoy holds.
     Dataplane {
         /// Its name.
         name: String,
-        /// `config-dump` (the Envoy configuration it is sent) or `policies`.
-        #[arg(long = "type", default_value = "config-dump")]
+        /// `policies` (the policies it matches), `config-dump` (its Envoy's
+        /// configuration), `stats`, `clusters` (from its Envoy's admin) or
+        /// `config` (what the control plane sends it).
+        #[arg(long = "type", default_value = "policies")]
         inspect_type: String,
+        /// With `--type config-dump`: the endpoints too.
+        #[arg(long = "include-eds")]
+        include_eds: bool,
+        /// Output format of `--type policies`.
+        #[arg(short = 'o', long, value_enum, default_value = "table")]
+        output: Format,
     },
     /// A policy (e.g. `kumactl inspect meshtimeout NAME`): the data plane
     /// proxies it affects.
@@ -540,16 +548,38 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Inspect {
-            command: InspectCommand::Dataplane { name, inspect_type },
+            command:
+                InspectCommand::Dataplane {
+                    name,
+                    inspect_type,
+                    include_eds,
+                    output,
+                },
         } => {
             let api = api(cli)?;
-            let sub = match inspect_type.as_str() {
-                "config-dump" | "config" => "_config",
-                "policies" => "_policies",
-                other => anyhow::bail!("unknown inspect type {other:?}: use config-dump or policies"),
-            };
-            let v = api.get(&format!("/meshes/{}/dataplanes/{name}/{sub}", cli.mesh))?;
-            print!("{}", output::json(&v));
+            let base = format!("/meshes/{}/dataplanes/{name}", cli.mesh);
+            if *include_eds && inspect_type != "config-dump" {
+                anyhow::bail!("flag '--include-eds' can be used only when '--type=config-dump'");
+            }
+            match inspect_type.as_str() {
+                "policies" => {
+                    let list = api.get(&format!("{base}/_policies"))?;
+                    match output {
+                        Format::Table => print!("{}", output::dataplane_policies_table(&list)),
+                        Format::Yaml => print!("{}", output::yaml(&list)),
+                        Format::Json => print!("{}", output::json(&list)),
+                    }
+                }
+                "config-dump" => {
+                    let eds = if *include_eds { "?include_eds=true" } else { "" };
+                    print!("{}", api.get_text(&format!("{base}/xds{eds}"))?);
+                }
+                "stats" | "clusters" => print!("{}", api.get_text(&format!("{base}/{inspect_type}"))?),
+                "config" => print!("{}", output::json(&api.get(&format!("{base}/_config"))?)),
+                other => anyhow::bail!(
+                    "unknown inspect type {other:?}: use policies, config-dump, stats, clusters or config"
+                ),
+            }
             Ok(())
         }
         Command::Inspect {

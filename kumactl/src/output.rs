@@ -311,6 +311,34 @@ pub fn affected_dataplanes(v: &Value) -> String {
     out
 }
 
+/// `kumactl inspect dataplane NAME` (`--type policies`): Kuma's columns,
+/// each policy kind with the KRIs of the policies it merges.
+pub fn dataplane_policies_table(list: &Value) -> String {
+    let rows: Vec<Vec<String>> = list
+        .get("policies")
+        .and_then(Value::as_array)
+        .map(|policies| {
+            policies
+                .iter()
+                .map(|p| {
+                    let kind = p.get("kind").and_then(Value::as_str).unwrap_or_default();
+                    let origins: Vec<&str> = p
+                        .get("origins")
+                        .and_then(Value::as_array)
+                        .map(|o| {
+                            o.iter()
+                                .filter_map(|o| o.get("kri").and_then(Value::as_str))
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                    vec![kind.to_string(), origins.join(",")]
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    table(&["Kind", "Origins"], &rows)
+}
+
 /// `kumactl inspect meshes`: Kuma 2.14's columns (the legacy policy kinds
 /// it still shows count 0 here, as they do in a mesh that has none).
 pub fn mesh_insights_table(items: &[Value]) -> String {
@@ -377,6 +405,23 @@ mod tests {
             mesh_insights_table(&[item]),
             "MESH      DATAPLANES   TRAFFIC PERMISSIONS   TRAFFIC ROUTES   CIRCUIT BREAKERS   HEALTH CHECKS   FAULT INJECTIONS   EXTERNAL SERVICES   TRAFFIC TRACES   TRAFFIC LOGS   PROXY TEMPLATES   RATE LIMITS\n\
              default   90/100       7                     2                5                  4               6                  9                   1                3              8                 10\n"
+        );
+    }
+
+    #[test]
+    fn dataplane_policies_table_is_kumas_layout() {
+        let list = serde_json::json!({"policies": [
+            {"kind": "MeshTimeout", "origins": [
+                {"kri": "kri_mt_default___web_", "name": "web"},
+                {"kri": "kri_mt_default___all_", "name": "all"}
+            ]},
+            {"kind": "MeshTrafficPermission", "origins": [{"kri": "kri_mtp_default___allow_"}]}
+        ]});
+        assert_eq!(
+            dataplane_policies_table(&list),
+            "Kind                    Origins\n\
+             MeshTimeout             kri_mt_default___web_,kri_mt_default___all_\n\
+             MeshTrafficPermission   kri_mtp_default___allow_\n"
         );
     }
 }

@@ -9,6 +9,7 @@ pub mod api;
 pub mod config;
 pub mod defaults;
 pub mod dp_server;
+pub mod envoy_admin;
 pub mod feed;
 pub mod gc;
 pub mod insights;

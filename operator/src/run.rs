@@ -110,8 +110,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 
     let snapshots = Arc::new(SnapshotCache::new());
     let xds_metrics = Arc::new(XdsMetrics::default());
+    let admin_ca = envoy_admin_ca(&store).await;
+    let envoy_admin = crate::envoy_admin::EnvoyAdmin::new(&admin_ca).context("the Envoy admin client")?;
     let generator = Generator::new(snapshots.clone(), xds_metrics.clone())
-        .with_cluster_grace(config.xds_server.retired_cluster_grace_period);
+        .with_cluster_grace(config.xds_server.retired_cluster_grace_period)
+        .with_admin_ca(admin_ca);
     let certs = generator.cert_registry();
     let reconciler = Reconciler::spawn(generator);
     let (ready_tx, ready_rx) = watch::channel(false);
@@ -174,6 +177,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         instance_id,
         cluster_id: uuid::Uuid::new_v4().to_string(),
         admission: mode.admission.clone(),
+        envoy_admin,
     });
     let api_app = api_router(api_state);
     let api_tls_app = api_app.clone();
@@ -375,6 +379,23 @@ async fn start_webhooks(
         kuma_webhook::server::router(state),
         shutdown,
     )))
+}
+
+/// The Envoy admin CA, created by the first control plane of the store;
+/// retries while the store is away (proxies' admin listeners and the
+/// inspect endpoints need it).
+async fn envoy_admin_ca(store: &Store) -> kuma_xds::mtls::Ca {
+    let mut delay = std::time::Duration::from_millis(200);
+    loop {
+        match crate::envoy_admin::ensure_ca(store).await {
+            Ok(ca) => return ca,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read or create the Envoy admin CA yet");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(std::time::Duration::from_secs(5));
+            }
+        }
+    }
 }
 
 /// Creates the admin user token once, retrying while the store is away.

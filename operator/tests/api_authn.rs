@@ -36,6 +36,10 @@ async fn serve_with(store: Store, configure: impl FnOnce(&mut Config)) -> String
         instance_id: "test".into(),
         cluster_id: "test".into(),
         admission: kuma_crds::admission::Context::new(kuma_crds::admission::Environment::Universal),
+        envoy_admin: kuma_operator::envoy_admin::EnvoyAdmin::new(
+            &kuma_xds::admin_tls::generate_ca().expect("admin CA"),
+        )
+        .expect("admin client"),
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");

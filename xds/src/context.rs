@@ -380,6 +380,8 @@ pub struct Proxy<'a> {
     pub metadata: ProxyMetadata,
     /// Its identity certificate, in a mesh with mTLS.
     pub identity: Option<Arc<crate::mtls::Identity>>,
+    /// The server side of its Envoy admin over mTLS (see [`crate::admin_tls`]).
+    pub admin_tls: Option<Arc<crate::admin_tls::AdminTls>>,
 }
 
 impl<'a> Proxy<'a> {
@@ -391,6 +393,7 @@ impl<'a> Proxy<'a> {
                 dataplane: dp,
                 metadata,
                 identity: None,
+                admin_tls: None,
             }),
             _ => None,
         }
@@ -400,6 +403,18 @@ impl<'a> Proxy<'a> {
     pub fn with_identity(mut self, identity: Option<Arc<crate::mtls::Identity>>) -> Self {
         self.identity = identity;
         self
+    }
+
+    /// The proxy with the server side of its Envoy admin over mTLS.
+    pub fn with_admin_tls(mut self, admin_tls: Option<Arc<crate::admin_tls::AdminTls>>) -> Self {
+        self.admin_tls = admin_tls;
+        self
+    }
+
+    /// Whether Envoy's own admin (on loopback) is reachable at the proxy's
+    /// address, so it needs no admin listener there.
+    pub fn admin_on_own_address(&self) -> bool {
+        crate::admin_tls::envoy_admin_is_at(self.address())
     }
 
     /// The proxy's `<mesh>.<name>` id, as in Envoy's node id.

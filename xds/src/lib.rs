@@ -3,6 +3,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod admin_tls;
 pub mod bootstrap;
 pub mod context;
 pub mod digest;

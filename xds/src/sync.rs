@@ -25,10 +25,11 @@ use kuma_crds::mesh::MeshSpec;
 use kuma_crds::resource::{Resource, ResourceType, Spec};
 use tokio::sync::mpsc;
 
+use crate::admin_tls::AdminTls;
 use crate::context::{MeshContext, Proxy, ProxyMetadata, dataplane_endpoints};
 use crate::generate::{OutboundBundle, OutboundCache, Policies, generate_shared};
 use crate::metrics::XdsMetrics;
-use crate::mtls::{Identity, MeshMtls};
+use crate::mtls::{Ca, Identity, MeshMtls};
 use crate::retire::ClusterRetirement;
 use crate::snapshot::{Snapshot, SnapshotCache};
 
@@ -105,6 +106,9 @@ struct ConnectedProxy {
     identity: Option<(Arc<Identity>, u64)>,
     /// Its clusters, removed ones kept for a while.
     clusters: ClusterRetirement,
+    /// The server side of its admin over mTLS, kept while its address
+    /// stays, so its configuration stays the same.
+    admin_tls: Option<Arc<AdminTls>>,
 }
 
 /// One mesh's resources and proxies.
@@ -141,6 +145,8 @@ pub struct Generator {
     retirements: BTreeMap<String, SystemTime>,
     /// How long removed clusters stay.
     cluster_grace: Duration,
+    /// The CA of proxies' admin listeners (none: they serve `/ready` only).
+    admin_ca: Option<Arc<Ca>>,
 }
 
 /// What a batch did, for logs and tests.
@@ -163,7 +169,15 @@ impl Generator {
             renewals: BTreeMap::new(),
             retirements: BTreeMap::new(),
             cluster_grace: crate::retire::DEFAULT_GRACE,
+            admin_ca: None,
         }
+    }
+
+    /// Exposes every proxy's Envoy admin over mTLS with certificates of
+    /// `ca` (see [`crate::admin_tls`]).
+    pub fn with_admin_ca(mut self, ca: Ca) -> Self {
+        self.admin_ca = Some(Arc::new(ca));
+        self
     }
 
     /// Sets how long a removed cluster stays in a proxy's configuration
@@ -265,6 +279,7 @@ impl Generator {
                         bundles: Vec::new(),
                         identity: None,
                         clusters: ClusterRetirement::default(),
+                        admin_tls: None,
                     },
                 );
                 changes
@@ -431,6 +446,13 @@ impl Generator {
                     }
                 },
             };
+            let proxy = match admin_tls(connected, self.admin_ca.as_deref(), &proxy) {
+                Ok(admin) => proxy.with_admin_tls(admin),
+                Err(e) => {
+                    tracing::warn!(proxy = %node, error = %e, "cannot issue the certificate of the proxy's admin listener; it serves /ready only");
+                    proxy
+                }
+            };
             let policies = Policies::compute(&proxy, &mesh);
             let mut generation = generate_shared(&proxy, &mesh, &policies, Some(&state.cache));
             connected
@@ -496,6 +518,28 @@ fn identity(
     let fresh = Arc::new(crate::mtls::issue(mtls, &sans, now)?);
     connected.identity = Some((fresh.clone(), ca));
     Ok((fresh, true))
+}
+
+/// The server side of the proxy's admin listener: the current one while
+/// its address stays, a new one otherwise; none when Envoy's own admin is
+/// at its address or there is no CA.
+fn admin_tls(
+    connected: &mut ConnectedProxy,
+    ca: Option<&Ca>,
+    proxy: &Proxy<'_>,
+) -> Result<Option<Arc<AdminTls>>, crate::mtls::MtlsError> {
+    let Some(ca) = ca.filter(|_| !proxy.admin_on_own_address()) else {
+        return Ok(None);
+    };
+    if let Some(current) = &connected.admin_tls
+        && current.address == proxy.address()
+        && current.ca_pem == ca.cert_pem
+    {
+        return Ok(Some(current.clone()));
+    }
+    let fresh = Arc::new(crate::admin_tls::issue_server(ca, proxy.address())?);
+    connected.admin_tls = Some(fresh.clone());
+    Ok(Some(fresh))
 }
 
 /// Records what a resource change can affect.

@@ -14,12 +14,18 @@ use kuma_xds::generate::generate;
 use kuma_xds::resources::XdsType;
 use serde_json::{Value, json};
 
-use super::config_dump::{Sent, config_dump};
+use super::envoy_admin::AdminView;
 use super::resources::{kind, page, require_mesh, resource_json};
 use super::{ApiError, ApiState, Caller, json_response};
 use crate::store::ResourceKey;
 
 type ApiResult = Result<Response, ApiError>;
+
+/// One xDS type as sent: its version and its resources (JSON, by name).
+struct Sent {
+    xds_type: XdsType,
+    resources: Vec<(String, Value)>,
+}
 
 fn node_id(mesh: &str, name: &str) -> String {
     format!("{mesh}.{name}")
@@ -139,6 +145,9 @@ pub async fn sub_resource(
 ) -> ApiResult {
     require_mesh(&state, &mesh).await?;
     let t = kind(&segment)?;
+    if let (ResourceType::Dataplane, Some(view)) = (t, AdminView::of(&sub)) {
+        return super::envoy_admin::inspect(&state, &caller, &mesh, &name, view, q.as_deref()).await;
+    }
     match (t, sub.as_str()) {
         (ResourceType::Dataplane, "_overview") => overview_one(&state, &mesh, &name).await,
         (ResourceType::Dataplane, "_config") => {
@@ -148,19 +157,8 @@ pub async fn sub_resource(
             )?;
             dataplane_config(&state, &mesh, &name).await
         }
-        (ResourceType::Dataplane, "xds") => {
-            caller.require(
-                &state.config.access.static_lists.view_config_dump,
-                "the config dump",
-            )?;
-            let include_eds = q
-                .as_deref()
-                .unwrap_or_default()
-                .split('&')
-                .any(|pair| pair == "include_eds=true");
-            dataplane_xds(&state, &mesh, &name, include_eds).await
-        }
         (ResourceType::Dataplane, "_policies") => dataplane_policies(&state, &mesh, &name).await,
+        (ResourceType::Dataplane, "policies") => dataplane_policies_legacy(&state, &mesh, &name).await,
         (t, "dataplanes") if t.is_policy() => policy_dataplanes(&state, &mesh, t, &name).await,
         _ => Err(ApiError::new(
             StatusCode::NOT_FOUND,
@@ -224,7 +222,6 @@ async fn sent_config(state: &ApiState, mesh: &str, name: &str) -> Result<Vec<Sen
                 let typed = snapshot.get(t);
                 Sent {
                     xds_type: t,
-                    version: typed.version.clone(),
                     resources: typed
                         .resources
                         .iter()
@@ -254,11 +251,7 @@ async fn sent_config(state: &ApiState, mesh: &str, name: &str) -> Result<Vec<Sen
     }
     Ok(by_type
         .into_iter()
-        .map(|(xds_type, resources)| Sent {
-            xds_type,
-            version: String::new(),
-            resources,
-        })
+        .map(|(xds_type, resources)| Sent { xds_type, resources })
         .collect())
 }
 
@@ -274,13 +267,6 @@ async fn dataplane_config(state: &ApiState, mesh: &str, name: &str) -> ApiResult
     }
     xds.retain(|_, m| !m.is_empty());
     Ok(json_response(StatusCode::OK, &json!({ "xds": xds })))
-}
-
-/// Kuma's `GET .../dataplanes/{name}/xds[?include_eds=true]`: Envoy's
-/// config-dump shape (see `config_dump`).
-async fn dataplane_xds(state: &ApiState, mesh: &str, name: &str, include_eds: bool) -> ApiResult {
-    let sent = sent_config(state, mesh, name).await?;
-    Ok(json_response(StatusCode::OK, &config_dump(&sent, include_eds)))
 }
 
 /// Replaces every private key in an Envoy resource.
@@ -402,6 +388,53 @@ async fn dataplane_policies(state: &ApiState, mesh: &str, name: &str) -> ApiResu
         policies.push(Value::Object(entry));
     }
     Ok(json_response(StatusCode::OK, &json!({ "policies": policies })))
+}
+
+/// Kuma's deprecated `GET .../dataplanes/{name}/policies` (still called by
+/// Kuma's GUI): the policies whose top-level target selects the proxy, by
+/// type, under one `dataplane` attachment, each as its resource meta.
+async fn dataplane_policies_legacy(state: &ApiState, mesh: &str, name: &str) -> ApiResult {
+    let (dp, context) = dataplane_with_mesh(state, mesh, name).await?;
+    let mut matched_policies = serde_json::Map::new();
+    for t in ResourceType::policies() {
+        let matched = context
+            .policy_index
+            .match_policies(t, &dp, MatchOptions::default());
+        let metas: Vec<Value> = matched
+            .policies
+            .iter()
+            .map(|p| {
+                let full = resource_json(&p.resource);
+                let mut meta = serde_json::Map::new();
+                for key in [
+                    "type",
+                    "mesh",
+                    "name",
+                    "creationTime",
+                    "modificationTime",
+                    "labels",
+                    "kri",
+                ] {
+                    if let Some(v) = full.get(key) {
+                        meta.insert(key.into(), v.clone());
+                    }
+                }
+                Value::Object(meta)
+            })
+            .collect();
+        if !metas.is_empty() {
+            matched_policies.insert(t.name().into(), metas.into());
+        }
+    }
+    let items: Vec<Value> = if matched_policies.is_empty() {
+        Vec::new()
+    } else {
+        vec![json!({"type": "dataplane", "matchedPolicies": matched_policies})]
+    };
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({"kind": "SidecarDataplane", "total": items.len(), "items": items}),
+    ))
 }
 
 /// The dataplanes a policy's top-level target selects.

@@ -3,7 +3,7 @@
 //! selected dataplanes), dataplane and user tokens, with Kuma's paths, JSON
 //! and error bodies.
 
-mod config_dump;
+mod envoy_admin;
 mod errors;
 mod inspect;
 mod mesh_insights;
@@ -49,6 +49,9 @@ pub struct ApiState {
     /// Where the control plane runs: how writes are admitted, and whether
     /// the API may write resources at all (not on Kubernetes).
     pub admission: kuma_crds::admission::Context,
+    /// Asks proxies' Envoy admins (the `stats`, `clusters` and `xds`
+    /// inspect endpoints).
+    pub envoy_admin: crate::envoy_admin::EnvoyAdmin,
 }
 
 /// The admin user: loopback clients (with `localhostIsAdmin`) and holders

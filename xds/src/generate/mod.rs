@@ -15,7 +15,7 @@ mod transparent;
 
 pub use cache::{CacheStats, OutboundCache};
 pub use outbound::{KeyedTarget, OutboundBundle, OutboundTarget, outbound_targets, vip_targets};
-pub use system::{ADMIN_CLUSTER, READINESS_CLUSTER, prefix_route, static_hcm};
+pub use system::{ADMIN_CLUSTER, READINESS_CLUSTER, admin_port_sent, prefix_route, static_hcm};
 pub use transparent::original_dst_cluster;
 
 use std::collections::BTreeMap;

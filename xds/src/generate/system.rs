@@ -1,9 +1,10 @@
 //! Kuma's system resources: the Envoy admin and kuma-dp readiness clusters,
-//! the admin listener that exposes `/ready` on the proxy's address, and
+//! the admin listener on the proxy's address (`/ready` in plaintext, the
+//! whole admin over mTLS to the control plane, see [`crate::admin_tls`]), and
 //! Prometheus metrics listeners (MeshMetric, or the Mesh's legacy backend).
 
 use envoy_types::pb::envoy::config::core::v3::TrafficDirection;
-use envoy_types::pb::envoy::config::listener::v3::FilterChain;
+use envoy_types::pb::envoy::config::listener::v3::{FilterChain, FilterChainMatch};
 use envoy_types::pb::envoy::config::route::v3::{
     Route, RouteAction, RouteConfiguration, RouteMatch, VirtualHost, route, route_action, route_match,
 };
@@ -21,6 +22,38 @@ use crate::resources::{Origin, Resource, ResourceSet};
 pub const ADMIN_CLUSTER: &str = "kuma:envoy:admin";
 /// The cluster of kuma-dp's readiness reporter.
 pub const READINESS_CLUSTER: &str = "kuma:readiness";
+
+/// The port of Envoy's admin in a configuration sent to a proxy (its
+/// bootstrap's, which the control plane learnt when the proxy connected).
+pub fn admin_port_sent(snapshot: &crate::snapshot::Snapshot) -> Option<u32> {
+    use envoy_types::pb::envoy::config::cluster::v3::Cluster;
+    use envoy_types::pb::envoy::config::core::v3::{address, socket_address};
+    use envoy_types::pb::envoy::config::endpoint::v3::lb_endpoint;
+    use prost::Message;
+    let sent = snapshot
+        .get(crate::resources::XdsType::Cluster)
+        .resources
+        .get(ADMIN_CLUSTER)?;
+    let cluster = Cluster::decode(sent.encoded.bytes.as_slice()).ok()?;
+    let endpoint = cluster
+        .load_assignment?
+        .endpoints
+        .into_iter()
+        .next()?
+        .lb_endpoints
+        .into_iter()
+        .next()?;
+    let Some(lb_endpoint::HostIdentifier::Endpoint(endpoint)) = endpoint.host_identifier else {
+        return None;
+    };
+    let Some(address::Address::SocketAddress(socket)) = endpoint.address?.address else {
+        return None;
+    };
+    match socket.port_specifier? {
+        socket_address::PortSpecifier::PortValue(port) => Some(port),
+        socket_address::PortSpecifier::NamedPort(_) => None,
+    }
+}
 
 /// A route forwarding a path prefix to a cluster, rewriting the prefix.
 pub fn prefix_route(prefix: &str, cluster: &str, rewrite: &str) -> Route {
@@ -80,27 +113,49 @@ pub(super) fn generate(proxy: &Proxy<'_>, mesh: &MeshContext, policies: &Policie
             timeout,
         )),
     );
-    // Envoy's admin already listens on loopback; elsewhere expose only `/ready`.
-    let address = proxy.address();
-    if address != "127.0.0.1" && address != "::1" && address != "localhost" {
-        let hcm = static_hcm(
+    // Envoy's admin already listens on loopback. Elsewhere plaintext reaches
+    // only `/ready`; the whole admin needs TLS and the control plane's client
+    // certificate.
+    if !proxy.admin_on_own_address() {
+        let plain = static_hcm(
             ADMIN_CLUSTER,
             ADMIN_CLUSTER,
             vec![prefix_route("/ready", READINESS_CLUSTER, "/ready")],
         );
-        rs.add(
-            Origin::Admin,
-            Resource::Listener(envoy::listener(
+        let mut chains = vec![FilterChain {
+            filters: vec![envoy::network_filter(envoy::HCM, &plain)],
+            ..Default::default()
+        }];
+        if let Some(admin_tls) = &proxy.admin_tls {
+            let secured = static_hcm(
                 ADMIN_CLUSTER,
-                address,
-                admin_port,
-                TrafficDirection::Inbound,
-                vec![FilterChain {
-                    filters: vec![envoy::network_filter(envoy::HCM, &hcm)],
+                ADMIN_CLUSTER,
+                vec![
+                    prefix_route("/ready", READINESS_CLUSTER, "/ready"),
+                    prefix_route("/", ADMIN_CLUSTER, "/"),
+                ],
+            );
+            chains.push(FilterChain {
+                filter_chain_match: Some(FilterChainMatch {
+                    transport_protocol: "tls".into(),
                     ..Default::default()
-                }],
-            )),
+                }),
+                filters: vec![envoy::network_filter(envoy::HCM, &secured)],
+                transport_socket: Some(super::tls::admin_downstream(admin_tls)),
+                ..Default::default()
+            });
+        }
+        let mut listener = envoy::listener(
+            ADMIN_CLUSTER,
+            proxy.address(),
+            admin_port,
+            TrafficDirection::Inbound,
+            chains,
         );
+        if proxy.admin_tls.is_some() {
+            listener.listener_filters = vec![envoy::tls_inspector()];
+        }
+        rs.add(Origin::Admin, Resource::Listener(listener));
     }
     plugins::mesh_metric::generate(proxy, mesh, policies, rs);
 }

@@ -9,6 +9,7 @@ use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
 };
 use envoy_types::pb::envoy::r#type::matcher::v3::{StringMatcher, string_matcher};
 
+use crate::admin_tls::{AdminTls, CLIENT_SAN};
 use crate::context::{MeshContext, Proxy};
 use crate::envoy;
 use crate::mtls::{KUMA_ALPN, MeshMtls, ca_secret_name, identity_secret_name, spiffe_id};
@@ -88,6 +89,43 @@ pub fn upstream(mesh: &str, service: &str, sni: String) -> TransportSocket {
     let context = UpstreamTlsContext {
         common_tls_context: Some(common),
         sni,
+        ..Default::default()
+    };
+    TransportSocket {
+        name: TLS_SOCKET.into(),
+        config_type: Some(transport_socket::ConfigType::TypedConfig(envoy::any(&context))),
+    }
+}
+
+/// The server side of a proxy's admin listener: its certificate for its
+/// address, and a client certificate with the control plane's SAN signed by
+/// the admin CA required.
+pub fn admin_downstream(admin: &AdminTls) -> TransportSocket {
+    let common = CommonTlsContext {
+        tls_certificates: vec![TlsCertificate {
+            certificate_chain: Some(envoy::inline_string(admin.cert_pem.as_str())),
+            private_key: Some(envoy::inline_string(admin.key_pem.as_str())),
+            ..Default::default()
+        }],
+        validation_context_type: Some(common_tls_context::ValidationContextType::ValidationContext(
+            CertificateValidationContext {
+                trusted_ca: Some(envoy::inline_string(admin.ca_pem.as_str())),
+                match_typed_subject_alt_names: vec![SubjectAltNameMatcher {
+                    san_type: subject_alt_name_matcher::SanType::Dns as i32,
+                    matcher: Some(StringMatcher {
+                        match_pattern: Some(string_matcher::MatchPattern::Exact(CLIENT_SAN.into())),
+                        ignore_case: false,
+                    }),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            },
+        )),
+        ..Default::default()
+    };
+    let context = DownstreamTlsContext {
+        common_tls_context: Some(common),
+        require_client_certificate: Some(envoy::bool_value(true)),
         ..Default::default()
     };
     TransportSocket {

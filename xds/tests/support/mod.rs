@@ -28,6 +28,9 @@ pub struct Fixture {
     pub features: Vec<String>,
     /// The proxies' kuma-dp work directory (a `#! workdir <path>` line).
     pub workdir: Option<String>,
+    /// Whether the control plane has an Envoy admin CA (a `#! admin-tls`
+    /// line): golden files show placeholders for its certificates.
+    pub admin_tls: bool,
 }
 
 impl Fixture {
@@ -60,6 +63,9 @@ impl Fixture {
             if let Some(w) = line.strip_prefix("#! workdir ") {
                 fixture.workdir = Some(w.trim().to_string());
             }
+            if line.trim() == "#! admin-tls" {
+                fixture.admin_tls = true;
+            }
         }
         fixture
     }
@@ -85,6 +91,7 @@ impl Fixture {
             resources,
             features: Vec::new(),
             workdir: None,
+            admin_tls: false,
         })
     }
 
@@ -139,6 +146,11 @@ impl Fixture {
             let identity = kuma_xds::mtls::issue(mtls, &sans, std::time::SystemTime::now()).expect("issue");
             proxy = proxy.with_identity(Some(std::sync::Arc::new(identity)));
         }
+        if self.admin_tls {
+            let ca = kuma_xds::admin_tls::generate_ca().expect("admin CA");
+            let admin = kuma_xds::admin_tls::issue_server(&ca, proxy.address()).expect("admin certificate");
+            proxy = proxy.with_admin_tls(Some(std::sync::Arc::new(admin)));
+        }
         (proxy.id(), generate(&proxy, &mesh))
     }
 
@@ -148,7 +160,16 @@ impl Fixture {
         let Spec::Dataplane(dp) = &resource.spec else {
             unreachable!()
         };
-        let proxy = Proxy::new(resource, self.metadata(dp)).expect("a dataplane");
+        let mut proxy = Proxy::new(resource, self.metadata(dp)).expect("a dataplane");
+        if self.admin_tls {
+            let placeholder = kuma_xds::admin_tls::AdminTls {
+                ca_pem: "<admin CA>".into(),
+                cert_pem: "<admin certificate>".into(),
+                key_pem: "<admin key>".into(),
+                address: proxy.address().to_string(),
+            };
+            proxy = proxy.with_admin_tls(Some(std::sync::Arc::new(placeholder)));
+        }
         (proxy.id(), generate(&proxy, &self.mesh_context()))
     }
 }
