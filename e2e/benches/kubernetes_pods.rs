@@ -19,15 +19,6 @@ use serde_json::json;
 const PODS: usize = 1000;
 const SERVICES: usize = 50;
 
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
-}
-
 async fn metric(cp: &ControlPlane, name: &str) -> u64 {
     let text = reqwest::get(format!("http://127.0.0.1:{}/metrics", cp.diag_port))
         .await
@@ -52,7 +43,6 @@ async fn main() {
     env.insert("KUBECONFIG".to_string(), cluster.kubeconfig.display().to_string());
     let work_dir = kuma_e2e::temp_dir("bench-cp");
     let cp = ControlPlane::start("kuma-cp", ControlPlane::env(&env, &work_dir)).await;
-    let pid = cp.proc.child.as_ref().map(|c| c.id()).unwrap_or(0);
     let client = kube_client(&cluster.kubeconfig).await;
     let services = (0..SERVICES)
         .map(|s| {
@@ -68,7 +58,7 @@ async fn main() {
     cluster.apply("apiVersion: v1\nkind: ServiceAccount\nmetadata:\n  name: default\n  namespace: bench\n");
     // Settle: the default mesh and its defaults.
     tokio::time::sleep(Duration::from_secs(5)).await;
-    let rss_before = rss_kib(pid);
+    let rss_before = cp.proc.rss_kib();
     let writes_before = metric(&cp, "kuma_cp_dataplane_writes_total").await;
     let reconciled_before = metric(&cp, "kuma_cp_pod_reconciliations_total").await;
 
@@ -127,7 +117,7 @@ async fn main() {
     tokio::time::sleep(Duration::from_secs(3)).await;
     let writes = metric(&cp, "kuma_cp_dataplane_writes_total").await - writes_before;
     let reconciled = metric(&cp, "kuma_cp_pod_reconciliations_total").await - reconciled_before;
-    let rss_after = rss_kib(pid);
+    let rss_after = cp.proc.rss_kib();
     println!(
         "{PODS} Pods ({SERVICES} Services) created and reported Ready in {created:?}; all {PODS} Dataplanes written {total:?} after the first create; {writes} Dataplane writes, {reconciled} reconciliations; kuma-cp RSS {} MiB -> {} MiB",
         rss_before / 1024,

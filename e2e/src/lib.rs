@@ -4,6 +4,7 @@
 
 #![allow(clippy::missing_panics_doc)]
 
+pub mod ads;
 pub mod apps;
 pub mod certs;
 pub mod k8s;

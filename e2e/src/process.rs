@@ -40,6 +40,21 @@ impl Proc {
         }
     }
 
+    /// Its process id (0 once stopped).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(|c| c.id()).unwrap_or(0)
+    }
+
+    /// Its resident memory, KiB (0 once stopped).
+    pub fn rss_kib(&self) -> u64 {
+        std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
+            .unwrap_or_default()
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or(0)
+    }
+
     /// Sends SIGTERM and waits (bounded) for the exit.
     pub fn terminate(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
         let mut child = self.child.take()?;

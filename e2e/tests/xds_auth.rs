@@ -3,55 +3,18 @@
 //! for another dataplane is refused; a valid one gets configuration.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::Duration;
 
 use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::envoy::service::discovery::v3::DiscoveryRequest;
 use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
+use kuma_e2e::ads::channel;
 use kuma_e2e::process::{ControlPlane, Kumactl};
 use kuma_e2e::temp_dir;
 use tokio_stream::StreamExt;
 
 const LIMIT: Duration = Duration::from_secs(60);
 const CLUSTERS: &str = "type.googleapis.com/envoy.config.cluster.v3.Cluster";
-
-/// A gRPC channel to the dp-server over TLS, trusting the control plane's CA.
-async fn channel(cp: &ControlPlane) -> tonic::transport::Channel {
-    let pem = std::fs::read(cp.ca_file()).expect("CA");
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls_pki_certs(&pem) {
-        roots.add(cert).expect("CA certificate");
-    }
-    let mut tls =
-        rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_safe_default_protocol_versions()
-            .expect("TLS versions")
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-    tls.alpn_protocols = vec![b"h2".to_vec()];
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(tls));
-    let port = cp.dp_port;
-    tonic::transport::Endpoint::from_static("http://127.0.0.1")
-        .connect_with_connector(tower::service_fn(move |_: tonic::transport::Uri| {
-            let connector = connector.clone();
-            async move {
-                let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
-                let name = rustls::pki_types::ServerName::try_from("127.0.0.1").expect("name");
-                let tls = connector.connect(name, tcp).await?;
-                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(tls))
-            }
-        }))
-        .await
-        .expect("connect to the dp-server")
-}
-
-fn rustls_pki_certs(pem: &[u8]) -> Vec<rustls::pki_types::CertificateDer<'static>> {
-    use rustls::pki_types::pem::PemObject;
-    rustls::pki_types::CertificateDer::pem_slice_iter(pem)
-        .collect::<Result<Vec<_>, _>>()
-        .expect("PEM")
-}
 
 /// The first answer of a stream for `node` presenting `token`.
 async fn first_answer(cp: &ControlPlane, node: &str, token: Option<&str>) -> Result<usize, tonic::Status> {

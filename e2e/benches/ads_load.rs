@@ -1,0 +1,385 @@
+//! The real kuma-cp (release build, memory store) under N ADS streams that
+//! behave as Envoy does: N Dataplanes of S services registered through the
+//! REST API, each a transparent proxy (so it reaches every service), then N
+//! streams opened at once, each ACKing every response. Prints, for the
+//! state of the world and for delta xDS:
+//! - the time until every stream has its clusters, listeners and endpoints;
+//! - a MeshTimeout change of the whole mesh → every stream has it
+//!   (p50/p99/max from the API call's return, per round);
+//! - an endpoint added to a service every proxy reaches → every stream has
+//!   it (likewise);
+//! - kuma-cp's RSS before the streams and after settling (and per stream),
+//!   its CPU while idle, and the bytes each stream received for its config.
+//!
+//! Asserts nothing but that every stream gets there within its bound.
+//! Run: `cargo bench -p kuma-e2e --bench ads_load` (`ADS_LOAD_PROXIES`,
+//! `ADS_LOAD_SERVICES`, `ADS_LOAD_ROUNDS`, `ADS_LOAD_PROTOCOLS=sotw,delta`).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use envoy_types::pb::envoy::config::cluster::v3::Cluster;
+use kuma_e2e::ads::{CLUSTERS, ENDPOINTS, Protocol, channel, run_stream};
+use kuma_e2e::process::ControlPlane;
+use kuma_e2e::temp_dir;
+use prost::Message;
+use tokio::sync::watch;
+
+/// How long any phase may take before the bench gives up.
+const LIMIT: Duration = Duration::from_secs(600);
+
+fn env_or(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// CPU seconds (user + system) the process has used.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command (which may hold spaces) end with `)`.
+    let after = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or_default();
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 here.
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+/// What every stream watches for; each records when it first sees it.
+#[derive(Clone, Debug)]
+enum Probe {
+    Nothing,
+    /// A service cluster with this connect timeout (seconds).
+    ConnectTimeout(i64),
+    /// An endpoint with this address.
+    Endpoint(String),
+}
+
+impl Probe {
+    fn seen_in(&self, type_url: &str, resources: &[&envoy_types::pb::google::protobuf::Any]) -> bool {
+        match self {
+            Probe::Nothing => false,
+            Probe::ConnectTimeout(secs) => {
+                type_url == CLUSTERS
+                    && resources.iter().any(|any| {
+                        Cluster::decode(any.value.as_slice()).is_ok_and(|c| {
+                            !c.name.starts_with("kuma:")
+                                && c.connect_timeout.is_some_and(|t| t.seconds == *secs)
+                        })
+                    })
+            }
+            Probe::Endpoint(address) => {
+                type_url == ENDPOINTS
+                    && resources
+                        .iter()
+                        .any(|any| any.value.windows(address.len()).any(|w| w == address.as_bytes()))
+            }
+        }
+    }
+}
+
+/// The shared record of every stream.
+struct Tracker {
+    base: Instant,
+    /// When each stream first had a complete configuration (ns since base, 0: not yet).
+    complete_at: Vec<AtomicU64>,
+    /// When each stream saw the current probe (0: not yet).
+    seen_at: Vec<AtomicU64>,
+    /// Bytes each stream received until complete.
+    bytes_until_complete: Vec<AtomicU64>,
+    completed: AtomicUsize,
+    seen: AtomicUsize,
+    ended: AtomicUsize,
+    last_end: std::sync::Mutex<String>,
+}
+
+impl Tracker {
+    fn new(n: usize) -> Self {
+        let zeros = || (0..n).map(|_| AtomicU64::new(0)).collect();
+        Tracker {
+            base: Instant::now(),
+            complete_at: zeros(),
+            seen_at: zeros(),
+            bytes_until_complete: zeros(),
+            completed: AtomicUsize::new(0),
+            seen: AtomicUsize::new(0),
+            ended: AtomicUsize::new(0),
+            last_end: std::sync::Mutex::new(String::new()),
+        }
+    }
+
+    fn now(&self) -> u64 {
+        self.base.elapsed().as_nanos().max(1) as u64
+    }
+
+    fn reset_probe(&self) {
+        for s in &self.seen_at {
+            s.store(0, Ordering::SeqCst);
+        }
+        self.seen.store(0, Ordering::SeqCst);
+    }
+}
+
+async fn wait_until(what: &str, done: impl Fn() -> bool, tracker: &Tracker) {
+    let deadline = Instant::now() + LIMIT;
+    while !done() {
+        if Instant::now() > deadline {
+            panic!(
+                "{what}: not within {LIMIT:?} ({} streams ended, last: {})",
+                tracker.ended.load(Ordering::SeqCst),
+                tracker.last_end.lock().map(|s| s.clone()).unwrap_or_default()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+fn percentiles(mut ms: Vec<f64>) -> String {
+    ms.sort_by(|a, b| a.total_cmp(b));
+    let at = |q: f64| ms[((ms.len() as f64 * q).ceil() as usize).clamp(1, ms.len()) - 1];
+    format!(
+        "p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms",
+        at(0.5),
+        at(0.99),
+        at(1.0)
+    )
+}
+
+async fn api(http: &reqwest::Client, method: reqwest::Method, url: String, body: Option<String>) {
+    let mut request = http.request(method, &url);
+    if let Some(body) = body {
+        request = request.header("content-type", "application/json").body(body);
+    }
+    let response = request.send().await.unwrap_or_else(|e| panic!("{url}: {e}"));
+    let status = response.status();
+    assert!(
+        status.is_success() || status.as_u16() == 404,
+        "{url}: {status} {}",
+        response.text().await.unwrap_or_default()
+    );
+}
+
+fn dataplane(i: usize, services: usize) -> String {
+    serde_json::json!({
+        "type": "Dataplane", "mesh": "default", "name": format!("dp-{i}"),
+        "networking": {
+            "address": format!("10.{}.{}.{}", 1 + i / 65536, (i / 256) % 256, i % 256),
+            "inbound": [{"port": 8080, "servicePort": 18080, "tags": {
+                "kuma.io/service": format!("svc-{}", i % services), "kuma.io/protocol": "http"}}],
+            "transparentProxying": {"redirectPortInbound": 15006, "redirectPortOutbound": 15001}
+        }
+    })
+    .to_string()
+}
+
+async fn measure(protocol: Protocol, proxies: usize, services: usize, rounds: usize) {
+    let label = format!("{protocol:?}").to_lowercase();
+    let mut env = ControlPlane::env(&BTreeMap::new(), &temp_dir(&format!("ads-load-{label}")));
+    env.insert("KUMA_DP_SERVER_AUTHN_DP_PROXY_TYPE".into(), "none".into());
+    env.insert(
+        "KUMA_API_SERVER_AUTHN_TOKENS_BOOTSTRAP_ADMIN_TOKEN".into(),
+        "false".into(),
+    );
+    env.insert("RUST_LOG".into(), "warn".into());
+    let cp = ControlPlane::start(&format!("kuma-cp-ads-load-{label}"), env).await;
+    let pid = cp.proc.pid();
+    let http = reqwest::Client::builder().no_proxy().build().expect("client");
+    let base = cp.api();
+    // Only this bench's MeshTimeout applies.
+    for name in ["mesh-timeout-all-default", "mesh-gateways-timeout-all-default"] {
+        api(
+            &http,
+            reqwest::Method::DELETE,
+            format!("{base}/meshes/default/meshtimeouts/{name}"),
+            None,
+        )
+        .await;
+    }
+    let started = Instant::now();
+    for i in 0..proxies {
+        api(
+            &http,
+            reqwest::Method::PUT,
+            format!("{base}/meshes/default/dataplanes/dp-{i}"),
+            Some(dataplane(i, services)),
+        )
+        .await;
+    }
+    println!(
+        "[{label}] {proxies} Dataplanes of {services} services registered in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let rss_before = cp.proc.rss_kib();
+
+    let tracker = Arc::new(Tracker::new(proxies));
+    let (probe_tx, probe_rx) = watch::channel(Probe::Nothing);
+    let connect_started = Instant::now();
+    for i in 0..proxies {
+        // One connection per proxy, as Envoy.
+        let channel = channel(&cp).await;
+        let (tracker, probe_rx) = (tracker.clone(), probe_rx.clone());
+        tokio::spawn(async move {
+            let mut bytes = 0u64;
+            let mut complete = false;
+            let ended = run_stream(channel, protocol, &format!("default.dp-{i}"), |r| {
+                if !complete {
+                    bytes += r.bytes as u64;
+                    if r.complete {
+                        complete = true;
+                        tracker.bytes_until_complete[i].store(bytes, Ordering::SeqCst);
+                        tracker.complete_at[i].store(tracker.now(), Ordering::SeqCst);
+                        tracker.completed.fetch_add(1, Ordering::SeqCst);
+                    }
+                }
+                let probe = probe_rx.borrow().clone();
+                if tracker.seen_at[i].load(Ordering::SeqCst) == 0 && probe.seen_in(r.type_url, &r.resources) {
+                    tracker.seen_at[i].store(tracker.now(), Ordering::SeqCst);
+                    tracker.seen.fetch_add(1, Ordering::SeqCst);
+                }
+            })
+            .await;
+            tracker.ended.fetch_add(1, Ordering::SeqCst);
+            if let Ok(mut last) = tracker.last_end.lock() {
+                *last = ended;
+            }
+        });
+    }
+    println!(
+        "[{label}] {proxies} streams opened in {:.1} s",
+        connect_started.elapsed().as_secs_f64()
+    );
+    wait_until(
+        "every stream has its full configuration",
+        || tracker.completed.load(Ordering::SeqCst) == proxies,
+        &tracker,
+    )
+    .await;
+    let full = connect_started.elapsed();
+    let bytes: u64 = tracker
+        .bytes_until_complete
+        .iter()
+        .map(|b| b.load(Ordering::SeqCst))
+        .sum();
+    println!(
+        "[{label}] every stream fully configured {:.2} s after the first connected; {:.0} KiB received per stream",
+        full.as_secs_f64(),
+        bytes as f64 / proxies as f64 / 1024.0
+    );
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let rss_after = cp.proc.rss_kib();
+    println!(
+        "[{label}] kuma-cp RSS {} MiB before the streams, {} MiB with them: {:.0} KiB per stream",
+        rss_before / 1024,
+        rss_after / 1024,
+        rss_after.saturating_sub(rss_before) as f64 / proxies as f64
+    );
+    let cpu = cpu_seconds(pid);
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    println!(
+        "[{label}] kuma-cp CPU while idle: {:.1} % of a core",
+        (cpu_seconds(pid) - cpu) / 10.0 * 100.0
+    );
+
+    let round = |probe: Probe| {
+        tracker.reset_probe();
+        let _ = probe_tx.send(probe);
+    };
+    for r in 0..rounds {
+        let secs = 10 + r as i64;
+        round(Probe::ConnectTimeout(secs));
+        let policy = serde_json::json!({
+            "type": "MeshTimeout", "mesh": "default", "name": "bench-timeout",
+            "spec": {"targetRef": {"kind": "Mesh"}, "to": [{"targetRef": {"kind": "Mesh"},
+                "default": {"connectionTimeout": format!("{secs}s")}}]}
+        })
+        .to_string();
+        api(
+            &http,
+            reqwest::Method::PUT,
+            format!("{base}/meshes/default/meshtimeouts/bench-timeout"),
+            Some(policy),
+        )
+        .await;
+        let returned = tracker.now();
+        wait_until(
+            "every stream has the MeshTimeout",
+            || tracker.seen.load(Ordering::SeqCst) == proxies,
+            &tracker,
+        )
+        .await;
+        let delays = tracker
+            .seen_at
+            .iter()
+            .map(|s| s.load(Ordering::SeqCst).saturating_sub(returned) as f64 / 1e6)
+            .collect();
+        println!(
+            "[{label}] MeshTimeout change → all {proxies} streams, round {}: {}",
+            r + 1,
+            percentiles(delays)
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    for r in 0..rounds {
+        let address = format!("10.254.1.{}", r + 1);
+        round(Probe::Endpoint(address.clone()));
+        let new = serde_json::json!({
+            "type": "Dataplane", "mesh": "default", "name": format!("bench-new-{r}"),
+            "networking": {"address": address, "inbound": [{"port": 8080, "servicePort": 18080,
+                "tags": {"kuma.io/service": "svc-0", "kuma.io/protocol": "http"}}]}
+        })
+        .to_string();
+        api(
+            &http,
+            reqwest::Method::PUT,
+            format!("{base}/meshes/default/dataplanes/bench-new-{r}"),
+            Some(new),
+        )
+        .await;
+        let returned = tracker.now();
+        wait_until(
+            "every stream has the new endpoint",
+            || tracker.seen.load(Ordering::SeqCst) == proxies,
+            &tracker,
+        )
+        .await;
+        let delays = tracker
+            .seen_at
+            .iter()
+            .map(|s| s.load(Ordering::SeqCst).saturating_sub(returned) as f64 / 1e6)
+            .collect();
+        println!(
+            "[{label}] endpoint added → all {proxies} streams, round {}: {}",
+            r + 1,
+            percentiles(delays)
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    println!(
+        "[{label}] streams ended by the server: {}",
+        tracker.ended.load(Ordering::SeqCst)
+    );
+}
+
+fn main() {
+    let proxies = env_or("ADS_LOAD_PROXIES", 1000);
+    let services = env_or("ADS_LOAD_SERVICES", 100);
+    let rounds = env_or("ADS_LOAD_ROUNDS", 5);
+    let protocols = std::env::var("ADS_LOAD_PROTOCOLS").unwrap_or_else(|_| "sotw,delta".into());
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    kuma_e2e::install_crypto();
+    for protocol in protocols.split(',') {
+        let protocol = match protocol.trim() {
+            "sotw" => Protocol::Sotw,
+            "delta" => Protocol::Delta,
+            other => panic!("ADS_LOAD_PROTOCOLS: unknown protocol {other:?} (sotw, delta)"),
+        };
+        runtime.block_on(measure(protocol, proxies, services, rounds));
+    }
+}
