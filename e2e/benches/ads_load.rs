@@ -218,11 +218,12 @@ async fn measure(protocol: Protocol, proxies: usize, services: usize, rounds: us
     let tracker = Arc::new(Tracker::new(proxies));
     let (probe_tx, probe_rx) = watch::channel(Probe::Nothing);
     let connect_started = Instant::now();
+    let mut streams = Vec::with_capacity(proxies);
     for i in 0..proxies {
         // One connection per proxy, as Envoy.
         let channel = channel(&cp).await;
         let (tracker, probe_rx) = (tracker.clone(), probe_rx.clone());
-        tokio::spawn(async move {
+        streams.push(tokio::spawn(async move {
             let mut bytes = 0u64;
             let mut complete = false;
             let ended = run_stream(channel, protocol, &format!("default.dp-{i}"), |r| {
@@ -246,7 +247,7 @@ async fn measure(protocol: Protocol, proxies: usize, services: usize, rounds: us
             if let Ok(mut last) = tracker.last_end.lock() {
                 *last = ended;
             }
-        });
+        }));
     }
     println!(
         "[{label}] {proxies} streams opened in {:.1} s",
@@ -362,6 +363,13 @@ async fn measure(protocol: Protocol, proxies: usize, services: usize, rounds: us
         "[{label}] streams ended by the server: {}",
         tracker.ended.load(Ordering::SeqCst)
     );
+    // Close the streams so that kuma-cp stops at once.
+    for stream in &streams {
+        stream.abort();
+    }
+    for stream in streams {
+        let _ = stream.await;
+    }
 }
 
 fn main() {

@@ -37,7 +37,31 @@ pub fn bin_dir() -> PathBuf {
         } else {
             "release"
         };
-        let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        let mut cargo = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+        // What cargo sets for the running test (its package's manifest
+        // directory and metadata) must not reach the build: ring's build
+        // script reruns when `CARGO_MANIFEST_DIR` changes, and with it
+        // everything above ring, once per test package.
+        for (name, _) in std::env::vars_os() {
+            let name = name.to_string_lossy();
+            if name.starts_with("CARGO_PKG_")
+                || name.starts_with("CARGO_BIN_EXE_")
+                || matches!(
+                    name.as_ref(),
+                    "CARGO_MANIFEST_DIR"
+                        | "CARGO_MANIFEST_PATH"
+                        | "CARGO_MANIFEST_LINKS"
+                        | "CARGO_CRATE_NAME"
+                        | "CARGO_BIN_NAME"
+                        | "CARGO_PRIMARY_PACKAGE"
+                        | "CARGO_TARGET_TMPDIR"
+                        | "OUT_DIR"
+                )
+            {
+                cargo.env_remove(name.as_ref());
+            }
+        }
+        let status = cargo
             .args([
                 "build",
                 "--profile",
