@@ -285,29 +285,49 @@ async fn measure(protocol: Protocol, proxies: usize, services: usize, rounds: us
         (cpu_seconds(pid) - cpu) / 10.0 * 100.0
     );
 
-    let round = |probe: Probe| {
+    // Each round: the probe every stream watches for, the resource whose
+    // PUT makes the change, and the delays from the PUT's return.
+    for r in 0..rounds * 2 {
+        let (what, probe, path, body) = if r < rounds {
+            let secs = 10 + r as i64;
+            let policy = serde_json::json!({
+                "type": "MeshTimeout", "mesh": "default", "name": "bench-timeout",
+                "spec": {"targetRef": {"kind": "Mesh"}, "to": [{"targetRef": {"kind": "Mesh"},
+                    "default": {"connectionTimeout": format!("{secs}s")}}]}
+            });
+            (
+                "MeshTimeout change",
+                Probe::ConnectTimeout(secs),
+                "meshtimeouts/bench-timeout".to_string(),
+                policy,
+            )
+        } else {
+            let address = format!("10.254.1.{}", r + 1);
+            let name = format!("bench-new-{r}");
+            let dataplane = serde_json::json!({
+                "type": "Dataplane", "mesh": "default", "name": name,
+                "networking": {"address": address, "inbound": [{"port": 8080, "servicePort": 18080,
+                    "tags": {"kuma.io/service": "svc-0", "kuma.io/protocol": "http"}}]}
+            });
+            (
+                "endpoint added",
+                Probe::Endpoint(address),
+                format!("dataplanes/{name}"),
+                dataplane,
+            )
+        };
         tracker.reset_probe();
         let _ = probe_tx.send(probe);
-    };
-    for r in 0..rounds {
-        let secs = 10 + r as i64;
-        round(Probe::ConnectTimeout(secs));
-        let policy = serde_json::json!({
-            "type": "MeshTimeout", "mesh": "default", "name": "bench-timeout",
-            "spec": {"targetRef": {"kind": "Mesh"}, "to": [{"targetRef": {"kind": "Mesh"},
-                "default": {"connectionTimeout": format!("{secs}s")}}]}
-        })
-        .to_string();
         api(
             &http,
             reqwest::Method::PUT,
-            format!("{base}/meshes/default/meshtimeouts/bench-timeout"),
-            Some(policy),
+            format!("{base}/meshes/default/{path}"),
+            Some(body.to_string()),
         )
         .await;
         let returned = tracker.now();
         wait_until(
-            "every stream has the MeshTimeout",
+            &format!("every stream has the {what}"),
             || tracker.seen.load(Ordering::SeqCst) == proxies,
             &tracker,
         )
@@ -318,43 +338,8 @@ async fn measure(protocol: Protocol, proxies: usize, services: usize, rounds: us
             .map(|s| s.load(Ordering::SeqCst).saturating_sub(returned) as f64 / 1e6)
             .collect();
         println!(
-            "[{label}] MeshTimeout change → all {proxies} streams, round {}: {}",
-            r + 1,
-            percentiles(delays)
-        );
-        tokio::time::sleep(Duration::from_secs(1)).await;
-    }
-    for r in 0..rounds {
-        let address = format!("10.254.1.{}", r + 1);
-        round(Probe::Endpoint(address.clone()));
-        let new = serde_json::json!({
-            "type": "Dataplane", "mesh": "default", "name": format!("bench-new-{r}"),
-            "networking": {"address": address, "inbound": [{"port": 8080, "servicePort": 18080,
-                "tags": {"kuma.io/service": "svc-0", "kuma.io/protocol": "http"}}]}
-        })
-        .to_string();
-        api(
-            &http,
-            reqwest::Method::PUT,
-            format!("{base}/meshes/default/dataplanes/bench-new-{r}"),
-            Some(new),
-        )
-        .await;
-        let returned = tracker.now();
-        wait_until(
-            "every stream has the new endpoint",
-            || tracker.seen.load(Ordering::SeqCst) == proxies,
-            &tracker,
-        )
-        .await;
-        let delays = tracker
-            .seen_at
-            .iter()
-            .map(|s| s.load(Ordering::SeqCst).saturating_sub(returned) as f64 / 1e6)
-            .collect();
-        println!(
-            "[{label}] endpoint added → all {proxies} streams, round {}: {}",
-            r + 1,
+            "[{label}] {what} → all {proxies} streams, round {}: {}",
+            r % rounds + 1,
             percentiles(delays)
         );
         tokio::time::sleep(Duration::from_secs(1)).await;

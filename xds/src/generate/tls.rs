@@ -18,6 +18,14 @@ use crate::resources::{Origin, Resource, ResourceSet};
 /// The transport socket name of TLS.
 pub const TLS_SOCKET: &str = "envoy.transport_sockets.tls";
 
+/// The TLS transport socket with `context` (a downstream or upstream one).
+fn tls_socket<M: prost::Message + prost::Name>(context: &M) -> TransportSocket {
+    TransportSocket {
+        name: TLS_SOCKET.into(),
+        config_type: Some(transport_socket::ConfigType::TypedConfig(envoy::any(context))),
+    }
+}
+
 fn sds(name: String) -> SdsSecretConfig {
     SdsSecretConfig {
         name,
@@ -72,10 +80,7 @@ pub fn downstream(mesh: &str, params: Option<TlsParameters>) -> TransportSocket 
         require_client_certificate: Some(envoy::bool_value(true)),
         ..Default::default()
     };
-    TransportSocket {
-        name: TLS_SOCKET.into(),
-        config_type: Some(transport_socket::ConfigType::TypedConfig(envoy::any(&context))),
-    }
+    tls_socket(&context)
 }
 
 /// The client side towards `service`: its exact SPIFFE id is verified, the
@@ -91,10 +96,7 @@ pub fn upstream(mesh: &str, service: &str, sni: String) -> TransportSocket {
         sni,
         ..Default::default()
     };
-    TransportSocket {
-        name: TLS_SOCKET.into(),
-        config_type: Some(transport_socket::ConfigType::TypedConfig(envoy::any(&context))),
-    }
+    tls_socket(&context)
 }
 
 /// The server side of a proxy's admin listener: its certificate for its
@@ -128,10 +130,7 @@ pub fn admin_downstream(admin: &AdminTls) -> TransportSocket {
         require_client_certificate: Some(envoy::bool_value(true)),
         ..Default::default()
     };
-    TransportSocket {
-        name: TLS_SOCKET.into(),
-        config_type: Some(transport_socket::ConfigType::TypedConfig(envoy::any(&context))),
-    }
+    tls_socket(&context)
 }
 
 /// The proxy's SDS secrets: its identity and the trusted CAs.
