@@ -162,7 +162,19 @@ impl ControlPlane {
         crate::install_crypto();
         let work_dir = PathBuf::from(&env["KUMA_GENERAL_WORK_DIR"]);
         let port = |k: &str| env[k].parse::<u16>().expect("port");
-        let proc = Proc::start(name, &bin_dir().join("kuma-cp"), &["run".into()], &env, &work_dir);
+        let kuma_cp = bin_dir().join("kuma-cp");
+        // A profiler to run kuma-cp under, e.g. `heaptrack -o /tmp/kuma-cp`
+        // (its pid and RSS are then the wrapper's).
+        let proc = match std::env::var("KUMA_E2E_KUMA_CP_WRAPPER") {
+            Ok(wrapper) if !wrapper.trim().is_empty() => {
+                let mut words = wrapper.split_whitespace().map(String::from);
+                let program = PathBuf::from(words.next().unwrap_or_default());
+                let mut args: Vec<String> = words.collect();
+                args.extend([kuma_cp.display().to_string(), "run".into()]);
+                Proc::start(name, &program, &args, &env, &work_dir)
+            }
+            _ => Proc::start(name, &kuma_cp, &["run".into()], &env, &work_dir),
+        };
         let cp = ControlPlane {
             proc,
             api_port: port("KUMA_API_SERVER_HTTP_PORT"),

@@ -6,7 +6,10 @@
 //! snapshot of its node; the protocol rules live in the state machines.
 
 mod delta;
+mod grpc;
 mod sotw;
+
+pub use grpc::AdsService;
 
 pub use delta::{DeltaOutput, DeltaStream};
 pub use sotw::{SotwOutput, SotwStream};
@@ -15,17 +18,13 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use envoy_types::pb::envoy::config::core::v3::{ControlPlane, Node};
-use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_server::{
-    AggregatedDiscoveryService, AggregatedDiscoveryServiceServer,
-};
 use envoy_types::pb::envoy::service::discovery::v3::{
     DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
 };
-use futures::Stream;
+use bytes::Bytes;
 use tokio::sync::{Semaphore, mpsc};
-use tokio_stream::wrappers::ReceiverStream;
 use tonic::metadata::MetadataMap;
-use tonic::{Request, Response, Status, Streaming};
+use tonic::{Request, Status, Streaming};
 
 use crate::metrics::XdsMetrics;
 use crate::resources::XdsType;
@@ -188,17 +187,18 @@ impl AdsServer {
         }
     }
 
-    /// The tonic service, with the request size limit applied.
-    pub fn into_service(self, limits: &Limits) -> AggregatedDiscoveryServiceServer<AdsServer> {
-        AggregatedDiscoveryServiceServer::new(self).max_decoding_message_size(limits.max_request_bytes)
+    /// The gRPC service, with the request size limit applied.
+    pub fn into_service(self, limits: &Limits) -> AdsService {
+        AdsService::new(self, limits.max_request_bytes)
     }
 
-    /// Admits a stream and spawns the task that drives it.
+    /// Admits a stream and spawns the task that drives it; the task sends
+    /// the stream's encoded responses.
     async fn serve<P: StreamProtocol>(
         &self,
         request: Request<Streaming<P::Request>>,
         protocol: P,
-    ) -> Result<Response<ResponseStream<P::Response>>, Status> {
+    ) -> Result<grpc::Frames, Status> {
         let (admitted, first, requests) = self.admit(request).await?;
         let (tx, rx) = mpsc::channel(STREAM_BUFFER);
         let driver = Driver {
@@ -208,7 +208,7 @@ impl AdsServer {
             mode: P::MODE,
         };
         tokio::spawn(driver.run(admitted, protocol, first, requests, tx));
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        Ok(rx)
     }
 
     /// Admits a stream: checks the limit, reads the first request and
@@ -277,10 +277,8 @@ impl FirstRequest for DeltaDiscoveryRequest {
     }
 }
 
-type ResponseStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
-
 /// A response sent on an ADS stream, whichever protocol.
-pub trait XdsResponse: Send + 'static {
+pub trait XdsResponse: prost::Message + Send + 'static {
     /// The type of the resources it carries.
     fn type_url(&self) -> &str;
     /// The version it reports.
@@ -341,26 +339,6 @@ pub trait StreamProtocol: Send + 'static {
 /// Buffered responses per stream; a slow Envoy holds up only its own task.
 const STREAM_BUFFER: usize = 16;
 
-#[tonic::async_trait]
-impl AggregatedDiscoveryService for AdsServer {
-    type StreamAggregatedResourcesStream = ResponseStream<DiscoveryResponse>;
-    type DeltaAggregatedResourcesStream = ResponseStream<DeltaDiscoveryResponse>;
-
-    async fn stream_aggregated_resources(
-        &self,
-        request: Request<Streaming<DiscoveryRequest>>,
-    ) -> Result<Response<Self::StreamAggregatedResourcesStream>, Status> {
-        self.serve(request, SotwStream::new()).await
-    }
-
-    async fn delta_aggregated_resources(
-        &self,
-        request: Request<Streaming<DeltaDiscoveryRequest>>,
-    ) -> Result<Response<Self::DeltaAggregatedResourcesStream>, Status> {
-        self.serve(request, DeltaStream::new()).await
-    }
-}
-
 /// Runs one stream's task.
 struct Driver {
     cache: Arc<SnapshotCache>,
@@ -411,7 +389,7 @@ impl Driver {
         mut state: P,
         first: P::Request,
         mut requests: Streaming<P::Request>,
-        tx: mpsc::Sender<Result<P::Response, Status>>,
+        tx: mpsc::Sender<Result<Bytes, Status>>,
     ) {
         let labels = crate::metrics::ModeLabels {
             mode: self.mode.to_string(),
@@ -437,7 +415,9 @@ impl Driver {
                                     version: r.version(),
                                 },
                             );
-                            if tx.send(Ok(r)).await.is_err() {
+                            // Encoded here, so that the channel holds
+                            // bytes and the response's copies are freed.
+                            if tx.send(Ok(grpc::frame(&r))).await.is_err() {
                                 break 'stream;
                             }
                         }
