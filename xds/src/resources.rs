@@ -185,6 +185,17 @@ impl Resource {
         }
     }
 
+    /// A resource from its protobuf encoding.
+    pub fn decode(xds_type: XdsType, bytes: &[u8]) -> Result<Resource, prost::DecodeError> {
+        Ok(match xds_type {
+            XdsType::Cluster => Resource::Cluster(Cluster::decode(bytes)?),
+            XdsType::Endpoints => Resource::Endpoints(ClusterLoadAssignment::decode(bytes)?),
+            XdsType::Secret => Resource::Secret(Secret::decode(bytes)?),
+            XdsType::Listener => Resource::Listener(Listener::decode(bytes)?),
+            XdsType::Route => Resource::Route(RouteConfiguration::decode(bytes)?),
+        })
+    }
+
     /// Envoy's JSON form.
     pub fn to_json(&self) -> serde_json::Value {
         let json = proto::bytes_to_json(self.xds_type().message_name(), &self.encode());
@@ -277,6 +288,19 @@ impl Generated {
             name,
             encoded: OnceLock::new(),
         }
+    }
+
+    /// An entry back from its encoding (which it keeps, so its version
+    /// stays): what is kept of a resource between generations is only its
+    /// encoding, decoded again in the rare case it is needed.
+    pub fn from_encoded(origin: Origin, encoded: Arc<EncodedResource>) -> Result<Self, prost::DecodeError> {
+        let resource = Resource::decode(encoded.xds_type, &encoded.bytes)?;
+        Ok(Generated {
+            origin,
+            name: Arc::from(encoded.name.as_str()),
+            resource,
+            encoded: OnceLock::from(encoded),
+        })
     }
 
     /// Which generator part produced it.

@@ -96,11 +96,10 @@ pub fn parse_node_id(node: &str) -> Option<(&str, &str)> {
 #[derive(Debug)]
 struct ConnectedProxy {
     metadata: ProxyMetadata,
-    /// The services its last config was built from.
-    services: BTreeSet<String>,
     /// Whether it has a transparent proxy (then it reaches every service).
     transparent: bool,
-    /// The outbound bundles its last config uses (kept alive in the cache).
+    /// The outbound bundles its last config uses (kept alive in the cache);
+    /// they name the services it was built from.
     bundles: Vec<Arc<OutboundBundle>>,
     /// Its identity certificate (mTLS) and the CA it was issued for.
     identity: Option<(Arc<Identity>, u64)>,
@@ -109,6 +108,16 @@ struct ConnectedProxy {
     /// The server side of its admin over mTLS, kept while its address
     /// stays, so its configuration stays the same.
     admin_tls: Option<Arc<AdminTls>>,
+}
+
+impl ConnectedProxy {
+    /// Whether its last config was built from any of `services`.
+    fn reaches_any(&self, services: &BTreeSet<String>) -> bool {
+        self.bundles
+            .iter()
+            .flat_map(|b| b.services())
+            .any(|s| services.contains(s))
+    }
 }
 
 /// One mesh's resources and proxies.
@@ -274,7 +283,6 @@ impl Generator {
                     name.to_string(),
                     ConnectedProxy {
                         metadata,
-                        services: BTreeSet::new(),
                         transparent: false,
                         bundles: Vec::new(),
                         identity: None,
@@ -380,7 +388,7 @@ impl Generator {
             affected.extend(state.proxies.keys().cloned());
         } else {
             for (name, p) in &state.proxies {
-                if (service_set_changed && p.transparent) || p.services.iter().any(|s| c.services.contains(s))
+                if (service_set_changed && p.transparent) || p.reaches_any(&c.services)
                 {
                     affected.insert(name.clone());
                 }
@@ -467,12 +475,6 @@ impl Generator {
                 .generation_seconds
                 .observe(started.elapsed().as_secs_f64());
             self.metrics.generations.inc();
-            connected.services = generation
-                .bundles
-                .iter()
-                .flat_map(|b| b.services())
-                .map(str::to_string)
-                .collect();
             connected.transparent = proxy.transparent_proxy().is_some();
             connected.bundles = generation.bundles;
             report.regenerated.insert(node.clone());

@@ -22,7 +22,7 @@ use futures::future::BoxFuture;
 use http_body::Frame;
 use prost::Message;
 use tokio::sync::mpsc;
-use tonic::codec::{DecodeBuf, Decoder, Streaming};
+use tonic::codec::{BufferSettings, DecodeBuf, Decoder, Streaming};
 use tonic::server::NamedService;
 use tonic::{Request, Status};
 
@@ -127,6 +127,13 @@ struct ProstDecoder<M>(PhantomData<M>);
 impl<M: Message + Default> Decoder for ProstDecoder<M> {
     type Item = M;
     type Error = Status;
+
+    /// Envoy's requests are small (an ACK is a few hundred bytes; the first,
+    /// with the node's metadata, a few KiB): start each stream's buffer at
+    /// 1 KiB rather than tonic's 8 KiB; it grows when a request needs it.
+    fn buffer_settings(&self) -> BufferSettings {
+        BufferSettings::new(1024, 32 * 1024)
+    }
 
     fn decode(&mut self, buf: &mut DecodeBuf<'_>) -> Result<Option<M>, Status> {
         M::decode(buf)
