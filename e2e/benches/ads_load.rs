@@ -21,7 +21,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use envoy_types::pb::envoy::config::cluster::v3::Cluster;
-use kuma_e2e::ads::{CLUSTERS, ENDPOINTS, Protocol, channel, run_stream};
+use kuma_e2e::ads::{CLUSTERS, ENDPOINTS, Protocol, connect, run_stream};
 use kuma_e2e::process::ControlPlane;
 use kuma_e2e::temp_dir;
 use prost::Message;
@@ -221,12 +221,12 @@ async fn measure(protocol: Protocol, proxies: usize, services: usize, rounds: us
     let mut streams = Vec::with_capacity(proxies);
     for i in 0..proxies {
         // One connection per proxy, as Envoy.
-        let channel = channel(&cp).await;
+        let connection = connect(&cp).await;
         let (tracker, probe_rx) = (tracker.clone(), probe_rx.clone());
         streams.push(tokio::spawn(async move {
             let mut bytes = 0u64;
             let mut complete = false;
-            let ended = run_stream(channel, protocol, &format!("default.dp-{i}"), |r| {
+            let ended = run_stream(connection, protocol, &format!("default.dp-{i}"), |r| {
                 if !complete {
                     bytes += r.bytes as u64;
                     if r.complete {

@@ -37,7 +37,9 @@ impl ClusterResources {
                 Ok(generated) => set.add_shared(Arc::new(generated)),
                 // Its own encoding always decodes; were it not to, the
                 // cluster just goes without its grace period.
-                Err(e) => tracing::warn!(resource = %encoded.name, error = %e, "cannot keep a removed cluster"),
+                Err(e) => {
+                    tracing::warn!(resource = %encoded.name, error = %e, "cannot keep a removed cluster")
+                }
             }
         }
     }
@@ -98,9 +100,7 @@ impl ClusterRetirement {
         self.published = next
             .shared_of_type(XdsType::Cluster)
             .map(|(name, c)| {
-                let endpoints = next
-                    .shared(XdsType::Endpoints, name)
-                    .map(|e| e.encoded().clone());
+                let endpoints = next.shared(XdsType::Endpoints, name).map(|e| e.encoded().clone());
                 (
                     name.clone(),
                     ClusterResources {
@@ -203,6 +203,24 @@ mod tests {
         r.carry(&mut removed, at(3), GRACE);
         assert_eq!(removed.names(XdsType::Cluster), ["a", "b"]);
         assert_eq!(r.next_expiry(), Some(at(43)));
+    }
+
+    #[test]
+    fn a_kept_cluster_is_sent_as_it_was_with_its_origin() {
+        let mut r = ClusterRetirement::default();
+        let mut first = set(&["a", "b"]);
+        r.carry(&mut first, at(0), GRACE);
+        let sent = |s: &ResourceSet, t: XdsType| s.shared(t, "b").map(|g| g.encoded().clone());
+        let (cluster, endpoints) = (sent(&first, XdsType::Cluster), sent(&first, XdsType::Endpoints));
+        let mut without_b = set(&["a"]);
+        r.carry(&mut without_b, at(1), GRACE);
+        // The very encodings sent before: same bytes, same version.
+        assert_eq!(sent(&without_b, XdsType::Cluster), cluster);
+        assert_eq!(sent(&without_b, XdsType::Endpoints), endpoints);
+        let kept = without_b
+            .get(XdsType::Cluster, "b")
+            .map(|g| (g.origin(), g.resource().name().to_string()));
+        assert_eq!(kept, Some((Origin::Outbound, "b".to_string())));
     }
 
     #[test]

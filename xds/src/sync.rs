@@ -388,8 +388,7 @@ impl Generator {
             affected.extend(state.proxies.keys().cloned());
         } else {
             for (name, p) in &state.proxies {
-                if (service_set_changed && p.transparent) || p.reaches_any(&c.services)
-                {
+                if (service_set_changed && p.transparent) || p.reaches_any(&c.services) {
                     affected.insert(name.clone());
                 }
             }

@@ -30,10 +30,8 @@ use super::{AdsServer, DeltaStream, SotwStream};
 
 /// The gRPC service name of ADS.
 const SERVICE: &str = "envoy.service.discovery.v3.AggregatedDiscoveryService";
-const SOTW_PATH: &str =
-    "/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources";
-const DELTA_PATH: &str =
-    "/envoy.service.discovery.v3.AggregatedDiscoveryService/DeltaAggregatedResources";
+const SOTW_PATH: &str = "/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources";
+const DELTA_PATH: &str = "/envoy.service.discovery.v3.AggregatedDiscoveryService/DeltaAggregatedResources";
 
 /// The ADS service, for tonic's or axum's router.
 #[derive(Clone)]
@@ -117,7 +115,12 @@ fn decoding<M: Message + Default + Send + 'static>(
     max_request_bytes: usize,
 ) -> Request<Streaming<M>> {
     Request::from_http(request.map(|body| {
-        Streaming::new_request(ProstDecoder::<M>(PhantomData), body, None, Some(max_request_bytes))
+        Streaming::new_request(
+            ProstDecoder::<M>(PhantomData),
+            body,
+            None,
+            Some(max_request_bytes),
+        )
     }))
 }
 
@@ -157,10 +160,7 @@ pub(super) fn frame(message: &impl Message) -> Bytes {
 pub(super) type Frames = mpsc::Receiver<Result<Bytes, Status>>;
 
 fn grpc_response(frames: Frames) -> http::Response<tonic::body::Body> {
-    let mut response = http::Response::new(tonic::body::Body::new(ResponseBody {
-        frames,
-        done: false,
-    }));
+    let mut response = http::Response::new(tonic::body::Body::new(ResponseBody { frames, done: false }));
     response.headers_mut().insert(
         http::header::CONTENT_TYPE,
         http::HeaderValue::from_static("application/grpc"),

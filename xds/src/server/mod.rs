@@ -17,11 +17,11 @@ pub use sotw::{SotwOutput, SotwStream};
 use std::pin::Pin;
 use std::sync::Arc;
 
+use bytes::Bytes;
 use envoy_types::pb::envoy::config::core::v3::{ControlPlane, Node};
 use envoy_types::pb::envoy::service::discovery::v3::{
     DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
 };
-use bytes::Bytes;
 use tokio::sync::{Semaphore, mpsc};
 use tonic::metadata::MetadataMap;
 use tonic::{Request, Status, Streaming};
