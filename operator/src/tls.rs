@@ -154,6 +154,9 @@ fn server_config(cert_pem: &str, key_pem: &str) -> Result<rustls::ServerConfig, 
     Ok(config)
 }
 
+/// HTTP/2 data buffered per stream at most (see [`serve`]).
+const SEND_BUFFER_PER_STREAM: usize = 64 * 1024;
+
 /// Serves `app` over TLS on `listener` until `shutdown` resolves, then
 /// lets open connections finish.
 pub async fn serve(
@@ -187,7 +190,13 @@ pub async fn serve(
                 return;
             };
             let service = hyper_util::service::TowerToHyperService::new(app);
-            let builder = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+            let mut builder =
+                hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+            // What HTTP/2 buffers per stream beyond what the peer has read:
+            // hyper's default is 400 KiB, which a proxy that reads slowly
+            // would hold for its whole xDS response; 64 KiB keeps thousands
+            // of slow proxies bounded and still fills a loopback or LAN pipe.
+            builder.http2().max_send_buf_size(SEND_BUFFER_PER_STREAM);
             let conn = builder.serve_connection_with_upgrades(hyper_util::rt::TokioIo::new(stream), service);
             let _ = watcher.watch(conn.into_owned()).await;
         });

@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::{Arc, OnceLock};
 
+use bytes::Bytes;
 use envoy_types::pb::envoy::config::cluster::v3::Cluster;
 use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
 use envoy_types::pb::envoy::config::listener::v3::Listener;
@@ -215,16 +216,26 @@ impl Resource {
     }
 }
 
-/// A resource ready to send: its bytes and a content hash used as its
-/// version (stable across restarts).
+/// A resource ready to send: its encoding, wrapped once as every response
+/// carries it, and a content hash used as its version (stable across
+/// restarts).
+///
+/// Both ADS protocols carry a resource as field 2 holding an `Any` (a
+/// `DiscoveryResponse`'s `resources`, a delta `Resource`'s `resource`), so
+/// that field is encoded here once and every response to every proxy that
+/// holds the resource sends these very bytes: a response costs references,
+/// not copies, however many streams are waiting to be written to.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct EncodedResource {
     /// The resource type.
     pub xds_type: XdsType,
     /// The resource name.
     pub name: String,
-    /// The protobuf encoding.
-    pub bytes: Vec<u8>,
+    /// Field 2 of an xDS response: tag, length, then the `Any` (type URL,
+    /// value).
+    any_field: Bytes,
+    /// Where the value (the resource's own encoding) starts in `any_field`.
+    value_start: u32,
     /// The content hash.
     pub hash: u64,
 }
@@ -232,15 +243,55 @@ pub struct EncodedResource {
 impl EncodedResource {
     /// Encodes and hashes a resource.
     pub fn new(resource: &Resource) -> Self {
-        let bytes = resource.encode();
-        let xds_type = resource.xds_type();
-        let hash = proto::content_hash(xds_type.message_name(), &bytes);
+        Self::from_bytes(
+            resource.xds_type(),
+            resource.name().to_string(),
+            &resource.encode(),
+        )
+    }
+
+    /// Wraps a resource's protobuf encoding.
+    pub fn from_bytes(xds_type: XdsType, name: String, value: &[u8]) -> Self {
+        use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint, key_len};
+        let type_url = xds_type.type_url().as_bytes();
+        let field_len = |len: usize| key_len(1) + encoded_len_varint(len as u64) + len;
+        let any_len = field_len(type_url.len())
+            + if value.is_empty() {
+                0
+            } else {
+                field_len(value.len())
+            };
+        let mut buf = Vec::with_capacity(field_len(any_len));
+        encode_key(2, WireType::LengthDelimited, &mut buf);
+        encode_varint(any_len as u64, &mut buf);
+        encode_key(1, WireType::LengthDelimited, &mut buf);
+        encode_varint(type_url.len() as u64, &mut buf);
+        buf.extend_from_slice(type_url);
+        if !value.is_empty() {
+            encode_key(2, WireType::LengthDelimited, &mut buf);
+            encode_varint(value.len() as u64, &mut buf);
+        }
+        // A resource is far below 4 GiB (a whole mesh's snapshot is MiBs).
+        let value_start = u32::try_from(buf.len()).unwrap_or(u32::MAX);
+        buf.extend_from_slice(value);
         EncodedResource {
             xds_type,
-            name: resource.name().to_string(),
-            bytes,
-            hash,
+            hash: proto::content_hash(xds_type.message_name(), value),
+            name,
+            any_field: Bytes::from(buf),
+            value_start,
         }
+    }
+
+    /// The resource's protobuf encoding.
+    pub fn bytes(&self) -> &[u8] {
+        &self.any_field[self.value_start as usize..]
+    }
+
+    /// The resource as field 2 of an xDS response (see the type's doc);
+    /// cloning it shares the bytes.
+    pub fn any_field(&self) -> &Bytes {
+        &self.any_field
     }
 
     /// The version string of this resource.
@@ -294,7 +345,7 @@ impl Generated {
     /// stays): what is kept of a resource between generations is only its
     /// encoding, decoded again in the rare case it is needed.
     pub fn from_encoded(origin: Origin, encoded: Arc<EncodedResource>) -> Result<Self, prost::DecodeError> {
-        let resource = Resource::decode(encoded.xds_type, &encoded.bytes)?;
+        let resource = Resource::decode(encoded.xds_type, encoded.bytes())?;
         Ok(Generated {
             origin,
             name: Arc::from(encoded.name.as_str()),
@@ -478,5 +529,31 @@ impl ResourceSet {
             })
             .collect();
         serde_yaml::to_string(&list).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use envoy_types::pb::envoy::service::discovery::v3::DiscoveryResponse;
+
+    #[test]
+    fn the_shared_field_is_a_responses_resource_and_ends_with_the_encoding() {
+        let cluster = Resource::Cluster(Cluster {
+            name: "backend".into(),
+            ..Default::default()
+        });
+        let encoded = EncodedResource::new(&cluster);
+        assert_eq!(encoded.bytes(), cluster.encode().as_slice());
+        // Read as a response holding only it, the field is the resource
+        // wrapped in an Any of its type.
+        let response = DiscoveryResponse::decode(&encoded.any_field()[..]).unwrap();
+        assert_eq!(response.resources.len(), 1);
+        assert_eq!(response.resources[0].type_url, XdsType::Cluster.type_url());
+        assert_eq!(response.resources[0].value, cluster.encode());
+        assert_eq!(
+            encoded.hash,
+            proto::content_hash(XdsType::Cluster.message_name(), &cluster.encode())
+        );
     }
 }

@@ -1,6 +1,6 @@
 //! The ADS service over real gRPC: malformed and oversized requests get a
-//! gRPC error (and the server keeps serving), the stream limit holds, and a
-//! client gets its snapshot.
+//! gRPC error (and the server keeps serving), the stream limit holds, a
+//! client gets its snapshot, and a client that never reads holds up nobody.
 
 mod support;
 
@@ -146,4 +146,134 @@ async fn an_oversized_request_is_refused_and_the_server_keeps_serving() {
         .await
         .expect("a normal stream is served");
     assert!(!r.resources.is_empty());
+}
+
+/// Counts the responses sent to each node.
+#[derive(Default)]
+struct CountSent(std::sync::Mutex<std::collections::BTreeMap<String, u64>>);
+
+impl kuma_xds::server::ProxyRegistry for CountSent {
+    fn connect<'a>(
+        &'a self,
+        _node: &'a Node,
+        _metadata: &'a tonic::metadata::MetadataMap,
+    ) -> kuma_xds::server::ConnectFuture<'a> {
+        Box::pin(async { Ok(Box::new(()) as kuma_xds::server::ConnectionGuard) })
+    }
+
+    fn observe(&self, node: &str, event: kuma_xds::server::StreamEvent<'_>) {
+        if let kuma_xds::server::StreamEvent::Sent { .. } = event {
+            *self.0.lock().unwrap().entry(node.to_string()).or_default() += 1;
+        }
+    }
+}
+
+/// A snapshot of 20 clusters of about 2 KiB each whose content is `round`.
+fn clusters(round: usize) -> kuma_xds::snapshot::Snapshot {
+    use envoy_types::pb::envoy::config::cluster::v3::Cluster;
+    use kuma_xds::resources::{Origin, Resource, ResourceSet};
+    let mut set = ResourceSet::new();
+    for i in 0..20 {
+        set.add(
+            Origin::Outbound,
+            Resource::Cluster(Cluster {
+                name: format!("cluster-{i}"),
+                alt_stat_name: format!("{round}-{}", "x".repeat(2048)),
+                ..Default::default()
+            }),
+        );
+    }
+    kuma_xds::snapshot::Snapshot::from_resources(&set)
+}
+
+/// The proof of the slow-reader rule: a stream whose client stops reading
+/// is not answered again until it reads (its task waits on a one-frame
+/// channel and later snapshots collapse into the latest), so what the
+/// server holds for it is bounded, while every other stream is served.
+#[tokio::test]
+async fn a_client_that_never_reads_holds_up_nobody_and_is_sent_a_bounded_few_responses() {
+    let limits = Limits::default();
+    let cache = Arc::new(SnapshotCache::new());
+    let sent = Arc::new(CountSent::default());
+    let ads = AdsServer::new(
+        cache.clone(),
+        sent.clone(),
+        Arc::new(XdsMetrics::default()),
+        &limits,
+    );
+    let router = tonic::service::Routes::new(ads.into_service(&limits)).into_axum_router();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    cache.set("default.slow", clusters(0));
+    cache.set("default.fast", clusters(0));
+
+    // The slow client's windows hold less than one response, and it never
+    // reads its stream.
+    let slow_channel = tonic::transport::Endpoint::from_shared(url.clone())
+        .unwrap()
+        .initial_stream_window_size(16 * 1024)
+        .initial_connection_window_size(16 * 1024)
+        .connect()
+        .await
+        .unwrap();
+    let (slow_tx, slow_rx) = tokio::sync::mpsc::channel(4);
+    slow_tx
+        .send(request(Some("default.slow"), XdsType::Cluster))
+        .await
+        .unwrap();
+    let _slow = AggregatedDiscoveryServiceClient::new(slow_channel)
+        .stream_aggregated_resources(tokio_stream::wrappers::ReceiverStream::new(slow_rx))
+        .await
+        .unwrap();
+
+    let mut fast_client = AggregatedDiscoveryServiceClient::connect(url).await.unwrap();
+    let (fast_tx, fast_rx) = tokio::sync::mpsc::channel(4);
+    fast_tx
+        .send(request(Some("default.fast"), XdsType::Cluster))
+        .await
+        .unwrap();
+    let mut fast = fast_client
+        .stream_aggregated_resources(tokio_stream::wrappers::ReceiverStream::new(fast_rx))
+        .await
+        .unwrap()
+        .into_inner();
+
+    const ROUNDS: usize = 30;
+    for round in 0..=ROUNDS {
+        if round > 0 {
+            cache.set("default.slow", clusters(round));
+            cache.set("default.fast", clusters(round));
+        }
+        let want = clusters(round).version(XdsType::Cluster).to_string();
+        loop {
+            let r = tokio::time::timeout(Duration::from_secs(10), fast.next())
+                .await
+                .expect("the fast client is served in time")
+                .expect("the stream stays open")
+                .expect("a response");
+            let mut ack = request(Some("default.fast"), XdsType::Cluster);
+            ack.version_info = r.version_info.clone();
+            ack.response_nonce = r.nonce.clone();
+            fast_tx.send(ack).await.unwrap();
+            if r.version_info == want {
+                break;
+            }
+        }
+    }
+    let counts = sent.0.lock().unwrap().clone();
+    assert_eq!(
+        counts.get("default.fast"),
+        Some(&(ROUNDS as u64 + 1)),
+        "{counts:?}"
+    );
+    // One response written into its windows, one taken by the body and one
+    // waiting in the channel, and perhaps the one its task holds: the other
+    // rounds were never encoded for it.
+    let slow = counts.get("default.slow").copied().unwrap_or(0);
+    assert!(
+        (1..=4).contains(&slow),
+        "responses sent to the slow client: {slow} ({counts:?})"
+    );
+    drop(slow_tx);
 }

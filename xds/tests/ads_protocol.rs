@@ -137,7 +137,7 @@ fn sotw_pushes_changed_types_clusters_first() {
         .on_request(sotw(XdsType::Endpoints, &names, "", ""))
         .unwrap()
         .responses;
-    let types: Vec<&str> = out.iter().map(|r| r.type_url.as_str()).collect();
+    let types: Vec<&str> = out.iter().map(|r| r.type_url).collect();
     assert_eq!(
         types,
         [XdsType::Endpoints.type_url(), XdsType::Listener.type_url()]
@@ -148,14 +148,14 @@ fn sotw_pushes_changed_types_clusters_first() {
         "named subscription: the names asked for"
     );
     for r in &out {
-        let t = XdsType::from_type_url(&r.type_url).unwrap();
+        let t = XdsType::from_type_url(r.type_url).unwrap();
         let asked: &[&str] = if t == XdsType::Endpoints { &names } else { &[] };
         s.on_request(sotw(t, asked, &r.version_info, &r.nonce)).unwrap();
     }
 
     let changed = snapshot("mesh_timeout/outbound-and-inbound");
     let out = s.on_snapshot(Some(changed.clone())).responses;
-    let types: Vec<&str> = out.iter().map(|r| r.type_url.as_str()).collect();
+    let types: Vec<&str> = out.iter().map(|r| r.type_url).collect();
     assert_eq!(types[0], XdsType::Cluster.type_url(), "clusters first");
     let new_clusters = endpoint_names(&changed).iter().any(|n| !names.contains(n));
     if new_clusters {
@@ -175,7 +175,7 @@ fn sotw_pushes_changed_types_clusters_first() {
             ))
             .unwrap()
             .responses;
-        let types: Vec<&str> = after.iter().map(|r| r.type_url.as_str()).collect();
+        let types: Vec<&str> = after.iter().map(|r| r.type_url).collect();
         assert_eq!(
             types,
             [XdsType::Endpoints.type_url(), XdsType::Listener.type_url()]
@@ -250,7 +250,7 @@ fn delta_sends_only_what_changed_and_removals() {
     // A snapshot that changes a few clusters sends just those.
     let changed = snapshot("mesh_circuit_breaker/outbound-inbound");
     let next = s.on_snapshot(Some(changed.clone())).responses.remove(0);
-    let names: Vec<&str> = next.resources.iter().map(|r| r.name.as_str()).collect();
+    let names: Vec<&str> = next.resources.iter().map(|r| r.name()).collect();
     let expected: Vec<&str> = changed
         .get(XdsType::Cluster)
         .resources
@@ -263,7 +263,7 @@ fn delta_sends_only_what_changed_and_removals() {
     for r in &next.resources {
         assert_eq!(
             r.version,
-            resource_version(changed.get(XdsType::Cluster).resources[&r.name].version)
+            resource_version(changed.get(XdsType::Cluster).resources[r.name()].version)
         );
     }
 }
@@ -287,7 +287,7 @@ fn delta_reconnect_skips_resources_envoy_holds() {
         .initial_resource_versions
         .insert("gone".into(), "0000000000000001".into());
     let r = s.on_request(request).unwrap().responses.remove(0);
-    let sent: Vec<&str> = r.resources.iter().map(|r| r.name.as_str()).collect();
+    let sent: Vec<&str> = r.resources.iter().map(|r| r.name()).collect();
     assert_eq!(sent, vec![clusters.keys().next().unwrap().as_str()]);
     assert_eq!(r.removed_resources, vec!["gone".to_string()]);
 }
@@ -365,7 +365,7 @@ fn delta_listeners_wait_for_the_endpoints_of_their_clusters() {
         .on_request(delta(XdsType::Endpoints, &endpoint_names(&base), ""))
         .unwrap()
         .responses;
-    let types: Vec<&str> = out.iter().map(|r| r.type_url.as_str()).collect();
+    let types: Vec<&str> = out.iter().map(|r| r.type_url).collect();
     assert_eq!(
         types,
         [XdsType::Endpoints.type_url(), XdsType::Listener.type_url()]

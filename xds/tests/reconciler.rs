@@ -202,7 +202,7 @@ fn enabling_mtls_once_the_ca_exists_secures_every_proxy() {
     );
     let backend = &web.get(XdsType::Cluster).resources["backend"];
     let cluster =
-        kuma_xds::proto::bytes_to_json("envoy.config.cluster.v3.Cluster", &backend.encoded.bytes).unwrap();
+        kuma_xds::proto::bytes_to_json("envoy.config.cluster.v3.Cluster", backend.encoded.bytes()).unwrap();
     assert_eq!(
         cluster["transportSocket"]["name"], "envoy.transport_sockets.tls",
         "{cluster}"

@@ -34,7 +34,7 @@ pub fn admin_port_sent(snapshot: &crate::snapshot::Snapshot) -> Option<u32> {
         .get(crate::resources::XdsType::Cluster)
         .resources
         .get(ADMIN_CLUSTER)?;
-    let cluster = Cluster::decode(sent.encoded.bytes.as_slice()).ok()?;
+    let cluster = Cluster::decode(sent.encoded.bytes()).ok()?;
     let endpoint = cluster
         .load_assignment?
         .endpoints

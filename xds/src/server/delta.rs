@@ -4,14 +4,11 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
-use envoy_types::pb::envoy::service::discovery::v3::{
-    DeltaDiscoveryRequest, DeltaDiscoveryResponse, Resource,
-};
-use envoy_types::pb::google::protobuf::Any;
+use envoy_types::pb::envoy::service::discovery::v3::DeltaDiscoveryRequest;
 use tonic::Status;
 
 use super::{
-    Feedback, FeedbackKind, StreamOutput, StreamProtocol, control_plane, endpoints_pending,
+    DeltaResource, DeltaResponse, Feedback, FeedbackKind, StreamOutput, StreamProtocol, endpoints_pending,
     waits_for_endpoints,
 };
 use crate::resources::XdsType;
@@ -36,7 +33,7 @@ pub struct DeltaStream {
 }
 
 /// What handling an input on a delta stream produced.
-pub type DeltaOutput = StreamOutput<DeltaDiscoveryResponse>;
+pub type DeltaOutput = StreamOutput<DeltaResponse>;
 
 impl DeltaStream {
     /// A stream with no subscriptions and no snapshot yet.
@@ -135,14 +132,9 @@ impl DeltaStream {
         let mut resources = Vec::new();
         for (name, r) in typed.resources.iter() {
             if wanted(name) && state.client.get(name) != Some(&r.version) {
-                resources.push(Resource {
-                    name: name.clone(),
+                resources.push(DeltaResource {
                     version: resource_version(r.version),
-                    resource: Some(Any {
-                        type_url: t.type_url().to_string(),
-                        value: r.encoded.bytes.clone(),
-                    }),
-                    ..Default::default()
+                    encoded: r.encoded.clone(),
                 });
             }
         }
@@ -157,8 +149,8 @@ impl DeltaStream {
             return;
         }
         for r in &resources {
-            if let Some(v) = typed.resources.get(&r.name) {
-                state.client.insert(r.name.clone(), v.version);
+            if let Some(v) = typed.resources.get(r.name()) {
+                state.client.insert(r.name().to_string(), v.version);
             }
         }
         for name in &removed {
@@ -168,21 +160,19 @@ impl DeltaStream {
         let nonce = self.next_nonce.to_string();
         state.nonce = Some(nonce.clone());
         state.must_respond = false;
-        out.responses.push(DeltaDiscoveryResponse {
+        out.responses.push(DeltaResponse {
             system_version_info: typed.version.clone(),
             resources,
-            type_url: t.type_url().to_string(),
+            type_url: t.type_url(),
             removed_resources: removed,
             nonce,
-            control_plane: Some(control_plane()),
-            ..Default::default()
         });
     }
 }
 
 impl StreamProtocol for DeltaStream {
     type Request = DeltaDiscoveryRequest;
-    type Response = DeltaDiscoveryResponse;
+    type Response = DeltaResponse;
     const MODE: &'static str = "delta";
 
     fn on_request(&mut self, request: DeltaDiscoveryRequest) -> Result<DeltaOutput, Status> {

@@ -16,7 +16,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use bytes::Bytes;
+use bytes::{BufMut, Bytes, BytesMut};
 use envoy_types::pb::envoy::service::discovery::v3::{DeltaDiscoveryRequest, DiscoveryRequest};
 use futures::future::BoxFuture;
 use http_body::Frame;
@@ -145,22 +145,16 @@ impl<M: Message + Default> Decoder for ProstDecoder<M> {
     }
 }
 
-/// One gRPC message frame: the uncompressed flag, the length, the message.
-pub(super) fn frame(message: &impl Message) -> Bytes {
-    let len = message.encoded_len();
-    let mut buf = Vec::with_capacity(5 + len);
-    buf.push(0);
-    // A response is far below 4 GiB (the snapshot of a whole mesh is MiBs).
-    buf.extend_from_slice(&u32::try_from(len).unwrap_or(u32::MAX).to_be_bytes());
-    message.encode_raw(&mut buf);
-    Bytes::from(buf)
-}
-
-/// The frames of one stream: messages, then an error or the end.
-pub(super) type Frames = mpsc::Receiver<Result<Bytes, Status>>;
+/// The frames of one stream: messages (each as its chunks), then an error
+/// or the end.
+pub(super) type Frames = mpsc::Receiver<Result<Vec<Bytes>, Status>>;
 
 fn grpc_response(frames: Frames) -> http::Response<tonic::body::Body> {
-    let mut response = http::Response::new(tonic::body::Body::new(ResponseBody { frames, done: false }));
+    let mut response = http::Response::new(tonic::body::Body::new(ResponseBody {
+        frames,
+        chunks: Vec::new().into_iter(),
+        done: false,
+    }));
     response.headers_mut().insert(
         http::header::CONTENT_TYPE,
         http::HeaderValue::from_static("application/grpc"),
@@ -168,11 +162,56 @@ fn grpc_response(frames: Frames) -> http::Response<tonic::body::Body> {
     response
 }
 
-/// The response body: each frame as the driver sent it, then the trailers
-/// with the stream's status.
+/// The response body: each frame's chunks as the driver sent them, then
+/// the trailers with the stream's status.
 struct ResponseBody {
     frames: Frames,
+    /// What is left to write of the current frame.
+    chunks: std::vec::IntoIter<Bytes>,
     done: bool,
+}
+
+/// The size HTTP/2 data is gathered to: a response's chunks (a few dozen
+/// bytes of names and versions between shared resources of a few KiB) are
+/// copied together up to it. HTTP/2 queues each piece of data as a frame in
+/// a per-connection table that keeps its largest size for the connection's
+/// life, so hundreds of small frames per response would cost each idle
+/// proxy tens of KiB; a chunk of this size or more goes as it is, shared.
+/// The copies are made only when HTTP/2 asks for data, so a proxy that
+/// reads slowly holds at most the server's send buffer of them.
+const DATA_FRAME_TARGET: usize = 16 * 1024;
+
+impl ResponseBody {
+    /// The next piece of the current frame: a large chunk as it is, small
+    /// ones gathered (see [`DATA_FRAME_TARGET`]).
+    fn next_data(&mut self) -> Option<Bytes> {
+        let first = self.chunks.next()?;
+        let mut total = first.len();
+        let mut gathered = 0;
+        for chunk in self.chunks.as_slice() {
+            if total >= DATA_FRAME_TARGET || chunk.len() >= DATA_FRAME_TARGET {
+                break;
+            }
+            total += chunk.len();
+            gathered += 1;
+        }
+        let data = if gathered == 0 {
+            first
+        } else {
+            let mut data = BytesMut::with_capacity(total);
+            data.put(first);
+            for chunk in self.chunks.by_ref().take(gathered) {
+                data.put(chunk);
+            }
+            data.freeze()
+        };
+        if self.chunks.as_slice().is_empty() {
+            // An exhausted iterator still holds its list; an idle stream
+            // should not.
+            self.chunks = Vec::new().into_iter();
+        }
+        Some(data)
+    }
 }
 
 impl http_body::Body for ResponseBody {
@@ -186,11 +225,23 @@ impl http_body::Body for ResponseBody {
         if self.done {
             return Poll::Ready(None);
         }
-        let status = match self.frames.poll_recv(cx) {
-            Poll::Pending => return Poll::Pending,
-            Poll::Ready(Some(Ok(data))) => return Poll::Ready(Some(Ok(Frame::data(data)))),
-            Poll::Ready(Some(Err(status))) => status,
-            Poll::Ready(None) => Status::ok(""),
+        // A frame is taken from the driver only once the previous one is
+        // written out, which is what makes the driver wait for a slow proxy.
+        if let Some(data) = self.next_data() {
+            return Poll::Ready(Some(Ok(Frame::data(data))));
+        }
+        let status = loop {
+            match self.frames.poll_recv(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Some(Ok(chunks))) => {
+                    self.chunks = chunks.into_iter();
+                    if let Some(data) = self.next_data() {
+                        return Poll::Ready(Some(Ok(Frame::data(data))));
+                    }
+                }
+                Poll::Ready(Some(Err(status))) => break status,
+                Poll::Ready(None) => break Status::ok(""),
+            }
         };
         self.done = true;
         let mut trailers = http::HeaderMap::new();
@@ -210,22 +261,39 @@ impl http_body::Body for ResponseBody {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use envoy_types::pb::envoy::service::discovery::v3::DiscoveryResponse;
 
     #[test]
-    fn a_frame_is_the_flag_the_length_and_the_message() {
-        let response = DiscoveryResponse {
-            version_info: "v1".into(),
-            type_url: "t".into(),
-            ..Default::default()
+    fn small_chunks_are_gathered_and_large_ones_go_shared() {
+        let large = Bytes::from(vec![9u8; DATA_FRAME_TARGET + 1]);
+        let mut chunks = vec![Bytes::from_static(b"head")];
+        for i in 0..20u8 {
+            chunks.push(Bytes::from(vec![i; 3000]));
+        }
+        chunks.push(large.clone());
+        chunks.push(Bytes::from_static(b"tail"));
+        let whole: Vec<u8> = chunks.iter().flat_map(|c| c.iter().copied()).collect();
+        let (_tx, frames) = mpsc::channel(1);
+        let mut body = ResponseBody {
+            frames,
+            chunks: chunks.into_iter(),
+            done: false,
         };
-        let bytes = frame(&response);
-        let body = response.encode_to_vec();
-        assert_eq!(bytes[0], 0);
-        assert_eq!(&bytes[1..5], &(body.len() as u32).to_be_bytes());
-        assert_eq!(&bytes[5..], body.as_slice());
-        // Exactly sized: nothing held beyond the message.
-        assert_eq!(bytes.len(), 5 + body.len());
+        let pieces: Vec<Bytes> = std::iter::from_fn(|| body.next_data()).collect();
+        let joined: Vec<u8> = pieces.iter().flat_map(|c| c.iter().copied()).collect();
+        assert_eq!(joined, whole, "the same bytes in the same order");
+        let sizes: Vec<usize> = pieces.iter().map(Bytes::len).collect();
+        // 4 + 6 × 3,000 reaches the target; then 6 × 3,000 twice; the last
+        // two small ones stop before the large chunk, which goes alone.
+        assert_eq!(
+            sizes,
+            vec![18_004, 18_000, 18_000, 6_000, DATA_FRAME_TARGET + 1, 4]
+        );
+        assert_eq!(
+            pieces[4].as_ptr(),
+            large.as_ptr(),
+            "the large chunk is not copied"
+        );
+        assert_eq!(body.chunks.as_slice().len(), 0);
     }
 
     #[test]

@@ -7,9 +7,11 @@
 
 mod delta;
 mod grpc;
+mod response;
 mod sotw;
 
 pub use grpc::AdsService;
+pub use response::{DeltaResource, DeltaResponse, SotwResponse, XdsResponse};
 
 pub use delta::{DeltaOutput, DeltaStream};
 pub use sotw::{SotwOutput, SotwStream};
@@ -19,9 +21,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use envoy_types::pb::envoy::config::core::v3::{ControlPlane, Node};
-use envoy_types::pb::envoy::service::discovery::v3::{
-    DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
-};
+use envoy_types::pb::envoy::service::discovery::v3::{DeltaDiscoveryRequest, DiscoveryRequest};
 use tokio::sync::{Semaphore, mpsc};
 use tonic::metadata::MetadataMap;
 use tonic::{Request, Status, Streaming};
@@ -277,32 +277,6 @@ impl FirstRequest for DeltaDiscoveryRequest {
     }
 }
 
-/// A response sent on an ADS stream, whichever protocol.
-pub trait XdsResponse: prost::Message + Send + 'static {
-    /// The type of the resources it carries.
-    fn type_url(&self) -> &str;
-    /// The version it reports.
-    fn version(&self) -> &str;
-}
-
-impl XdsResponse for DiscoveryResponse {
-    fn type_url(&self) -> &str {
-        &self.type_url
-    }
-    fn version(&self) -> &str {
-        &self.version_info
-    }
-}
-
-impl XdsResponse for DeltaDiscoveryResponse {
-    fn type_url(&self) -> &str {
-        &self.type_url
-    }
-    fn version(&self) -> &str {
-        &self.system_version_info
-    }
-}
-
 /// What handling one input (a request or a new snapshot) produced.
 #[derive(Debug)]
 pub struct StreamOutput<R> {
@@ -336,8 +310,12 @@ pub trait StreamProtocol: Send + 'static {
     fn on_snapshot(&mut self, snapshot: Option<Arc<Snapshot>>) -> StreamOutput<Self::Response>;
 }
 
-/// Buffered responses per stream; a slow Envoy holds up only its own task.
-const STREAM_BUFFER: usize = 16;
+/// Framed responses waiting per stream beyond the one being written. One:
+/// while Envoy reads slowly its task waits, and the snapshots that arrive
+/// meanwhile collapse into the latest (the cache's watch keeps only that),
+/// so a slow proxy holds a bounded few responses, all references to the
+/// snapshot's shared encodings, and holds up nobody else.
+const STREAM_BUFFER: usize = 1;
 
 /// Runs one stream's task.
 struct Driver {
@@ -389,7 +367,7 @@ impl Driver {
         mut state: P,
         first: P::Request,
         mut requests: Streaming<P::Request>,
-        tx: mpsc::Sender<Result<Bytes, Status>>,
+        tx: mpsc::Sender<Result<Vec<Bytes>, Status>>,
     ) {
         let labels = crate::metrics::ModeLabels {
             mode: self.mode.to_string(),
@@ -415,9 +393,7 @@ impl Driver {
                                     version: r.version(),
                                 },
                             );
-                            // Encoded here, so that the channel holds
-                            // bytes and the response's copies are freed.
-                            if tx.send(Ok(grpc::frame(&r))).await.is_err() {
+                            if tx.send(Ok(r.frame())).await.is_err() {
                                 break 'stream;
                             }
                         }

@@ -4,15 +4,14 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use envoy_types::pb::envoy::service::discovery::v3::{DiscoveryRequest, DiscoveryResponse};
-use envoy_types::pb::google::protobuf::Any;
+use envoy_types::pb::envoy::service::discovery::v3::DiscoveryRequest;
 use tonic::Status;
 
 use super::{
-    Feedback, FeedbackKind, StreamOutput, StreamProtocol, control_plane, endpoints_pending,
+    Feedback, FeedbackKind, SotwResponse, StreamOutput, StreamProtocol, endpoints_pending,
     waits_for_endpoints,
 };
-use crate::resources::XdsType;
+use crate::resources::{EncodedResource, XdsType};
 use crate::snapshot::Snapshot;
 
 /// What was last sent for a type: the type version and the names sent
@@ -39,7 +38,7 @@ pub struct SotwStream {
 }
 
 /// What handling an input on a SotW stream produced.
-pub type SotwOutput = StreamOutput<DiscoveryResponse>;
+pub type SotwOutput = StreamOutput<SotwResponse>;
 
 impl Default for SotwStream {
     fn default() -> Self {
@@ -137,13 +136,9 @@ impl SotwStream {
             return;
         };
         let typed = snapshot.get(t);
-        let (resources, names): (Vec<Any>, Option<BTreeSet<String>>) = if state.wildcard {
+        let (resources, names): (Vec<Arc<EncodedResource>>, Option<BTreeSet<String>>) = if state.wildcard {
             (
-                typed
-                    .resources
-                    .values()
-                    .map(|r| any(t, &r.encoded.bytes))
-                    .collect(),
+                typed.resources.values().map(|r| r.encoded.clone()).collect(),
                 None,
             )
         } else {
@@ -155,7 +150,7 @@ impl SotwStream {
                 .collect();
             let resources = present
                 .iter()
-                .map(|n| any(t, &typed.resources[n].encoded.bytes))
+                .map(|n| typed.resources[n].encoded.clone())
                 .collect();
             (resources, Some(present))
         };
@@ -170,27 +165,18 @@ impl SotwStream {
         state.nonce = Some(nonce.clone());
         state.sent = Some(desired);
         state.must_respond = false;
-        out.responses.push(DiscoveryResponse {
+        out.responses.push(SotwResponse {
             version_info: typed.version.clone(),
             resources,
-            type_url: t.type_url().to_string(),
+            type_url: t.type_url(),
             nonce,
-            control_plane: Some(control_plane()),
-            ..Default::default()
         });
-    }
-}
-
-fn any(t: XdsType, bytes: &[u8]) -> Any {
-    Any {
-        type_url: t.type_url().to_string(),
-        value: bytes.to_vec(),
     }
 }
 
 impl StreamProtocol for SotwStream {
     type Request = DiscoveryRequest;
-    type Response = DiscoveryResponse;
+    type Response = SotwResponse;
     const MODE: &'static str = "sotw";
 
     fn on_request(&mut self, request: DiscoveryRequest) -> Result<SotwOutput, Status> {
