@@ -103,6 +103,40 @@ struct GrpcStream {
     tx: mpsc::UnboundedSender<Bytes>,
     body: hyper::body::Incoming,
     reader: FrameReader,
+    /// The share of [`receive_budget`] held for the message being read or
+    /// the last one returned (until the next is asked for).
+    held: Option<tokio::sync::OwnedSemaphorePermit>,
+}
+
+/// What all the streams of this process may hold of messages being read
+/// and decoded, in KiB (`ADS_LOAD_RECEIVE_BUDGET_MIB`, default 2,048 MiB).
+/// Envoys are separate processes that each buffer a whole message before
+/// decoding it; 10,000 streams in one process, each mid-way through a
+/// 3.5 MiB response, would need 35 GiB. A stream that cannot get its share
+/// stops reading until it can, which is what a slow proxy looks like to
+/// the control plane.
+fn receive_budget() -> &'static Arc<tokio::sync::Semaphore> {
+    static BUDGET: std::sync::OnceLock<Arc<tokio::sync::Semaphore>> = std::sync::OnceLock::new();
+    BUDGET.get_or_init(|| {
+        let mib: usize = std::env::var("ADS_LOAD_RECEIVE_BUDGET_MIB")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(2048);
+        Arc::new(tokio::sync::Semaphore::new(mib * 1024))
+    })
+}
+
+/// The share of [`receive_budget`] a message of `len` bytes takes.
+fn budget_share(len: usize) -> u32 {
+    let kib = len.div_ceil(1024).max(1);
+    u32::try_from(kib.min(receive_budget_kib())).unwrap_or(u32::MAX)
+}
+
+fn receive_budget_kib() -> usize {
+    // The budget's size is fixed at creation; a message larger than it all
+    // takes all of it.
+    static KIB: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *KIB.get_or_init(|| receive_budget().available_permits())
 }
 
 impl GrpcStream {
@@ -134,6 +168,7 @@ impl GrpcStream {
             tx,
             body: response.into_body(),
             reader: FrameReader::default(),
+            held: None,
         })
     }
 
@@ -144,7 +179,22 @@ impl GrpcStream {
     /// The next message, `Ok(None)` at the end of the stream, or why it failed.
     async fn next<M: Message + Default>(&mut self) -> Result<Option<(M, usize)>, String> {
         use http_body_util::BodyExt;
+        // The caller is done with the last message.
+        self.held = None;
         loop {
+            if let Some(len) = self.reader.starting.take() {
+                // Never wait while holding a share: a message that ended in
+                // the frame that started this one is complete already.
+                self.held = None;
+                let share = budget_share(len);
+                let permit = receive_budget()
+                    .clone()
+                    .acquire_many_owned(share)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                self.held = Some(permit);
+                self.reader.reserve();
+            }
             if let Some(message) = self.reader.ready.pop_front() {
                 let len = message.len();
                 return M::decode(message.as_slice())
@@ -189,15 +239,25 @@ fn grpc_error(headers: &http::HeaderMap) -> Option<String> {
     })
 }
 
-/// Reassembles gRPC messages from DATA frames, each into a buffer of its size.
+/// Reassembles gRPC messages from DATA frames, each into a buffer of its
+/// size, reserved once the stream holds its share of the receive budget.
 #[derive(Default)]
 struct FrameReader {
     header: Vec<u8>,
     message: Option<(usize, Vec<u8>)>,
+    /// The length of a message just started, until its share is taken.
+    starting: Option<usize>,
     ready: std::collections::VecDeque<Vec<u8>>,
 }
 
 impl FrameReader {
+    /// Sizes the buffer of the message being read to the whole message.
+    fn reserve(&mut self) {
+        if let Some((len, buf)) = &mut self.message {
+            buf.reserve_exact(*len - buf.len());
+        }
+    }
+
     fn feed(&mut self, mut data: &[u8]) {
         while !data.is_empty() {
             match &mut self.message {
@@ -213,7 +273,8 @@ impl FrameReader {
                             self.header[4],
                         ]) as usize;
                         self.header.clear();
-                        self.message = Some((len, Vec::with_capacity(len)));
+                        self.message = Some((len, Vec::new()));
+                        self.starting = Some(len);
                     }
                 }
                 Some((len, buf)) => {
