@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # Explores with every fuzz target for SECONDS each (default 60): the
 # parser/validator (crds/fuzz, parse_validate), kuma-dp's DNS proxy
-# (kuma-dp/fuzz, dns_reply) and how kuma-dp trusts the control plane's
-# certificate (kuma-dp/fuzz, cp_certificate). Not part of CI's verdict: CI replays the
-# committed corpora and regression inputs deterministically
-# (`cargo test -p kuma-crds --test fuzz_corpus`, `-p kuma-dp --test fuzz_corpus`).
+# (kuma-dp/fuzz, dns_reply), how kuma-dp trusts the control plane's
+# certificate (kuma-dp/fuzz, cp_certificate) and the ADS stream state
+# machines under any sequence of requests and snapshots (xds/fuzz,
+# ads_sequence). Not part of CI's verdict: CI replays the committed corpora
+# and regression inputs deterministically (`cargo test -p kuma-crds --test
+# fuzz_corpus`, `-p kuma-dp --test fuzz_corpus`, `-p kuma-xds --test
+# fuzz_corpus`).
 #
 # New interesting inputs land in <crate>/fuzz/corpus/<target> (minimise
 # with `cargo +nightly fuzz cmin <target>` before committing). A crash is
@@ -30,7 +33,7 @@ if [ ! -x "$TOOLS/bin/cargo-fuzz" ]; then
 fi
 export PATH="$TOOLS/bin:$PATH"
 
-for target in crds:parse_validate:8192 kuma-dp:dns_reply:4096 kuma-dp:cp_certificate:4096; do
+for target in crds:parse_validate:8192 kuma-dp:dns_reply:4096 kuma-dp:cp_certificate:4096 xds:ads_sequence:4096; do
   IFS=: read -r crate name max_len <<<"$target"
   (cd "$crate" && cargo +nightly fuzz run "$name" "fuzz/corpus/$name" "fuzz/regressions/$name" -- \
     -max_total_time="$seconds" -max_len="$max_len" -timeout=10 -rss_limit_mb=4096)

@@ -8,6 +8,7 @@
 mod delta;
 mod grpc;
 mod response;
+pub mod sequence;
 mod sotw;
 
 pub use grpc::AdsService;
