@@ -251,3 +251,112 @@ pub fn admin_port_or_default(port: Option<u32>) -> u32 {
 pub fn decode_base64(text: &str) -> Result<Vec<u8>, base64::DecodeError> {
     base64::engine::general_purpose::STANDARD.decode(text)
 }
+
+/// `host:port`, `[v6]:port` or a bare host → the host.
+pub fn host_without_port(host: &str) -> &str {
+    if let Some(rest) = host.strip_prefix('[') {
+        return rest.split(']').next().unwrap_or(rest);
+    }
+    match host.rsplit_once(':') {
+        Some((h, port)) if port.chars().all(|c| c.is_ascii_digit()) && !h.contains(':') => h,
+        _ => host,
+    }
+}
+
+/// The host Envoy is to dial for ADS: the one kuma-dp reached, from its
+/// `Host` header or else the URI's authority (HTTP/2), without the port;
+/// loopback when neither names one (an empty header included: an empty
+/// address would make Envoy refuse the whole bootstrap).
+pub fn xds_host(host_header: Option<&str>, uri_host: Option<&str>) -> String {
+    host_header
+        .map(host_without_port)
+        .or_else(|| uri_host.map(|h| h.trim_start_matches('[').trim_end_matches(']')))
+        .filter(|h| !h.is_empty())
+        .unwrap_or("127.0.0.1")
+        .to_string()
+}
+
+/// The `/bootstrap` handler's pure part under any input, as the
+/// `bootstrap_request` fuzz target (`xds/fuzz`) drives it: `data` is a Host
+/// header line, then a request body. A body the handler would accept
+/// yields a bootstrap that Envoy's own schema takes (the descriptor pool's
+/// `Bootstrap`), whose node is exactly `<mesh>.<name>` and whose ADS
+/// cluster dials exactly the host (nothing in the request reaches another
+/// field), and whose YAML reads back as the same document.
+pub fn check_bootstrap(data: &[u8]) -> Result<(), String> {
+    let (host_line, body) = match data.iter().position(|b| *b == b'\n') {
+        Some(i) => (&data[..i], &data[i + 1..]),
+        None => (&data[..0], data),
+    };
+    let Ok(request) = serde_json::from_slice::<BootstrapRequest>(body) else {
+        return Ok(());
+    };
+    if request.mesh.is_empty() || request.name.is_empty() {
+        return Ok(());
+    }
+    let host = xds_host(std::str::from_utf8(host_line).ok(), None);
+    let params = BootstrapParams {
+        xds_host: host.clone(),
+        xds_port: 5678,
+        ca_pem: Some("-----BEGIN CERTIFICATE-----\n-----END CERTIFICATE-----\n".into()),
+        admin_port: admin_port_or_default(None),
+        service: "backend_default_svc_80".into(),
+        address: "10.0.0.1".into(),
+    };
+    let json = envoy_bootstrap(&request, &params);
+    let bytes = crate::proto::json_to_bytes("envoy.config.bootstrap.v3.Bootstrap", &json)
+        .map_err(|e| format!("the bootstrap is not an Envoy Bootstrap: {e}"))?;
+    let back = crate::proto::bytes_to_json("envoy.config.bootstrap.v3.Bootstrap", &bytes)
+        .map_err(|e| format!("the bootstrap does not read back: {e}"))?;
+    if back["node"]["id"].as_str() != Some(request.node_id().as_str()) {
+        return Err(format!(
+            "node id {} for {}",
+            back["node"]["id"],
+            request.node_id()
+        ));
+    }
+    let address = &back["staticResources"]["clusters"][0]["loadAssignment"]["endpoints"][0]["lbEndpoints"][0]
+        ["endpoint"]["address"]["socketAddress"]["address"];
+    if address.as_str() != Some(host.as_str()) {
+        return Err(format!("the ADS cluster dials {address}, not {host:?}"));
+    }
+    let yaml = response(&request, &params).bootstrap;
+    let read: Value =
+        serde_yaml::from_slice(&yaml).map_err(|e| format!("the bootstrap YAML does not parse: {e}"))?;
+    if read != json {
+        return Err("the bootstrap YAML reads back as another document".into());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{check_bootstrap, host_without_port};
+
+    #[test]
+    fn host_header_forms() {
+        for (header, host) in [
+            ("cp:5678", "cp"),
+            ("cp", "cp"),
+            ("127.0.0.1:5678", "127.0.0.1"),
+            ("[::1]:5678", "::1"),
+            ("[::1]", "::1"),
+        ] {
+            assert_eq!(host_without_port(header), host, "{header}");
+        }
+    }
+
+    #[test]
+    fn requests_kuma_dp_sends_and_odd_ones_keep_the_properties() {
+        for input in [
+            "cp:5678\n{\"mesh\":\"default\",\"name\":\"web-1\",\"version\":{\"kumaDp\":{\"version\":\"2.9.0\"}}}",
+            "[::1]:5678\n{\"mesh\":\"m\",\"name\":\"n\",\"features\":[\"feature-delta-grpc\"],\"dataplaneToken\":\"t\"}",
+            "\n{\"mesh\":\"yes\",\"name\":\"0x10\",\"workdir\":\"~\",\"dynamicMetadata\":{\"a\":\"null\"}}",
+            "{\"mesh\":\"a\\\"b\",\"name\":\"\\n: x\",\"version\":[1.5e300,-0,{}]}",
+            "not json",
+            "{\"mesh\":\"\",\"name\":\"x\"}",
+        ] {
+            assert_eq!(check_bootstrap(input.as_bytes()), Ok(()), "{input}");
+        }
+    }
+}

@@ -78,44 +78,12 @@ async fn bootstrap<S: BootstrapSource>(
         return Err(BootstrapError::Invalid("name: must not be empty".into()));
     }
     // HTTP/1.1 names the host in `Host`, HTTP/2 in `:authority`.
-    let host = headers
-        .get(axum::http::header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .map(|h| host_without_port(h).to_string())
-        .or_else(|| {
-            uri.host()
-                .map(|h| h.trim_start_matches('[').trim_end_matches(']').to_string())
-        })
-        .unwrap_or_else(|| "127.0.0.1".to_string());
+    let host = crate::bootstrap::xds_host(
+        headers
+            .get(axum::http::header::HOST)
+            .and_then(|h| h.to_str().ok()),
+        uri.host(),
+    );
     let params = source.resolve(&request, &host).await?;
     Ok(Json(response(&request, &params)))
-}
-
-/// `host:port`, `[v6]:port` or a bare host → the host.
-fn host_without_port(host: &str) -> &str {
-    if let Some(rest) = host.strip_prefix('[') {
-        return rest.split(']').next().unwrap_or(rest);
-    }
-    match host.rsplit_once(':') {
-        Some((h, port)) if port.chars().all(|c| c.is_ascii_digit()) && !h.contains(':') => h,
-        _ => host,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::host_without_port;
-
-    #[test]
-    fn host_header_forms() {
-        for (header, host) in [
-            ("cp:5678", "cp"),
-            ("cp", "cp"),
-            ("127.0.0.1:5678", "127.0.0.1"),
-            ("[::1]:5678", "::1"),
-            ("[::1]", "::1"),
-        ] {
-            assert_eq!(host_without_port(header), host, "{header}");
-        }
-    }
 }

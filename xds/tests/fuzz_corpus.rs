@@ -1,6 +1,6 @@
-//! Replays the committed inputs of the `ads_sequence` fuzz target (its
-//! corpus, and the regression inputs of any crash it found) through the
-//! same check the target runs. Deterministic: this is how CI gates on the
+//! Replays the committed inputs of the xDS fuzz targets (`ads_sequence`,
+//! `bootstrap_request`: their corpora, and the regression inputs of any
+//! crash they found) through the same checks the targets run. Deterministic: this is how CI gates on the
 //! fuzzer's findings; `scripts/fuzz.sh SECONDS` explores for new ones.
 
 use std::path::{Path, PathBuf};
@@ -21,11 +21,11 @@ fn inputs(dir: &str) -> Vec<PathBuf> {
     files
 }
 
-fn replay(dir: &str) -> usize {
+fn replay(dir: &str, check: fn(&[u8]) -> Result<(), String>) -> usize {
     let files = inputs(dir);
     for file in &files {
         let data = std::fs::read(file).expect("readable input");
-        if let Err(broken) = kuma_xds::server::sequence::check_sequence(&data) {
+        if let Err(broken) = check(&data) {
             panic!("{}: {broken}", file.display());
         }
     }
@@ -34,7 +34,21 @@ fn replay(dir: &str) -> usize {
 
 #[test]
 fn ads_sequence_corpus_and_regressions_keep_the_rules() {
-    assert!(replay("fuzz/corpus/ads_sequence") > 0, "the corpus is committed");
+    let check = kuma_xds::server::sequence::check_sequence;
+    assert!(
+        replay("fuzz/corpus/ads_sequence", check) > 0,
+        "the corpus is committed"
+    );
+    replay("fuzz/regressions/ads_sequence", check);
+}
+
+#[test]
+fn bootstrap_request_corpus_and_regressions_keep_the_properties() {
+    let check = kuma_xds::bootstrap::check_bootstrap;
+    assert!(
+        replay("fuzz/corpus/bootstrap_request", check) > 0,
+        "the corpus is committed"
+    );
     // Empty until the fuzzer finds a crash (kept by .gitkeep).
-    replay("fuzz/regressions/ads_sequence");
+    replay("fuzz/regressions/bootstrap_request", check);
 }
