@@ -4,7 +4,8 @@
 # (kuma-dp/fuzz, dns_reply), how kuma-dp trusts the control plane's
 # certificate (kuma-dp/fuzz, cp_certificate) and the ADS stream state
 # machines under any sequence of requests and snapshots (xds/fuzz,
-# ads_sequence) and the /bootstrap request (xds/fuzz, bootstrap_request). Not part of CI's verdict: CI replays the committed corpora
+# ads_sequence), the /bootstrap request (xds/fuzz, bootstrap_request) and
+# MeshProxyPatch modifications (xds/fuzz, proxy_patch). Not part of CI's verdict: CI replays the committed corpora
 # and regression inputs deterministically (`cargo test -p kuma-crds --test
 # fuzz_corpus`, `-p kuma-dp --test fuzz_corpus`, `-p kuma-xds --test
 # fuzz_corpus`).
@@ -33,7 +34,7 @@ if [ ! -x "$TOOLS/bin/cargo-fuzz" ]; then
 fi
 export PATH="$TOOLS/bin:$PATH"
 
-for target in crds:parse_validate:8192 kuma-dp:dns_reply:4096 kuma-dp:cp_certificate:4096 xds:ads_sequence:4096 xds:bootstrap_request:8192; do
+for target in crds:parse_validate:8192 kuma-dp:dns_reply:4096 kuma-dp:cp_certificate:4096 xds:ads_sequence:4096 xds:bootstrap_request:8192 xds:proxy_patch:8192; do
   IFS=: read -r crate name max_len <<<"$target"
   (cd "$crate" && cargo +nightly fuzz run "$name" "fuzz/corpus/$name" "fuzz/regressions/$name" -- \
     -max_total_time="$seconds" -max_len="$max_len" -timeout=10 -rss_limit_mb=4096)

@@ -1,5 +1,5 @@
 //! Replays the committed inputs of the xDS fuzz targets (`ads_sequence`,
-//! `bootstrap_request`: their corpora, and the regression inputs of any
+//! `bootstrap_request`, `proxy_patch`: their corpora, and the regression inputs of any
 //! crash they found) through the same checks the targets run. Deterministic: this is how CI gates on the
 //! fuzzer's findings; `scripts/fuzz.sh SECONDS` explores for new ones.
 
@@ -51,4 +51,21 @@ fn bootstrap_request_corpus_and_regressions_keep_the_properties() {
     );
     // Empty until the fuzzer finds a crash (kept by .gitkeep).
     replay("fuzz/regressions/bootstrap_request", check);
+}
+
+fn check_modification(data: &[u8]) -> Result<(), String> {
+    match std::str::from_utf8(data) {
+        Ok(text) => kuma_xds::plugins::mesh_proxy_patch::check_modification(text),
+        Err(_) => Ok(()),
+    }
+}
+
+#[test]
+fn proxy_patch_corpus_and_regressions_keep_the_properties() {
+    assert!(
+        replay("fuzz/corpus/proxy_patch", check_modification) > 0,
+        "the corpus is committed"
+    );
+    // Empty until the fuzzer finds a crash (kept by .gitkeep).
+    replay("fuzz/regressions/proxy_patch", check_modification);
 }

@@ -338,6 +338,154 @@ fn apply_one(m: &Modification, rs: &mut ResourceSet) -> Result<(), PatchError> {
     Ok(())
 }
 
+/// One modification under any input, as the `proxy_patch` fuzz target
+/// (`xds/fuzz`) drives it: `text` is read as the YAML of a modification
+/// and applied to a small proxy (an EDS and a static cluster, an HTTP
+/// listener with an inline route configuration, a TCP listener). A
+/// modification that fails leaves the resources exactly as they were; one
+/// that succeeds adds one resource for an `Add`, leaves none that matches a
+/// `Remove`, and touches no resource type it is not about.
+pub fn check_modification(text: &str) -> Result<(), String> {
+    let Ok(m) = serde_yaml::from_str::<Modification>(text) else {
+        return Ok(());
+    };
+    let mut rs = check_base();
+    let before = rs.to_yaml();
+    let count = |rs: &ResourceSet, t: XdsType| rs.of_type(t).count();
+    let (clusters, listeners) = (count(&rs, XdsType::Cluster), count(&rs, XdsType::Listener));
+    let of_type = |rs: &ResourceSet, t: XdsType| {
+        rs.of_type(t)
+            .map(|g| (g.origin(), g.resource().encode()))
+            .collect::<Vec<_>>()
+    };
+    let (clusters_before, listeners_before) =
+        (of_type(&rs, XdsType::Cluster), of_type(&rs, XdsType::Listener));
+    if apply_one(&m, &mut rs).is_err() {
+        return if rs.to_yaml() == before {
+            Ok(())
+        } else {
+            Err("a failed modification changed the resources".into())
+        };
+    }
+    let only_clusters = m.listener.is_none()
+        && m.network_filter.is_none()
+        && m.http_filter.is_none()
+        && m.virtual_host.is_none();
+    let only_listeners = m.cluster.is_none();
+    if only_clusters && of_type(&rs, XdsType::Listener) != listeners_before {
+        return Err("a cluster modification changed listeners".into());
+    }
+    if only_listeners && of_type(&rs, XdsType::Cluster) != clusters_before {
+        return Err("a listener modification changed clusters".into());
+    }
+    if let Some(c) = &m.cluster {
+        let wanted = c.match_.clone().unwrap_or_default();
+        match c.operation {
+            ResourceOperation::Add if only_clusters && count(&rs, XdsType::Cluster) != clusters + 1 => {
+                return Err("a cluster Add did not add one cluster".into());
+            }
+            ResourceOperation::Remove
+                if rs.of_type(XdsType::Cluster).any(|g| {
+                    origin_matches(&wanted.origin, g.origin())
+                        && wanted.name.as_deref().is_none_or(|n| n == g.resource().name())
+                }) =>
+            {
+                return Err("a removed cluster is still there".into());
+            }
+            _ => {}
+        }
+    }
+    if let Some(l) = &m.listener {
+        let wanted = l.match_.clone().unwrap_or_default();
+        match l.operation {
+            ResourceOperation::Add if m.network_filter.is_none() && m.http_filter.is_none() && m.virtual_host.is_none() && count(&rs, XdsType::Listener) != listeners + 1 => {
+                return Err("a listener Add did not add one listener".into());
+            }
+            ResourceOperation::Remove
+                if rs.of_type(XdsType::Listener).any(|g| {
+                    origin_matches(&wanted.origin, g.origin())
+                        && wanted.name.as_deref().is_none_or(|n| n == g.resource().name())
+                        && matches!(g.resource(), Resource::Listener(l) if listener_tags_match(l, &wanted.tags))
+                }) =>
+            {
+                return Err("a removed listener is still there".into());
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// The proxy [`check_modification`] patches.
+fn check_base() -> ResourceSet {
+    use envoy_types::pb::envoy::config::core::v3::TrafficDirection;
+    use envoy_types::pb::envoy::config::listener::v3::FilterChain;
+    use envoy_types::pb::envoy::config::route::v3::RouteConfiguration;
+    use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::{TcpProxy, tcp_proxy};
+    let mut rs = ResourceSet::new();
+    rs.add(Origin::Outbound, Resource::Cluster(envoy::eds_cluster("backend")));
+    rs.add(
+        Origin::Inbound,
+        Resource::Cluster(envoy::static_cluster(
+            "localhost:8080",
+            &[("127.0.0.1".to_string(), 8080)],
+            envoy::seconds(5),
+        )),
+    );
+    let hcm = HttpConnectionManager {
+        stat_prefix: "web".into(),
+        route_specifier: Some(http_connection_manager::RouteSpecifier::RouteConfig(
+            RouteConfiguration {
+                name: "inbound:web".into(),
+                virtual_hosts: vec![VirtualHost {
+                    name: "web".into(),
+                    domains: vec!["*".into()],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            },
+        )),
+        http_filters: envoy::base_http_filters(false),
+        ..Default::default()
+    };
+    let chain = |filter: Filter| FilterChain {
+        filters: vec![filter],
+        ..Default::default()
+    };
+    rs.add(
+        Origin::Inbound,
+        Resource::Listener(envoy::listener(
+            "inbound:10.0.0.1:80",
+            "10.0.0.1",
+            80,
+            TrafficDirection::Inbound,
+            vec![chain(envoy::network_filter(
+                "envoy.filters.network.http_connection_manager",
+                &hcm,
+            ))],
+        )),
+    );
+    let tcp = TcpProxy {
+        stat_prefix: "backend".into(),
+        cluster_specifier: Some(tcp_proxy::ClusterSpecifier::Cluster("backend".into())),
+        ..Default::default()
+    };
+    rs.add(
+        Origin::Outbound,
+        Resource::Listener(envoy::listener(
+            "outbound:127.0.0.1:10001",
+            "127.0.0.1",
+            10001,
+            TrafficDirection::Outbound,
+            vec![chain(envoy::network_filter(
+                "envoy.filters.network.tcp_proxy",
+                &tcp,
+            ))],
+        )),
+    );
+    rs
+}
+
 /// Applies the merged modifications, in order; returns the ones skipped.
 pub fn apply(policies: &Policies, rs: &mut ResourceSet) -> Vec<(usize, PatchError)> {
     let Some(conf) = policies.single_typed::<Conf>(T) else {
@@ -352,4 +500,39 @@ pub fn apply(policies: &Policies, rs: &mut ResourceSet) -> Vec<(usize, PatchErro
     }
     let _ = XdsType::ALL;
     skipped
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The fuzz target's seeds reach the patching code, not just the parser.
+    #[test]
+    fn the_checked_proxy_takes_typical_modifications() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/proxy_patch");
+        for (seed, applies) in [
+            ("cluster-add", true),
+            ("cluster-patch", true),
+            ("listener-json-patch", true),
+            ("http-filter-add-before", true),
+            ("network-filter-remove", true),
+            ("virtual-host-patch", true),
+            ("cluster-remove", true),
+            ("listener-add", true),
+            ("listener-remove-bad-patch", false),
+            ("cluster-patch-invalid-value", false),
+        ] {
+            let text = std::fs::read_to_string(dir.join(seed)).expect("seed");
+            let m: Modification = serde_yaml::from_str(&text).expect(seed);
+            let mut rs = check_base();
+            let before = rs.to_yaml();
+            assert_eq!(apply_one(&m, &mut rs).is_ok(), applies, "{seed}");
+            assert_eq!(
+                rs.to_yaml() != before,
+                applies,
+                "{seed} changes the proxy when it applies"
+            );
+            assert_eq!(check_modification(&text), Ok(()), "{seed}");
+        }
+    }
 }
