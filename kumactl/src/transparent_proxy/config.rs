@@ -171,11 +171,9 @@ pub fn parse_uid_exclusion(value: &str) -> Result<UidExclusion, String> {
         p => {
             let mut out = Vec::new();
             for item in p.split(',') {
-                let ok = item.split('-').all(|n| n.parse::<u16>().is_ok()) && item.split('-').count() <= 2;
-                if !ok {
-                    return Err(format!("invalid port or range '{item}' in {value:?}"));
-                }
-                out.push(item.replace('-', ":"));
+                let range = number_or_range::<u16>(item)
+                    .ok_or_else(|| format!("invalid port or range '{item}' in {value:?}"))?;
+                out.push(range);
             }
             out.join(",")
         }
@@ -188,14 +186,26 @@ pub fn parse_uid_exclusion(value: &str) -> Result<UidExclusion, String> {
             "invalid UID entry: '{uids}'. It should either be a single item or a range"
         ));
     }
-    if uids.is_empty() || !uids.split('-').all(|n| n.parse::<u32>().is_ok()) || uids.split('-').count() > 2 {
-        return Err(format!("invalid UID entry: '{uids}'"));
-    }
+    let uids = number_or_range::<u32>(uids).ok_or_else(|| format!("invalid UID entry: '{uids}'"))?;
     Ok(UidExclusion {
         protocols,
         ports,
-        uids: uids.replace('-', ":"),
+        uids,
     })
+}
+
+/// `n` or `low-high` as iptables writes it (`n`, `low:high`), the numbers
+/// as parsed (so `+22` or `022` become `22`: only digits reach the rules);
+/// `None` for anything else, a reversed range included.
+fn number_or_range<T: std::str::FromStr + Ord + std::fmt::Display>(item: &str) -> Option<String> {
+    match item.split('-').collect::<Vec<_>>().as_slice() {
+        [n] => n.parse::<T>().ok().map(|n| n.to_string()),
+        [low, high] => {
+            let (low, high) = (low.parse::<T>().ok()?, high.parse::<T>().ok()?);
+            (low <= high).then(|| format!("{low}:{high}"))
+        }
+        _ => None,
+    }
 }
 
 /// The config file (Kuma's keys; unknown keys are errors naming them).

@@ -417,3 +417,83 @@ pub fn without_kuma_rules(saved: &str) -> String {
         .map(|l| format!("{l}\n"))
         .collect()
 }
+
+/// A configuration file under any input, as the `transparent_proxy_config`
+/// fuzz target (`kumactl/fuzz`) drives it: `text` is applied over the
+/// defaults as `--config-file` would be; a configuration `check` accepts
+/// yields, for both families, `iptables-restore` input made only of table
+/// headers, chain definitions, `-A`/`-I` rules and `COMMIT`s, each table
+/// committed, whose words are plain tokens (nothing from the file can
+/// smuggle a quote, a newline or an option of its own), and which, when
+/// rules carry Kuma's comment, uninstall removes to the last rule.
+pub fn check_config_file(text: &str) -> Result<(), String> {
+    let mut config = Config::default();
+    if config.apply_file(text).is_err() || config.check().is_err() {
+        return Ok(());
+    }
+    let host = Host {
+        loopback: "lo".into(),
+        nameservers: vec![
+            "10.96.0.10".parse().map_err(|_| "address")?,
+            "fd00::10".parse().map_err(|_| "address")?,
+        ],
+        conntrack: true,
+    };
+    let plain = |word: &str| {
+        !word.is_empty()
+            && word
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "_-.:/,!*[]".contains(c))
+    };
+    for family in [Family::V4, Family::V6] {
+        let rules = restore_input(&config, family, &host);
+        let mut open = false;
+        for line in rules.lines() {
+            // A comment is the one quoted text: Kuma's prefix, then words.
+            let mut unquoted = line.to_string();
+            if let Some(start) = line.find("--comment \"") {
+                let rest = &line[start + 11..];
+                let end = rest
+                    .find('"')
+                    .ok_or_else(|| format!("{family:?}: unterminated comment in {line:?}"))?;
+                let comment = &rest[..end];
+                let kumas = comment.starts_with(COMMENT_PREFIX)
+                    && comment
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || " _-.:/,()".contains(c))
+                    && !rest[end + 1..].contains('"');
+                if !kumas {
+                    return Err(format!("{family:?}: comment {comment:?} in {line:?}"));
+                }
+                unquoted = format!("{}{}", &line[..start], &rest[end + 1..]);
+            } else if line.contains('"') {
+                return Err(format!("{family:?}: a quote in {line:?}"));
+            }
+            let words: Vec<&str> = unquoted.split_whitespace().collect();
+            if let Some(bad) = words.iter().find(|w| !plain(w) && **w != "*") {
+                return Err(format!("{family:?}: word {bad:?} in {line:?}"));
+            }
+            match words.first().copied() {
+                Some("*") if !open && words.len() == 2 => open = true,
+                Some("-N" | "-A" | "-I") if open => {}
+                Some("COMMIT") if open && words.len() == 1 => open = false,
+                // Tables are separated by an empty line.
+                None if !open => {}
+                _ => return Err(format!("{family:?}: line {line:?}")),
+            }
+        }
+        if open {
+            return Err(format!("{family:?}: a table is not committed"));
+        }
+        if config.comments {
+            let uninstalled = without_kuma_rules(&rules);
+            if let Some(left) = uninstalled
+                .lines()
+                .find(|l| l.starts_with("-A") || l.starts_with("-I") || l.starts_with("-N"))
+            {
+                return Err(format!("{family:?}: uninstall would leave {left:?}"));
+            }
+        }
+    }
+    Ok(())
+}
