@@ -158,6 +158,24 @@ struct Envoy {
 }
 
 impl Envoy {
+    /// The next snapshot (one of the four, or none), as Envoy's side knows it.
+    fn next_snapshot(&mut self, ops: &mut Ops<'_>, snapshots: &[Arc<Snapshot>]) -> Option<Arc<Snapshot>> {
+        self.snapshot = snapshots.get(usize::from(ops.byte() % 5)).cloned();
+        self.snapshot.clone()
+    }
+
+    /// How a request answers the last response of its type: the nonce and
+    /// version it quotes and whether it is a NACK. An ACK or NACK of the
+    /// last response, a stale nonce ("0"), or none (a new subscription).
+    fn answer(&self, ops: &mut Ops<'_>, type_url: &str) -> (String, String, bool) {
+        match (ops.byte() % 4, self.last.get(type_url).cloned()) {
+            (1, Some((nonce, version))) => (nonce, version, false),
+            (2, Some((nonce, version))) => (nonce, version, true),
+            (3, _) => ("0".to_string(), "0".to_string(), false),
+            _ => (String::new(), String::new(), false),
+        }
+    }
+
     /// The checks every response of either protocol passes.
     fn response_common(&mut self, type_url: &str, nonce: &str) -> Result<XdsType, String> {
         let n: u64 = nonce
@@ -210,6 +228,17 @@ impl Envoy {
     }
 }
 
+/// The state machine's output for a request, which it refuses only
+/// without a type URL (`None` then).
+fn answered<T>(type_url: &str, result: Result<T, tonic::Status>) -> Result<Option<T>, String> {
+    match result {
+        Err(_) if type_url.is_empty() => Ok(None),
+        Err(status) => Err(format!("{type_url} refused: {}", status.message())),
+        Ok(_) if type_url.is_empty() => Err("a request without a type URL accepted".into()),
+        Ok(out) => Ok(Some(out)),
+    }
+}
+
 fn nack_status() -> Option<RpcStatus> {
     Some(RpcStatus {
         code: 3,
@@ -244,21 +273,13 @@ impl SotwCheck {
     fn run(mut self, ops: &mut Ops<'_>, snapshots: &[Arc<Snapshot>]) -> Result<(), String> {
         while let Some(op) = ops.next() {
             if op % 4 == 3 {
-                let snapshot = snapshots.get(usize::from(ops.byte() % 5)).cloned();
-                self.envoy.snapshot = snapshot.clone();
-                let out = self.stream.on_snapshot(snapshot);
+                let out = self.stream.on_snapshot(self.envoy.next_snapshot(ops, snapshots));
                 self.responses(&out.responses)?;
                 continue;
             }
             let type_url = ops.type_url();
             let names = ops.names();
-            let last = self.envoy.last.get(&type_url).cloned();
-            let (version, nonce, nack) = match (ops.byte() % 4, last) {
-                (1, Some((nonce, version))) => (version, nonce, false),
-                (2, Some((nonce, version))) => (version, nonce, true),
-                (3, _) => ("0".to_string(), "0".to_string(), false),
-                _ => (String::new(), String::new(), false),
-            };
+            let (nonce, version, nack) = self.envoy.answer(ops, &type_url);
             let unchanged = self.asked.get(&type_url) == Some(&names);
             // A request quoting a superseded nonce is ignored whole, its
             // names included (Envoy's answer to the newer response follows).
@@ -273,16 +294,11 @@ impl SotwCheck {
                 error_detail: if nack { nack_status() } else { None },
                 ..Default::default()
             };
-            match self.stream.on_request(request) {
-                Err(_) if type_url.is_empty() => continue,
-                Err(status) => return Err(format!("{type_url} refused: {}", status.message())),
-                Ok(_) if type_url.is_empty() => return Err("a request without a type URL accepted".into()),
-                Ok(out) => {
-                    if nack && unchanged && out.responses.iter().any(|r| r.type_url == type_url) {
-                        return Err(format!("{type_url} sent again after a NACK"));
-                    }
-                    self.responses(&out.responses)?;
+            if let Some(out) = answered(&type_url, self.stream.on_request(request))? {
+                if nack && unchanged && out.responses.iter().any(|r| r.type_url == type_url) {
+                    return Err(format!("{type_url} sent again after a NACK"));
                 }
+                self.responses(&out.responses)?;
             }
         }
         Ok(())
@@ -330,22 +346,14 @@ impl DeltaCheck {
     fn run(mut self, ops: &mut Ops<'_>, snapshots: &[Arc<Snapshot>]) -> Result<(), String> {
         while let Some(op) = ops.next() {
             if op % 4 == 3 {
-                let snapshot = snapshots.get(usize::from(ops.byte() % 5)).cloned();
-                self.envoy.snapshot = snapshot.clone();
-                let out = self.stream.on_snapshot(snapshot);
+                let out = self.stream.on_snapshot(self.envoy.next_snapshot(ops, snapshots));
                 self.responses(&out.responses)?;
                 continue;
             }
             let type_url = ops.type_url();
             let subscribe = ops.names();
             let unsubscribe = ops.names();
-            let last = self.envoy.last.get(&type_url).cloned();
-            let (nonce, nack) = match (ops.byte() % 4, last) {
-                (1, Some((nonce, _))) => (nonce, false),
-                (2, Some((nonce, _))) => (nonce, true),
-                (3, _) => ("0".to_string(), false),
-                _ => (String::new(), false),
-            };
+            let (nonce, _, nack) = self.envoy.answer(ops, &type_url);
             // Versions Envoy says it holds (a reconnecting Envoy's claim),
             // honoured only on a type's first request.
             let initial: std::collections::HashMap<String, String> = if op % 4 == 2 {
@@ -378,16 +386,11 @@ impl DeltaCheck {
                 ..Default::default()
             };
             let first = !self.envoy.last.contains_key(&type_url);
-            match self.stream.on_request(request) {
-                Err(_) if type_url.is_empty() => continue,
-                Err(status) => return Err(format!("{type_url} refused: {}", status.message())),
-                Ok(_) if type_url.is_empty() => return Err("a request without a type URL accepted".into()),
-                Ok(out) => {
-                    if nack && unchanged && !first && out.responses.iter().any(|r| r.type_url == type_url) {
-                        return Err(format!("{type_url} sent again after a NACK"));
-                    }
-                    self.responses(&out.responses)?;
+            if let Some(out) = answered(&type_url, self.stream.on_request(request))? {
+                if nack && unchanged && !first && out.responses.iter().any(|r| r.type_url == type_url) {
+                    return Err(format!("{type_url} sent again after a NACK"));
                 }
+                self.responses(&out.responses)?;
             }
         }
         Ok(())
