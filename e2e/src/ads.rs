@@ -109,34 +109,29 @@ struct GrpcStream {
 }
 
 /// What all the streams of this process may hold of messages being read
-/// and decoded, in KiB (`ADS_LOAD_RECEIVE_BUDGET_MIB`, default 2,048 MiB).
-/// Envoys are separate processes that each buffer a whole message before
-/// decoding it; 10,000 streams in one process, each mid-way through a
-/// 3.5 MiB response, would need 35 GiB. A stream that cannot get its share
-/// stops reading until it can, which is what a slow proxy looks like to
-/// the control plane.
-fn receive_budget() -> &'static Arc<tokio::sync::Semaphore> {
-    static BUDGET: std::sync::OnceLock<Arc<tokio::sync::Semaphore>> = std::sync::OnceLock::new();
+/// and decoded, in KiB (`ADS_LOAD_RECEIVE_BUDGET_MIB`, default 2,048 MiB),
+/// and its size. Envoys are separate processes that each buffer a whole
+/// message before decoding it; 10,000 streams in one process, each mid-way
+/// through a 3.5 MiB response, would need 35 GiB. A stream that cannot get
+/// its share stops reading until it can, which is what a slow proxy looks
+/// like to the control plane.
+fn receive_budget() -> &'static (Arc<tokio::sync::Semaphore>, usize) {
+    static BUDGET: std::sync::OnceLock<(Arc<tokio::sync::Semaphore>, usize)> = std::sync::OnceLock::new();
     BUDGET.get_or_init(|| {
         let mib: usize = std::env::var("ADS_LOAD_RECEIVE_BUDGET_MIB")
             .ok()
             .and_then(|v| v.parse().ok())
             .unwrap_or(2048);
-        Arc::new(tokio::sync::Semaphore::new(mib * 1024))
+        let kib = mib.max(1) * 1024;
+        (Arc::new(tokio::sync::Semaphore::new(kib)), kib)
     })
 }
 
-/// The share of [`receive_budget`] a message of `len` bytes takes.
+/// The share of [`receive_budget`] a message of `len` bytes takes (all of
+/// it for a message larger than the whole budget).
 fn budget_share(len: usize) -> u32 {
     let kib = len.div_ceil(1024).max(1);
-    u32::try_from(kib.min(receive_budget_kib())).unwrap_or(u32::MAX)
-}
-
-fn receive_budget_kib() -> usize {
-    // The budget's size is fixed at creation; a message larger than it all
-    // takes all of it.
-    static KIB: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
-    *KIB.get_or_init(|| receive_budget().available_permits())
+    u32::try_from(kib.min(receive_budget().1)).unwrap_or(u32::MAX)
 }
 
 impl GrpcStream {
@@ -188,6 +183,7 @@ impl GrpcStream {
                 self.held = None;
                 let share = budget_share(len);
                 let permit = receive_budget()
+                    .0
                     .clone()
                     .acquire_many_owned(share)
                     .await

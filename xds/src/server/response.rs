@@ -70,12 +70,13 @@ impl XdsResponse for SotwResponse {
         // DiscoveryResponse: version_info = 1, resources = 2, type_url = 4,
         // nonce = 5, control_plane = 6.
         let control_plane = control_plane();
+        let shared: usize = self.resources.iter().map(|r| r.any_field().len()).sum();
         let len = string_len(1, &self.version_info)
-            + self.resources.iter().map(|r| r.any_field().len()).sum::<usize>()
+            + shared
             + string_len(4, self.type_url)
             + string_len(5, &self.nonce)
             + message_len(6, &control_plane);
-        let mut framer = Framer::new(len, self.resources.len());
+        let mut framer = Framer::new(len, self.resources.len(), shared);
         framer.string(1, &self.version_info);
         for r in &self.resources {
             framer.shared(r.any_field());
@@ -174,7 +175,8 @@ impl XdsResponse for DeltaResponse {
                 .map(|n| length_delimited_len(6, n.len()))
                 .sum::<usize>()
             + message_len(7, &control_plane);
-        let mut framer = Framer::new(len, 2 * self.resources.len());
+        let shared = self.resources.iter().map(|r| r.encoded.any_field().len()).sum();
+        let mut framer = Framer::new(len, self.resources.len(), shared);
         framer.string(1, &self.system_version_info);
         for r in &self.resources {
             framer.key_and_len(2, r.fields_len());
@@ -227,15 +229,17 @@ struct Framer {
 }
 
 impl Framer {
-    /// Starts the frame of a message of `len` bytes that will hold about
-    /// `shared` shared chunks.
-    fn new(len: usize, shared: usize) -> Self {
-        let mut small = BytesMut::with_capacity(64 + 48 * shared);
+    /// Starts the frame of a message of `len` bytes of which `shared_count`
+    /// shared chunks hold `shared_bytes`: the rest, written here, fits one
+    /// buffer of exactly its size.
+    fn new(len: usize, shared_count: usize, shared_bytes: usize) -> Self {
+        let mut small = BytesMut::with_capacity(5 + len.saturating_sub(shared_bytes));
         small.put_u8(0);
         // A response is far below 4 GiB (a whole mesh's snapshot is MiBs).
         small.put_u32(u32::try_from(len).unwrap_or(u32::MAX));
         Framer {
-            chunks: Vec::with_capacity(2 * shared + 1),
+            // Small and shared chunks alternate at most.
+            chunks: Vec::with_capacity(2 * shared_count + 1),
             small,
             len: 5 + len,
         }
