@@ -35,8 +35,24 @@ fn as_pg_user(program: &Path) -> Command {
     }
 }
 
+/// A temporary directory the `postgres` user owns when we are root.
+fn pg_owned_temp_dir(name: &str) -> PathBuf {
+    let dir = temp_dir(name);
+    if is_root() {
+        let ok = Command::new("chown")
+            .args(["-R", "postgres"])
+            .arg(&dir)
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "chown the PostgreSQL directory to postgres");
+    }
+    dir
+}
+
 /// A running server.
 pub struct Postgres {
+    /// The loopback address it listens on.
+    pub ip: String,
     pub port: u16,
     data: PathBuf,
     proc: Option<Proc>,
@@ -45,15 +61,7 @@ pub struct Postgres {
 impl Postgres {
     /// Initializes and starts a server, with a `kuma` superuser and database.
     pub async fn start() -> Postgres {
-        let dir = temp_dir("pg");
-        if is_root() {
-            let ok = Command::new("chown")
-                .args(["-R", "postgres"])
-                .arg(&dir)
-                .status()
-                .is_ok_and(|s| s.success());
-            assert!(ok, "chown the PostgreSQL directory to postgres");
-        }
+        let dir = pg_owned_temp_dir("pg");
         let data = dir.join("data");
         let out = as_pg_user(&pg_bin("initdb"))
             .arg("-D")
@@ -66,8 +74,15 @@ impl Postgres {
             "initdb failed: {}",
             String::from_utf8_lossy(&out.stderr)
         );
+        // Every loopback client may connect and replicate (a replica on
+        // another 127.0.0.0/8 address copies this file).
+        let hba = data.join("pg_hba.conf");
+        let mut rules = std::fs::read_to_string(&hba).expect("read pg_hba.conf");
+        rules.push_str("host all all 127.0.0.0/8 trust\nhost replication all 127.0.0.0/8 trust\n");
+        std::fs::write(&hba, rules).expect("write pg_hba.conf");
         let port = free_port("127.0.0.1");
         let mut pg = Postgres {
+            ip: "127.0.0.1".into(),
             port,
             data,
             proc: None,
@@ -115,7 +130,7 @@ impl Postgres {
             "-k".into(),
             dir.display().to_string(),
             "-c".into(),
-            "listen_addresses=127.0.0.1".into(),
+            format!("listen_addresses={}", self.ip),
             "-c".into(),
             "fsync=off".into(),
         ]);
@@ -134,14 +149,37 @@ impl Postgres {
         }
     }
 
+    /// Stops the server as a crash would (immediate shutdown: no
+    /// checkpoint, clients cut off), keeping its data.
+    pub fn crash(&mut self) {
+        let out = as_pg_user(&pg_bin("pg_ctl"))
+            .arg("-D")
+            .arg(&self.data)
+            .args(["-m", "immediate", "-w", "stop"])
+            .output()
+            .expect("run pg_ctl stop");
+        assert!(
+            out.status.success(),
+            "pg_ctl -m immediate stop: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        if let Some(mut p) = self.proc.take() {
+            p.terminate(Duration::from_secs(10));
+        }
+    }
+
     /// Starts it again on the same port and data.
     pub async fn restart(&mut self) {
         let dir = self.data.parent().expect("data has a parent").to_path_buf();
         self.run(&dir);
-        let port = self.port;
-        crate::eventually("PostgreSQL is back", Duration::from_secs(30), || async {
+        self.wait_ready("PostgreSQL is back").await;
+    }
+
+    async fn wait_ready(&self, what: &str) {
+        let (ip, port) = (self.ip.clone(), self.port.to_string());
+        crate::eventually(what, Duration::from_secs(30), || async {
             let out = Command::new(pg_bin("pg_isready"))
-                .args(["-h", "127.0.0.1", "-p", &port.to_string()])
+                .args(["-h", &ip, "-p", &port])
                 .output();
             match out {
                 Ok(o) if o.status.success() => Ok(()),
@@ -150,6 +188,62 @@ impl Postgres {
             }
         })
         .await;
+    }
+
+    /// A streaming replica of this server on the loopback address `ip` and
+    /// the same port, made synchronous: from now on a commit is
+    /// acknowledged only once the replica has it.
+    pub async fn start_replica(&self, ip: &str) -> Postgres {
+        let dir = pg_owned_temp_dir("pg-replica");
+        let data = dir.join("data");
+        let out = as_pg_user(&pg_bin("pg_basebackup"))
+            .args(["-h", &self.ip, "-p", &self.port.to_string(), "-U", "kuma"])
+            .arg("-D")
+            .arg(&data)
+            .args(["-R", "-X", "stream", "--no-sync", "--checkpoint=fast"])
+            .output()
+            .expect("run pg_basebackup");
+        assert!(
+            out.status.success(),
+            "pg_basebackup: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let mut replica = Postgres {
+            ip: ip.into(),
+            port: self.port,
+            data,
+            proc: None,
+        };
+        replica.run(&dir);
+        replica.wait_ready("the replica accepts connections").await;
+        crate::eventually("the replica streams", Duration::from_secs(30), || async {
+            let state = self.sql("SELECT state FROM pg_stat_replication");
+            (state.trim() == "streaming").then_some(()).ok_or(state)
+        })
+        .await;
+        self.sql("ALTER SYSTEM SET synchronous_standby_names = '*'");
+        self.sql("SELECT pg_reload_conf()");
+        crate::eventually("the replica is synchronous", Duration::from_secs(30), || async {
+            let state = self.sql("SELECT sync_state FROM pg_stat_replication");
+            (state.trim() == "sync").then_some(()).ok_or(state)
+        })
+        .await;
+        replica
+    }
+
+    /// Promotes this replica to a primary.
+    pub fn promote(&self) {
+        let out = as_pg_user(&pg_bin("pg_ctl"))
+            .arg("-D")
+            .arg(&self.data)
+            .args(["-w", "promote"])
+            .output()
+            .expect("run pg_ctl promote");
+        assert!(
+            out.status.success(),
+            "pg_ctl promote: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
     /// From now on serves TCP clients over TLS only, with this certificate
@@ -207,7 +301,7 @@ impl Postgres {
         let out = Command::new(pg_bin("psql"))
             .args([
                 "-h",
-                "127.0.0.1",
+                &self.ip,
                 "-p",
                 &self.port.to_string(),
                 "-U",
@@ -216,6 +310,9 @@ impl Postgres {
                 "kuma",
             ])
             .args(["-v", "ON_ERROR_STOP=1", "-tA", "-c", statement])
+            // The test's own session writes even while the server is made
+            // read-only for everyone else.
+            .env("PGOPTIONS", "-c default_transaction_read_only=off")
             .output()
             .expect("run psql");
         assert!(
@@ -230,7 +327,7 @@ impl Postgres {
     pub fn store_env(&self) -> BTreeMap<String, String> {
         BTreeMap::from([
             ("KUMA_STORE_TYPE".to_string(), "postgres".to_string()),
-            ("KUMA_STORE_POSTGRES_HOST".to_string(), "127.0.0.1".to_string()),
+            ("KUMA_STORE_POSTGRES_HOST".to_string(), self.ip.clone()),
             ("KUMA_STORE_POSTGRES_PORT".to_string(), self.port.to_string()),
             ("KUMA_STORE_POSTGRES_USER".to_string(), "kuma".to_string()),
             ("KUMA_STORE_POSTGRES_PASSWORD".to_string(), "kuma".to_string()),

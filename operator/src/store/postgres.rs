@@ -149,8 +149,17 @@ async fn connect_raw(config: &PostgresConfig) -> Result<(Client, PgConnection), 
     };
     let tls = super::postgres_tls::client_config(&config.tls).map_err(err)?;
     let mut pg = tokio_postgres::Config::new();
-    pg.host(&config.host)
-        .port(config.port)
+    let hosts = hosts(&config.host);
+    for host in &hosts {
+        pg.host(*host);
+    }
+    if hosts.len() > 1 {
+        // Several servers (as Kuma's `host=a,b` connection string allows):
+        // the one that takes writes, so that after a failover the store
+        // follows the promoted replica instead of settling on a standby.
+        pg.target_session_attrs(tokio_postgres::config::TargetSessionAttrs::ReadWrite);
+    }
+    pg.port(config.port)
         .user(&config.user)
         .password(&config.password)
         .dbname(&config.db_name)
@@ -163,6 +172,12 @@ async fn connect_raw(config: &PostgresConfig) -> Result<(Client, PgConnection), 
     pg.connect(tokio_postgres_rustls::MakeRustlsConnect::new(tls))
         .await
         .map_err(|e| err(error_chain(&e)))
+}
+
+/// The servers of `store.postgres.host`: one, or several separated by
+/// commas (tried in order, all on `store.postgres.port`).
+fn hosts(host: &str) -> Vec<&str> {
+    host.split(',').map(str::trim).filter(|h| !h.is_empty()).collect()
 }
 
 /// An error with its causes (a TLS failure hides under "error performing TLS
@@ -227,8 +242,18 @@ pub struct PostgresStore {
     events: broadcast::Sender<StoreEvent>,
 }
 
+/// A failed statement. A server that refuses it (read-only, disk full, too
+/// many connections, shutting down) says why, and that reason is what the
+/// API answers with; tokio-postgres' own text for it is just "db error".
 fn unavailable(e: tokio_postgres::Error) -> StoreError {
-    StoreError::Unavailable(e.to_string())
+    StoreError::Unavailable(match e.as_db_error() {
+        Some(db) => format!(
+            "PostgreSQL refused the statement: {} (SQLSTATE {})",
+            db.message(),
+            db.code().code()
+        ),
+        None => error_chain(&e),
+    })
 }
 
 const COLUMNS: &str = "type, mesh, name, version, spec, coalesce(labels::text, '{}'), \
@@ -351,8 +376,12 @@ impl PostgresStore {
         };
         if key.resource_type.descriptor().scope == Scope::Mesh {
             let mesh = ResourceKey::new(ResourceType::Mesh, "", &key.mesh);
-            if self.get_now(&mesh).await.is_err() {
-                return Err(StoreError::MeshNotFound(key.mesh));
+            // Only a missing Mesh is a missing Mesh: an unreachable store
+            // is a 503, not a 400 telling the user to create it.
+            match self.get_now(&mesh).await {
+                Ok(_) => {}
+                Err(StoreError::NotFound(_)) => return Err(StoreError::MeshNotFound(key.mesh)),
+                Err(e) => return Err(e),
             }
         }
         let result = client
@@ -653,5 +682,22 @@ async fn event_of(store: &PostgresStore, payload: &str) -> Option<StoreEvent> {
             .await
             .ok()
             .map(|r| StoreEvent::Upserted(Box::new(r))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_lists_are_split_on_commas_and_trimmed() {
+        for (host, expected) in [
+            ("db", vec!["db"]),
+            ("10.0.0.1,10.0.0.2", vec!["10.0.0.1", "10.0.0.2"]),
+            (" a , b ,, c ", vec!["a", "b", "c"]),
+            ("", vec![]),
+        ] {
+            assert_eq!(hosts(host), expected, "{host:?}");
+        }
     }
 }
