@@ -353,7 +353,8 @@ async fn scenario(postgres: bool, net: u8) {
         users(&kumactl, &cp2).await;
         drop(cp2);
 
-        // Restarting kuma-cp loses no request; the proxies reconnect.
+        // kuma-cp SIGKILLed (no chance to say goodbye) and restarted loses
+        // no request; the proxies reconnect.
         let failures = Arc::new(AtomicU64::new(0));
         let sent = Arc::new(AtomicU64::new(0));
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -385,7 +386,8 @@ async fn scenario(postgres: bool, net: u8) {
                 }
             })
         };
-        cp.proc.terminate(Duration::from_secs(20));
+        cp.proc.kill();
+        let killed = Instant::now();
         cp = ControlPlane::start("kuma-cp-restarted", cp_env.clone()).await;
         let overview = format!("{}/meshes/default/dataplanes/_overview", cp.api());
         let index: serde_json::Value = http
@@ -428,8 +430,22 @@ async fn scenario(postgres: bool, net: u8) {
             },
         )
         .await;
+        let reconnected = killed.elapsed();
+        // And traffic keeps flowing through the proxies the new instance
+        // serves.
+        let after = sent.load(Ordering::SeqCst) + 100;
+        eventually("100 more requests after the reconnect", LIMIT, || async {
+            let n = sent.load(Ordering::SeqCst);
+            (n >= after).then_some(()).ok_or(format!("{n} sent"))
+        })
+        .await;
         stop.store(true, Ordering::SeqCst);
         let _ = load.await;
+        eprintln!(
+            "kuma-cp SIGKILLed and restarted: both proxies reconnected {reconnected:?} after the kill; {} requests, {} failed",
+            sent.load(Ordering::SeqCst),
+            failures.load(Ordering::SeqCst)
+        );
         assert!(sent.load(Ordering::SeqCst) > 10);
         assert_eq!(
             failures.load(Ordering::SeqCst),
