@@ -78,6 +78,47 @@ pub struct DiscoverySubscription {
     /// not in Kuma.
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub acked_versions: std::collections::BTreeMap<String, String>,
+    /// The configuration the proxy refuses, per xDS type (`cds`, `lds`,
+    /// …): set by a NACK, cleared by the next ACK of that type; not in
+    /// Kuma, which only counts rejections.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub rejections: std::collections::BTreeMap<String, Rejection>,
+}
+
+/// A configuration Envoy rejected and still refuses (it keeps serving with
+/// the last one it accepted).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Rejection {
+    /// RFC 3339 of the NACK.
+    #[serde(default)]
+    pub time: String,
+    /// Envoy's reason, shortened to [`Rejection::MAX_ERROR`] bytes.
+    #[serde(default)]
+    pub error: String,
+    /// The policies that may have caused it (MeshProxyPatches that change
+    /// this type of resource for the proxy), as `Kind/name`; filled in when
+    /// the insight is read through the API.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub policies: Vec<String>,
+}
+
+impl Rejection {
+    /// The longest error kept: Envoy's messages can quote whole resources.
+    pub const MAX_ERROR: usize = 1024;
+
+    /// A rejection with `error` cut at a character boundary.
+    pub fn new(time: String, error: &str) -> Self {
+        let mut end = error.len().min(Self::MAX_ERROR);
+        while !error.is_char_boundary(end) {
+            end -= 1;
+        }
+        Rejection {
+            time,
+            error: error[..end].to_string(),
+            policies: Vec::new(),
+        }
+    }
 }
 
 fn is_zero(n: &u32) -> bool {

@@ -287,6 +287,61 @@ pub fn overview_table(items: &[Value]) -> String {
             "ENVOY VERSION",
         ],
         &rows,
+    ) + &rejections_table(items)
+}
+
+/// How much of Envoy's reason the table shows (`-o json` has it whole).
+const MAX_ERROR_SHOWN: usize = 120;
+
+/// The configurations proxies refuse now (Envoy keeps the last it
+/// accepted), with the policies that may cause it: printed below the
+/// overview, and only when there are any, so Kuma's table stays as it is.
+fn rejections_table(items: &[Value]) -> String {
+    let mut rows = Vec::new();
+    for o in items {
+        let subs = o
+            .pointer("/dataplaneInsight/subscriptions")
+            .and_then(Value::as_array);
+        let Some(open) = subs.and_then(|s| s.iter().rev().find(|s| s.get("disconnectTime").is_none())) else {
+            continue;
+        };
+        let Some(rejections) = open.get("rejections").and_then(Value::as_object) else {
+            continue;
+        };
+        for (short, r) in rejections {
+            let policies: Vec<&str> = r
+                .get("policies")
+                .and_then(Value::as_array)
+                .map(|p| p.iter().filter_map(Value::as_str).collect())
+                .unwrap_or_default();
+            // Envoy's reason comes last, after the resource it quotes.
+            let error = s(r, "/error").split_whitespace().collect::<Vec<_>>().join(" ");
+            let chars = error.chars().count();
+            let error = if chars > MAX_ERROR_SHOWN {
+                let tail: String = error.chars().skip(chars - MAX_ERROR_SHOWN).collect();
+                format!("…{tail}")
+            } else {
+                error
+            };
+            rows.push(vec![
+                s(o, "/mesh"),
+                s(o, "/name"),
+                short.to_uppercase(),
+                if policies.is_empty() {
+                    "-".into()
+                } else {
+                    policies.join(",")
+                },
+                error,
+            ]);
+        }
+    }
+    if rows.is_empty() {
+        return String::new();
+    }
+    format!(
+        "\nREJECTED BY ENVOY (it keeps the last configuration it accepted):\n{}",
+        table(&["MESH", "NAME", "TYPE", "POLICIES", "ERROR"], &rows)
     )
 }
 
@@ -405,6 +460,32 @@ mod tests {
             mesh_insights_table(&[item]),
             "MESH      DATAPLANES   TRAFFIC PERMISSIONS   TRAFFIC ROUTES   CIRCUIT BREAKERS   HEALTH CHECKS   FAULT INJECTIONS   EXTERNAL SERVICES   TRAFFIC TRACES   TRAFFIC LOGS   PROXY TEMPLATES   RATE LIMITS\n\
              default   90/100       7                     2                5                  4               6                  9                   1                3              8                 10\n"
+        );
+    }
+
+    #[test]
+    fn refused_configuration_is_listed_below_the_overview_only_when_there_is_some() {
+        let overview = |rejections: serde_json::Value| {
+            serde_json::json!({"mesh": "default", "name": "web", "dataplaneInsight": {"subscriptions": [
+                {"connectTime": "2026-01-01T00:00:00Z", "disconnectTime": "2026-01-01T00:00:01Z",
+                 "rejections": {"lds": {"error": "old"}}},
+                {"connectTime": "2026-01-01T00:00:02Z", "rejections": rejections}
+            ]}})
+        };
+        assert_eq!(rejections_table(&[overview(serde_json::json!({}))]), "");
+        let refused = overview(serde_json::json!({"cds": {
+            "time": "2026-01-01T00:00:03Z", "version": "v2",
+            "error": format!("name: \"rejected-cluster\"\nconnect_timeout {{\n}}\n: {}(value must be greater than 0s)", "x".repeat(200)),
+            "policies": ["MeshProxyPatch/bad"]
+        }}));
+        assert_eq!(
+            rejections_table(&[refused]),
+            format!(
+                "\nREJECTED BY ENVOY (it keeps the last configuration it accepted):\n\
+             MESH      NAME   TYPE   POLICIES             ERROR\n\
+             default   web    CDS    MeshProxyPatch/bad   …{}(value must be greater than 0s)\n",
+                "x".repeat(89)
+            )
         );
     }
 

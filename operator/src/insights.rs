@@ -13,7 +13,9 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use futures::StreamExt;
-use kuma_crds::insight::{DataplaneInsightSpec, DiscoveryStats, DiscoverySubscription, MtlsInsight};
+use kuma_crds::insight::{
+    DataplaneInsightSpec, DiscoveryStats, DiscoverySubscription, MtlsInsight, Rejection,
+};
 use kuma_crds::resource::{Meta, Resource, ResourceType, Spec};
 use kuma_xds::resources::XdsType;
 use kuma_xds::server::{FeedbackKind, StreamEvent};
@@ -154,10 +156,19 @@ impl Insights {
                     if let Some(t) = XdsType::from_type_url(&f.type_url) {
                         sub.acked_versions
                             .insert(t.short().to_string(), f.version.clone());
+                        sub.rejections.remove(t.short());
                     }
                     (f.type_url.as_str(), |c| c.responses_acknowledged.0 += 1)
                 }
-                FeedbackKind::Nack => (f.type_url.as_str(), |c| c.responses_rejected.0 += 1),
+                FeedbackKind::Nack => {
+                    if let Some(t) = XdsType::from_type_url(&f.type_url) {
+                        sub.rejections.insert(
+                            t.short().to_string(),
+                            Rejection::new(now(), f.error.as_deref().unwrap_or("")),
+                        );
+                    }
+                    (f.type_url.as_str(), |c| c.responses_rejected.0 += 1)
+                }
                 FeedbackKind::Stale => return,
             },
         };
@@ -473,6 +484,38 @@ mod tests {
         assert_eq!(merged.subscriptions[1].status.total, stats(1));
         assert_eq!(merged.subscriptions[1].status.cds, stats(1));
         assert!(insights.merged("default.other", None).is_none());
+    }
+
+    #[test]
+    fn a_nack_stands_in_the_insight_until_that_type_is_acked() {
+        let insights = Insights::new(None, 0);
+        insights.connected("default.web", "cp", Value::Null, Value::Null);
+        let feedback = |kind, version: &str, error: Option<&str>| kuma_xds::server::Feedback {
+            type_url: XdsType::Cluster.type_url().to_string(),
+            kind,
+            version: version.into(),
+            error: error.map(str::to_string),
+        };
+        let long = "x".repeat(5000);
+        let nack = feedback(FeedbackKind::Nack, "v2", Some(&long));
+        insights.observe("default.web", StreamEvent::Feedback(&nack));
+        let rejections = |i: &Insights| i.subscriptions("default.web")[0].rejections.clone();
+        let standing = rejections(&insights);
+        assert_eq!(standing.keys().collect::<Vec<_>>(), ["cds"]);
+        assert_eq!(standing["cds"].error.len(), Rejection::MAX_ERROR, "shortened");
+
+        let other = kuma_xds::server::Feedback {
+            type_url: XdsType::Listener.type_url().to_string(),
+            ..feedback(FeedbackKind::Ack, "v3", None)
+        };
+        insights.observe("default.web", StreamEvent::Feedback(&other));
+        assert!(
+            rejections(&insights).contains_key("cds"),
+            "an ACK of another type leaves it"
+        );
+        let ack = feedback(FeedbackKind::Ack, "v3", None);
+        insights.observe("default.web", StreamEvent::Feedback(&ack));
+        assert!(rejections(&insights).is_empty(), "an ACK of clusters clears it");
     }
 
     #[test]

@@ -292,9 +292,15 @@ async fn lead(
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(std::time::Duration::from_secs(5));
             }
-            if config.api_server.authn.tokens.bootstrap_admin_token {
-                bootstrap_admin_token(&store, &config).await;
-            }
+            // Beside the mesh defaults, not before them: making its signing
+            // key takes seconds (RSA), and the default policies shape every
+            // proxy's configuration, so proxies connecting meanwhile would
+            // be configured twice.
+            let admin_token = async {
+                if config.api_server.authn.tokens.bootstrap_admin_token {
+                    bootstrap_admin_token(&store, &config).await;
+                }
+            };
             let gc = crate::gc::run(
                 store.clone(),
                 insights.clone(),
@@ -310,6 +316,7 @@ async fn lead(
                 }
             };
             tokio::join!(
+                admin_token,
                 gc,
                 crate::defaults::run_mesh_defaults(store.clone(), config.clone(), mode.admission.clone()),
                 crate::defaults::run_ca_controller(store.clone()),

@@ -8,6 +8,11 @@
 //! cluster, with its endpoints, stays in the proxy's configuration for a
 //! grace period longer than the proxy's drain time; nothing new routes to
 //! it, and it goes once the old connections are gone.
+//!
+//! Clusters a MeshProxyPatch added go at once: they are the ones Envoy may
+//! have refused, and keeping a refused cluster would make Envoy refuse
+//! every cluster update to the proxy for the whole grace period after the
+//! bad patch is removed.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -82,6 +87,7 @@ impl ClusterRetirement {
                 if next.contains(XdsType::Cluster, name)
                     || self.retiring.contains_key(name)
                     || expired.contains(name)
+                    || resources.origin == Origin::ProxyTemplateModifications
                 {
                     continue;
                 }
@@ -187,6 +193,24 @@ mod tests {
         let mut after = set(&["a"]);
         r.carry(&mut after, at(60), GRACE);
         assert_eq!(after.names(XdsType::Cluster), ["a"]);
+    }
+
+    #[test]
+    fn a_cluster_a_patch_added_goes_at_once() {
+        let mut r = ClusterRetirement::default();
+        let mut patched = set(&["a"]);
+        patched.add(
+            Origin::ProxyTemplateModifications,
+            Resource::Cluster(Cluster {
+                name: "added".into(),
+                ..Default::default()
+            }),
+        );
+        r.carry(&mut patched, at(0), GRACE);
+        let mut unpatched = set(&["a"]);
+        r.carry(&mut unpatched, at(1), GRACE);
+        assert_eq!(unpatched.names(XdsType::Cluster), ["a"]);
+        assert_eq!(r.next_expiry(), None);
     }
 
     #[test]

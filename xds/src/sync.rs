@@ -598,6 +598,30 @@ pub struct Reconciler {
     connections: Arc<Mutex<HashMap<String, usize>>>,
 }
 
+/// What an event is about, for tracing.
+fn event_summary(e: &Event) -> String {
+    match e {
+        Event::Upsert(r) => format!(
+            "upsert {} {}/{}",
+            r.resource_type(),
+            r.meta.mesh_or_default(),
+            r.meta.core_name()
+        ),
+        Event::Delete {
+            resource_type,
+            mesh,
+            name,
+        } => format!("delete {resource_type} {mesh}/{name}"),
+        Event::Connected { node, .. } => format!("connected {node}"),
+        Event::Disconnected { node } => format!("disconnected {node}"),
+        Event::Tick => "tick".into(),
+        Event::Batch(events) => format!(
+            "batch [{}]",
+            events.iter().map(event_summary).collect::<Vec<_>>().join(", ")
+        ),
+    }
+}
+
 impl Reconciler {
     /// Starts the reconcile task over `generator`. Besides events, the task
     /// wakes when a certificate is due for renewal.
@@ -624,6 +648,11 @@ impl Reconciler {
                     batch.push(more);
                 }
                 // Generation is CPU work; keep it off the async workers.
+                if tracing::enabled!(tracing::Level::TRACE) {
+                    for e in &batch {
+                        tracing::trace!(event = %event_summary(e), "reconcile event");
+                    }
+                }
                 generator = match tokio::task::spawn_blocking(move || {
                     let report = generator.apply(batch);
                     tracing::debug!(

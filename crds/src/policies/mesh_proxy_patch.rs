@@ -34,6 +34,30 @@ pub struct MeshProxyPatchSpec {
     pub default: Conf,
 }
 
+impl MeshProxyPatchSpec {
+    /// Whether a modification changes resources of the xDS type `short`
+    /// (`cds`, `lds`, `rds`). Filter and virtual-host patches land in
+    /// listeners (virtual hosts of inline route configurations) or in
+    /// route configurations, so they count for both.
+    pub fn changes_xds_type(&self, short: &str) -> bool {
+        self.default
+            .append_modifications
+            .iter()
+            .flatten()
+            .any(|m| match short {
+                "cds" => m.cluster.is_some(),
+                "lds" => {
+                    m.listener.is_some()
+                        || m.network_filter.is_some()
+                        || m.http_filter.is_some()
+                        || m.virtual_host.is_some()
+                }
+                "rds" => m.virtual_host.is_some(),
+                _ => false,
+            })
+    }
+}
+
 /// The patches.
 #[serde_with::skip_serializing_none]
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -484,5 +508,29 @@ default:
                 "spec.default.appendModifications[5].httpFilter.jsonPatches[1].value: \"value\" must not be empty when \"op\" is one of [\"add\", \"replace\"]",
             ]
         );
+    }
+
+    #[test]
+    fn the_xds_types_a_patch_changes() {
+        let spec = |modification: &str| -> MeshProxyPatchSpec {
+            serde_yaml::from_str(&format!(
+                "default:\n  appendModifications:\n    - {modification}\n"
+            ))
+            .expect("spec")
+        };
+        for (modification, types) in [
+            ("cluster: {operation: Remove}", vec!["cds"]),
+            ("listener: {operation: Remove}", vec!["lds"]),
+            ("networkFilter: {operation: Remove}", vec!["lds"]),
+            ("httpFilter: {operation: Remove}", vec!["lds"]),
+            ("virtualHost: {operation: Remove, match: {}}", vec!["lds", "rds"]),
+        ] {
+            let spec = spec(modification);
+            let changed: Vec<&str> = ["cds", "eds", "lds", "rds", "sds"]
+                .into_iter()
+                .filter(|t| spec.changes_xds_type(t))
+                .collect();
+            assert_eq!(changed, types, "{modification}");
+        }
     }
 }

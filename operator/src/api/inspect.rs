@@ -7,6 +7,7 @@ use axum::Extension;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use kuma_crds::insight::DataplaneInsightSpec;
 use kuma_crds::matching::{MatchOptions, PolicyView, select};
 use kuma_crds::resource::{Resource, ResourceType, Spec};
 use kuma_xds::context::{MeshContext, Proxy, ProxyMetadata};
@@ -33,7 +34,7 @@ fn node_id(mesh: &str, name: &str) -> String {
 
 /// Kuma's DataplaneOverview item: meta, `dataplane` (the spec) and
 /// `dataplaneInsight` when the proxy was ever seen.
-fn overview(state: &ApiState, dp: &Resource, stored: Option<&Resource>) -> Value {
+fn overview(state: &ApiState, dp: &Resource, stored: Option<&Resource>, patches: &[Resource]) -> Value {
     let Value::Object(full) = resource_json(dp) else {
         return Value::Null;
     };
@@ -54,16 +55,49 @@ fn overview(state: &ApiState, dp: &Resource, stored: Option<&Resource>) -> Value
     }
     out.insert("dataplane".into(), Value::Object(spec));
     let stored = stored.and_then(crate::insights::insight_spec).cloned();
-    if let Some(insight) = state
+    if let Some(mut insight) = state
         .insights
         .merged(&node_id(dp.meta.mesh_or_default(), &dp.meta.core_name()), stored)
     {
+        name_suspects(&mut insight, dp, patches);
         out.insert(
             "dataplaneInsight".into(),
             serde_json::to_value(insight).unwrap_or_default(),
         );
     }
     Value::Object(out)
+}
+
+/// Names, in each configuration the proxy refuses, the MeshProxyPatches
+/// that select it and change that type of resource: every other policy is
+/// validated into what Envoy accepts, so a patch is what Envoy can refuse.
+fn name_suspects(insight: &mut DataplaneInsightSpec, dp: &Resource, patches: &[Resource]) {
+    let Spec::Dataplane(spec) = &dp.spec else { return };
+    for rejections in insight.subscriptions.iter_mut().map(|s| &mut s.rejections) {
+        for (short, rejection) in rejections.iter_mut() {
+            rejection.policies = patches
+                .iter()
+                .filter(|p| {
+                    let Spec::MeshProxyPatch(patch) = &p.spec else {
+                        return false;
+                    };
+                    patch.changes_xds_type(short)
+                        && PolicyView::of(&p.spec)
+                            .is_some_and(|v| matches!(select(p, &v.top, dp, spec, &[]), Ok(Some(_))))
+                })
+                .map(|p| format!("MeshProxyPatch/{}", p.meta.core_name()))
+                .collect();
+        }
+    }
+}
+
+/// The MeshProxyPatches of a mesh, to name what a proxy refuses.
+async fn patches(state: &ApiState, mesh: &str) -> Result<Vec<Resource>, ApiError> {
+    state
+        .store
+        .list(ResourceType::MeshProxyPatch, Some(mesh))
+        .await
+        .map_err(|e| ApiError::store("Could not retrieve resources", e))
 }
 
 /// Kuma's dataplane overviews of a mesh (`_overview`, `dataplanes+insights`), filtered and paged.
@@ -87,7 +121,8 @@ pub async fn overview_list(
         .into_iter()
         .map(|r| (r.meta.core_name(), r))
         .collect();
-    let show = |d: &Resource| overview(state, d, insights.get(&d.meta.core_name()));
+    let patches = patches(state, mesh).await?;
+    let show = |d: &Resource| overview(state, d, insights.get(&d.meta.core_name()), &patches);
     Ok(json_response(
         StatusCode::OK,
         &page(&dps, show, q, headers, path)?,
@@ -112,7 +147,7 @@ pub async fn overview_one(state: &ApiState, mesh: &str, name: &str) -> ApiResult
     };
     Ok(json_response(
         StatusCode::OK,
-        &overview(state, &dp, stored.as_ref()),
+        &overview(state, &dp, stored.as_ref(), &patches(state, mesh).await?),
     ))
 }
 
