@@ -160,7 +160,7 @@ async fn scenario(postgres: bool, net: u8) {
         ),
         "    []\n",
     );
-    let _web = start_kuma_dp("kuma-dp-web", &cp, &web_dp, &web_token, free_port("127.0.0.1"));
+    let web_proxy = start_kuma_dp("kuma-dp-web", &cp, &web_dp, &web_token, free_port("127.0.0.1"));
     let mut backend = start_kuma_dp(
         "kuma-dp-backend",
         &cp,
@@ -324,6 +324,66 @@ async fn scenario(postgres: bool, net: u8) {
         dump.contains("[redacted]") && !dump.contains("PRIVATE KEY"),
         "{dump}"
     );
+    // No secret material where operators look: the logs, the generated
+    // configuration, the overviews and insights. The secrets are the
+    // tokens and the private keys among the mesh's Secrets (its CA's and
+    // the token signing key; the CA certificate is public).
+    let mut secrets = vec![
+        web_token.trim().to_string(),
+        backend_token.trim().to_string(),
+        narrow.trim().to_string(),
+    ];
+    let listed: serde_json::Value = http
+        .get(format!("{}/meshes/default/secrets", cp.api()))
+        .send()
+        .await
+        .expect("secrets")
+        .json()
+        .await
+        .expect("secrets json");
+    for secret in listed["items"].as_array().expect("secret items") {
+        use base64::Engine;
+        let data = secret["data"].as_str().expect("secret data");
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(data)
+            .expect("base64 secret");
+        if String::from_utf8_lossy(&decoded).contains("PRIVATE KEY") {
+            secrets.push(data.to_string());
+        }
+    }
+    assert!(
+        secrets.len() >= 5,
+        "the CA's key and the token signing key are there: {listed}"
+    );
+    let mut places = vec![
+        ("kuma-cp log".to_string(), cp.proc.log()),
+        ("kuma-dp web log".to_string(), web_proxy.log()),
+        ("kuma-dp backend log".to_string(), backend.log()),
+    ];
+    for name in ["web", "backend"] {
+        for path in [
+            format!("/meshes/default/dataplanes/{name}/_config"),
+            format!("/meshes/default/dataplanes/{name}/_overview"),
+            format!("/meshes/default/dataplane-insights/{name}"),
+        ] {
+            let text = http
+                .get(format!("{}{path}", cp.api()))
+                .send()
+                .await
+                .expect("read")
+                .text()
+                .await
+                .expect("text");
+            places.push((path, text));
+        }
+    }
+    places.push(("the config dump".into(), dump.clone()));
+    for (place, text) in &places {
+        assert!(!text.contains("PRIVATE KEY"), "a private key in {place}");
+        for (i, secret) in secrets.iter().enumerate() {
+            assert!(!text.contains(secret.as_str()), "secret #{i} in {place}");
+        }
+    }
 
     if postgres {
         // A second control plane on the same database sees the writes;
