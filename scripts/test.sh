@@ -35,4 +35,7 @@ if ! command -v iptables-restore >/dev/null 2>&1; then
   $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq iptables >/dev/null
 fi
 
+# The dependency policy (deny.toml): licenses, banned crates, sources.
+bash scripts/deny.sh
+
 cargo test --workspace
