@@ -343,14 +343,18 @@ pub fn issue(mtls: &MeshMtls, sans: &[String], now: SystemTime) -> Result<Identi
     let mut chain = cert.pem();
     // The chain up to the CA lets peers trusting only the CA verify it.
     chain.push_str(&mtls.signer.cert_pem);
+    // Whole seconds, as in the certificate: an identity's lifetime must be
+    // exactly the configured one, or the reconciler (which compares them)
+    // would take it for another setting and issue a new certificate on
+    // every regeneration of the proxy.
+    let issued_at = SystemTime::UNIX_EPOCH + Duration::from_secs(since_epoch.as_secs());
     Ok(Identity {
         cert_pem: chain,
         key_pem: key.serialize_pem(),
         backend: mtls.backend.clone(),
         sans: sans.to_vec(),
-        issued_at: now,
-        not_after: SystemTime::UNIX_EPOCH
-            + Duration::from_secs(since_epoch.as_secs() + mtls.cert_lifetime.as_secs().max(1)),
+        issued_at,
+        not_after: issued_at + Duration::from_secs(mtls.cert_lifetime.as_secs().max(1)),
     })
 }
 
@@ -511,6 +515,14 @@ mtls:
         assert_eq!(identity.backend, "ca-1");
         assert_eq!(identity.not_after, now + Duration::from_secs(7200));
         assert_eq!(identity.renew_at(), now + Duration::from_secs(5760));
+        // Issued within a second, its lifetime is still exactly the
+        // configured one (what tells the reconciler to keep it).
+        let mid_second = issue(&resolved, &sans, now + Duration::from_millis(700)).unwrap();
+        assert_eq!(
+            mid_second.not_after.duration_since(mid_second.issued_at).unwrap(),
+            Duration::from_secs(7200)
+        );
+        assert_eq!(mid_second.issued_at, now);
         // The chain ends with the CA so that peers trusting only it verify.
         assert!(identity.cert_pem.ends_with(&ca.cert_pem));
         let (_, pem) = x509_parser::pem::parse_x509_pem(identity.cert_pem.as_bytes()).unwrap();

@@ -207,6 +207,23 @@ fn enabling_mtls_once_the_ca_exists_secures_every_proxy() {
         cluster["transportSocket"]["name"], "envoy.transport_sockets.tls",
         "{cluster}"
     );
+
+    // A policy change regenerates web's configuration and keeps its
+    // certificate: issuing one is the costly part, and a new one would be
+    // pushed to the proxy for nothing.
+    let secrets = |node: &str| -> Vec<(String, u64)> {
+        let snapshot = snapshots.get(node).unwrap();
+        snapshot
+            .get(XdsType::Secret)
+            .resources
+            .iter()
+            .map(|(name, r)| (name.clone(), r.version))
+            .collect()
+    };
+    let before = secrets("default.web-1");
+    let report = g.apply(vec![upsert(WEB_TIMEOUT)]);
+    assert!(report.changed.contains("default.web-1"), "{report:?}");
+    assert_eq!(secrets("default.web-1"), before, "the same certificate");
 }
 
 #[test]
