@@ -186,17 +186,18 @@ pub fn computed(ctx: &Context, mut r: Resource) -> Resource {
     }
     // Kuma tags every inbound of a Universal Dataplane with its zone, so
     // endpoints carry it to Envoy (locality, `x-kuma-tags`, access logs);
-    // on Kubernetes the pod converter writes the Dataplane whole.
+    // on Kubernetes the pod converter writes the Dataplane whole. A
+    // tag-free inbound stays tag-free: a zone tag alone would make it a
+    // tagged inbound without `kuma.io/service`, which does not validate.
     if ctx.environment == Environment::Universal
         && let Spec::Dataplane(dp) = &mut r.spec
         && let Some(inbounds) = dp.networking.as_mut().and_then(|n| n.inbound.as_mut())
     {
-        for inbound in inbounds {
-            inbound
-                .tags
-                .get_or_insert_with(Default::default)
-                .entry(crate::dataplane::ZONE_TAG.into())
-                .or_insert_with(|| ctx.zone.clone());
+        for tags in inbounds.iter_mut().filter_map(|i| i.tags.as_mut()) {
+            if !tags.is_empty() {
+                tags.entry(crate::dataplane::ZONE_TAG.into())
+                    .or_insert_with(|| ctx.zone.clone());
+            }
         }
     }
     if let Spec::Dataplane(dp) = &r.spec {
@@ -286,7 +287,7 @@ mod tests {
     #[test]
     fn universal_dataplanes_get_labels_and_their_zone_on_every_inbound() {
         let dp = parse(
-            "type: Dataplane\nmesh: default\nname: web-1\nnetworking:\n  address: 10.0.0.1\n  inbound:\n    - port: 8080\n      tags:\n        kuma.io/service: web\n    - port: 8081\n      tags:\n        kuma.io/service: admin\n        kuma.io/zone: east\n",
+            "type: Dataplane\nmesh: default\nname: web-1\nnetworking:\n  address: 10.0.0.1\n  inbound:\n    - port: 8080\n      tags:\n        kuma.io/service: web\n    - port: 8081\n      tags:\n        kuma.io/service: admin\n        kuma.io/zone: east\n    - port: 8082\n",
         )
         .expect("valid dataplane");
         let ctx = Context::new(Environment::Universal);
@@ -316,8 +317,13 @@ mod tests {
             .collect();
         assert_eq!(
             zones,
-            [Some("default"), Some("east")],
-            "a zone the user set is kept"
+            [Some("default"), Some("east"), None],
+            "a zone the user set is kept, a tag-free inbound stays tag-free"
+        );
+        assert_eq!(
+            stored.validate(crate::resource::Form::Universal),
+            Ok(()),
+            "what is stored validates"
         );
     }
 

@@ -7,6 +7,7 @@ mod envoy_admin;
 mod errors;
 mod inspect;
 mod mesh_insights;
+pub mod request_check;
 mod resources;
 
 pub use errors::ApiError;
@@ -156,7 +157,8 @@ pub fn router(state: Arc<ApiState>) -> axum::Router {
                 .put(resources::put_global)
                 .delete(resources::delete_global),
         )
-        .layer(axum::middleware::from_fn_with_state(state.clone(), identify));
+        .layer(axum::middleware::from_fn_with_state(state.clone(), identify))
+        .layer(axum::middleware::from_fn(errors_as_json));
     let allowed = state.config.api_server.cors_allowed_domains.clone();
     let router = if allowed.is_empty() {
         router
@@ -164,6 +166,37 @@ pub fn router(state: Arc<ApiState>) -> axum::Router {
         router.layer(cors(allowed))
     };
     router.with_state(state)
+}
+
+/// Requests refused before a handler ran (a path that is not UTF-8, a body
+/// that is not JSON) get axum's plain-text answer; Kuma's clients read an
+/// error as its JSON body, so they get that, with the same status and
+/// text. Unknown paths and methods (404, 405) stay as they are.
+async fn errors_as_json(request: Request, next: Next) -> Response {
+    let response = next.run(request).await;
+    let status = response.status();
+    let plain = !response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("json"));
+    if !plain
+        || !(status.is_client_error() || status.is_server_error())
+        || matches!(status, StatusCode::NOT_FOUND | StatusCode::METHOD_NOT_ALLOWED)
+    {
+        return response;
+    }
+    let (mut parts, body) = response.into_parts();
+    let text = axum::body::to_bytes(body, 64 * 1024).await.unwrap_or_default();
+    let title = status.canonical_reason().unwrap_or("Error");
+    let json = ApiError::new(status, title, String::from_utf8_lossy(&text).trim()).into_response();
+    let (json_parts, json_body) = json.into_parts();
+    // Keep the other headers (e.g. `WWW-Authenticate`).
+    parts.headers.remove(header::CONTENT_LENGTH);
+    for (name, value) in &json_parts.headers {
+        parts.headers.insert(name.clone(), value.clone());
+    }
+    Response::from_parts(parts, json_body)
 }
 
 /// Browsers may call the API from the origins in
