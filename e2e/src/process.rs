@@ -303,6 +303,19 @@ impl Kumactl {
         .await;
     }
 
+    /// Waits (bounded) until the leader has given the default mesh Kuma's
+    /// default policies, so proxies started afterwards are configured once.
+    pub async fn wait_for_default_policies(&self) {
+        crate::eventually("the default policies exist", Duration::from_secs(60), || async {
+            let policies = self.ok(&["get", "meshretries"], None);
+            policies
+                .contains("mesh-retry-all-default")
+                .then_some(())
+                .ok_or(policies)
+        })
+        .await;
+    }
+
     /// A dataplane token for `name` in the default mesh, valid for an hour.
     pub fn dataplane_token(&self, name: &str) -> String {
         self.ok(

@@ -86,18 +86,10 @@ async fn one_bad_patch_for_every_proxy_is_refused_named_and_not_resent() {
     let ip = |h: usize| format!("127.0.{net}.{h}");
     let cp = ControlPlane::start("kuma-cp", ControlPlane::env(&Default::default(), &temp_dir("cp"))).await;
     let kumactl = Kumactl::new(&cp.api());
-    kumactl.wait_for_default_mesh().await;
     // The proxies start once the mesh has its default policies, as on a
     // control plane that has been up a while: the storm is then the only
     // change they see.
-    eventually("the default policies exist", LIMIT, || async {
-        let policies = kumactl.ok(&["get", "meshretries"], None);
-        policies
-            .contains("mesh-retry-all-default")
-            .then_some(())
-            .ok_or(policies)
-    })
-    .await;
+    kumactl.wait_for_default_policies().await;
 
     let app = http_app(&ip(2), "backend").await;
     let outbound = free_port(&ip(1));

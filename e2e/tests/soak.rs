@@ -114,14 +114,7 @@ async fn soak_under_churn_restarts_and_rotation() {
     let cp_env = ControlPlane::env(&store, &temp_dir("cp"));
     let mut cp = ControlPlane::start("kuma-cp", cp_env.clone()).await;
     let kumactl = Kumactl::new(&cp.api());
-    eventually("the default policies exist", LIMIT, || async {
-        let policies = kumactl.ok(&["get", "meshretries"], None);
-        policies
-            .contains("mesh-retry-all-default")
-            .then_some(())
-            .ok_or(policies)
-    })
-    .await;
+    kumactl.wait_for_default_policies().await;
     kumactl.ok(&["apply", "-f", "-"], Some(ALLOW_ALL));
     kumactl.ok(&["apply", "-f", "-"], Some(MTLS_MESH));
 

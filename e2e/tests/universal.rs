@@ -123,14 +123,7 @@ async fn scenario(postgres: bool, net: u8) {
     let kumactl = Kumactl::new(&cp.api());
 
     // Default mesh and Kuma's default policies are there.
-    eventually("the default policies exist", LIMIT, || async {
-        let policies = kumactl.ok(&["get", "meshretries"], None);
-        policies
-            .contains("mesh-retry-all-default")
-            .then_some(())
-            .ok_or(policies)
-    })
-    .await;
+    kumactl.wait_for_default_policies().await;
 
     // Tokens, apps and two proxies.
     let web_token = kumactl.dataplane_token("web");
