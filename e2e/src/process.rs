@@ -337,6 +337,21 @@ impl Kumactl {
     }
 }
 
+/// A Universal Dataplane of the default mesh; `inbound` and `outbound` are
+/// the YAML list items (indented four spaces), `"    []\n"` for none.
+pub fn dataplane_yaml(name: &str, ip: &str, admin: u16, inbound: &str, outbound: &str) -> String {
+    format!(
+        "type: Dataplane\nmesh: default\nname: {name}\nnetworking:\n  address: {ip}\n  admin:\n    port: {admin}\n  inbound:\n{inbound}  outbound:\n{outbound}"
+    )
+}
+
+/// An HTTP inbound item for [`dataplane_yaml`].
+pub fn http_inbound(port: u16, service_port: u16, service: &str) -> String {
+    format!(
+        "    - port: {port}\n      servicePort: {service_port}\n      tags:\n        kuma.io/service: {service}\n        kuma.io/protocol: http\n"
+    )
+}
+
 /// A kuma-dp with its Envoy.
 pub fn start_kuma_dp(
     name: &str,

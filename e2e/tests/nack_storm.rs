@@ -7,7 +7,7 @@
 use std::time::{Duration, Instant};
 
 use kuma_e2e::apps::{get, http_app};
-use kuma_e2e::process::{ControlPlane, Kumactl, Proc, start_kuma_dp};
+use kuma_e2e::process::{ControlPlane, Kumactl, Proc, dataplane_yaml, http_inbound, start_kuma_dp};
 use kuma_e2e::{eventually, free_port, temp_dir};
 use serde_json::Value;
 
@@ -19,18 +19,6 @@ const BYSTANDERS: usize = 6;
 /// A cluster Envoy refuses (a connect timeout must be longer than zero,
 /// which only Envoy checks), added to every proxy.
 const BAD_PATCH: &str = "type: MeshProxyPatch\nmesh: default\nname: bad\nspec:\n  targetRef:\n    kind: Mesh\n  default:\n    appendModifications:\n      - cluster:\n          operation: Add\n          value: |\n            name: rejected-cluster\n            connectTimeout: 0s\n            type: STATIC\n";
-
-fn dataplane(name: &str, ip: &str, admin: u16, inbound: &str, outbound: &str) -> String {
-    format!(
-        "type: Dataplane\nmesh: default\nname: {name}\nnetworking:\n  address: {ip}\n  admin:\n    port: {admin}\n  inbound:\n{inbound}  outbound:\n{outbound}"
-    )
-}
-
-fn inbound(port: u16, service_port: u16, service: &str) -> String {
-    format!(
-        "    - port: {port}\n      servicePort: {service_port}\n      tags:\n        kuma.io/service: {service}\n        kuma.io/protocol: http\n"
-    )
-}
 
 /// Every dataplane overview of the default mesh.
 async fn overviews(cp: &ControlPlane) -> Result<Vec<Value>, String> {
@@ -107,11 +95,11 @@ async fn one_bad_patch_for_every_proxy_is_refused_named_and_not_resent() {
     let web_admin = free_port("127.0.0.1");
     start(
         "web",
-        dataplane(
+        dataplane_yaml(
             "web",
             &ip(1),
             web_admin,
-            &inbound(free_port(&ip(1)), 1, "web"),
+            &http_inbound(free_port(&ip(1)), 1, "web"),
             &format!(
                 "    - port: {outbound}\n      address: {}\n      tags:\n        kuma.io/service: backend\n",
                 ip(1)
@@ -120,11 +108,11 @@ async fn one_bad_patch_for_every_proxy_is_refused_named_and_not_resent() {
     );
     start(
         "backend",
-        dataplane(
+        dataplane_yaml(
             "backend",
             &ip(2),
             free_port("127.0.0.1"),
-            &inbound(free_port(&ip(2)), app, "backend"),
+            &http_inbound(free_port(&ip(2)), app, "backend"),
             "    []\n",
         ),
     );
@@ -134,7 +122,7 @@ async fn one_bad_patch_for_every_proxy_is_refused_named_and_not_resent() {
         let admin = free_port("127.0.0.1");
         start(
             &name,
-            dataplane(&name, &address, admin, &inbound(port, 1, &name), "    []\n"),
+            dataplane_yaml(&name, &address, admin, &http_inbound(port, 1, &name), "    []\n"),
         );
     }
     let proxies_total = BYSTANDERS + 2;

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use kuma_e2e::apps::{get, http_app};
 use kuma_e2e::postgres::Postgres;
-use kuma_e2e::process::{ControlPlane, Kumactl, migrate_up, start_kuma_dp};
+use kuma_e2e::process::{ControlPlane, Kumactl, dataplane_yaml, http_inbound, migrate_up, start_kuma_dp};
 use kuma_e2e::{eventually, free_port, temp_dir};
 
 const LIMIT: Duration = Duration::from_secs(60);
@@ -22,13 +22,6 @@ const ALLOW_ALL: &str = "type: MeshTrafficPermission\nmesh: default\nname: allow
 
 /// mTLS with certificates living 10 s, so they rotate all along.
 const MTLS_MESH: &str = "type: Mesh\nname: default\nmtls:\n  enabledBackend: ca-1\n  backends:\n    - name: ca-1\n      type: builtin\n      dpCert:\n        rotation:\n          expiration: 10s\n";
-
-fn dataplane(name: &str, ip: &str, inbound: &str, outbound: &str) -> String {
-    format!(
-        "type: Dataplane\nmesh: default\nname: {name}\nnetworking:\n  address: {ip}\n  admin:\n    port: {}\n  inbound:\n{inbound}  outbound:\n{outbound}",
-        free_port("127.0.0.1")
-    )
-}
 
 fn soak_seconds() -> u64 {
     std::env::var("KUMA_SOAK_SECONDS")
@@ -120,15 +113,11 @@ async fn soak_under_churn_restarts_and_rotation() {
 
     let app = http_app(&ip(2), "backend").await;
     let outbound = free_port(&ip(1));
-    let service = |port: u16, service_port: u16, name: &str| {
-        format!(
-            "    - port: {port}\n      servicePort: {service_port}\n      tags:\n        kuma.io/service: {name}\n        kuma.io/protocol: http\n"
-        )
-    };
-    let web = dataplane(
+    let web = dataplane_yaml(
         "web",
         &ip(1),
-        &service(free_port(&ip(1)), 1, "web"),
+        free_port("127.0.0.1"),
+        &http_inbound(free_port(&ip(1)), 1, "web"),
         &format!(
             "    - port: {outbound}\n      address: {}\n      tags:\n        kuma.io/service: backend\n    - port: {}\n      address: {}\n      tags:\n        kuma.io/service: extra\n",
             ip(1),
@@ -136,10 +125,11 @@ async fn soak_under_churn_restarts_and_rotation() {
             ip(1)
         ),
     );
-    let backend = dataplane(
+    let backend = dataplane_yaml(
         "backend",
         &ip(2),
-        &service(free_port(&ip(2)), app, "backend"),
+        free_port("127.0.0.1"),
+        &http_inbound(free_port(&ip(2)), app, "backend"),
         "    []\n",
     );
     let _web = start_kuma_dp(
@@ -187,7 +177,13 @@ async fn soak_under_churn_restarts_and_rotation() {
             1 => {
                 let name = format!("extra-{}", round % 5);
                 let address = ip(100 + (round % 5) as u8);
-                let extra = dataplane(&name, &address, &service(8080, 8080, "extra"), "    []\n");
+                let extra = dataplane_yaml(
+                    &name,
+                    &address,
+                    free_port("127.0.0.1"),
+                    &http_inbound(8080, 8080, "extra"),
+                    "    []\n",
+                );
                 kumactl.ok(&["apply", "-f", "-"], Some(&extra));
             }
             _ => {

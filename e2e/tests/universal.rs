@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use kuma_e2e::apps::{client, get, http_app};
 use kuma_e2e::postgres::Postgres;
-use kuma_e2e::process::{ControlPlane, Kumactl, migrate_up, start_kuma_dp};
+use kuma_e2e::process::{ControlPlane, Kumactl, dataplane_yaml, migrate_up, start_kuma_dp};
 use kuma_e2e::{eventually, free_port, temp_dir};
 
 const LIMIT: Duration = Duration::from_secs(60);
@@ -55,12 +55,6 @@ async fn users(admin_kumactl: &Kumactl, cp: &ControlPlane) {
     let admin = Kumactl::with_token(&cp.api(), &admin_token);
     let secrets = admin.ok(&["get", "global-secrets"], None);
     assert!(secrets.contains("admin-user-token"), "{secrets}");
-}
-
-fn dataplane(name: &str, ip: &str, admin: u16, inbound: &str, outbound: &str) -> String {
-    format!(
-        "type: Dataplane\nmesh: default\nname: {name}\nnetworking:\n  address: {ip}\n  admin:\n    port: {admin}\n  inbound:\n{inbound}  outbound:\n{outbound}"
-    )
 }
 
 const FAULT: &str = "type: MeshFaultInjection\nmesh: default\nname: backend-abort\nspec:\n  targetRef:\n    kind: MeshService\n    name: backend\n  from:\n    - targetRef:\n        kind: Mesh\n      default:\n        http:\n          - abort:\n              httpStatus: 503\n              percentage: 100\n";
@@ -131,7 +125,7 @@ async fn scenario(postgres: bool, net: u8) {
     let app_port = http_app(&ip(2), "backend").await;
     let outbound = free_port(&ip(1));
     let inbound_port = free_port(&ip(2));
-    let web_dp = dataplane(
+    let web_dp = dataplane_yaml(
         "web",
         &ip(1),
         free_port("127.0.0.1"),
@@ -144,7 +138,7 @@ async fn scenario(postgres: bool, net: u8) {
             ip(1)
         ),
     );
-    let backend_dp = dataplane(
+    let backend_dp = dataplane_yaml(
         "backend",
         &ip(2),
         free_port("127.0.0.1"),
