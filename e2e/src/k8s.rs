@@ -70,6 +70,7 @@ pub struct Cluster {
     pub kubeconfig: PathBuf,
     pki: Pki,
     etcd_port: u16,
+    etcd_peer_port: u16,
     etcd: Option<Proc>,
     apiserver: Option<Proc>,
     second_apiserver: Option<Proc>,
@@ -144,7 +145,6 @@ impl Cluster {
     /// asked), and waits until they are ready.
     pub async fn start(options: Options) -> Cluster {
         crate::install_crypto();
-        let bin = k8s_bin_dir();
         let dir = temp_dir("k8s");
         let pki = Pki::create(&dir);
         let etcd_port = free_port("127.0.0.1");
@@ -155,6 +155,7 @@ impl Cluster {
             dir,
             pki,
             etcd_port,
+            etcd_peer_port: free_port("127.0.0.1"),
             etcd: None,
             apiserver: None,
             second_apiserver: None,
@@ -164,35 +165,8 @@ impl Cluster {
             &cluster.kubeconfig,
             &kubeconfig(&cluster.pki.ca_cert, cluster.api_port, "admin", ADMIN_TOKEN),
         );
-        let peer_port = free_port("127.0.0.1");
-        let etcd_args: Vec<String> = [
-            "--name=e2e".to_string(),
-            format!("--data-dir={}", cluster.dir.join("etcd").display()),
-            format!("--listen-client-urls=http://127.0.0.1:{etcd_port}"),
-            format!("--advertise-client-urls=http://127.0.0.1:{etcd_port}"),
-            format!("--listen-peer-urls=http://127.0.0.1:{peer_port}"),
-            format!("--initial-advertise-peer-urls=http://127.0.0.1:{peer_port}"),
-            format!("--initial-cluster=e2e=http://127.0.0.1:{peer_port}"),
-            "--unsafe-no-fsync=true".into(),
-            "--log-level=warn".into(),
-        ]
-        .into();
-        cluster.etcd = Some(Proc::start(
-            "etcd",
-            &bin.join("etcd"),
-            &etcd_args,
-            &BTreeMap::new(),
-            &cluster.dir,
-        ));
-        let health = format!("http://127.0.0.1:{etcd_port}/health");
-        crate::eventually("etcd healthy", Duration::from_secs(30), || async {
-            match reqwest::get(&health).await {
-                Ok(r) if r.status().is_success() => Ok(()),
-                Ok(r) => Err(r.status().to_string()),
-                Err(e) => Err(e.to_string()),
-            }
-        })
-        .await;
+        cluster.etcd = Some(cluster.start_etcd("etcd"));
+        cluster.wait_etcd_healthy().await;
         cluster.apiserver = Some(cluster.start_apiserver("kube-apiserver", cluster.api_port));
         cluster.wait_ready(cluster.api_port).await;
         if let Some(port) = cluster.second_api_port {
@@ -203,6 +177,59 @@ impl Cluster {
             cluster.start_controller_manager().await;
         }
         cluster
+    }
+
+    fn start_etcd(&self, name: &str) -> Proc {
+        let (port, peer_port) = (self.etcd_port, self.etcd_peer_port);
+        let args: Vec<String> = [
+            "--name=e2e".to_string(),
+            format!("--data-dir={}", self.dir.join("etcd").display()),
+            format!("--listen-client-urls=http://127.0.0.1:{port}"),
+            format!("--advertise-client-urls=http://127.0.0.1:{port}"),
+            format!("--listen-peer-urls=http://127.0.0.1:{peer_port}"),
+            format!("--initial-advertise-peer-urls=http://127.0.0.1:{peer_port}"),
+            format!("--initial-cluster=e2e=http://127.0.0.1:{peer_port}"),
+            "--unsafe-no-fsync=true".into(),
+            "--log-level=warn".into(),
+        ]
+        .into();
+        Proc::start(
+            name,
+            &k8s_bin_dir().join("etcd"),
+            &args,
+            &BTreeMap::new(),
+            &self.dir,
+        )
+    }
+
+    async fn wait_etcd_healthy(&self) {
+        let health = format!("http://127.0.0.1:{}/health", self.etcd_port);
+        crate::eventually("etcd healthy", Duration::from_secs(30), || async {
+            match reqwest::get(&health).await {
+                Ok(r) if r.status().is_success() => Ok(()),
+                Ok(r) => Err(r.status().to_string()),
+                Err(e) => Err(e.to_string()),
+            }
+        })
+        .await;
+    }
+
+    /// Stops etcd, as a crash would (the API servers stay up, unable to
+    /// read or write).
+    pub fn stop_etcd(&mut self) {
+        if let Some(mut p) = self.etcd.take() {
+            p.kill();
+        }
+    }
+
+    /// Starts etcd again on its data and ports, and waits until it and the
+    /// API server are ready.
+    pub async fn start_etcd_again(&mut self) {
+        let started = Instant::now();
+        self.etcd = Some(self.start_etcd("etcd-again"));
+        self.wait_etcd_healthy().await;
+        self.wait_ready(self.api_port).await;
+        eprintln!("etcd restarted in {:?}", started.elapsed());
     }
 
     fn start_apiserver(&self, name: &str, port: u16) -> Proc {

@@ -27,6 +27,45 @@ fn dataplane(name: &str, ip: &str, admin: u16) -> String {
     )
 }
 
+/// The addresses listening on TCP `port` on this host (from
+/// `/proc/net/tcp` and `/proc/net/tcp6`), e.g. `127.0.0.1` or `0.0.0.0`.
+fn listening_on(port: u16) -> Vec<String> {
+    let mut found = Vec::new();
+    for file in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let text = std::fs::read_to_string(file).unwrap_or_default();
+        for line in text.lines().skip(1) {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let (Some(local), Some("0A")) = (fields.get(1), fields.get(3).copied()) else {
+                continue;
+            };
+            let Some((ip, p)) = local.split_once(':') else {
+                continue;
+            };
+            if u16::from_str_radix(p, 16).ok() != Some(port) {
+                continue;
+            }
+            // The kernel prints each 32-bit word in host (little-endian) order.
+            let bytes: Vec<u8> = (0..ip.len() / 2)
+                .filter_map(|i| u8::from_str_radix(&ip[2 * i..2 * i + 2], 16).ok())
+                .collect::<Vec<u8>>()
+                .chunks(4)
+                .flat_map(|w| w.iter().rev().copied().collect::<Vec<u8>>())
+                .collect();
+            let address = match <[u8; 4]>::try_from(bytes.as_slice()) {
+                Ok(v4) => std::net::IpAddr::from(v4).to_string(),
+                Err(_) => match <[u8; 16]>::try_from(bytes.as_slice()) {
+                    Ok(v6) => std::net::IpAddr::from(v6).to_string(),
+                    Err(_) => continue,
+                },
+            };
+            found.push(address);
+        }
+    }
+    found.sort();
+    found.dedup();
+    found
+}
+
 /// An HTTPS client trusting `ca_pem`, presenting `identity` (cert, key).
 fn tls_client(ca_pem: &str, identity: Option<(&str, &str)>) -> reqwest::Client {
     let mut roots = rustls::RootCertStore::empty();
@@ -82,7 +121,7 @@ async fn inspect_reads_each_proxys_envoy_admin() {
         tokens.insert(name, token);
     }
 
-    for name in ["local", "remote"] {
+    for (name, ip) in [("local", "127.0.0.1"), ("remote", remote_ip)] {
         // Its clusters once the control plane's configuration is in.
         let clusters = eventually(&format!("{name}'s Envoy has its clusters"), LIMIT, || async {
             let out = kumactl.run(&["inspect", "dataplane", name, "--type", "clusters"], None);
@@ -121,6 +160,27 @@ async fn inspect_reads_each_proxys_envoy_admin() {
             "{name}: the dataplane token is shown"
         );
         assert!(dump.contains("[redacted]"), "{name}");
+        // Envoy's admin is bound to loopback only: what the proxy's own
+        // address shows is the admin listener (`/ready` and mTLS).
+        let admin = parsed["configs"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|c| c["@type"] == "type.googleapis.com/envoy.admin.v3.BootstrapConfigDump")
+            .map(|c| c["bootstrap"]["admin"]["address"]["socket_address"].clone())
+            .unwrap_or_default();
+        assert_eq!(admin["address"], "127.0.0.1", "{name}: {admin}");
+        let port = u16::try_from(admin["port_value"].as_u64().unwrap_or_default()).expect("port");
+        let mut expected = vec!["127.0.0.1".to_string()];
+        if ip != "127.0.0.1" {
+            expected.insert(0, ip.to_string());
+        }
+        expected.sort();
+        assert_eq!(
+            listening_on(port),
+            expected,
+            "{name}: who listens on the admin port {port}"
+        );
         let policies = kumactl.ok(&["inspect", "dataplane", name], None);
         assert!(
             policies.starts_with("Kind") && policies.lines().any(|l| l.starts_with("MeshTimeout")),

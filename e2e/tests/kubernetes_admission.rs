@@ -24,7 +24,7 @@ fn apply_as_user(mesh: &KubeMesh, doc: &str) -> std::process::Output {
 
 #[tokio::test]
 async fn kubectl_writes_are_admitted_as_the_api_admits_them() {
-    let mesh = KubeMesh::start(&[]).await;
+    let mut mesh = KubeMesh::start(&[]).await;
     mesh.install_webhooks().await;
     for ns in ["kuma-test", "demo", "playground", "kuma-demo"] {
         mesh.cluster.create_namespace(ns, &[]).await;
@@ -162,4 +162,81 @@ async fn kubectl_writes_are_admitted_as_the_api_admits_them() {
         None,
     );
     assert_eq!(before, after);
+
+    // The admission server answers over TLS only: a plaintext caller gets
+    // no admission decision.
+    let review = serde_json::json!({
+        "apiVersion": "admission.k8s.io/v1",
+        "kind": "AdmissionReview",
+        "request": {"uid": "1", "kind": {"group": "", "version": "v1", "kind": "Pod"},
+            "resource": {"group": "", "version": "v1", "resource": "pods"},
+            "namespace": "injected", "operation": "CREATE", "userInfo": {},
+            "object": {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"},
+                "spec": {"containers": [{"name": "app", "image": "nginx"}]}}}
+    });
+    let plaintext = reqwest::Client::new()
+        .post(format!(
+            "http://127.0.0.1:{}/inject-sidecar",
+            mesh.admission_port()
+        ))
+        .json(&review)
+        .send()
+        .await;
+    match plaintext {
+        Err(_) => {}
+        Ok(r) => {
+            let status = r.status();
+            let body = r.text().await.unwrap_or_default();
+            assert!(
+                !status.is_success() && !body.contains("patch"),
+                "a plaintext request was answered: {status} {body}"
+            );
+        }
+    }
+
+    // The webhook server down (kuma-cp stopped) with failurePolicy Fail:
+    // a Pod of an injected namespace is refused with the reason, and
+    // nothing of it is stored; once kuma-cp is back it is injected whole.
+    const DURING: &str = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: during-outage\n  namespace: injected\nspec:\n  containers:\n    - name: app\n      image: nginx\n";
+    mesh.cp.proc.kill();
+    let out = mesh.cluster.kubectl(&["apply", "-f", "-"], Some(DURING));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success()
+            && stderr.contains("failed calling webhook \"namespace-kuma-injector.kuma.io\"")
+            && stderr.contains("connection refused"),
+        "{stderr}"
+    );
+    let stored = mesh
+        .cluster
+        .kubectl(&["get", "pod", "during-outage", "-n", "injected"], None);
+    assert!(
+        !stored.status.success(),
+        "a Pod was stored while the injector was down"
+    );
+    let env = mesh.cp.env.clone();
+    mesh.cp = kuma_e2e::process::ControlPlane::start("kuma-cp-again", env).await;
+    let back = std::time::Instant::now();
+    eventually("the Pod is admitted again", Duration::from_secs(60), || async {
+        let out = mesh.cluster.kubectl(&["apply", "-f", "-"], Some(DURING));
+        out.status
+            .success()
+            .then_some(())
+            .ok_or_else(|| String::from_utf8_lossy(&out.stderr).to_string())
+    })
+    .await;
+    eprintln!("Pods admitted again {:?} after kuma-cp was ready", back.elapsed());
+    let injected = mesh.cluster.kubectl_ok(
+        &[
+            "get",
+            "pod",
+            "during-outage",
+            "-n",
+            "injected",
+            "-o",
+            "jsonpath={.spec.initContainers[*].name} {.spec.containers[*].name}",
+        ],
+        None,
+    );
+    assert_eq!(injected, "kuma-init kuma-sidecar app");
 }

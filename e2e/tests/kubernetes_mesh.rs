@@ -601,6 +601,43 @@ async fn injected_pods_carry_traffic_through_the_mesh() {
     assert!(codes.len() > 10, "the load ran: {codes:?}");
     assert_eq!(failed, 0, "{codes:?}");
 
+    // etcd crashed and restarted under traffic: the API server cannot read
+    // or write meanwhile; no failed request, and every Dataplane there once
+    // after the control plane's watches resume.
+    let load = Load::start(&mesh, "default", client, &url);
+    mesh.cluster.stop_etcd();
+    let stopped = Instant::now();
+    // While etcd is down the API server has nothing to serve.
+    eventually("the API server notices", Duration::from_secs(30), || async {
+        let out = mesh
+            .cluster
+            .kubectl(&["get", "dataplanes", "-A", "--request-timeout=2s"], None);
+        (!out.status.success())
+            .then_some(())
+            .ok_or("still answers".to_string())
+    })
+    .await;
+    mesh.cluster.start_etcd_again().await;
+    eprintln!("etcd down for {:?}", stopped.elapsed());
+    eventually("the control plane re-listed", Duration::from_secs(60), || async {
+        let after = dataplane_names(&mesh);
+        (after == before)
+            .then_some(())
+            .ok_or(format!("{after:?} vs {before:?}"))
+    })
+    .await;
+    let codes = load.stop();
+    let failed = codes.iter().filter(|c| c.as_str() != "200").count();
+    eprintln!(
+        "{} requests across the etcd restart, {failed} failed",
+        codes.len()
+    );
+    assert!(codes.len() > 10, "the load ran: {codes:?}");
+    assert_eq!(failed, 0, "{codes:?}");
+    let stored = kubectl_json(&mesh, &["get", "dataplanes", "-A", "-o", "json"]);
+    let stored = stored["items"].as_array().map_or(0, Vec::len);
+    assert_eq!(stored, before.len(), "the Dataplane objects in the API server");
+
     // A deleted Pod's Dataplane goes with it.
     let gone = servers[1].clone();
     mesh.cluster

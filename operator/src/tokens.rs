@@ -28,6 +28,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::store::{ResourceKey, Store, StoreError};
 
+pub mod check;
+
 /// JWT's registered claims, as Kuma's tokens carry them.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct RegisteredClaims {

@@ -1,11 +1,12 @@
-//! Replays the committed inputs of the REST API fuzz target (`api_request`:
-//! its corpus, and the regression inputs of any crash it found) through the
-//! same check the target runs. Deterministic: this is how CI gates on the
-//! fuzzer's findings; `scripts/fuzz.sh SECONDS` explores for new ones.
+//! Replays the committed inputs of the REST API and token fuzz targets
+//! (`api_request`, `token_verify`: their corpora, and the regression inputs
+//! of any crash they found) through the same checks the targets run.
+//! Deterministic: this is how CI gates on the fuzzer's findings; `scripts/fuzz.sh SECONDS` explores for new ones.
 
 use std::path::{Path, PathBuf};
 
 use kuma_operator::api::request_check::check_request;
+use kuma_operator::tokens::check::check_token;
 
 fn inputs(dir: &str) -> Vec<PathBuf> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join(dir);
@@ -30,6 +31,18 @@ fn api_request_corpus_and_regressions_keep_the_properties() {
     for file in corpus.iter().chain(&inputs("fuzz/regressions/api_request")) {
         let data = std::fs::read(file).expect("readable input");
         if let Err(broken) = check_request(&data) {
+            panic!("{}: {broken}", file.display());
+        }
+    }
+}
+
+#[test]
+fn token_verify_corpus_and_regressions_keep_the_properties() {
+    let corpus = inputs("fuzz/corpus/token_verify");
+    assert!(!corpus.is_empty(), "the corpus is committed");
+    for file in corpus.iter().chain(&inputs("fuzz/regressions/token_verify")) {
+        let data = std::fs::read(file).expect("readable input");
+        if let Err(broken) = check_token(&data) {
             panic!("{}: {broken}", file.display());
         }
     }

@@ -15,5 +15,6 @@
 
 pub mod defaulting;
 pub mod injector;
+pub mod review_check;
 pub mod server;
 pub mod validation;
