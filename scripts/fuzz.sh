@@ -6,13 +6,16 @@
 # machines under any sequence of requests and snapshots (xds/fuzz,
 # ads_sequence), the /bootstrap request (xds/fuzz, bootstrap_request) and
 # MeshProxyPatch modifications (xds/fuzz, proxy_patch), the
-# transparent proxy's config file (kumactl/fuzz, transparent_proxy_config)
-# and REST requests through the real router (operator/fuzz, api_request).
+# transparent proxy's config file (kumactl/fuzz, transparent_proxy_config),
+# REST requests through the real router (operator/fuzz, api_request),
+# dataplane and user token verification (operator/fuzz, token_verify) and
+# AdmissionReviews through the webhook router, with the injected Pod's
+# conversion to a Dataplane (webhook/fuzz, admission_review).
 # Not part of CI's verdict: CI replays the committed corpora
 # and regression inputs deterministically (`cargo test -p kuma-crds --test
 # fuzz_corpus`, `-p kuma-dp --test fuzz_corpus`, `-p kuma-xds --test
 # fuzz_corpus`, `-p kumactl --test fuzz_corpus`, `-p kuma-operator --test
-# fuzz_corpus`).
+# fuzz_corpus`, `-p kuma-webhook --test fuzz_corpus`).
 #
 # New interesting inputs land in <crate>/fuzz/corpus/<target> (minimise
 # with `cargo +nightly fuzz cmin <target>` before committing). A crash is
@@ -38,7 +41,7 @@ if [ ! -x "$TOOLS/bin/cargo-fuzz" ]; then
 fi
 export PATH="$TOOLS/bin:$PATH"
 
-for target in operator:api_request:8192 crds:parse_validate:8192 kuma-dp:dns_reply:4096 kuma-dp:cp_certificate:4096 xds:ads_sequence:4096 xds:bootstrap_request:8192 xds:proxy_patch:8192 kumactl:transparent_proxy_config:8192; do
+for target in operator:api_request:8192 operator:token_verify:4096 webhook:admission_review:8192 crds:parse_validate:8192 kuma-dp:dns_reply:4096 kuma-dp:cp_certificate:4096 xds:ads_sequence:4096 xds:bootstrap_request:8192 xds:proxy_patch:8192 kumactl:transparent_proxy_config:8192; do
   IFS=: read -r crate name max_len <<<"$target"
   (cd "$crate" && cargo +nightly fuzz run "$name" "fuzz/corpus/$name" "fuzz/regressions/$name" -- \
     -max_total_time="$seconds" -max_len="$max_len" -timeout=10 -rss_limit_mb=4096)

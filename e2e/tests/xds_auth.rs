@@ -1,6 +1,7 @@
 //! kuma-cp's ADS endpoint checks dataplane tokens itself (not only
-//! `/bootstrap`): a stream without a token, with a forged one or with one
-//! for another dataplane is refused; a valid one gets configuration.
+//! `/bootstrap`): a stream without a token, with a forged one, with one
+//! for another dataplane, an expired one or a revoked one is refused; a
+//! valid one gets configuration.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -11,6 +12,8 @@ use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service
 use kuma_e2e::ads::channel;
 use kuma_e2e::process::{ControlPlane, Kumactl};
 use kuma_e2e::temp_dir;
+use base64::Engine;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use tokio_stream::StreamExt;
 
 const LIMIT: Duration = Duration::from_secs(60);
@@ -81,4 +84,69 @@ async fn the_ads_stream_checks_dataplane_tokens() {
         .await
         .expect("a valid token gets configuration");
     assert!(clusters > 0);
+
+    // Expired: web's own claims, signed with the mesh's key, an hour past
+    // their expiry (beyond the minute of clock skew allowed).
+    let http = kuma_e2e::apps::client();
+    let key = kuma_e2e::apps::get(
+        &http,
+        &format!(
+            "{}/meshes/default/secrets/dataplane-token-signing-key-default-1",
+            cp.api()
+        ),
+    )
+    .await
+    .expect("the signing key (loopback is admin)");
+    let key: serde_json::Value =
+        serde_json::from_str(key.trim_start_matches("200 ")).expect("secret JSON");
+    let pem = STANDARD
+        .decode(key["data"].as_str().expect("data"))
+        .expect("base64");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs();
+    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256);
+    header.kid = Some("1".into());
+    let claims = serde_json::json!({
+        "Name": "web", "Mesh": "default", "Tags": {}, "Type": "dataplane",
+        "iat": now - 7200, "nbf": now - 7200, "exp": now - 3600, "jti": "expired-1",
+    });
+    let expired = jsonwebtoken::encode(
+        &header,
+        &claims,
+        &jsonwebtoken::EncodingKey::from_rsa_pem(&pem).expect("an RSA key"),
+    )
+    .expect("signed");
+    let refused = first_answer(&cp, "default.web", Some(&expired))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::Unauthenticated, "{refused:?}");
+    assert!(refused.message().contains("Expired"), "{refused:?}");
+
+    // Revoked: a token that works, then its id in the mesh's revocations.
+    let revoked = kumactl.dataplane_token("web");
+    first_answer(&cp, "default.web", Some(&revoked))
+        .await
+        .expect("accepted before it is revoked");
+    let payload = revoked.trim().split('.').nth(1).expect("a JWT");
+    let payload: serde_json::Value =
+        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).expect("base64url"))
+            .expect("claims");
+    let jti = payload["jti"].as_str().expect("an id");
+    kumactl.ok(
+        &["apply", "-f", "-"],
+        Some(&format!(
+            "type: Secret\nmesh: default\nname: dataplane-token-revocations-default\ndata: {}\n",
+            STANDARD.encode(jti)
+        )),
+    );
+    let refused = first_answer(&cp, "default.web", Some(&revoked))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::Unauthenticated, "{refused:?}");
+    assert!(refused.message().contains("revoked"), "{refused:?}");
+    first_answer(&cp, "default.web", Some(&web))
+        .await
+        .expect("the other tokens still work");
 }

@@ -156,9 +156,34 @@ async fn inject_sidecar(State(w): State<Arc<Webhooks>>, body: Bytes) -> Response
         owners: &owners,
     };
     match inject(&pod, &mesh, &input, &w.injector) {
-        Ok(injected) => patched(&req, patch(&pod, &injected)),
+        Ok(injected) => {
+            let ops = patch(&pod, &injected);
+            match applies_to_sent_object(&body, &ops) {
+                Ok(()) => patched(&req, ops),
+                Err(e) => deny(
+                    &req,
+                    400,
+                    "BadRequest",
+                    format!("the Pod as sent cannot take the injection patch: {e}"),
+                ),
+            }
+        }
         Err(e) => deny(&req, 500, "InternalError", e.to_string()),
     }
+}
+
+/// Whether `ops` apply to the object exactly as the review carried it. The
+/// patch is computed on the typed Pod, which fills in what the sender left
+/// out (an absent `metadata`); the API server applies it to what it sent,
+/// so a patch that would not apply there is refused here with its reason
+/// rather than failing the request on the API server's side.
+fn applies_to_sent_object(body: &Bytes, ops: &json_patch::Patch) -> Result<(), String> {
+    let review: Value = serde_json::from_slice(body).map_err(|e| e.to_string())?;
+    let mut object = review
+        .pointer("/request/object")
+        .cloned()
+        .unwrap_or(Value::Null);
+    json_patch::patch(&mut object, ops).map_err(|e| e.to_string())
 }
 
 fn refused(req: &AdmissionRequest<DynamicObject>, refusal: &Refusal) -> Response {
