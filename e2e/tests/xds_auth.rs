@@ -6,14 +6,14 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use base64::Engine;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::envoy::service::discovery::v3::DiscoveryRequest;
 use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
 use kuma_e2e::ads::channel;
 use kuma_e2e::process::{ControlPlane, Kumactl};
 use kuma_e2e::temp_dir;
-use base64::Engine;
-use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use tokio_stream::StreamExt;
 
 const LIMIT: Duration = Duration::from_secs(60);
@@ -97,8 +97,7 @@ async fn the_ads_stream_checks_dataplane_tokens() {
     )
     .await
     .expect("the signing key (loopback is admin)");
-    let key: serde_json::Value =
-        serde_json::from_str(key.trim_start_matches("200 ")).expect("secret JSON");
+    let key: serde_json::Value = serde_json::from_str(key.trim_start_matches("200 ")).expect("secret JSON");
     let pem = STANDARD
         .decode(key["data"].as_str().expect("data"))
         .expect("base64");
@@ -131,8 +130,7 @@ async fn the_ads_stream_checks_dataplane_tokens() {
         .expect("accepted before it is revoked");
     let payload = revoked.trim().split('.').nth(1).expect("a JWT");
     let payload: serde_json::Value =
-        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).expect("base64url"))
-            .expect("claims");
+        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).expect("base64url")).expect("claims");
     let jti = payload["jti"].as_str().expect("an id");
     kumactl.ok(
         &["apply", "-f", "-"],

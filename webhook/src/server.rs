@@ -111,6 +111,17 @@ async fn inject_sidecar(State(w): State<Arc<Webhooks>>, body: Bytes) -> Response
     let Some(object) = &req.object else {
         return review(AdmissionResponse::from(&req));
     };
+    // The object exactly as sent: the patch must apply to it, and it must
+    // say it is a Pod if it says anything.
+    let sent = sent_object(&body);
+    if let Some(kind) = sent.get("kind").filter(|k| k.as_str() != Some("Pod")) {
+        return deny(
+            &req,
+            400,
+            "BadRequest",
+            format!("the object is not a Pod: its kind is {kind}"),
+        );
+    }
     let mut pod: Pod = match serde_json::to_value(object).and_then(serde_json::from_value) {
         Ok(p) => p,
         Err(e) => return deny(&req, 400, "BadRequest", format!("the object is not a Pod: {e}")),
@@ -158,7 +169,8 @@ async fn inject_sidecar(State(w): State<Arc<Webhooks>>, body: Bytes) -> Response
     match inject(&pod, &mesh, &input, &w.injector) {
         Ok(injected) => {
             let ops = patch(&pod, &injected);
-            match applies_to_sent_object(&body, &ops) {
+            let mut applied = sent;
+            match json_patch::patch(&mut applied, &ops) {
                 Ok(()) => patched(&req, ops),
                 Err(e) => deny(
                     &req,
@@ -172,18 +184,16 @@ async fn inject_sidecar(State(w): State<Arc<Webhooks>>, body: Bytes) -> Response
     }
 }
 
-/// Whether `ops` apply to the object exactly as the review carried it. The
-/// patch is computed on the typed Pod, which fills in what the sender left
-/// out (an absent `metadata`); the API server applies it to what it sent,
-/// so a patch that would not apply there is refused here with its reason
-/// rather than failing the request on the API server's side.
-fn applies_to_sent_object(body: &Bytes, ops: &json_patch::Patch) -> Result<(), String> {
-    let review: Value = serde_json::from_slice(body).map_err(|e| e.to_string())?;
-    let mut object = review
-        .pointer("/request/object")
-        .cloned()
-        .unwrap_or(Value::Null);
-    json_patch::patch(&mut object, ops).map_err(|e| e.to_string())
+/// The object exactly as the review carried it. The injection patch is
+/// computed on the typed Pod, which fills in what the sender left out (an
+/// absent `metadata`); the API server applies it to what it sent, so a
+/// patch that would not apply there is refused here with its reason rather
+/// than failing the request on the API server's side.
+fn sent_object(body: &Bytes) -> Value {
+    serde_json::from_slice::<Value>(body)
+        .ok()
+        .and_then(|review| review.pointer("/request/object").cloned())
+        .unwrap_or(Value::Null)
 }
 
 fn refused(req: &AdmissionRequest<DynamicObject>, refusal: &Refusal) -> Response {
