@@ -12,9 +12,14 @@
 //!   Dataplane that validates (or says why it cannot);
 //! - defaulting and owner references, applied, are applied: a second
 //!   review of the patched object asks for no further change;
-//! - validation never patches.
+//! - validation never patches;
+//! - the pod converter alone, on any Pod and Services (input
+//!   `{"pod": …, "services": […]}`): a Pod without an IP has no Dataplane
+//!   yet; a Dataplane it makes validates, is the same when made again, and
+//!   serves only as a Service that selects the Pod, or as its workload.
 //!
-//! An input is a route chosen by its first byte, then the review body.
+//! An input is a route chosen by its first byte (one past the routes: the
+//! converter), then the body.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -100,7 +105,9 @@ fn webhooks() -> Arc<Webhooks> {
 /// Checks one input; `Err` says which property broke.
 pub fn check_review(data: &[u8]) -> Result<(), String> {
     let (selector, body) = data.split_first().map_or((0, &[][..]), |(s, b)| (*s, b));
-    let route = ROUTES[usize::from(selector) % ROUTES.len()];
+    let Some(route) = ROUTES.get(usize::from(selector) % (ROUTES.len() + 1)) else {
+        return check_conversion(body);
+    };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -283,4 +290,80 @@ fn check_injected(original: &Value, injected: Value, namespace: &str) -> Result<
         // cannot read); that is its answer, not a broken property.
         Err(_) => Ok(()),
     }
+}
+
+/// The converter on any Pod and Services.
+fn check_conversion(body: &[u8]) -> Result<(), String> {
+    #[derive(serde::Deserialize)]
+    struct Input {
+        pod: Pod,
+        #[serde(default)]
+        services: Vec<Service>,
+    }
+    let Ok(input) = serde_json::from_slice::<Input>(body) else {
+        return Ok(());
+    };
+    let owners = PodOwners::default();
+    let labels = namespace_labels();
+    let annotations = BTreeMap::new();
+    let convert = |pod: &Pod| {
+        pod_to_dataplane(&PodInput {
+            pod,
+            namespace_labels: &labels,
+            namespace_annotations: &annotations,
+            services: &input.services,
+            owners: &owners,
+            zone: kuma_crds::admission::DEFAULT_ZONE,
+        })
+    };
+    let has_ip = input
+        .pod
+        .status
+        .as_ref()
+        .and_then(|s| s.pod_ip.as_deref())
+        .is_some_and(|ip| !ip.is_empty());
+    let first = convert(&input.pod);
+    if first != convert(&input.pod) {
+        return Err("the converter gave two answers for one Pod".into());
+    }
+    let dataplane = match first {
+        Ok(Some(dataplane)) if has_ip => dataplane,
+        Ok(Some(_)) => return Err("a Pod without an IP has a Dataplane".into()),
+        Ok(None) if has_ip => return Err("a Pod with an IP has no Dataplane".into()),
+        Ok(None) | Err(_) => return Ok(()),
+    };
+    dataplane
+        .validate(Form::Kubernetes)
+        .map_err(|e| format!("the Dataplane does not validate: {e}"))?;
+    let namespace = input.pod.metadata.namespace.clone().unwrap_or_default();
+    let selecting = kuma_crds::kubernetes::selecting_services(&input.pod, &input.services);
+    let serviceless = kuma_crds::kubernetes::serviceless_tag(
+        &kuma_crds::kubernetes::workload_name(&input.pod, &owners),
+        &namespace,
+    );
+    let kuma_crds::resource::Spec::Dataplane(spec) = &dataplane.spec else {
+        return Err("the converter made something other than a Dataplane".into());
+    };
+    let inbounds = spec.networking.iter().flat_map(|n| n.inbound.iter().flatten());
+    for inbound in inbounds {
+        let service = inbound
+            .tags
+            .as_ref()
+            .and_then(|t| t.get(kuma_crds::dataplane::SERVICE_TAG))
+            .map(String::as_str)
+            .unwrap_or_default();
+        let from_a_service = selecting.iter().any(|s| {
+            let name = s.metadata.name.clone().unwrap_or_default();
+            s.spec
+                .iter()
+                .flat_map(|spec| spec.ports.iter().flatten())
+                .any(|p| kuma_crds::kubernetes::service_tag(&name, &namespace, p.port) == service)
+        });
+        if !from_a_service && service != serviceless {
+            return Err(format!(
+                "an inbound serves as {service:?}, which no selecting Service nor the workload names"
+            ));
+        }
+    }
+    Ok(())
 }
