@@ -114,13 +114,15 @@ async fn inject_sidecar(State(w): State<Arc<Webhooks>>, body: Bytes) -> Response
     // The object exactly as sent: the patch must apply to it, and it must
     // say it is a Pod if it says anything.
     let sent = sent_object(&body);
-    if let Some(kind) = sent.get("kind").filter(|k| k.as_str() != Some("Pod")) {
-        return deny(
-            &req,
-            400,
-            "BadRequest",
-            format!("the object is not a Pod: its kind is {kind}"),
-        );
+    for (field, expected) in [("kind", "Pod"), ("apiVersion", "v1")] {
+        if let Some(found) = sent.get(field).filter(|v| v.as_str() != Some(expected)) {
+            return deny(
+                &req,
+                400,
+                "BadRequest",
+                format!("the object is not a Pod: its {field} is {found}"),
+            );
+        }
     }
     let mut pod: Pod = match serde_json::to_value(object).and_then(serde_json::from_value) {
         Ok(p) => p,
