@@ -275,6 +275,23 @@ impl Load {
     }
 }
 
+/// After a fault: kuma-cp lists exactly the Dataplanes of `before` again,
+/// and no request of `load` failed.
+async fn recovered(mesh: &KubeMesh, before: &[String], load: Load, fault: &str) {
+    eventually("the control plane re-listed", Duration::from_secs(60), || async {
+        let after = dataplane_names(mesh);
+        (after == before)
+            .then_some(())
+            .ok_or(format!("{after:?} vs {before:?}"))
+    })
+    .await;
+    let codes = load.stop();
+    let failed = codes.iter().filter(|c| c.as_str() != "200").count();
+    eprintln!("{} requests across {fault}, {failed} failed", codes.len());
+    assert!(codes.len() > 10, "the load ran: {codes:?}");
+    assert_eq!(failed, 0, "{codes:?}");
+}
+
 fn kubectl_json(mesh: &KubeMesh, args: &[&str]) -> Value {
     let out = mesh.cluster.kubectl(args, None);
     serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
@@ -491,19 +508,30 @@ async fn injected_pods_carry_traffic_through_the_mesh() {
     .await;
     // What the control plane sends (`config`): the test's pods are in
     // network namespaces it cannot reach, so not what their Envoy holds.
+    // The mesh's default policies may still be arriving (the leader makes
+    // them after the Mesh): wait until the proxy has more than one.
     for kind in ["config", "policies"] {
-        let out = kumactl.run(
-            &[
-                "inspect",
-                "dataplane",
-                &format!("{client}.default"),
-                "--type",
-                kind,
-            ],
-            None,
-        );
-        let text = String::from_utf8_lossy(&out.stdout);
-        assert!(out.status.success() && text.len() > 100, "{kind}: {text}");
+        eventually(
+            &format!("kumactl inspect --type {kind}"),
+            Duration::from_secs(30),
+            || async {
+                let out = kumactl.run(
+                    &[
+                        "inspect",
+                        "dataplane",
+                        &format!("{client}.default"),
+                        "--type",
+                        kind,
+                    ],
+                    None,
+                );
+                let text = String::from_utf8_lossy(&out.stdout).to_string();
+                (out.status.success() && text.len() > 100)
+                    .then_some(())
+                    .ok_or(text)
+            },
+        )
+        .await;
     }
 
     // A policy applied with kubectl reaches the proxies, and its deletion too.
@@ -585,21 +613,7 @@ async fn injected_pods_carry_traffic_through_the_mesh() {
     let stopped = Instant::now();
     mesh.cluster.start_apiserver_again().await;
     eprintln!("kube-apiserver down for {:?}", stopped.elapsed());
-    eventually("the control plane re-listed", Duration::from_secs(60), || async {
-        let after = dataplane_names(&mesh);
-        (after == before)
-            .then_some(())
-            .ok_or(format!("{after:?} vs {before:?}"))
-    })
-    .await;
-    let codes = load.stop();
-    let failed = codes.iter().filter(|c| c.as_str() != "200").count();
-    eprintln!(
-        "{} requests across the API server restart, {failed} failed",
-        codes.len()
-    );
-    assert!(codes.len() > 10, "the load ran: {codes:?}");
-    assert_eq!(failed, 0, "{codes:?}");
+    recovered(&mesh, &before, load, "the API server restart").await;
 
     // etcd crashed and restarted under traffic: the API server cannot read
     // or write meanwhile; no failed request, and every Dataplane there once
@@ -619,21 +633,7 @@ async fn injected_pods_carry_traffic_through_the_mesh() {
     .await;
     mesh.cluster.start_etcd_again().await;
     eprintln!("etcd down for {:?}", stopped.elapsed());
-    eventually("the control plane re-listed", Duration::from_secs(60), || async {
-        let after = dataplane_names(&mesh);
-        (after == before)
-            .then_some(())
-            .ok_or(format!("{after:?} vs {before:?}"))
-    })
-    .await;
-    let codes = load.stop();
-    let failed = codes.iter().filter(|c| c.as_str() != "200").count();
-    eprintln!(
-        "{} requests across the etcd restart, {failed} failed",
-        codes.len()
-    );
-    assert!(codes.len() > 10, "the load ran: {codes:?}");
-    assert_eq!(failed, 0, "{codes:?}");
+    recovered(&mesh, &before, load, "the etcd restart").await;
     let stored = kubectl_json(&mesh, &["get", "dataplanes", "-A", "-o", "json"]);
     let stored = stored["items"].as_array().map_or(0, Vec::len);
     assert_eq!(stored, before.len(), "the Dataplane objects in the API server");

@@ -24,26 +24,27 @@ fn inputs(dir: &str) -> Vec<PathBuf> {
     files
 }
 
-#[test]
-fn api_request_corpus_and_regressions_keep_the_properties() {
-    let corpus = inputs("fuzz/corpus/api_request");
+/// Runs `check` on every committed input of `target`.
+fn replay(target: &str, check: fn(&[u8]) -> Result<(), String>) {
+    let corpus = inputs(&format!("fuzz/corpus/{target}"));
     assert!(!corpus.is_empty(), "the corpus is committed");
-    for file in corpus.iter().chain(&inputs("fuzz/regressions/api_request")) {
+    for file in corpus
+        .iter()
+        .chain(&inputs(&format!("fuzz/regressions/{target}")))
+    {
         let data = std::fs::read(file).expect("readable input");
-        if let Err(broken) = check_request(&data) {
+        if let Err(broken) = check(&data) {
             panic!("{}: {broken}", file.display());
         }
     }
 }
 
 #[test]
+fn api_request_corpus_and_regressions_keep_the_properties() {
+    replay("api_request", check_request);
+}
+
+#[test]
 fn token_verify_corpus_and_regressions_keep_the_properties() {
-    let corpus = inputs("fuzz/corpus/token_verify");
-    assert!(!corpus.is_empty(), "the corpus is committed");
-    for file in corpus.iter().chain(&inputs("fuzz/regressions/token_verify")) {
-        let data = std::fs::read(file).expect("readable input");
-        if let Err(broken) = check_token(&data) {
-            panic!("{}: {broken}", file.display());
-        }
-    }
+    replay("token_verify", check_token);
 }
