@@ -58,7 +58,9 @@ pub fn check_request(data: &[u8]) -> Result<(), String> {
     runtime.block_on(check(template, method, &target, request))
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime, String> {
+/// A single-threaded runtime for one property check (shared with the token
+/// verification check).
+pub(crate) fn runtime() -> Result<tokio::runtime::Runtime, String> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

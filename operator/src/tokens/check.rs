@@ -22,6 +22,7 @@ use kuma_crds::secret::SecretSpec;
 use rsa::pkcs1::EncodeRsaPublicKey;
 
 use super::{DataplaneClaims, RegisteredClaims, TokenError, Tokens, UserClaims, unix_now};
+use crate::api::request_check::runtime;
 use crate::store::Store;
 
 /// The tokens an input starts from, by its first byte.
@@ -134,13 +135,6 @@ fn expect_reason(base: usize, as_user: bool, error: &TokenError) -> Result<(), S
     } else {
         Err(format!("refused for the wrong reason: {error}"))
     }
-}
-
-fn runtime() -> Result<tokio::runtime::Runtime, String> {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| e.to_string())
 }
 
 /// The keys, the revocation lists and the base tokens. Made once: RSA keys
