@@ -101,7 +101,9 @@ impl Pki {
             "kubernetes.default.svc".into(),
         ])
         .expect("apiserver params");
-        for ip in ["127.0.0.1", "127.0.100.1"] {
+        // 10.244.0.1: the test node's address, where Pods reach the API
+        // server (`node::API_SERVER_NAME`).
+        for ip in ["127.0.0.1", "127.0.100.1", "10.244.0.1"] {
             params
                 .subject_alt_names
                 .push(SanType::IpAddress(ip.parse().expect("ip")));

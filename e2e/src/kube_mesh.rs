@@ -164,6 +164,14 @@ impl KubeMesh {
         }
     }
 
+    /// Its Pods, as tests look at them.
+    pub fn workloads(&self) -> crate::workloads::Workloads<'_> {
+        crate::workloads::Workloads {
+            cluster: &self.cluster,
+            node: &self.node,
+        }
+    }
+
     /// A client of the cluster.
     pub async fn client(&self) -> kube::Client {
         kube_client(&self.cluster.kubeconfig).await

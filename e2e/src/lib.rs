@@ -7,11 +7,15 @@
 pub mod ads;
 pub mod apps;
 pub mod certs;
+pub mod in_cluster;
 pub mod k8s;
 pub mod kube_mesh;
 pub mod node;
 pub mod postgres;
 pub mod process;
+pub mod service_proxy;
+pub mod volumes;
+pub mod workloads;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

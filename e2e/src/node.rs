@@ -23,6 +23,13 @@
 //!   `/etc/hosts`.
 //! - A deleted Pod's processes are stopped, its namespace removed, and its
 //!   deletion finished (grace 0).
+//! - Volumes (`emptyDir`, `secret`, `configMap`) are made and mounted as
+//!   the kubelet does (`volumes.rs`); when the API server is published to
+//!   Pods (a host service named `kubernetes.default.svc`), containers get
+//!   `KUBERNETES_SERVICE_HOST`/`_PORT` and the cluster CA beside their
+//!   token, so a control plane runs in a Pod with its in-cluster config.
+//! - With [`AgentOptions::service_proxy`], Services with a selector are
+//!   proxied to their Ready Pods (`service_proxy.rs`).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -38,6 +45,7 @@ use kube::runtime::watcher;
 use serde_json::json;
 
 use crate::process::Proc;
+use crate::service_proxy::{Endpoint, ServiceProxy};
 use crate::{bin_dir, envoy_bin, temp_dir};
 
 /// The Node's name.
@@ -90,6 +98,22 @@ pub struct HostService {
     pub target: String,
 }
 
+/// The host-service name under which the API server is published to Pods.
+pub const API_SERVER_NAME: &str = "kubernetes.default.svc";
+
+/// What the agent does beyond running Pods.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct AgentOptions {
+    /// Proxy Services with a selector to their Ready Pods (a virtual
+    /// address per Service in Pods' `/etc/hosts`).
+    pub service_proxy: bool,
+    /// Also listen on Services' ClusterIPs (loopback range) in the test's
+    /// namespace, where the API server calls webhooks. Only one cluster per
+    /// test process may ask for it: ClusterIPs of clusters side by side
+    /// collide.
+    pub cluster_ips: bool,
+}
+
 /// Runs `program` with `args` in network namespace `ns`.
 fn in_netns(ns: &str, program: &str, args: &[&str]) -> std::process::Output {
     Command::new("ip")
@@ -129,6 +153,35 @@ struct Shared {
     bin: PathBuf,
     /// Pods whose readiness probes the test made fail.
     failing: Mutex<std::collections::BTreeSet<String>>,
+    /// The Service proxy, when asked for.
+    proxy: Option<ServiceProxy>,
+    /// Running Pods as the Service proxy sees them, by key.
+    endpoints: Mutex<BTreeMap<String, Endpoint>>,
+}
+
+impl Shared {
+    fn endpoint_list(&self) -> Vec<Endpoint> {
+        self.endpoints
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    /// Records a Pod's readiness and repoints the Services that select it.
+    fn set_endpoint(&self, key: &str, endpoint: Option<Endpoint>) {
+        let changed = {
+            let mut all = self.endpoints.lock().unwrap_or_else(|e| e.into_inner());
+            match endpoint {
+                Some(e) => all.insert(key.to_string(), e.clone()) != Some(e),
+                None => all.remove(key).is_some(),
+            }
+        };
+        if let (true, Some(proxy)) = (changed, &self.proxy) {
+            proxy.refresh(&self.endpoint_list());
+        }
+    }
 }
 
 /// The running agent; stops everything when dropped.
@@ -142,6 +195,15 @@ impl NodeAgent {
     /// Creates the Node and its network, publishes `hosts`, and starts
     /// serving the Pods scheduled to it (every Pod: it binds pending ones).
     pub async fn start(client: kube::Client, hosts: Vec<HostService>) -> NodeAgent {
+        Self::start_with(client, hosts, AgentOptions::default()).await
+    }
+
+    /// [`NodeAgent::start`] with options.
+    pub async fn start_with(
+        client: kube::Client,
+        hosts: Vec<HostService>,
+        options: AgentOptions,
+    ) -> NodeAgent {
         let dir = temp_dir("node");
         let id = std::process::id() % 100_000;
         let node_ns = format!("ke2e{id}n{}", crate::unique_number());
@@ -161,8 +223,9 @@ impl NodeAgent {
         run(&["link", "set", "br0", "up"]);
         // The cluster DNS: an address of the node, a stub answering there.
         run(&["addr", "add", &format!("{CLUSTER_DNS_IP}/32"), "dev", "lo"]);
-        // Binaries other users can run (kuma-dp runs as 5678).
-        let bin = dir.join("bin");
+        // Binaries other users can run (kuma-dp runs as 5678), outside
+        // /tmp: a Pod's emptyDir mounted at /tmp would hide them.
+        let bin = Path::new("/var/lib/kuma-e2e").join(&node_ns).join("bin");
         std::fs::create_dir_all(&bin).expect("bin dir");
         let envoy = bin.join("envoy");
         if std::fs::hard_link(envoy_bin(), &envoy).is_err() {
@@ -238,6 +301,9 @@ impl NodeAgent {
             .patch_status(NODE_NAME, &PatchParams::default(), &Patch::Merge(&status))
             .await
             .expect("node status");
+        let proxy = options
+            .service_proxy
+            .then(|| ServiceProxy::new(&node_ns, &dir, options.cluster_ips));
         let shared = Arc::new(Shared {
             client: client.clone(),
             node_ns,
@@ -247,7 +313,13 @@ impl NodeAgent {
             pods: Mutex::new(BTreeMap::new()),
             bin,
             failing: Mutex::new(Default::default()),
+            proxy,
+            endpoints: Mutex::new(BTreeMap::new()),
         });
+        if shared.proxy.is_some() {
+            // Services first: Pods started afterwards find them in /etc/hosts.
+            follow_services(&shared).await;
+        }
         let task = tokio::spawn(serve(shared.clone()));
         NodeAgent {
             shared,
@@ -317,6 +389,9 @@ impl Drop for NodeAgent {
         let _ = Command::new("ip")
             .args(["netns", "del", &self.shared.node_ns])
             .status();
+        if let Some(node_bin) = self.shared.bin.parent() {
+            let _ = std::fs::remove_dir_all(node_bin);
+        }
         if !std::thread::panicking() {
             let _ = std::fs::remove_dir_all(&self.shared.dir);
         }
@@ -338,6 +413,39 @@ pub fn make_traversable(dir: &Path) {
             break;
         }
     }
+}
+
+/// Keeps the Service proxy in step with the cluster's Services; returns
+/// once the existing ones are proxied.
+async fn follow_services(shared: &Arc<Shared>) {
+    use k8s_openapi::api::core::v1::Service;
+    let services: Api<Service> = Api::all(shared.client.clone());
+    let (synced_tx, synced_rx) = tokio::sync::oneshot::channel();
+    let shared = shared.clone();
+    tokio::spawn(async move {
+        let mut synced = Some(synced_tx);
+        let mut events = watcher(services, watcher::Config::default()).boxed();
+        while let Some(event) = events.next().await {
+            let Some(proxy) = &shared.proxy else { return };
+            match event {
+                Ok(watcher::Event::Apply(s) | watcher::Event::InitApply(s)) => {
+                    proxy.apply(&s, &shared.endpoint_list())
+                }
+                Ok(watcher::Event::Delete(s)) => proxy.delete(
+                    s.metadata.namespace.as_deref().unwrap_or_default(),
+                    s.metadata.name.as_deref().unwrap_or_default(),
+                ),
+                Ok(watcher::Event::InitDone) => {
+                    if let Some(tx) = synced.take() {
+                        let _ = tx.send(());
+                    }
+                }
+                Ok(watcher::Event::Init) => {}
+                Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+            }
+        }
+    });
+    let _ = tokio::time::timeout(Duration::from_secs(30), synced_rx).await;
 }
 
 /// Follows every Pod: binds, runs, reports and finishes deletions.
@@ -416,6 +524,7 @@ fn stop_pod(shared: &Shared, key: &str) {
     let Some(pod) = shared.pods.lock().unwrap_or_else(|e| e.into_inner()).remove(key) else {
         return;
     };
+    shared.set_endpoint(key, None);
     for t in &pod.tasks {
         t.abort();
     }
@@ -493,12 +602,37 @@ pub fn expand(text: &str, env: &BTreeMap<String, String>) -> String {
     out
 }
 
-/// A container's environment, resolved in order.
-fn container_env(pod: &Pod, ip: &str, env: &[EnvVar]) -> BTreeMap<String, String> {
+/// What the kubelet gives every container: the API server's Service
+/// (when it is published to Pods).
+fn kubelet_env(shared: &Shared) -> BTreeMap<String, String> {
+    let mut env = BTreeMap::new();
+    if let Some(api) = shared
+        .hosts
+        .iter()
+        .find(|h| h.names.iter().any(|n| n == API_SERVER_NAME))
+    {
+        env.insert("KUBERNETES_SERVICE_HOST".into(), NODE_IP.to_string());
+        env.insert("KUBERNETES_SERVICE_PORT".into(), api.port.to_string());
+    }
+    env
+}
+
+/// A container's environment, resolved in order (`$(VAR)` may also name
+/// what the kubelet set, `base`).
+fn container_env(
+    pod: &Pod,
+    ip: &str,
+    env: &[EnvVar],
+    base: &BTreeMap<String, String>,
+) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
     for var in env {
         let value = match (&var.value, &var.value_from) {
-            (Some(v), _) => expand(v, &out),
+            (Some(v), _) => {
+                let mut known = base.clone();
+                known.extend(out.clone());
+                expand(v, &known)
+            }
             (None, Some(from)) => match &from.field_ref {
                 Some(f) => field(pod, ip, &f.field_path),
                 None => String::new(),
@@ -586,10 +720,22 @@ async fn start_pod(shared: Arc<Shared>, pod: Pod) {
     for h in &shared.hosts {
         hosts.push_str(&format!("{NODE_IP} {}\n", h.names.join(" ")));
     }
+    if let Some(proxy) = &shared.proxy {
+        hosts.push_str(&proxy.hosts_lines(&namespace));
+    }
     std::fs::write(dir.join("hosts"), hosts).expect("hosts");
     let token = service_account_token(&shared.client, &pod).await;
     std::fs::write(dir.join("serviceaccount/token"), token).expect("token");
     std::fs::write(dir.join("serviceaccount/namespace"), &namespace).expect("namespace");
+    // The cluster CA, from the ConfigMap the controller manager publishes
+    // in every namespace (what the kubelet's projected volume mounts).
+    let root_ca: Api<k8s_openapi::api::core::v1::ConfigMap> =
+        Api::namespaced(shared.client.clone(), &namespace);
+    if let Ok(Some(cm)) = root_ca.get_opt("kube-root-ca.crt").await
+        && let Some(ca) = cm.data.as_ref().and_then(|d| d.get("ca.crt"))
+    {
+        std::fs::write(dir.join("serviceaccount/ca.crt"), ca).expect("ca.crt");
+    }
     make_traversable(&dir.join("serviceaccount"));
     use std::os::unix::fs::PermissionsExt;
     let _ = std::fs::set_permissions(
@@ -662,9 +808,11 @@ fn spawn_container(
     ip: &str,
     netns: &str,
     dir: &Path,
+    volumes: &BTreeMap<String, PathBuf>,
     c: &Container,
 ) -> Option<Proc> {
-    let env = container_env(pod, ip, c.env.as_deref().unwrap_or_default());
+    let mut env = kubelet_env(shared);
+    env.extend(container_env(pod, ip, c.env.as_deref().unwrap_or_default(), &env));
     let argv = command_line(c, &env)?;
     let user = c
         .security_context
@@ -678,8 +826,9 @@ fn spawn_container(
         });
     let group = c.security_context.as_ref().and_then(|s| s.run_as_group).or(user);
     let mut script = format!(
-        "mount --bind {dir}/hosts /etc/hosts && mount --bind {dir}/serviceaccount /var/run/secrets/kubernetes.io/serviceaccount && exec ",
-        dir = dir.display()
+        "mount --bind {dir}/hosts /etc/hosts && mount --bind {dir}/serviceaccount /var/run/secrets/kubernetes.io/serviceaccount && {mounts}exec ",
+        dir = dir.display(),
+        mounts = crate::volumes::mount_script(c, volumes),
     );
     if let Some(uid) = user.filter(|u| *u != 0) {
         script.push_str(&format!(
@@ -770,9 +919,16 @@ async fn run_pod(
     let started_at = k8s_openapi::jiff::Timestamp::now().to_string();
     let mut sidecars: Vec<Container> = Vec::new();
     report(&api, &name, &ip, &[], &[], false, &started_at).await;
+    let volumes = match crate::volumes::prepare(&shared.client, &pod, &dir).await {
+        Ok(v) => v,
+        Err(e) => {
+            eprintln!("Pod {}: {e}", key_of(&pod));
+            return;
+        }
+    };
     for c in spec.init_containers.iter().flatten() {
         if c.restart_policy.as_deref() == Some("Always") {
-            if let Some(p) = spawn_container(&shared, &pod, &ip, &netns, &dir, c) {
+            if let Some(p) = spawn_container(&shared, &pod, &ip, &netns, &dir, &volumes, c) {
                 procs
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
@@ -781,7 +937,7 @@ async fn run_pod(
             sidecars.push(c.clone());
             continue;
         }
-        let Some(mut p) = spawn_container(&shared, &pod, &ip, &netns, &dir, c) else {
+        let Some(mut p) = spawn_container(&shared, &pod, &ip, &netns, &dir, &volumes, c) else {
             continue;
         };
         let status = tokio::task::spawn_blocking(move || {
@@ -800,7 +956,7 @@ async fn run_pod(
         }
     }
     for c in &spec.containers {
-        if let Some(p) = spawn_container(&shared, &pod, &ip, &netns, &dir, c) {
+        if let Some(p) = spawn_container(&shared, &pod, &ip, &netns, &dir, &volumes, c) {
             procs
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
@@ -848,6 +1004,7 @@ async fn run_pod(
         let container_statuses: Vec<_> = statuses.iter().filter(|s| !s.4).cloned().collect();
         let summary = (statuses.clone(), ready);
         if last.as_ref() != Some(&summary) {
+            shared.set_endpoint(&key_of(&pod), Some(endpoint_of(&pod, &ip, ready)));
             report(
                 &api,
                 &name,
@@ -861,6 +1018,25 @@ async fn run_pod(
             last = Some(summary);
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// The Pod as the Service proxy sees it.
+fn endpoint_of(pod: &Pod, ip: &str, ready: bool) -> Endpoint {
+    let spec = pod.spec.clone().unwrap_or_default();
+    let named_ports = spec
+        .containers
+        .iter()
+        .chain(spec.init_containers.iter().flatten())
+        .flat_map(|c| c.ports.iter().flatten())
+        .filter_map(|p| p.name.clone().map(|n| (n, p.container_port)))
+        .collect();
+    Endpoint {
+        namespace: pod.metadata.namespace.clone().unwrap_or_default(),
+        labels: pod.metadata.labels.clone().unwrap_or_default(),
+        ip: ip.to_string(),
+        ready,
+        named_ports,
     }
 }
 

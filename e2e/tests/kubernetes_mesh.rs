@@ -11,73 +11,8 @@ use std::time::{Duration, Instant};
 
 use kuma_e2e::eventually;
 use kuma_e2e::kube_mesh::KubeMesh;
+use kuma_e2e::workloads::{ECHO, Load};
 use serde_json::Value;
-
-const ECHO: &str = r#"apiVersion: v1
-kind: Service
-metadata:
-  name: echo-server
-  namespace: kuma-test
-  annotations:
-    80.service.kuma.io/protocol: http
-spec:
-  ports:
-    - port: 80
-      name: http
-  selector:
-    app: echo-server
----
-apiVersion: apps/v1
-kind: Deployment
-metadata:
-  name: echo-server
-  namespace: kuma-test
-  labels:
-    app: echo-server
-spec:
-  strategy:
-    rollingUpdate:
-      maxSurge: 1
-      maxUnavailable: 0
-  selector:
-    matchLabels:
-      app: echo-server
-  template:
-    metadata:
-      labels:
-        app: echo-server
-    spec:
-      containers:
-        - name: echo-server
-          image: nginx
-          ports:
-            - containerPort: 80
-          readinessProbe:
-            httpGet:
-              path: /ready
-              port: 80
----
-apiVersion: apps/v1
-kind: Deployment
-metadata:
-  name: echo-client
-  labels:
-    app: echo-client
-spec:
-  selector:
-    matchLabels:
-      app: echo-client
-  template:
-    metadata:
-      labels:
-        app: echo-client
-    spec:
-      containers:
-        - name: alpine
-          image: "alpine"
-          imagePullPolicy: IfNotPresent
-          command: ["sh", "-c", "tail -f /dev/null"]
-"#;
 
 const FAULT: &str = r#"apiVersion: kuma.io/v1alpha1
 kind: MeshFaultInjection
@@ -100,95 +35,20 @@ spec:
               percentage: 100
 "#;
 
-/// The Pods of `namespace` with `selector`, as (name, ready).
-fn pods(mesh: &KubeMesh, namespace: &str, selector: &str) -> Vec<(String, bool)> {
-    let out = mesh.cluster.kubectl(
-        &["get", "pods", "-n", namespace, "-l", selector, "-o", "json"],
-        None,
-    );
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
-    v["items"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
-        .map(|p| {
-            let ready = p["status"]["conditions"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .any(|c| c["type"] == "Ready" && c["status"] == "True");
-            (
-                p["metadata"]["name"].as_str().unwrap_or_default().to_string(),
-                ready,
-            )
-        })
-        .collect()
-}
-
 async fn ready_pods(mesh: &KubeMesh, namespace: &str, selector: &str, n: usize) -> Vec<String> {
-    eventually(
-        &format!("{n} ready Pods {selector} in {namespace}"),
-        Duration::from_secs(120),
-        || async {
-            let all = pods(mesh, namespace, selector);
-            let ready: Vec<String> = all.iter().filter(|(_, r)| *r).map(|(n, _)| n.clone()).collect();
-            if ready.len() == n && all.len() == n {
-                Ok(ready)
-            } else {
-                Err(format!("{all:?}"))
-            }
-        },
-    )
-    .await
+    mesh.workloads().ready_pods(namespace, selector, n).await
 }
 
-/// `GET url` from inside a Pod (as its app would): "<status> <body>".
 fn get_from(mesh: &KubeMesh, namespace: &str, pod: &str, url: &str) -> String {
-    let out = mesh.node.exec(
-        namespace,
-        pod,
-        "curl",
-        &["-s", "-m", "5", "-o", "/dev/stdout", "-w", "\n%{http_code}", url],
-    );
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
-    let (body, code) = text.rsplit_once('\n').unwrap_or(("", text.as_str()));
-    format!("{code} {body}")
+    mesh.workloads().get_from(namespace, pod, url)
 }
 
-/// Envoy's admin API of a Pod's sidecar (from inside the Pod).
 fn admin(mesh: &KubeMesh, namespace: &str, pod: &str, path: &str) -> String {
-    let out = mesh.node.exec(
-        namespace,
-        pod,
-        "curl",
-        &["-s", "-m", "5", &format!("http://127.0.0.1:9901{path}")],
-    );
-    String::from_utf8_lossy(&out.stdout).to_string()
+    mesh.workloads().admin(namespace, pod, path)
 }
 
-/// The VIP the client's Envoy has for a service (its outbound listener).
 fn vip(mesh: &KubeMesh, namespace: &str, pod: &str, port: u16) -> Option<String> {
-    let dump: Value = serde_json::from_str(&admin(
-        mesh,
-        namespace,
-        pod,
-        "/config_dump?resource=dynamic_listeners",
-    ))
-    .ok()?;
-    dump["configs"]
-        .as_array()?
-        .iter()
-        .filter_map(|l| l["active_state"]["listener"]["name"].as_str())
-        .find_map(|name| {
-            let rest = name.strip_prefix("outbound:")?;
-            let (ip, p) = rest.rsplit_once(':')?;
-            // Kuma's VIPs are in 240.0.0.0/4.
-            let in_vip_range = ip
-                .parse::<std::net::Ipv4Addr>()
-                .is_ok_and(|a| a.octets()[0] >= 240);
-            (p == port.to_string() && in_vip_range).then(|| ip.to_string())
-        })
+    mesh.workloads().vip(namespace, pod, port)
 }
 
 /// Healthy endpoints of a cluster in a Pod's Envoy.
@@ -239,40 +99,6 @@ fn dataplane_names(mesh: &KubeMesh) -> Vec<String> {
         .collect();
     names.sort();
     names
-}
-
-/// Requests from inside a Pod, one after the other, until stopped.
-struct Load {
-    child: std::process::Child,
-    out: std::path::PathBuf,
-}
-
-impl Load {
-    fn start(mesh: &KubeMesh, namespace: &str, pod: &str, url: &str) -> Load {
-        let ns = mesh.node.pod_netns(namespace, pod).expect("running");
-        let out = kuma_e2e::temp_dir("load").join("codes");
-        let script = format!(
-            "while true; do curl -s -m 5 -o /dev/null -w '%{{http_code}}\n' {url} >> {}; sleep 0.05; done",
-            out.display()
-        );
-        let child = std::process::Command::new("ip")
-            .args(["netns", "exec", &ns, "sh", "-c", &script])
-            .spawn()
-            .expect("load");
-        Load { child, out }
-    }
-
-    /// Stops and returns the status codes seen.
-    fn stop(mut self) -> Vec<String> {
-        kuma_e2e::process::send_signal(self.child.id(), "TERM");
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        std::fs::read_to_string(&self.out)
-            .unwrap_or_default()
-            .lines()
-            .map(String::from)
-            .collect()
-    }
 }
 
 /// After a fault: kuma-cp lists exactly the Dataplanes of `before` again,
@@ -608,7 +434,7 @@ async fn injected_pods_carry_traffic_through_the_mesh() {
     // The API server restarted under traffic: no failed request, and after
     // the re-list every Dataplane is there once.
     let before = dataplane_names(&mesh);
-    let load = Load::start(&mesh, "default", client, &url);
+    let load = Load::start(&mesh.node, "default", client, &url);
     mesh.cluster.stop_apiserver();
     let stopped = Instant::now();
     mesh.cluster.start_apiserver_again().await;
@@ -618,7 +444,7 @@ async fn injected_pods_carry_traffic_through_the_mesh() {
     // etcd crashed and restarted under traffic: the API server cannot read
     // or write meanwhile; no failed request, and every Dataplane there once
     // after the control plane's watches resume.
-    let load = Load::start(&mesh, "default", client, &url);
+    let load = Load::start(&mesh.node, "default", client, &url);
     mesh.cluster.stop_etcd();
     let stopped = Instant::now();
     // While etcd is down the API server has nothing to serve.

@@ -52,6 +52,11 @@ const SOURCES: &[(&str, &str)] = &[
     ),
 ];
 
+/// A file of `config/` compiled in (e.g. `rbac/role.yaml`).
+pub(crate) fn source(file: &str) -> Option<&'static str> {
+    SOURCES.iter().find(|(f, _)| *f == file).map(|(_, text)| *text)
+}
+
 /// The namespace the sources are written for.
 const SOURCE_NAMESPACE: &str = "kuma-system";
 /// The Secret holding the dp-server certificate and the CA proxies trust.

@@ -3,4 +3,5 @@
 #![forbid(unsafe_code)]
 
 pub mod install;
+pub mod olm;
 pub mod transparent_proxy;

@@ -119,6 +119,26 @@ enum InstallCommand {
     /// Print the control plane's manifests (`| kubectl apply --server-side -f -`).
     #[command(name = "control-plane")]
     ControlPlane(Box<ControlPlaneArgs>),
+    /// Write the OLM bundle and catalog (`config/olm/`; not in Kuma).
+    #[command(name = "olm-bundle")]
+    OlmBundle(OlmBundleArgs),
+}
+
+/// `kumactl install olm-bundle`.
+#[derive(clap::Args)]
+struct OlmBundleArgs {
+    /// The directory to write (bundle/, bundle.Dockerfile, catalog/).
+    #[arg(long, default_value = "config/olm")]
+    output_dir: std::path::PathBuf,
+    /// The operator's version.
+    #[arg(long, default_value = env!("CARGO_PKG_VERSION"))]
+    version: String,
+    /// The version this one upgrades.
+    #[arg(long)]
+    replaces: Option<String>,
+    /// The registry of the images.
+    #[arg(long, default_value = "ghcr.io/kuma-rs")]
+    registry: String,
 }
 
 /// Kuma's `kumactl install control-plane` flags that apply here.
@@ -697,6 +717,25 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
                 "{}",
                 render_control_plane(&options, tls.as_ref()).map_err(|e| anyhow::anyhow!(e))?
             );
+            Ok(())
+        }
+        Command::Install {
+            command: InstallCommand::OlmBundle(a),
+        } => {
+            let options = kumactl::olm::BundleOptions {
+                version: a.version.clone(),
+                replaces: a.replaces.clone(),
+                registry: a.registry.clone(),
+            };
+            let files = kumactl::olm::render_bundle(&options).map_err(|e| anyhow::anyhow!(e))?;
+            for (path, text) in files {
+                let path = a.output_dir.join(path);
+                if let Some(dir) = path.parent() {
+                    std::fs::create_dir_all(dir).with_context(|| dir.display().to_string())?;
+                }
+                std::fs::write(&path, text).with_context(|| path.display().to_string())?;
+                println!("{}", path.display());
+            }
             Ok(())
         }
         Command::Uninstall {

@@ -59,12 +59,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let mode = crate::mode::select(&config, &instance_id).await?;
     let store = mode.store.clone();
     let work_dir = config.work_dir();
-    let tls = crate::tls::load_or_generate(
-        &config.general.tls_cert_file,
-        &config.general.tls_key_file,
-        &work_dir,
-    )
-    .context("dp-server certificate")?;
+    let tls = dp_server_tls(&config, &mode, &work_dir).await?;
 
     let dp_listener = bind(
         "0.0.0.0",
@@ -328,6 +323,35 @@ async fn lead(
             _ = leader.lost() => tracing::warn!("lost leadership; stopping leader work"),
         }
     }
+}
+
+/// The dp-server's certificate: the configured files; else on Kubernetes
+/// the certificate every replica shares through a Secret (the one the
+/// webhooks use when no `certDir` is given), so proxies trust whichever
+/// replica answers and nothing has to be generated before installing (an
+/// OLM bundle cannot ship a Secret); else one generated in the work dir.
+async fn dp_server_tls(
+    config: &Config,
+    mode: &crate::mode::Mode,
+    work_dir: &std::path::Path,
+) -> anyhow::Result<crate::tls::ServerTls> {
+    let general = &config.general;
+    if let (Some(client), true) = (
+        &mode.kube,
+        general.tls_cert_file.is_empty() && general.tls_key_file.is_empty(),
+    ) {
+        let (ca, cert, key) = crate::kubernetes::webhooks::shared_certificate(
+            client,
+            &mode.admission.system_namespace,
+            &config.runtime.kubernetes.control_plane_service_name,
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("the dp-server's certificate: {e}"))?;
+        return crate::tls::from_pems(&cert, &key, &ca, &work_dir.join("dp-server").join("ca.crt"))
+            .context("dp-server certificate (shared Secret)");
+    }
+    crate::tls::load_or_generate(&general.tls_cert_file, &general.tls_key_file, work_dir)
+        .context("dp-server certificate")
 }
 
 /// Serves the admission webhooks (Kubernetes mode) on

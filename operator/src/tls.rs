@@ -92,6 +92,24 @@ pub fn load_or_generate(cert_file: &str, key_file: &str, work_dir: &Path) -> Res
     })
 }
 
+/// A server certificate given as PEMs (e.g. the one every replica shares
+/// through a Secret on Kubernetes), its CA written to `ca_file` for
+/// kuma-dp's `--ca-cert-file`.
+pub fn from_pems(cert_pem: &str, key_pem: &str, ca_pem: &str, ca_file: &Path) -> Result<ServerTls, TlsError> {
+    if let Some(dir) = ca_file.parent() {
+        std::fs::create_dir_all(dir).map_err(|source| TlsError::Io {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+    }
+    write(ca_file, ca_pem)?;
+    Ok(ServerTls {
+        config: Arc::new(server_config(cert_pem, key_pem)?),
+        ca_pem: ca_pem.to_string(),
+        ca_file: ca_file.to_path_buf(),
+    })
+}
+
 /// A CA and a server certificate for this host: `(ca, cert, key)` PEMs.
 fn generate() -> Result<(String, String, String), TlsError> {
     let bad = |e: rcgen::Error| TlsError::Invalid(e.to_string());

@@ -3,13 +3,16 @@
 //! `--listen-tcp ADDR --to-unix PATH` inside the node's namespace and
 //! `--listen-unix PATH --to-tcp ADDR` beside the control plane, so Pods
 //! reach it at the node's address as they would a Service.
+//! `--to-tcp-from FILE` reads the target address from FILE on every
+//! connection (the node agent's Service proxy rewrites it when the Pod
+//! behind a Service changes; an empty file refuses connections).
 
 use tokio::io::copy_bidirectional;
 use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 
 fn usage() -> ! {
     eprintln!(
-        "usage: kuma-e2e-forward (--listen-tcp ADDR --to-unix PATH | --listen-unix PATH --to-tcp ADDR)"
+        "usage: kuma-e2e-forward (--listen-tcp ADDR --to-unix PATH | --listen-unix PATH (--to-tcp ADDR | --to-tcp-from FILE))"
     );
     std::process::exit(2)
 }
@@ -42,6 +45,26 @@ async fn main() {
                     continue;
                 };
                 let addr = addr.clone();
+                tokio::spawn(async move {
+                    if let Ok(mut outbound) = TcpStream::connect(&addr).await {
+                        let _ = copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+            }
+        }
+        ["--listen-unix", path, "--to-tcp-from", file] => {
+            let _ = std::fs::remove_file(path);
+            let listener = UnixListener::bind(path).expect("bind unix");
+            let file = file.to_string();
+            loop {
+                let Ok((mut inbound, _)) = listener.accept().await else {
+                    continue;
+                };
+                let addr = std::fs::read_to_string(&file).unwrap_or_default();
+                let addr = addr.trim().to_string();
+                if addr.is_empty() {
+                    continue;
+                }
                 tokio::spawn(async move {
                     if let Ok(mut outbound) = TcpStream::connect(&addr).await {
                         let _ = copy_bidirectional(&mut inbound, &mut outbound).await;

@@ -29,7 +29,9 @@ use crate::store::Store;
 pub const MUTATING_CONFIGURATION: &str = "kuma-admission-mutating-webhook-configuration";
 /// See [`MUTATING_CONFIGURATION`].
 pub const VALIDATING_CONFIGURATION: &str = "kuma-validating-webhook-configuration";
-/// The Secret holding a generated webhook certificate.
+/// The Secret holding the control plane's generated certificate: the
+/// webhooks' (without `certDir`) and the dp-server's (without
+/// `general.tlsCertFile`), shared by every replica.
 pub const CERTIFICATE_SECRET: &str = "kuma-admission-server-tls";
 
 /// The cluster as the webhooks see it.
