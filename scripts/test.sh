@@ -19,6 +19,11 @@ export ENVOY_BIN
 K8S_BIN_DIR="$(bash scripts/install-k8s.sh)"
 export K8S_BIN_DIR
 
+# Real OLM (olm, catalog, opm) and the bundle validator, built from Go
+# modules once (about 6 minutes the first time), for the OLM install tests.
+OLM_BIN_DIR="$(bash scripts/install-olm.sh)"
+export OLM_BIN_DIR
+
 # PostgreSQL 15 for the end-to-end tests (they run their own server).
 PG_BIN_DIR="${PG_BIN_DIR:-/usr/lib/postgresql/15/bin}"
 if [ ! -x "$PG_BIN_DIR/initdb" ]; then

@@ -69,6 +69,31 @@ impl InCluster {
         self.node.container_log(namespace, pod, "control-plane")
     }
 
+    /// Waits until the injector injects a Pod in `kuma-test` (a server-side
+    /// dry run): with OLM's `Ignore`, a Pod created while it cannot answer
+    /// would run without a sidecar.
+    pub async fn injector_answers(&self) {
+        let probe = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: injector-probe\n  namespace: kuma-test\nspec:\n  containers:\n    - name: app\n      image: nginx\n";
+        eventually("the injector answers", Duration::from_secs(90), || async {
+            let out = self.cluster.kubectl(
+                &[
+                    "create",
+                    "--dry-run=server",
+                    "-o",
+                    "jsonpath={.spec.initContainers[*].name}",
+                    "-f",
+                    "-",
+                ],
+                Some(probe),
+            );
+            let text = String::from_utf8_lossy(&out.stdout).to_string();
+            text.contains("kuma-sidecar")
+                .then_some(())
+                .ok_or_else(|| format!("{text} {}", String::from_utf8_lossy(&out.stderr)))
+        })
+        .await;
+    }
+
     /// The seed's echo example in namespaces labelled for injection: both
     /// Pods are injected, and the client's Envoy carries HTTP to the
     /// server's. Returns the client Pod and the URL it reaches the server at.
@@ -85,6 +110,7 @@ impl InCluster {
             ],
             None,
         );
+        self.injector_answers().await;
         self.cluster.apply(ECHO);
         let w = self.workloads();
         let server = w.ready_pods("kuma-test", "app=echo-server", 1).await.remove(0);

@@ -11,6 +11,7 @@ pub mod in_cluster;
 pub mod k8s;
 pub mod kube_mesh;
 pub mod node;
+pub mod olm;
 pub mod postgres;
 pub mod process;
 pub mod service_proxy;

@@ -965,6 +965,7 @@ async fn run_pod(
     }
     // Report, probe, restart what exited.
     let mut last = None;
+    let mut probe_failures: BTreeMap<String, (bool, u32)> = BTreeMap::new();
     loop {
         let mut statuses = Vec::new();
         let all: Vec<(Container, bool)> = sidecars
@@ -983,7 +984,7 @@ async fn run_pod(
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .contains(&key_of(&pod));
-            let ready = running && !failing && {
+            let passed = running && !failing && {
                 let shared = shared.clone();
                 let ip = ip.clone();
                 let c = c.clone();
@@ -991,6 +992,25 @@ async fn run_pod(
                     .await
                     .unwrap_or(false)
             };
+            // As the kubelet: Ready after a pass, NotReady only after
+            // `failureThreshold` failures in a row (or at once when the
+            // container stopped or the test made it fail).
+            let failures = probe_failures.entry(c.name.clone()).or_insert((false, 0));
+            if passed {
+                *failures = (true, 0);
+            } else {
+                failures.1 += 1;
+                let threshold = c
+                    .readiness_probe
+                    .as_ref()
+                    .and_then(|p| p.failure_threshold)
+                    .unwrap_or(3)
+                    .max(1) as u32;
+                if !running || failing || failures.1 >= threshold {
+                    failures.0 = false;
+                }
+            }
+            let ready = running && failures.0;
             statuses.push((
                 c.name.clone(),
                 c.image.clone().unwrap_or_default(),

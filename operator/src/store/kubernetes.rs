@@ -67,8 +67,15 @@ impl Drop for KubernetesStore {
 }
 
 /// The API resource of every kind, from the generated CRDs (their plural
-/// names are the URL segments).
-fn api_resources() -> BTreeMap<ResourceType, ApiResource> {
+/// names are the URL segments). Computed once: generating the CRDs builds
+/// every schema, which the webhooks and controllers would otherwise pay
+/// on every request (seconds of a debug build's CPU under load).
+fn api_resources() -> &'static BTreeMap<ResourceType, ApiResource> {
+    static RESOURCES: std::sync::OnceLock<BTreeMap<ResourceType, ApiResource>> = std::sync::OnceLock::new();
+    RESOURCES.get_or_init(generate_api_resources)
+}
+
+fn generate_api_resources() -> BTreeMap<ResourceType, ApiResource> {
     let plurals: BTreeMap<String, String> = kuma_crds::crd::all_crds()
         .into_iter()
         .map(|crd| (crd.spec.names.kind, crd.spec.names.plural))
@@ -103,7 +110,8 @@ fn api_resources() -> BTreeMap<ResourceType, ApiResource> {
 /// The API resource of kind `t`.
 pub fn api_resource(t: ResourceType) -> ApiResource {
     api_resources()
-        .remove(&t)
+        .get(&t)
+        .cloned()
         .unwrap_or_else(|| ApiResource::erase::<k8s_openapi::api::core::v1::Secret>(&()))
 }
 
@@ -151,7 +159,7 @@ impl KubernetesStore {
         let mut store = KubernetesStore {
             client,
             system_namespace: system_namespace.to_string(),
-            resources: api_resources(),
+            resources: api_resources().clone(),
             events,
             watches: Vec::new(),
         };
