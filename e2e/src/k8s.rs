@@ -27,19 +27,8 @@ const KCM_TOKEN: &str = "kcm-token-e2e-0123456789";
 /// The directory of the Kubernetes binaries (built on first use).
 pub fn k8s_bin_dir() -> PathBuf {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        if let Ok(dir) = std::env::var("K8S_BIN_DIR") {
-            return PathBuf::from(dir);
-        }
-        let out = Command::new("bash")
-            .arg(workspace_root().join("scripts/install-k8s.sh"))
-            .stderr(Stdio::inherit())
-            .output()
-            .expect("run scripts/install-k8s.sh");
-        assert!(out.status.success(), "building the Kubernetes binaries failed");
-        PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
-    })
-    .clone()
+    DIR.get_or_init(|| crate::tool_dir("K8S_BIN_DIR", "scripts/install-k8s.sh"))
+        .clone()
 }
 
 /// What a cluster runs beside etcd and the API server.
@@ -454,8 +443,15 @@ impl Cluster {
     /// Installs the project's kuma.io CRDs and waits until they serve.
     pub fn install_crds(&self) {
         let crds = workspace_root().join("config/crds");
-        let crds = crds.display().to_string();
-        self.kubectl_ok(&["apply", "--server-side", "-k", &crds], None);
+        self.apply_crds(&["-k", &crds.display().to_string()], None);
+    }
+
+    /// Applies CRDs server-side (`source`: `-k DIR`, `-f DIR` or `-f -`
+    /// with `stdin`) and waits until the API server has established them.
+    pub fn apply_crds(&self, source: &[&str], stdin: Option<&str>) {
+        let mut args = vec!["apply", "--server-side"];
+        args.extend_from_slice(source);
+        self.kubectl_ok(&args, stdin);
         self.kubectl_ok(
             &[
                 "wait",

@@ -145,9 +145,30 @@ pub fn install_crypto() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
+/// A directory of tools the test command installs: `$env_var` when set
+/// (scripts/test.sh exports it), else what `script` builds or finds in the
+/// tool cache (it prints the directory).
+pub fn tool_dir(env_var: &str, script: &str) -> PathBuf {
+    if let Ok(dir) = std::env::var(env_var) {
+        return PathBuf::from(dir);
+    }
+    let out = std::process::Command::new("bash")
+        .arg(workspace_root().join(script))
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .unwrap_or_else(|e| panic!("run {script}: {e}"));
+    assert!(out.status.success(), "{script} failed");
+    PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
+}
+
 /// A fresh temporary directory.
 pub fn temp_dir(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("kuma-e2e-{}-{name}-{}", std::process::id(), unique()));
+    // A directory of this name is left from an earlier process that had
+    // the same pid (pids wrap; directories of failed runs are kept to be
+    // read): start empty, or a kumactl config there would already name the
+    // control plane this test adds.
+    let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("create temp dir");
     dir
 }

@@ -9,30 +9,19 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::OnceLock;
 
 use crate::k8s::Cluster;
 use crate::process::Proc;
-use crate::{free_port, temp_dir, workspace_root};
+use crate::{free_port, temp_dir};
 
 /// The OLM binaries' directory (built on first use); its parent holds
 /// OLM's CRDs (`crds/`).
 pub fn olm_bin_dir() -> PathBuf {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        if let Ok(dir) = std::env::var("OLM_BIN_DIR") {
-            return PathBuf::from(dir);
-        }
-        let out = Command::new("bash")
-            .arg(workspace_root().join("scripts/install-olm.sh"))
-            .stderr(Stdio::inherit())
-            .output()
-            .expect("run scripts/install-olm.sh");
-        assert!(out.status.success(), "building OLM failed");
-        PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
-    })
-    .clone()
+    DIR.get_or_init(|| crate::tool_dir("OLM_BIN_DIR", "scripts/install-olm.sh"))
+        .clone()
 }
 
 /// Runs an OLM tool; (success, stdout, stderr).
@@ -97,20 +86,7 @@ impl Olm {
     /// Installs OLM's CRDs and `OLMConfig`, and starts olm and catalog.
     pub fn start(cluster: &Cluster) -> Olm {
         let crds = olm_bin_dir().parent().expect("OLM base").join("crds");
-        cluster.kubectl_ok(
-            &["apply", "--server-side", "-f", &crds.display().to_string()],
-            None,
-        );
-        cluster.kubectl_ok(
-            &[
-                "wait",
-                "--for=condition=Established",
-                "--timeout=60s",
-                "crd",
-                "--all",
-            ],
-            None,
-        );
+        cluster.apply_crds(&["-f", &crds.display().to_string()], None);
         cluster.kubectl_ok(&["create", "namespace", "olm"], None);
         cluster.apply("apiVersion: operators.coreos.com/v1\nkind: OLMConfig\nmetadata:\n  name: cluster\n");
         let dir = temp_dir("olm");

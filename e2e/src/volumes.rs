@@ -37,54 +37,52 @@ fn write_keys(
     Ok(())
 }
 
-async fn secret_data(api: &Api<Secret>, name: &str) -> Result<BTreeMap<String, Vec<u8>>, String> {
+/// Waits (boundedly, as the kubelet retries) for an object a volume
+/// mounts; `Ok(None)` from `get` means not there yet.
+async fn wait_for<T, F, Fut>(what: &str, mut get: F) -> Result<T, String>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<Option<T>, kube::Error>>,
+{
     let deadline = tokio::time::Instant::now() + OBJECT_WAIT;
     loop {
-        match api.get_opt(name).await {
-            Ok(Some(s)) => {
-                let mut data: BTreeMap<String, Vec<u8>> = s
-                    .data
-                    .unwrap_or_default()
-                    .into_iter()
-                    .map(|(k, v)| (k, v.0))
-                    .collect();
-                for (k, v) in s.string_data.unwrap_or_default() {
-                    data.insert(k, v.into_bytes());
-                }
-                return Ok(data);
-            }
+        match get().await {
+            Ok(Some(found)) => return Ok(found),
             Ok(None) | Err(_) if tokio::time::Instant::now() < deadline => {
                 tokio::time::sleep(Duration::from_millis(250)).await
             }
-            Ok(None) => return Err(format!("Secret {name} not found")),
-            Err(e) => return Err(format!("Secret {name}: {e}")),
+            Ok(None) => return Err(format!("{what} not found")),
+            Err(e) => return Err(format!("{what}: {e}")),
         }
     }
 }
 
-async fn config_map_data(api: &Api<ConfigMap>, name: &str) -> Result<BTreeMap<String, Vec<u8>>, String> {
-    let deadline = tokio::time::Instant::now() + OBJECT_WAIT;
-    loop {
-        match api.get_opt(name).await {
-            Ok(Some(c)) => {
-                let mut data: BTreeMap<String, Vec<u8>> = c
-                    .data
-                    .unwrap_or_default()
-                    .into_iter()
-                    .map(|(k, v)| (k, v.into_bytes()))
-                    .collect();
-                for (k, v) in c.binary_data.unwrap_or_default() {
-                    data.insert(k, v.0);
-                }
-                return Ok(data);
-            }
-            Ok(None) | Err(_) if tokio::time::Instant::now() < deadline => {
-                tokio::time::sleep(Duration::from_millis(250)).await
-            }
-            Ok(None) => return Err(format!("ConfigMap {name} not found")),
-            Err(e) => return Err(format!("ConfigMap {name}: {e}")),
-        }
+async fn secret_data(api: &Api<Secret>, name: &str) -> Result<BTreeMap<String, Vec<u8>>, String> {
+    let s = wait_for(&format!("Secret {name}"), || api.get_opt(name)).await?;
+    let mut data: BTreeMap<String, Vec<u8>> = s
+        .data
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(k, v)| (k, v.0))
+        .collect();
+    for (k, v) in s.string_data.unwrap_or_default() {
+        data.insert(k, v.into_bytes());
     }
+    Ok(data)
+}
+
+async fn config_map_data(api: &Api<ConfigMap>, name: &str) -> Result<BTreeMap<String, Vec<u8>>, String> {
+    let c = wait_for(&format!("ConfigMap {name}"), || api.get_opt(name)).await?;
+    let mut data: BTreeMap<String, Vec<u8>> = c
+        .data
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(k, v)| (k, v.into_bytes()))
+        .collect();
+    for (k, v) in c.binary_data.unwrap_or_default() {
+        data.insert(k, v.0);
+    }
+    Ok(data)
 }
 
 /// Makes the Pod's volumes under `dir/volumes/`: name → directory.

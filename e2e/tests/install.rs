@@ -80,17 +80,7 @@ async fn every_install_path_gives_objects_the_api_server_accepts() {
 
     // kumactl install crds: the API server establishes every one.
     let crds = kumactl(&["install", "crds"]);
-    cluster.kubectl_ok(&["apply", "--server-side", "-f", "-"], Some(&crds));
-    cluster.kubectl_ok(
-        &[
-            "wait",
-            "--for=condition=Established",
-            "--timeout=60s",
-            "crd",
-            "--all",
-        ],
-        None,
-    );
+    cluster.apply_crds(&["-f", "-"], Some(&crds));
     let listed = cluster.kubectl_ok(&["get", "crd", "-o", "name"], None);
     assert_eq!(listed.matches(".kuma.io").count(), 21, "{listed}");
 

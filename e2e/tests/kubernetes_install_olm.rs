@@ -73,24 +73,13 @@ fn the_bundles_pass_the_operator_framework_validators() {
     assert!(csv.contains("replaces: kuma-operator.v0.1.0"), "{csv}");
 }
 
-fn csv_phase(k: &InCluster, name: &str) -> String {
-    String::from_utf8_lossy(
-        &k.cluster
-            .kubectl(
-                &[
-                    "get",
-                    "csv",
-                    name,
-                    "-n",
-                    "kuma-system",
-                    "-o",
-                    "jsonpath={.status.phase}",
-                ],
-                None,
-            )
-            .stdout,
-    )
-    .to_string()
+/// A field of a CSV in kuma-system (empty when there is none).
+fn csv_field(k: &InCluster, name: &str, path: &str) -> String {
+    let jsonpath = format!("jsonpath={{{path}}}");
+    let out = k
+        .cluster
+        .kubectl(&["get", "csv", name, "-n", "kuma-system", "-o", &jsonpath], None);
+    String::from_utf8_lossy(&out.stdout).to_string()
 }
 
 async fn csv_succeeded(k: &InCluster, name: &str) {
@@ -98,22 +87,10 @@ async fn csv_succeeded(k: &InCluster, name: &str) {
         &format!("CSV {name} Succeeded"),
         Duration::from_secs(300),
         || async {
-            let phase = csv_phase(k, name);
-            (phase == "Succeeded").then_some(()).ok_or_else(|| {
-                let csv = k.cluster.kubectl(
-                    &[
-                        "get",
-                        "csv",
-                        name,
-                        "-n",
-                        "kuma-system",
-                        "-o",
-                        "jsonpath={.status.message}",
-                    ],
-                    None,
-                );
-                format!("{phase}: {}", String::from_utf8_lossy(&csv.stdout))
-            })
+            let phase = csv_field(k, name, ".status.phase");
+            (phase == "Succeeded")
+                .then_some(())
+                .ok_or_else(|| format!("{phase}: {}", csv_field(k, name, ".status.message")))
         },
     )
     .await;
@@ -189,7 +166,7 @@ async fn olm_installs_the_bundle_and_upgrades_it_through_replaces() {
     olm.serve(&second);
     csv_succeeded(&k, "kuma-operator.v0.2.0").await;
     eventually("the v0.1.0 CSV is gone", Duration::from_secs(120), || async {
-        let phase = csv_phase(&k, "kuma-operator.v0.1.0");
+        let phase = csv_field(&k, "kuma-operator.v0.1.0", ".status.phase");
         phase.is_empty().then_some(()).ok_or(phase)
     })
     .await;

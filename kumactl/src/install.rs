@@ -80,7 +80,14 @@ pub struct ControlPlaneOptions {
     /// `--tls-general-secret`: a Secret of the user's (tls.crt, tls.key,
     /// ca.crt) instead of a generated one.
     pub tls_secret: Option<String>,
+    /// `--tls-general-ca-bundle`: the base64 of that Secret's CA. Given
+    /// with the Secret (as Kuma requires), kuma-cp serves its webhooks
+    /// with the Secret's certificate and the webhooks trust this CA.
+    pub tls_ca_bundle: Option<String>,
 }
+
+/// Where the Deployment mounts the dp-server (general) certificate.
+const TLS_MOUNT: &str = "/var/run/secrets/kuma.io/tls-cert";
 
 /// A certificate for the control plane's Service names: (ca, cert, key) PEM.
 pub type GeneratedTls = (String, String, String);
@@ -124,6 +131,27 @@ pub fn render_control_plane(
     if options.replicas == 0 {
         return Err("--control-plane-replicas: must be at least 1".into());
     }
+    match (&options.tls_secret, &options.tls_ca_bundle) {
+        (Some(_), None) => {
+            return Err(
+                "--tls-general-ca-bundle: required with --tls-general-secret (the base64 of its ca.crt)"
+                    .into(),
+            );
+        }
+        (None, Some(_)) => {
+            return Err("--tls-general-ca-bundle: only with --tls-general-secret".into());
+        }
+        (Some(_), Some(bundle)) => {
+            use base64::Engine as _;
+            let pem = base64::engine::general_purpose::STANDARD
+                .decode(bundle.trim())
+                .map_err(|e| format!("--tls-general-ca-bundle: not base64: {e}"))?;
+            if !String::from_utf8_lossy(&pem).contains("-----BEGIN CERTIFICATE-----") {
+                return Err("--tls-general-ca-bundle: not a base64-encoded PEM certificate".into());
+            }
+        }
+        (None, None) => {}
+    }
     let mut docs: Vec<Value> = Vec::new();
     for (file, text) in SOURCES {
         let mut doc: Value = serde_yaml::from_str(text).map_err(|e| format!("config/{file}: {e}"))?;
@@ -156,12 +184,27 @@ pub fn render_control_plane(
                             &options.dataplane_image,
                         );
                         set_env(c, "KUMA_INJECTOR_INIT_CONTAINER_IMAGE", &options.init_image);
+                        if options.tls_ca_bundle.is_some()
+                            && let Some(env) = c["env"].as_sequence_mut()
+                        {
+                            // The webhooks are served with the user's certificate.
+                            let mut var = serde_yaml::Mapping::new();
+                            var.insert(
+                                "name".into(),
+                                "KUMA_RUNTIME_KUBERNETES_ADMISSION_SERVER_CERT_DIR".into(),
+                            );
+                            var.insert("value".into(), TLS_MOUNT.into());
+                            env.push(Value::Mapping(var));
+                        }
                     }
                 }
             }
-            "MutatingWebhookConfiguration" => {
+            "MutatingWebhookConfiguration" | "ValidatingWebhookConfiguration" => {
                 if let Some(hooks) = doc["webhooks"].as_sequence_mut() {
                     for hook in hooks {
+                        if let Some(bundle) = &options.tls_ca_bundle {
+                            hook["clientConfig"]["caBundle"] = bundle.trim().into();
+                        }
                         let injector = hook
                             .get("name")
                             .and_then(Value::as_str)
@@ -245,6 +288,7 @@ mod tests {
             init_image: "registry.example/kuma-init:1.2".into(),
             injector_failure_policy: "Ignore".into(),
             tls_secret: None,
+            tls_ca_bundle: None,
         }
     }
 
@@ -326,9 +370,42 @@ mod tests {
     fn a_given_secret_is_mounted_and_none_generated() {
         let mut o = options();
         o.tls_secret = Some("my-cert".into());
+        let (ca, _, _) = generate_tls("mesh-system").unwrap_or_else(|e| panic!("{e}"));
+        use base64::Engine as _;
+        let bundle = base64::engine::general_purpose::STANDARD.encode(ca);
+        o.tls_ca_bundle = Some(bundle.clone());
         let out = render_control_plane(&o, None).unwrap_or_else(|e| panic!("{e}"));
-        assert!(!docs(&out).iter().any(|d| d["kind"] == "Secret"));
+        let docs = docs(&out);
+        assert!(!docs.iter().any(|d| d["kind"] == "Secret"));
         assert!(out.contains("secretName: my-cert"));
+        // The webhooks trust the given CA, and kuma-cp serves them with the
+        // Secret's certificate.
+        let hooks: Vec<Value> = docs
+            .iter()
+            .filter(|d| {
+                d["kind"]
+                    .as_str()
+                    .is_some_and(|k| k.ends_with("WebhookConfiguration"))
+            })
+            .flat_map(|d| d["webhooks"].as_sequence().cloned().unwrap_or_default())
+            .collect();
+        assert_eq!(hooks.len(), 5);
+        assert!(
+            hooks
+                .iter()
+                .all(|h| h["clientConfig"]["caBundle"] == bundle.as_str())
+        );
+        let deployment = docs
+            .iter()
+            .find(|d| d["kind"] == "Deployment")
+            .unwrap_or_else(|| panic!("no Deployment"));
+        let env = deployment["spec"]["template"]["spec"]["containers"][0]["env"]
+            .as_sequence()
+            .cloned()
+            .unwrap_or_default();
+        assert!(env.iter().any(
+            |v| v["name"] == "KUMA_RUNTIME_KUBERNETES_ADMISSION_SERVER_CERT_DIR" && v["value"] == TLS_MOUNT
+        ));
     }
 
     #[test]
@@ -339,6 +416,18 @@ mod tests {
             render_control_plane(&o, Some(&tls()))
                 .unwrap_err()
                 .starts_with("--injector-failure-policy")
+        );
+        let mut o = options();
+        o.tls_secret = Some("my-cert".into());
+        assert!(
+            render_control_plane(&o, None)
+                .unwrap_err()
+                .starts_with("--tls-general-ca-bundle: required")
+        );
+        o.tls_ca_bundle = Some("bm90IGEgY2VydA==".into());
+        assert_eq!(
+            render_control_plane(&o, None).unwrap_err(),
+            "--tls-general-ca-bundle: not a base64-encoded PEM certificate"
         );
         let mut o = options();
         o.replicas = 0;

@@ -178,6 +178,10 @@ struct ControlPlaneArgs {
     /// certificate; without it one is generated.
     #[arg(long)]
     tls_general_secret: Option<String>,
+    /// The base64 of that Secret's ca.crt (required with it): the webhooks
+    /// then trust it and kuma-cp serves them with the Secret's certificate.
+    #[arg(long)]
+    tls_general_ca_bundle: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -708,6 +712,7 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
                 ),
                 injector_failure_policy: a.injector_failure_policy.clone(),
                 tls_secret: a.tls_general_secret.clone(),
+                tls_ca_bundle: a.tls_general_ca_bundle.clone(),
             };
             let tls = match &a.tls_general_secret {
                 Some(_) => None,
