@@ -33,11 +33,13 @@ if [ ! -x "$PG_BIN_DIR/initdb" ]; then
 fi
 export PG_BIN_DIR
 
-# iptables (the transparent proxy inside the tests' network namespaces).
-if ! command -v iptables-restore >/dev/null 2>&1; then
-  echo "iptables not found; installing it" >&2
+# iptables (the transparent proxy inside the tests' network namespaces) and
+# nft (a test gives a namespace nftables chains the kernel makes iptables
+# trip over).
+if ! command -v iptables-restore >/dev/null 2>&1 || ! command -v nft >/dev/null 2>&1; then
+  echo "iptables or nft not found; installing them" >&2
   if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
-  $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq iptables >/dev/null
+  $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq iptables nftables >/dev/null
 fi
 
 # The dependency policy (deny.toml): licenses, banned crates, sources.

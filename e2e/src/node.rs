@@ -763,8 +763,9 @@ async fn start_pod(shared: Arc<Shared>, pod: Pod) {
     }
 }
 
-/// A projected ServiceAccount token bound to the Pod (TokenRequest API).
-async fn service_account_token(client: &kube::Client, pod: &Pod) -> String {
+/// A projected ServiceAccount token bound to the Pod (TokenRequest API);
+/// empty when the API server refuses (the caller's proxy is then refused).
+pub async fn service_account_token(client: &kube::Client, pod: &Pod) -> String {
     let namespace = pod.metadata.namespace.clone().unwrap_or_default();
     let request = TokenRequest {
         spec: TokenRequestSpec {

@@ -211,7 +211,14 @@ impl ControlPlane {
     }
 
     /// The CA kuma-dp verifies the dp-server with.
+    /// On Kubernetes (without general TLS files) the dp-server serves the
+    /// certificate shared with the webhooks, and kuma-cp writes its CA
+    /// under `dp-server/`.
     pub fn ca_file(&self) -> PathBuf {
+        let kubernetes = self.work_dir.join("dp-server").join("ca.crt");
+        if kubernetes.exists() {
+            return kubernetes;
+        }
         self.work_dir.join("ca.crt")
     }
 }
@@ -408,6 +415,23 @@ pub fn start_existing_kuma_dp(
     kuma_dp(name, cp, Identity::Existing { mesh, dataplane }, launch)
 }
 
+/// [`start_existing_kuma_dp`] over delta xDS, as the injected sidecar of a
+/// Kubernetes Pod is (the injector sets the transport variant).
+pub fn start_existing_kuma_dp_delta(
+    name: &str,
+    cp: &ControlPlane,
+    mesh: &str,
+    dataplane: &str,
+    token: &str,
+    readiness_port: u16,
+) -> Proc {
+    let launch = Launch {
+        delta: true,
+        ..Launch::new(token, readiness_port, &cp.ca_file())
+    };
+    kuma_dp(name, cp, Identity::Existing { mesh, dataplane }, launch)
+}
+
 /// Which Dataplane a kuma-dp serves.
 enum Identity<'a> {
     /// Registered by kuma-dp from this definition.
@@ -422,6 +446,8 @@ struct Launch<'a> {
     readiness_port: u16,
     drain: &'a str,
     ca_file: PathBuf,
+    /// Delta xDS, as the injector asks on Kubernetes (else state of the world).
+    delta: bool,
 }
 
 impl<'a> Launch<'a> {
@@ -431,6 +457,7 @@ impl<'a> Launch<'a> {
             readiness_port,
             drain: "1s",
             ca_file: ca_file.to_path_buf(),
+            delta: false,
         }
     }
 }
@@ -452,6 +479,7 @@ fn kuma_dp(name: &str, cp: &ControlPlane, identity: Identity<'_>, launch: Launch
         readiness_port,
         drain,
         ca_file,
+        delta,
     } = launch;
     let token_file = dir.join("token");
     std::fs::write(&token_file, token).expect("write token");
@@ -473,6 +501,12 @@ fn kuma_dp(name: &str, cp: &ControlPlane, identity: Identity<'_>, launch: Launch
         "--work-dir".into(),
         dir.join("work").display().to_string(),
     ]);
-    let env = BTreeMap::from([("KUMA_READINESS_PORT".to_string(), readiness_port.to_string())]);
+    let mut env = BTreeMap::from([("KUMA_READINESS_PORT".to_string(), readiness_port.to_string())]);
+    if delta {
+        env.insert(
+            "KUMA_DATAPLANE_RUNTIME_ENVOY_XDS_TRANSPORT_PROTOCOL_VARIANT".into(),
+            "DELTA_GRPC".into(),
+        );
+    }
     Proc::start(name, &bin_dir().join("kuma-dp"), &args, &env, &dir)
 }

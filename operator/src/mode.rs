@@ -11,6 +11,7 @@ use anyhow::{Context as _, bail};
 use kuma_crds::admission::{Context, Environment};
 
 use crate::config::{Config, DpProxyAuthnType, StoreType};
+use crate::kubernetes::api_requests::ApiRequests;
 use crate::leader::lease::{LeaseLock, LeaseTimings};
 use crate::leader::{AlwaysLeader, Leadership, PostgresLock};
 use crate::store::Store;
@@ -30,6 +31,8 @@ pub struct Mode {
     pub dp_authn: DpProxyAuthnType,
     /// The Kubernetes client (Kubernetes only).
     pub kube: Option<kube::Client>,
+    /// What that client has asked of the API server.
+    pub kube_requests: ApiRequests,
 }
 
 impl std::fmt::Debug for Mode {
@@ -72,6 +75,7 @@ pub async fn select(config: &Config, instance_id: &str) -> anyhow::Result<Mode> 
     if environment == Environment::Universal && dp_authn == DpProxyAuthnType::ServiceAccountToken {
         bail!("dpServer.authn.dpProxy.type serviceAccountToken needs environment kubernetes");
     }
+    let kube_requests = ApiRequests::default();
     let (store, leadership, kube): (Store, Arc<dyn Leadership>, _) = match store_type {
         StoreType::Memory => (Store::memory(), Arc::new(AlwaysLeader), None),
         StoreType::Postgres => {
@@ -79,9 +83,12 @@ pub async fn select(config: &Config, instance_id: &str) -> anyhow::Result<Mode> 
             (Store::new(pg.clone()), Arc::new(PostgresLock(pg)), None)
         }
         StoreType::Kubernetes => {
-            let client = kube::Client::try_default()
+            let kube_config = kube::Config::infer()
                 .await
                 .context("cannot reach the Kubernetes API (KUBECONFIG or the in-cluster service account)")?;
+            let client = kube_requests
+                .client(kube_config)
+                .context("cannot build the Kubernetes client")?;
             let namespace = &admission.system_namespace;
             let store = KubernetesStore::new(client.clone(), namespace).await;
             let lease = LeaseLock::new(client.clone(), namespace, instance_id, LeaseTimings::default());
@@ -94,5 +101,6 @@ pub async fn select(config: &Config, instance_id: &str) -> anyhow::Result<Mode> 
         leadership,
         dp_authn,
         kube,
+        kube_requests,
     })
 }

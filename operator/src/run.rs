@@ -180,6 +180,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let mut registry = Registry::default();
     xds_metrics.register(&mut registry);
     pod_stats.register(&mut registry);
+    if mode.kube.is_some() {
+        mode.kube_requests.register(&mut registry);
+    }
     let diag_app = diagnostics(Arc::new(registry), ready_rx);
 
     let (stop_tx, stop_rx) = watch::channel(false);

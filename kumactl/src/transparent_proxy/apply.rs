@@ -1,15 +1,18 @@
 //! Putting the rules in place (and taking them out) with
 //! `iptables-restore`, all or nothing: the rules are checked first
 //! (`--test`), the previous Kuma rules are removed, the new ones applied,
-//! and if the kernel refuses any, the rules as they were before are
-//! restored and the refused rule is named.
+//! and if the kernel refuses any, Kuma's rules as they were before are put
+//! back, in both families, and the refused rule is named. Only Kuma's own
+//! rules and chains are ever added or deleted (`--noflush`): a table is
+//! never flushed, so whatever else the host has, even nftables tables
+//! iptables cannot show, stays exactly as it was.
 
 use std::io::Write;
 use std::net::IpAddr;
 use std::process::{Command, Stdio};
 
 use super::config::{Config, IpFamilyMode};
-use super::rules::{CHAIN_PREFIX, COMMENT_PREFIX, Family, Host, restore_input, without_kuma_rules};
+use super::rules::{CHAIN_PREFIX, COMMENT_PREFIX, Family, Host, kuma_rules_of, removal_input, restore_input};
 
 /// The tools of one family.
 struct Tools {
@@ -114,18 +117,37 @@ fn ipv6_enabled(config: &Config, loopback: &str) -> bool {
     if config.ip_family_mode != IpFamilyMode::DualStack {
         return false;
     }
-    let out = Command::new("ip")
-        .args(["-6", "addr", "show", "scope", "global"])
-        .output();
-    let has_v6 =
-        out.is_ok_and(|o| o.status.success() && String::from_utf8_lossy(&o.stdout).contains("inet6"));
-    if !has_v6 {
+    let global = |args: &[&str]| {
+        Command::new("ip")
+            .args(args)
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).to_string())
+            .unwrap_or_default()
+    };
+    // One line per address (`-o`); the `::6` a previous install put on
+    // the loopback interface is not the host's IPv6.
+    let addresses = global(&["-6", "-o", "addr", "show", "scope", "global"]);
+    if !has_ipv6_beyond(&addresses, loopback) {
         return false;
     }
-    let added = Command::new("ip")
+    if global(&["-6", "-o", "addr", "show", "dev", loopback]).contains(" ::6/128 ") {
+        return true;
+    }
+    Command::new("ip")
         .args(["-6", "addr", "add", "::6/128", "dev", loopback])
-        .output();
-    added.is_ok_and(|o| o.status.success() || String::from_utf8_lossy(&o.stderr).contains("exists"))
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+/// Whether `ip -6 -o addr show scope global` lists an address on an
+/// interface other than `loopback`.
+fn has_ipv6_beyond(addresses: &str, loopback: &str) -> bool {
+    addresses.lines().any(|line| {
+        let interface = line.split_whitespace().nth(1).unwrap_or_default();
+        line.contains(" inet6 ") && interface.split('@').next() != Some(loopback)
+    })
 }
 
 /// The rules the configuration produces, per family, as `--dry-run` prints.
@@ -149,26 +171,36 @@ pub fn install(config: &Config) -> Result<String, String> {
         families.push(V6);
     }
     let mut applied = String::new();
+    // Each family's rules as they were, to go back to if a later step fails.
+    let mut changed: Vec<(&Tools, String)> = Vec::new();
     for tools in &families {
         let mut input = restore_input(config, tools.family, &host);
         if let Err(e) = run_with_input(tools.restore, &["--test", "--noflush"], &input) {
             // Without the conntrack match, DNS goes without zone splitting.
             if !host.conntrack || !input.contains("CT --zone") {
+                roll_back(&changed);
                 return Err(format!("{}: {}", tools.restore, refused_rule(&input, &e)));
             }
             eprintln!("conntrack zone splitting is disabled. This requires the 'conntrack' iptables module");
             host.conntrack = false;
             input = restore_input(config, tools.family, &host);
         }
-        let before = save(tools)?;
-        let cleaned = cleanup_input(&before)?;
-        if let Some(cleaned) = &cleaned {
-            run_with_input(tools.restore, &[], cleaned)
-                .map_err(|e| format!("{}: removing the previous rules: {e}", tools.restore))?;
+        let before = match save(tools).and_then(|saved| removable(&saved).map(|_| saved)) {
+            Ok(saved) => saved,
+            Err(e) => {
+                roll_back(&changed);
+                return Err(e);
+            }
+        };
+        changed.push((tools, before));
+        if let Some(previous) = changed.last().and_then(|(_, before)| removal_input(before))
+            && let Err(e) = run_with_input(tools.restore, &["--noflush"], &previous)
+        {
+            roll_back(&changed);
+            return Err(format!("{}: removing the previous rules: {e}", tools.restore));
         }
         if let Err(e) = run_with_input(tools.restore, &["--noflush"], &input) {
-            // Back to exactly what was there.
-            let _ = run_with_input(tools.restore, &[], &before);
+            roll_back(&changed);
             return Err(format!(
                 "{}: the rules were refused, the previous ones are in place again: {}",
                 tools.restore,
@@ -180,15 +212,27 @@ pub fn install(config: &Config) -> Result<String, String> {
     Ok(applied)
 }
 
-/// The `iptables-save` output without Kuma's rules, if it has any.
-fn cleanup_input(saved: &str) -> Result<Option<String>, String> {
-    if !saved.contains(CHAIN_PREFIX) && !saved.contains(COMMENT_PREFIX) {
-        return Ok(None);
+/// Puts every family in `changed` back as it was: whatever of Kuma's is
+/// there now goes, and Kuma's rules of before return to their places.
+/// Nothing else is touched (no table is flushed or restored whole). Best
+/// effort: the caller reports the failure that led here.
+fn roll_back(changed: &[(&Tools, String)]) {
+    for (tools, before) in changed.iter().rev() {
+        if let Some(now) = save(tools).ok().as_deref().and_then(removal_input) {
+            let _ = run_with_input(tools.restore, &["--noflush"], &now);
+        }
+        if let Some(previous) = kuma_rules_of(before) {
+            let _ = run_with_input(tools.restore, &["--noflush"], &previous);
+        }
     }
-    if !saved.contains(COMMENT_PREFIX) {
+}
+
+/// Refuses to touch Kuma-looking rules that cannot be told apart safely.
+fn removable(saved: &str) -> Result<(), String> {
+    if saved.contains(CHAIN_PREFIX) && !saved.contains(COMMENT_PREFIX) {
         return Err("transparent proxy rules detected, but expected comments are missing. Cleanup cannot proceed safely without comments to identify rules. Please remove the transparent proxy iptables rules manually".into());
     }
-    Ok(Some(without_kuma_rules(saved)))
+    Ok(())
 }
 
 /// Removes every rule and chain install added (both families); says what
@@ -204,17 +248,18 @@ pub fn uninstall(dry_run: bool) -> Result<String, String> {
             }
             Err(e) => return Err(e),
         };
-        let Some(cleaned) = cleanup_input(&before)? else {
+        removable(&before)?;
+        let Some(removal) = removal_input(&before) else {
             continue;
         };
         if dry_run {
-            report.push_str(&cleaned);
+            report.push_str(&removal);
             continue;
         }
-        run_with_input(tools.restore, &["--test"], &cleaned)
-            .map_err(|e| format!("{}: {}", tools.restore, refused_rule(&cleaned, &e)))?;
-        if let Err(e) = run_with_input(tools.restore, &[], &cleaned) {
-            let _ = run_with_input(tools.restore, &[], &before);
+        run_with_input(tools.restore, &["--test", "--noflush"], &removal)
+            .map_err(|e| format!("{}: {}", tools.restore, refused_rule(&removal, &e)))?;
+        if let Err(e) = run_with_input(tools.restore, &["--noflush"], &removal) {
+            roll_back(&[(&tools, before)]);
             return Err(format!("{}: {e}", tools.restore));
         }
     }
@@ -222,4 +267,21 @@ pub fn uninstall(dry_run: bool) -> Result<String, String> {
         report.push_str("transparent proxy cleanup completed successfully\n");
     }
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::has_ipv6_beyond;
+
+    #[test]
+    fn the_loopback_address_of_a_previous_install_is_not_the_hosts_ipv6() {
+        let only_loopback =
+            "1: lo    inet6 ::6/128 scope global \\       valid_lft forever preferred_lft forever\n";
+        assert!(!has_ipv6_beyond(only_loopback, "lo"));
+        assert!(!has_ipv6_beyond("", "lo"));
+        let with_eth0 = format!(
+            "{only_loopback}3: eth0@eth1    inet6 fd79::2/64 scope global nodad \\       valid_lft forever preferred_lft forever\n"
+        );
+        assert!(has_ipv6_beyond(&with_eth0, "lo"));
+    }
 }

@@ -6,6 +6,7 @@
 //! (uninstall finds Kuma's rules by it). A pure function of the
 //! configuration and a few facts about the host.
 
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 use super::config::Config;
@@ -408,14 +409,119 @@ pub fn restore_input(config: &Config, family: Family, host: &Host) -> String {
 }
 
 /// `iptables-save` output without Kuma's rules and chains: what uninstall
-/// restores (every line naming a `KUMA_MESH` chain or carrying Kuma's
+/// leaves (every line naming a `KUMA_MESH` chain or carrying Kuma's
 /// comment goes; comment lines and counters too).
 pub fn without_kuma_rules(saved: &str) -> String {
     saved
         .lines()
-        .filter(|l| !l.starts_with('#') && !l.contains(CHAIN_PREFIX) && !l.contains(COMMENT_PREFIX))
+        .filter(|l| !l.starts_with('#') && !is_kuma_line(l))
         .map(|l| format!("{l}\n"))
         .collect()
+}
+
+/// Whether a line of `iptables-save` output is Kuma's: a Kuma chain, a
+/// rule in one, a jump to one, or a rule carrying Kuma's comment.
+fn is_kuma_line(line: &str) -> bool {
+    line.contains(CHAIN_PREFIX) || line.contains(COMMENT_PREFIX)
+}
+
+/// The tables of `iptables-save` output: each table's name and its chain
+/// (`:`) and rule (`-A`) lines, in order.
+fn saved_tables(saved: &str) -> Vec<(&str, Vec<&str>)> {
+    let mut tables: Vec<(&str, Vec<&str>)> = Vec::new();
+    for line in saved.lines() {
+        if let Some(name) = line.strip_prefix('*') {
+            tables.push((name.trim(), Vec::new()));
+        } else if (line.starts_with(':') || line.starts_with("-A "))
+            && let Some((_, lines)) = tables.last_mut()
+        {
+            lines.push(line);
+        }
+    }
+    tables
+}
+
+/// The chain a `:CHAIN POLICY [p:b]` line declares.
+fn declared_chain(line: &str) -> Option<&str> {
+    line.strip_prefix(':')?.split_whitespace().next()
+}
+
+/// `iptables-restore --noflush` input that takes out of the tables
+/// `saved` shows exactly Kuma's rules and chains, touching nothing else:
+/// no table is flushed, so rules iptables cannot even show (an nftables
+/// table of another tool) stay as they are. `None` when there is nothing
+/// of Kuma's.
+pub fn removal_input(saved: &str) -> Option<String> {
+    let mut out = String::new();
+    for (table, lines) in saved_tables(saved) {
+        let kuma_chains: Vec<&str> = lines
+            .iter()
+            .filter_map(|l| declared_chain(l))
+            .filter(|c| c.starts_with(CHAIN_PREFIX))
+            .collect();
+        let jumps: Vec<&str> = lines
+            .iter()
+            .filter_map(|l| l.strip_prefix("-A "))
+            .filter(|rule| {
+                let chain = rule.split_whitespace().next().unwrap_or_default();
+                !chain.starts_with(CHAIN_PREFIX) && is_kuma_line(rule)
+            })
+            .collect();
+        if kuma_chains.is_empty() && jumps.is_empty() {
+            continue;
+        }
+        out.push_str(&format!("*{table}\n"));
+        for rule in jumps {
+            out.push_str(&format!("-D {rule}\n"));
+        }
+        // Emptied first: Kuma's chains jump to one another.
+        for chain in &kuma_chains {
+            out.push_str(&format!("-F {chain}\n"));
+        }
+        for chain in &kuma_chains {
+            out.push_str(&format!("-X {chain}\n"));
+        }
+        out.push_str("COMMIT\n");
+    }
+    (!out.is_empty()).then_some(out)
+}
+
+/// `iptables-restore --noflush` input that puts Kuma's rules and chains of
+/// `saved` back where they were, into tables that hold the rest of `saved`
+/// and nothing of Kuma's: each rule of a chain not Kuma's is inserted at
+/// the position it had. `None` when `saved` has nothing of Kuma's.
+pub fn kuma_rules_of(saved: &str) -> Option<String> {
+    let mut out = String::new();
+    for (table, lines) in saved_tables(saved) {
+        let mut chains = String::new();
+        let mut own_rules = String::new();
+        let mut jumps = String::new();
+        let mut position: BTreeMap<&str, usize> = BTreeMap::new();
+        for line in &lines {
+            if let Some(chain) = declared_chain(line) {
+                if chain.starts_with(CHAIN_PREFIX) {
+                    chains.push_str(&format!(":{chain} - [0:0]\n"));
+                }
+                continue;
+            }
+            let Some(rule) = line.strip_prefix("-A ") else {
+                continue;
+            };
+            let (chain, spec) = rule.split_once(' ').unwrap_or((rule, ""));
+            let index = position.entry(chain).or_insert(0);
+            *index += 1;
+            if chain.starts_with(CHAIN_PREFIX) {
+                own_rules.push_str(&format!("{line}\n"));
+            } else if is_kuma_line(rule) {
+                jumps.push_str(&format!("-I {chain} {index} {spec}\n"));
+            }
+        }
+        if chains.is_empty() && jumps.is_empty() {
+            continue;
+        }
+        out.push_str(&format!("*{table}\n{chains}{own_rules}{jumps}COMMIT\n"));
+    }
+    (!out.is_empty()).then_some(out)
 }
 
 /// A configuration file under any input, as the `transparent_proxy_config`

@@ -3,6 +3,7 @@
 //! reconciliation here), and proxies authenticate with their Pod's
 //! ServiceAccount token.
 
+pub mod api_requests;
 pub mod cache;
 pub mod mesh_services;
 pub mod pods;
