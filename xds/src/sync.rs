@@ -363,6 +363,14 @@ impl Generator {
             state.context = None;
             return;
         };
+        if state.proxies.is_empty() {
+            // Nobody to configure: the digest is built when a proxy
+            // connects, so a burst of writes before any proxy does (Pods
+            // being created) costs nothing per write instead of a rebuild
+            // of the whole mesh each.
+            state.context = None;
+            return;
+        }
         let old_services: BTreeSet<String> = state
             .context
             .as_ref()

@@ -132,26 +132,30 @@ pub fn is_injected(pod: &Pod) -> bool {
     annotated || has_container
 }
 
-/// The Services of `services` (the Pod's namespace's) that select `pod`:
-/// a non-empty selector all of whose labels the Pod has; ExternalName
-/// Services select nothing.
+/// The Services of `services` (the Pod's namespace's) that select `pod`
+/// (see [`selects`]), by name.
 pub fn selecting_services<'a>(pod: &Pod, services: &'a [Service]) -> Vec<&'a Service> {
-    let labels = pod.metadata.labels.clone().unwrap_or_default();
-    let namespace = pod.metadata.namespace.as_deref();
-    let mut out: Vec<&Service> = services
-        .iter()
-        .filter(|s| s.metadata.namespace.as_deref() == namespace)
-        .filter(|s| {
-            let Some(spec) = &s.spec else { return false };
-            if spec.type_.as_deref() == Some("ExternalName") {
-                return false;
-            }
-            match &spec.selector {
-                Some(sel) if !sel.is_empty() => sel.iter().all(|(k, v)| labels.get(k) == Some(v)),
-                _ => false,
-            }
-        })
-        .collect();
+    let mut out: Vec<&Service> = services.iter().filter(|s| selects(s, pod)).collect();
     out.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
     out
+}
+
+/// Whether `service` selects `pod`: the same namespace, a non-empty
+/// selector all of whose labels the Pod has; ExternalName Services select
+/// nothing.
+pub fn selects(service: &Service, pod: &Pod) -> bool {
+    if service.metadata.namespace != pod.metadata.namespace {
+        return false;
+    }
+    let Some(spec) = &service.spec else { return false };
+    if spec.type_.as_deref() == Some("ExternalName") {
+        return false;
+    }
+    let labels = pod.metadata.labels.as_ref();
+    match &spec.selector {
+        Some(selector) if !selector.is_empty() => selector
+            .iter()
+            .all(|(k, v)| labels.and_then(|l| l.get(k)) == Some(v)),
+        _ => false,
+    }
 }

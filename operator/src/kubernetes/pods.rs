@@ -190,11 +190,14 @@ fn desired(pod: &Pod, ctx: &Ctx) -> Result<Option<Value>, PodError> {
     let namespace = pod.metadata.namespace.clone().unwrap_or_default();
     let ns = ctx.namespaces.get(&ObjectRef::new(&namespace));
     let empty = BTreeMap::new();
+    // Only the Services that select the Pod are copied for the converter
+    // (copying every Service of the namespace per reconciliation was most
+    // of the controller's time with 1,000 Pods).
     let services: Vec<Service> = ctx
         .services
         .state()
         .into_iter()
-        .filter(|s| s.metadata.namespace.as_deref() == Some(namespace.as_str()))
+        .filter(|s| kuma_crds::kubernetes::selects(s, pod))
         .map(|s| (*s).clone())
         .collect();
     let found: Vec<_> = pod
