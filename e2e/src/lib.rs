@@ -10,6 +10,7 @@ pub mod certs;
 pub mod in_cluster;
 pub mod k8s;
 pub mod kube_mesh;
+pub mod netns;
 pub mod node;
 pub mod olm;
 pub mod postgres;

@@ -12,9 +12,10 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 use std::time::Duration;
 
+use kuma_e2e::netns::{in_ns, ok, saved_rules};
 use kuma_e2e::node::make_traversable;
 use kuma_e2e::process::{ControlPlane, Kumactl, Proc};
 use kuma_e2e::{bin_dir, envoy_bin, eventually, temp_dir};
@@ -26,27 +27,6 @@ const CP_NAME: &str = "kuma-control-plane";
 const MTLS_MESH: &str = "type: Mesh\nname: default\nmtls:\n  enabledBackend: ca-1\n  backends:\n    - name: ca-1\n      type: builtin\n";
 const ALLOW_ALL: &str = "type: MeshTrafficPermission\nmesh: default\nname: allow-all\nspec:\n  targetRef:\n    kind: Mesh\n  from:\n    - targetRef:\n        kind: Mesh\n      default:\n        action: Allow\n";
 const DENY_CLIENT: &str = "type: MeshTrafficPermission\nmesh: default\nname: deny-client\nspec:\n  targetRef:\n    kind: MeshService\n    name: backend\n  from:\n    - targetRef:\n        kind: MeshService\n        name: client\n      default:\n        action: Deny\n";
-
-/// Runs `program` in network namespace `ns` (as root).
-fn in_ns(ns: &str, program: &str, args: &[&str]) -> Output {
-    Command::new("ip")
-        .args(["netns", "exec", ns, program])
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("ip netns exec {ns} {program}: {e}"))
-}
-
-fn ok(ns: &str, program: &str, args: &[&str]) -> String {
-    let out = in_ns(ns, program, args);
-    assert!(
-        out.status.success(),
-        "{ns}: {program} {}: {}{}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).to_string()
-}
 
 /// The hub, its hosts and everything running in them; all removed on drop.
 struct Network {
@@ -164,27 +144,9 @@ fn dataplane(name: &str, service: &str, n: u8) -> String {
     )
 }
 
-/// `iptables-save` of both families, without what changes by itself
-/// (comments, counters) and without tables that hold no rule.
+/// `iptables-save` of both families (see [`saved_rules`]).
 fn rules(ns: &str) -> String {
-    let mut out = String::new();
-    for save in ["iptables-save", "ip6tables-save"] {
-        let text = ok(ns, save, &[]);
-        for table in text.split("\n*").map(|t| t.trim_start_matches('*')) {
-            let lines: Vec<String> = table
-                .lines()
-                .filter(|l| !l.starts_with('#'))
-                .map(|l| match l.find(" [") {
-                    Some(i) if l.starts_with(':') => format!("{} [0:0]", &l[..i]),
-                    _ => l.to_string(),
-                })
-                .collect();
-            if lines.iter().any(|l| l.starts_with("-A ")) {
-                out.push_str(&format!("{save} *{}\n", lines.join("\n")));
-            }
-        }
-    }
-    out
+    saved_rules(ns, "iptables-save") + &saved_rules(ns, "ip6tables-save")
 }
 
 /// The Envoy counters of host `ns` whose names contain `filter`.

@@ -12,39 +12,7 @@
 use std::process::{Command, Output};
 
 use kuma_e2e::bin_dir;
-
-/// Runs `program` in network namespace `ns` (as root).
-fn in_ns(ns: &str, program: &str, args: &[&str], stdin: Option<&str>) -> Output {
-    use std::io::Write;
-    let mut child = Command::new("ip")
-        .args(["netns", "exec", ns, program])
-        .args(args)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("ip netns exec {ns} {program}: {e}"));
-    if let (Some(mut input), Some(text)) = (child.stdin.take(), stdin) {
-        input
-            .write_all(text.as_bytes())
-            .unwrap_or_else(|e| panic!("{program}: {e}"));
-    }
-    child
-        .wait_with_output()
-        .unwrap_or_else(|e| panic!("ip netns exec {ns} {program}: {e}"))
-}
-
-fn ok(ns: &str, program: &str, args: &[&str], stdin: Option<&str>) -> String {
-    let out = in_ns(ns, program, args, stdin);
-    assert!(
-        out.status.success(),
-        "{ns}: {program} {}: {}{}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).to_string()
-}
+use kuma_e2e::netns::{in_ns, ok, ok_with_input, saved_rules};
 
 /// A network namespace, deleted on drop.
 struct Namespace(String);
@@ -63,29 +31,8 @@ fn foreign_nat_table(family: &str) -> String {
     )
 }
 
-/// `iptables-save` of one family without what changes by itself
-/// (comment lines, counters) and without tables that hold no rule.
-fn saved(ns: &str, save: &str) -> String {
-    let text = String::from_utf8_lossy(&in_ns(ns, save, &[], None).stdout).to_string();
-    let mut out = String::new();
-    for table in text.split("\n*").map(|t| t.trim_start_matches('*')) {
-        let lines: Vec<String> = table
-            .lines()
-            .filter(|l| !l.starts_with('#'))
-            .map(|l| match l.find(" [") {
-                Some(i) if l.starts_with(':') => format!("{} [0:0]", &l[..i]),
-                _ => l.to_string(),
-            })
-            .collect();
-        if lines.iter().any(|l| l.starts_with("-A ")) {
-            out.push_str(&format!("*{}\n", lines.join("\n")));
-        }
-    }
-    out
-}
-
 fn kumactl(ns: &str, args: &[&str]) -> Output {
-    in_ns(ns, &bin_dir().join("kumactl").display().to_string(), args, None)
+    in_ns(ns, &bin_dir().join("kumactl").display().to_string(), args)
 }
 
 #[test]
@@ -111,41 +58,40 @@ fn rules_the_kernel_refuses_leave_the_host_as_it_was() {
     let status = Command::new("ip").args(["netns", "add", &ns.0]).status();
     assert!(status.is_ok_and(|s| s.success()), "ip netns add {}", ns.0);
     let ns = &ns.0;
-    ok(ns, "ip", &["link", "set", "lo", "up"], None);
+    ok(ns, "ip", &["link", "set", "lo", "up"]);
     // A global IPv6 address: install then writes rules for both families.
     // (A veth pair with both ends inside: this kernel has no dummy links.)
     ok(
         ns,
         "ip",
         &["link", "add", "eth0", "type", "veth", "peer", "name", "eth1"],
-        None,
     );
-    ok(ns, "ip", &["addr", "add", "10.79.0.2/24", "dev", "eth0"], None);
+    ok(ns, "ip", &["addr", "add", "10.79.0.2/24", "dev", "eth0"]);
     ok(
         ns,
         "ip",
         &["-6", "addr", "add", "fd79::2/64", "dev", "eth0", "nodad"],
-        None,
     );
-    ok(ns, "ip", &["link", "set", "eth0", "up"], None);
+    ok(ns, "ip", &["link", "set", "eth0", "up"]);
     // The host's own iptables rules.
     ok(
         ns,
         "iptables",
         &["-A", "INPUT", "-p", "tcp", "--dport", "22", "-j", "ACCEPT"],
-        None,
     );
     ok(
         ns,
         "ip6tables",
         &["-A", "INPUT", "-p", "tcp", "--dport", "22", "-j", "ACCEPT"],
-        None,
     );
 
     // IPv4 is committed, then the kernel refuses IPv6: IPv4 is undone too.
-    ok(ns, "nft", &["-f", "-"], Some(&foreign_nat_table("ip6")));
-    let foreign_v6 = ok(ns, "nft", &["list", "table", "ip6", "nat"], None);
-    let (v4, v6) = (saved(ns, "iptables-save"), saved(ns, "ip6tables-save"));
+    ok_with_input(ns, "nft", &["-f", "-"], Some(&foreign_nat_table("ip6")));
+    let foreign_v6 = ok(ns, "nft", &["list", "table", "ip6", "nat"]);
+    let (v4, v6) = (
+        saved_rules(ns, "iptables-save"),
+        saved_rules(ns, "ip6tables-save"),
+    );
     let refused = kumactl(ns, &["install", "transparent-proxy"]);
     let stderr = String::from_utf8_lossy(&refused.stderr);
     assert!(!refused.status.success(), "install must fail: {stderr}");
@@ -154,9 +100,13 @@ fn rules_the_kernel_refuses_leave_the_host_as_it_was() {
         "the error names the refused rule: {stderr}"
     );
     // (iptables-nft may leave the empty `nat` table it created: no rule.)
-    assert_eq!(saved(ns, "iptables-save"), v4, "a refused install leaves no rule");
-    assert_eq!(saved(ns, "ip6tables-save"), v6);
-    assert_eq!(ok(ns, "nft", &["list", "table", "ip6", "nat"], None), foreign_v6);
+    assert_eq!(
+        saved_rules(ns, "iptables-save"),
+        v4,
+        "a refused install leaves no rule"
+    );
+    assert_eq!(saved_rules(ns, "ip6tables-save"), v6);
+    assert_eq!(ok(ns, "nft", &["list", "table", "ip6", "nat"]), foreign_v6);
 
     // Kuma's rules in place (IPv4 only), then a new install is refused
     // half-way: the previous rules are back where they were.
@@ -164,9 +114,8 @@ fn rules_the_kernel_refuses_leave_the_host_as_it_was() {
         ns,
         &bin_dir().join("kumactl").display().to_string(),
         &["install", "transparent-proxy", "--ip-family-mode", "ipv4"],
-        None,
     );
-    let installed = saved(ns, "iptables-save");
+    let installed = saved_rules(ns, "iptables-save");
     assert!(installed.contains("KUMA_MESH_OUTBOUND"), "{installed}");
     assert!(installed.contains("--to-ports 15001"), "{installed}");
     let refused = kumactl(
@@ -184,31 +133,30 @@ fn rules_the_kernel_refuses_leave_the_host_as_it_was() {
         String::from_utf8_lossy(&refused.stderr)
     );
     assert_eq!(
-        saved(ns, "iptables-save"),
+        saved_rules(ns, "iptables-save"),
         installed,
         "the previous Kuma rules are back, in their places"
     );
-    assert_eq!(ok(ns, "nft", &["list", "table", "ip6", "nat"], None), foreign_v6);
+    assert_eq!(ok(ns, "nft", &["list", "table", "ip6", "nat"]), foreign_v6);
 
     // Uninstall takes out Kuma's rules and nothing else.
     ok(
         ns,
         &bin_dir().join("kumactl").display().to_string(),
         &["uninstall", "transparent-proxy"],
-        None,
     );
-    assert_eq!(saved(ns, "iptables-save"), v4);
-    assert_eq!(ok(ns, "nft", &["list", "table", "ip6", "nat"], None), foreign_v6);
+    assert_eq!(saved_rules(ns, "iptables-save"), v4);
+    assert_eq!(ok(ns, "nft", &["list", "table", "ip6", "nat"]), foreign_v6);
 
     // The other tool's table in IPv4: the first commit is refused.
-    ok(ns, "nft", &["delete", "table", "ip", "nat"], None);
-    ok(ns, "nft", &["-f", "-"], Some(&foreign_nat_table("ip")));
-    let foreign_v4 = ok(ns, "nft", &["list", "table", "ip", "nat"], None);
-    let v4 = saved(ns, "iptables-save");
+    ok(ns, "nft", &["delete", "table", "ip", "nat"]);
+    ok_with_input(ns, "nft", &["-f", "-"], Some(&foreign_nat_table("ip")));
+    let foreign_v4 = ok(ns, "nft", &["list", "table", "ip", "nat"]);
+    let v4 = saved_rules(ns, "iptables-save");
     let refused = kumactl(ns, &["install", "transparent-proxy", "--ip-family-mode", "ipv4"]);
     let stderr = String::from_utf8_lossy(&refused.stderr);
     assert!(!refused.status.success(), "install must fail: {stderr}");
     assert!(stderr.contains("the refused rule: "), "{stderr}");
-    assert_eq!(ok(ns, "nft", &["list", "table", "ip", "nat"], None), foreign_v4);
-    assert_eq!(saved(ns, "iptables-save"), v4);
+    assert_eq!(ok(ns, "nft", &["list", "table", "ip", "nat"]), foreign_v4);
+    assert_eq!(saved_rules(ns, "iptables-save"), v4);
 }
