@@ -75,6 +75,71 @@ spec:
         }
     })
     .await;
+    // A Dataplane deleted by someone else is put back from its Pod.
+    let name = mesh.cluster.kubectl_ok(
+        &[
+            "get",
+            "dataplanes",
+            "-n",
+            "kuma-test",
+            "-o",
+            "jsonpath={.items[0].metadata.name}",
+        ],
+        None,
+    );
+    let uid = |mesh: &KubeMesh| {
+        mesh.cluster
+            .kubectl(
+                &[
+                    "get",
+                    "dataplane",
+                    &name,
+                    "-n",
+                    "kuma-test",
+                    "-o",
+                    "jsonpath={.metadata.uid}",
+                ],
+                None,
+            )
+            .stdout
+    };
+    let first = uid(&mesh);
+    mesh.cluster
+        .kubectl_ok(&["delete", "dataplane", &name, "-n", "kuma-test"], None);
+    eventually("the Dataplane put back", Duration::from_secs(60), || async {
+        let now = uid(&mesh);
+        let text = dataplanes(&mesh, "kuma-test");
+        (!now.is_empty() && now != first && text.contains("echo-server_kuma-test_svc_80"))
+            .then_some(())
+            .ok_or(text)
+    })
+    .await;
+    // A Service whose selector stops matching the Pod is no longer one of
+    // its inbounds (the Pod is reconciled from the Service as it was).
+    mesh.cluster.kubectl_ok(
+        &[
+            "patch",
+            "service",
+            "echo-server",
+            "-n",
+            "kuma-test",
+            "--type=merge",
+            "-p",
+            r#"{"spec":{"selector":{"app":"other"}}}"#,
+        ],
+        None,
+    );
+    eventually(
+        "the inbound of the Service gone",
+        Duration::from_secs(60),
+        || async {
+            let text = dataplanes(&mesh, "kuma-test");
+            (!text.contains("echo-server_kuma-test_svc_80") && text.contains("echo-server_kuma-test_svc"))
+                .then_some(())
+                .ok_or(text)
+        },
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -122,6 +187,19 @@ async fn services_become_mesh_services_where_the_mesh_asks() {
             ok.then_some(()).ok_or_else(|| v.to_string())
         },
     )
+    .await;
+    // A MeshService the controller made and someone deleted is put back.
+    mesh.cluster
+        .kubectl_ok(&["delete", "meshservice", "web", "-n", "shop"], None);
+    eventually("the MeshService put back", Duration::from_secs(60), || async {
+        let out = mesh
+            .cluster
+            .kubectl(&["get", "meshservice", "web", "-n", "shop"], None);
+        out.status
+            .success()
+            .then_some(())
+            .ok_or_else(|| "not there".to_string())
+    })
     .await;
     // A mesh that does not ask for MeshServices gets none.
     let out = mesh

@@ -23,7 +23,7 @@ use kuma_crds::kubernetes::service::{generates_mesh_services, service_to_mesh_se
 use kuma_crds::resource::{ResourceType, Spec};
 use serde_json::json;
 
-use super::cache::cache;
+use super::cache::cache_with_changes;
 use super::pods::FIELD_MANAGER;
 
 /// Why a Service was not reconciled.
@@ -49,12 +49,12 @@ struct Ctx {
 pub async fn run(client: kube::Client) {
     let mesh_resource = crate::store::kubernetes::api_resource(ResourceType::Mesh);
     let mesh_service_resource = crate::store::kubernetes::api_resource(ResourceType::MeshService);
-    let (namespaces, t1) = cache(Api::<Namespace>::all(client.clone()), ());
-    let (meshes, t2) = cache(
+    let (namespaces, t1, namespace_changes) = cache_with_changes(Api::<Namespace>::all(client.clone()), ());
+    let (meshes, t2, mesh_changes) = cache_with_changes(
         Api::<DynamicObject>::all_with(client.clone(), &mesh_resource),
         mesh_resource.clone(),
     );
-    let (mesh_services, t3) = cache(
+    let (mesh_services, t3, mesh_service_changes) = cache_with_changes(
         Api::<DynamicObject>::all_with(client.clone(), &mesh_service_resource),
         mesh_service_resource.clone(),
     );
@@ -69,16 +69,14 @@ pub async fn run(client: kube::Client) {
         namespaces,
         meshes,
         mesh_services,
-        mesh_service_resource,
+        mesh_service_resource: mesh_service_resource.clone(),
     });
     let controller = Controller::new(Api::<Service>::all(client.clone()), watcher::Config::default());
     let services = controller.store();
     let services_of_namespace = services.clone();
     controller
-        .watches_with(
-            Api::<DynamicObject>::all_with(client.clone(), &mesh_resource),
-            mesh_resource.clone(),
-            watcher::Config::default(),
+        .watches_stream_with(
+            mesh_changes,
             move |_mesh| {
                 services
                     .state()
@@ -86,20 +84,20 @@ pub async fn run(client: kube::Client) {
                     .map(|s| ObjectRef::from_obj(&*s))
                     .collect::<Vec<_>>()
             },
+            mesh_resource.clone(),
         )
-        .watches(
-            Api::<Namespace>::all(client.clone()),
-            watcher::Config::default(),
-            move |namespace| {
-                let name = namespace.metadata.name.clone();
-                services_of_namespace
-                    .state()
-                    .into_iter()
-                    .filter(|s| s.metadata.namespace == name)
-                    .map(|s| ObjectRef::from_obj(&*s))
-                    .collect::<Vec<_>>()
-            },
-        )
+        .watches_stream(namespace_changes, move |namespace| {
+            let name = namespace.metadata.name.clone();
+            services_of_namespace
+                .state()
+                .into_iter()
+                .filter(|s| s.metadata.namespace == name)
+                .map(|s| ObjectRef::from_obj(&*s))
+                .collect::<Vec<_>>()
+        })
+        // A MeshService this controller made and someone else changed or
+        // deleted is put back by reconciling its Service.
+        .watches_stream_with(mesh_service_changes, owning_service, mesh_service_resource)
         .run(reconcile, error_policy, ctx)
         .for_each(|result| async move {
             if let Err(e) = result {
@@ -110,6 +108,18 @@ pub async fn run(client: kube::Client) {
     for t in [t1, t2, t3] {
         t.abort();
     }
+}
+
+/// The Service a MeshService was made from, if a Service owns it.
+fn owning_service(mesh_service: DynamicObject) -> Option<ObjectRef<Service>> {
+    let namespace = mesh_service.metadata.namespace.as_deref()?;
+    mesh_service
+        .metadata
+        .owner_references
+        .as_ref()?
+        .iter()
+        .find(|o| o.kind == "Service" && o.api_version == "v1")
+        .map(|o| ObjectRef::new(&o.name).within(namespace))
 }
 
 fn error_policy(service: Arc<Service>, error: &MeshServiceError, _: Arc<Ctx>) -> Action {

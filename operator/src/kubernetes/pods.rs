@@ -4,8 +4,10 @@
 //!
 //! Event-driven (kube-runtime's `Controller`, no polling): a Pod change
 //! reconciles that Pod; a Service change the Pods its selector matches (old
-//! or new: both are in the namespace); a Namespace change (its mesh label)
-//! the Pods in it. A Dataplane is written (server-side apply) only when what
+//! and new); a Namespace change (its mesh label)
+//! the Pods in it; a Dataplane change its Pod. Those triggers come from the
+//! caches the reconciliation reads, after the cache holds the change
+//! (`cache_with_changes`). A Dataplane is written (server-side apply) only when what
 //! it would hold differs from what is stored.
 
 use std::collections::BTreeMap;
@@ -27,7 +29,7 @@ use kuma_crds::kubernetes::{is_injected, owners_of};
 use kuma_crds::resource::ResourceType;
 use serde_json::{Value, json};
 
-use super::cache::cache;
+use super::cache::{cache, cache_with_changes};
 
 /// The field manager of everything kuma-cp applies.
 pub const FIELD_MANAGER: &str = "kuma-cp";
@@ -84,11 +86,11 @@ struct Ctx {
 /// Runs the controller until the client's watches end.
 pub async fn run(client: kube::Client, admission: Context, stats: Arc<PodControllerStats>) {
     let dataplane_resource = crate::store::kubernetes::api_resource(ResourceType::Dataplane);
-    let (services, t1) = cache(Api::<Service>::all(client.clone()), ());
-    let (namespaces, t2) = cache(Api::<Namespace>::all(client.clone()), ());
+    let (services, t1, service_changes) = cache_with_changes(Api::<Service>::all(client.clone()), ());
+    let (namespaces, t2, namespace_changes) = cache_with_changes(Api::<Namespace>::all(client.clone()), ());
     let (replica_sets, t3) = cache(Api::<ReplicaSet>::all(client.clone()), ());
     let (jobs, t4) = cache(Api::<Job>::all(client.clone()), ());
-    let (dataplanes, t5) = cache(
+    let (dataplanes, t5, dataplane_changes) = cache_with_changes(
         Api::<DynamicObject>::all_with(client.clone(), &dataplane_resource),
         dataplane_resource.clone(),
     );
@@ -111,7 +113,7 @@ pub async fn run(client: kube::Client, admission: Context, stats: Arc<PodControl
         replica_sets,
         jobs,
         dataplanes,
-        dataplane_resource,
+        dataplane_resource: dataplane_resource.clone(),
         stats,
     });
     let controller = Controller::new(Api::<Pod>::all(client.clone()), watcher::Config::default());
@@ -119,24 +121,18 @@ pub async fn run(client: kube::Client, admission: Context, stats: Arc<PodControl
     let pods_for_namespace = pods.clone();
     controller
         .with_config(kube::runtime::controller::Config::default().concurrency(10))
-        .watches(
-            Api::<Service>::all(client.clone()),
-            watcher::Config::default(),
-            move |service| pods_selected_by(&pods, &service),
-        )
-        .watches(
-            Api::<Namespace>::all(client.clone()),
-            watcher::Config::default(),
-            move |namespace| {
-                let name = namespace.metadata.name.clone();
-                pods_for_namespace
-                    .state()
-                    .into_iter()
-                    .filter(|p| p.metadata.namespace == name)
-                    .map(|p| ObjectRef::from_obj(&*p))
-                    .collect::<Vec<_>>()
-            },
-        )
+        .watches_stream(service_changes, move |service| pods_selected_by(&pods, &service))
+        .watches_stream(namespace_changes, move |namespace| {
+            let name = namespace.metadata.name.clone();
+            pods_for_namespace
+                .state()
+                .into_iter()
+                .filter(|p| p.metadata.namespace == name)
+                .map(|p| ObjectRef::from_obj(&*p))
+                .collect::<Vec<_>>()
+        })
+        // A Dataplane changed or deleted by someone else is put back.
+        .watches_stream_with(dataplane_changes, owning_pod, dataplane_resource)
         .run(reconcile, error_policy, ctx)
         .for_each(|result| async move {
             if let Err(e) = result {
@@ -169,6 +165,18 @@ fn pods_selected_by(pods: &Store<Pod>, service: &Service) -> Vec<ObjectRef<Pod>>
         })
         .map(|p| ObjectRef::from_obj(&*p))
         .collect()
+}
+
+/// The Pod a Dataplane was made from, if a Pod owns it.
+fn owning_pod(dataplane: DynamicObject) -> Option<ObjectRef<Pod>> {
+    let namespace = dataplane.metadata.namespace.as_deref()?;
+    dataplane
+        .metadata
+        .owner_references
+        .as_ref()?
+        .iter()
+        .find(|o| o.kind == "Pod" && o.api_version == "v1")
+        .map(|o| ObjectRef::new(&o.name).within(namespace))
 }
 
 fn error_policy(pod: Arc<Pod>, error: &PodError, _: Arc<Ctx>) -> Action {
