@@ -17,6 +17,7 @@ pub mod admission;
 pub mod common;
 pub mod crd;
 pub mod dataplane;
+pub mod destination;
 pub mod dns;
 pub mod format;
 pub mod insight;

@@ -4,7 +4,9 @@
 //! (real iptables), an app, and kuma-dp + Envoy as UID 5678. The client
 //! calls `http://backend.mesh` with no outbound configured: its resolver's
 //! question is redirected to kuma-dp's DNS proxy, the VIP's connection to
-//! Envoy, and the request crosses both Envoys under mTLS. Then: a
+//! Envoy, and the request crosses both Envoys under mTLS; so does a
+//! MeshService's host name (`backend.svc.mesh.local`), through its own VIP
+//! and cluster. Then: a
 //! MeshTrafficPermission deny gives 403; an excluded port bypasses Envoy;
 //! the kuma-dp user's traffic is not redirected; a service that leaves
 //! the mesh stops resolving; installing twice changes nothing; uninstall
@@ -24,7 +26,10 @@ const LIMIT: Duration = Duration::from_secs(60);
 const HUB_IP: &str = "10.78.0.1";
 const CP_NAME: &str = "kuma-control-plane";
 
-const MTLS_MESH: &str = "type: Mesh\nname: default\nmtls:\n  enabledBackend: ca-1\n  backends:\n    - name: ca-1\n      type: builtin\n";
+const MTLS_MESH: &str = "type: Mesh\nname: default\nmeshServices:\n  mode: Everywhere\nmtls:\n  enabledBackend: ca-1\n  backends:\n    - name: ca-1\n      type: builtin\n";
+/// A MeshService of the backend's inbound, reached on port 80 of its VIP
+/// under Kuma's default Universal host name `backend.svc.mesh.local`.
+const BACKEND_MESH_SERVICE: &str = "type: MeshService\nmesh: default\nname: backend\nspec:\n  selector:\n    dataplaneTags:\n      kuma.io/service: backend\n  ports:\n    - port: 80\n      targetPort: 8080\n      appProtocol: http\n";
 const ALLOW_ALL: &str = "type: MeshTrafficPermission\nmesh: default\nname: allow-all\nspec:\n  targetRef:\n    kind: Mesh\n  from:\n    - targetRef:\n        kind: Mesh\n      default:\n        action: Allow\n";
 const DENY_CLIENT: &str = "type: MeshTrafficPermission\nmesh: default\nname: deny-client\nspec:\n  targetRef:\n    kind: MeshService\n    name: backend\n  from:\n    - targetRef:\n        kind: MeshService\n        name: client\n      default:\n        action: Deny\n";
 
@@ -393,6 +398,32 @@ async fn hosts_reach_mesh_names_through_their_transparent_proxies() {
     );
     let dotted = curl(&client, 0, "http://backend.mesh:80/again");
     assert!(dotted.starts_with("200 backend-1"), "{dotted}");
+
+    // A MeshService: its host name resolves to its own VIP, and the
+    // request goes through its own cluster (Kuma's legacy name), under mTLS.
+    kumactl.ok(&["apply", "-f", "-"], Some(BACKEND_MESH_SERVICE));
+    eventually(
+        "http://backend.svc.mesh.local through the mesh",
+        LIMIT,
+        || async {
+            let r = curl(&client, 0, "http://backend.svc.mesh.local/msvc");
+            r.starts_with("200 backend-1 GET /msvc").then_some(()).ok_or(r)
+        },
+    )
+    .await;
+    assert!(
+        stat(
+            &client,
+            "cluster.default_backend__default_msvc_80.upstream_rq_2xx"
+        ) >= 1,
+        "{:?}",
+        stats(&client, "upstream_rq_2xx")
+    );
+    assert!(
+        stat(&client, "cluster.default_backend__default_msvc_80.ssl.handshake") >= 1,
+        "mTLS to the MeshService's endpoint: {:?}",
+        stats(&client, "msvc")
+    );
 
     // An excluded port goes around both Envoys.
     let (out_before, in_before) = (

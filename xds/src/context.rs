@@ -5,9 +5,12 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 
-use kuma_crds::dataplane::{DataplaneSpec, PROTOCOL_TAG, SERVICE_TAG, ZONE_TAG};
+use kuma_crds::dataplane::{DataplaneSpec, Inbound, PROTOCOL_TAG, SERVICE_TAG, ZONE_TAG};
+use kuma_crds::destination::{Destination, destinations, mode_uses_mesh_services, mode_uses_service_tags};
 use kuma_crds::mesh::MeshSpec;
 use kuma_crds::resource::{Resource, ResourceType, Spec};
+
+use crate::generate::VIP_PORT;
 
 /// A protocol a service speaks, as far as Envoy config is concerned.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -82,6 +85,14 @@ pub struct Service {
     pub endpoints: Vec<Endpoint>,
     /// The virtual IP transparent proxies reach it on.
     pub vip: Ipv4Addr,
+    /// The port its VIP listener uses (80 for a `kuma.io/service`).
+    pub port: u32,
+    /// The `kuma.io/service` identities its endpoints' certificates hold
+    /// (the service itself, or those a MeshService names or is served by).
+    pub identities: Vec<String>,
+    /// The names its VIP is resolved by: a MeshService's host names; `None`
+    /// for a `kuma.io/service` (Kuma's `<service>.mesh` names).
+    pub hostnames: Option<Vec<String>>,
     /// A digest of all of the above: config built from a service is still
     /// valid while its digest is unchanged.
     pub digest: u64,
@@ -113,24 +124,73 @@ pub struct MeshContext {
     pub mtls_error: Option<crate::mtls::MtlsError>,
 }
 
-/// The VIP range transparent proxies use for services (`240.0.0.0/4`).
-const VIP_BASE: u32 = 0xF000_0000;
-const VIP_SIZE: u32 = 1 << 28;
+/// A range VIPs are given out from.
+#[derive(Clone, Copy)]
+struct VipRange {
+    base: u32,
+    size: u32,
+}
 
-/// Gives every service a stable VIP: a hash of its name into `240.0.0.0/4`,
-/// probing on collisions in name order, so adding a service never moves
-/// another one's VIP unless they collide.
-fn allocate_vips(names: &BTreeSet<String>) -> BTreeMap<String, Ipv4Addr> {
-    let mut used = BTreeSet::new();
+/// `kuma.io/service` VIPs (`240.0.0.0/4`).
+const SERVICE_VIPS: VipRange = VipRange {
+    base: 0xF000_0000,
+    size: 1 << 28,
+};
+/// MeshService VIPs when their status has none (`241.0.0.0/8`, Kuma's
+/// `ipam.meshService.cidr`).
+const MESH_SERVICE_VIPS: VipRange = VipRange {
+    base: 0xF100_0000,
+    size: 1 << 24,
+};
+
+/// Gives every name a stable VIP in `range`: a hash of the name, probing on
+/// collisions (with each other or `reserved`) in name order, so adding a
+/// service never moves another one's VIP unless they collide.
+fn allocate_vips(
+    names: &BTreeSet<String>,
+    reserved: &BTreeSet<Ipv4Addr>,
+    range: VipRange,
+) -> BTreeMap<String, Ipv4Addr> {
+    let mut used: BTreeSet<u32> = reserved
+        .iter()
+        .map(|ip| u32::from(*ip).wrapping_sub(range.base))
+        .filter(|offset| *offset < range.size)
+        .collect();
     let mut out = BTreeMap::new();
     for name in names {
-        let mut offset = (xxhash_rust::xxh3::xxh3_64(name.as_bytes()) % u64::from(VIP_SIZE - 2)) as u32 + 1;
+        let mut offset = (xxhash_rust::xxh3::xxh3_64(name.as_bytes()) % u64::from(range.size - 2)) as u32 + 1;
         while !used.insert(offset) {
-            offset = offset % (VIP_SIZE - 2) + 1;
+            offset = offset % (range.size - 2) + 1;
         }
-        out.insert(name.clone(), Ipv4Addr::from(VIP_BASE + offset));
+        out.insert(name.clone(), Ipv4Addr::from(range.base + offset));
     }
     out
+}
+
+impl Service {
+    /// A service and its digest.
+    pub fn new(
+        name: String,
+        protocol: Protocol,
+        endpoints: Vec<Endpoint>,
+        vip: Ipv4Addr,
+        port: u32,
+        identities: Vec<String>,
+        hostnames: Option<Vec<String>>,
+    ) -> Self {
+        let digest =
+            crate::digest::digest(&(&name, protocol, &endpoints, vip, port, &identities, &hostnames));
+        Service {
+            name,
+            protocol,
+            endpoints,
+            vip,
+            port,
+            identities,
+            hostnames,
+            digest,
+        }
+    }
 }
 
 impl MeshContext {
@@ -145,12 +205,19 @@ impl MeshContext {
         let mut protocols: BTreeMap<String, BTreeSet<Protocol>> = BTreeMap::new();
         let mut policies: BTreeMap<ResourceType, Vec<Resource>> = BTreeMap::new();
         let mut secrets: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+        let mut dataplanes: Vec<&Resource> = Vec::new();
+        let mut mesh_services: Vec<Destination> = Vec::new();
+        let mode = mesh.mesh_services.as_ref().and_then(|m| m.mode);
         for r in resources {
             match &r.spec {
+                Spec::MeshService(ms) if mode_uses_mesh_services(mode) => {
+                    mesh_services.extend(destinations(&r.meta, ms, r.status.as_ref()));
+                }
                 Spec::Secret(s) => {
                     secrets.insert(r.meta.core_name(), s.bytes());
                 }
                 Spec::Dataplane(dp) => {
+                    dataplanes.push(r);
                     for (service, endpoint, protocol) in
                         dataplane_endpoints(&r.meta.core_name(), &r.meta.labels, dp)
                     {
@@ -171,9 +238,21 @@ impl MeshContext {
         for list in policies.values_mut() {
             list.sort_by_key(|r| r.meta.core_name());
         }
+        // MeshService VIPs come from their status (Kubernetes: the ClusterIP)
+        // or, when it has none, from a hash of the name as `kuma.io/service`
+        // VIPs do (stable, and the same on every control plane); either way
+        // reserved before those.
+        let mut reserved: BTreeSet<Ipv4Addr> = mesh_services.iter().filter_map(|d| d.vip).collect();
+        let unallocated: BTreeSet<String> = mesh_services
+            .iter()
+            .filter(|d| d.vip.is_none())
+            .map(|d| d.name.clone())
+            .collect();
+        let msvc_vips = allocate_vips(&unallocated, &reserved, MESH_SERVICE_VIPS);
+        reserved.extend(msvc_vips.values());
         let names: BTreeSet<String> = endpoints.keys().cloned().collect();
-        let vips = allocate_vips(&names);
-        let services = endpoints
+        let vips = allocate_vips(&names, &reserved, SERVICE_VIPS);
+        let mut services = endpoints
             .into_iter()
             .map(|(name, mut eps)| {
                 eps.sort();
@@ -181,23 +260,52 @@ impl MeshContext {
                     Some(set) if set.len() == 1 => *set.iter().next().unwrap_or(&Protocol::Tcp),
                     _ => Protocol::Tcp,
                 };
-                let vip = vips[&name];
-                let digest = crate::digest::digest(&(&name, protocol, &eps, vip));
-                (
+                let service = Service::new(
                     name.clone(),
-                    Arc::new(Service {
-                        name,
-                        protocol,
-                        endpoints: eps,
-                        vip,
-                        digest,
-                    }),
-                )
+                    protocol,
+                    eps,
+                    vips[&name],
+                    VIP_PORT,
+                    vec![name.clone()],
+                    None,
+                );
+                (name, Arc::new(service))
             })
             .collect::<BTreeMap<String, Arc<Service>>>();
+        for d in mesh_services {
+            let mut eps = Vec::new();
+            let mut serving = Vec::new();
+            for r in &dataplanes {
+                let Spec::Dataplane(dp) = &r.spec else { continue };
+                let name = r.meta.core_name();
+                for (i, inbound) in dp.inbounds().iter().enumerate() {
+                    if !d.served_by(&name, &r.meta.labels, inbound, i == 0) {
+                        continue;
+                    }
+                    serving.push(inbound);
+                    eps.extend(inbound_endpoint(&name, &r.meta.labels, dp, inbound));
+                }
+            }
+            eps.sort();
+            let identities = d.required_identities(serving);
+            let vip = d
+                .vip
+                .or_else(|| msvc_vips.get(&d.name).copied())
+                .unwrap_or(Ipv4Addr::UNSPECIFIED);
+            let service = Service::new(
+                d.name.clone(),
+                Protocol::parse(&d.protocol),
+                eps,
+                vip,
+                d.port,
+                identities,
+                Some(d.hostnames),
+            );
+            services.insert(d.name, Arc::new(service));
+        }
+        let vip_targets = crate::generate::vip_targets(&services, mode_uses_service_tags(mode));
         let all_policies: Vec<Resource> = policies.values().flatten().cloned().collect();
         let policy_index = Arc::new(kuma_crds::matching::PolicyIndex::new(&all_policies));
-        let vip_targets = crate::generate::vip_targets(&services);
         let (mtls, mtls_error) = match crate::mtls::resolve(mesh_name, mesh, &secrets) {
             Ok(m) => (m.map(Arc::new), None),
             Err(e) => (None, Some(e)),
@@ -243,7 +351,6 @@ pub fn dataplane_endpoints(
     labels: &BTreeMap<String, String>,
     dp: &DataplaneSpec,
 ) -> Vec<(String, Option<Endpoint>, Protocol)> {
-    let net = dp.networking();
     let mut out = Vec::new();
     for inbound in dp.inbounds() {
         let Some(service) = inbound.service() else {
@@ -253,24 +360,41 @@ pub fn dataplane_endpoints(
             continue;
         }
         let protocol = Protocol::parse(inbound.protocol());
-        let tags = inbound.tags.clone().unwrap_or_default();
-        let address = net
-            .advertised_address
-            .clone()
-            .or_else(|| inbound.address.clone())
-            .or_else(|| net.address.clone())
-            .unwrap_or_default();
-        let endpoint = inbound.is_ready().then(|| Endpoint {
-            address,
-            port: inbound.port,
-            zone: tags.get(ZONE_TAG).cloned(),
-            tags,
-            dataplane: name.to_string(),
-            labels: labels.clone(),
-        });
-        out.push((service.to_string(), endpoint, protocol));
+        out.push((
+            service.to_string(),
+            inbound_endpoint(name, labels, dp, inbound),
+            protocol,
+        ));
     }
     out
+}
+
+/// The endpoint an inbound of a dataplane is, when it is ready.
+fn inbound_endpoint(
+    name: &str,
+    labels: &BTreeMap<String, String>,
+    dp: &DataplaneSpec,
+    inbound: &Inbound,
+) -> Option<Endpoint> {
+    if !inbound.is_ready() {
+        return None;
+    }
+    let net = dp.networking();
+    let tags = inbound.tags.clone().unwrap_or_default();
+    let address = net
+        .advertised_address
+        .clone()
+        .or_else(|| inbound.address.clone())
+        .or_else(|| net.address.clone())
+        .unwrap_or_default();
+    Some(Endpoint {
+        address,
+        port: inbound.port,
+        zone: tags.get(ZONE_TAG).cloned(),
+        tags,
+        dataplane: name.to_string(),
+        labels: labels.clone(),
+    })
 }
 
 /// Kuma's `x-kuma-tags` header value: `&key=v1,v2&` per key, keys sorted.

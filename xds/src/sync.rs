@@ -371,11 +371,12 @@ impl Generator {
             state.context = None;
             return;
         }
-        let old_services: BTreeSet<String> = state
+        let old_services: BTreeMap<String, u64> = state
             .context
             .as_ref()
-            .map(|m| m.services.keys().cloned().collect())
+            .map(|m| m.services.iter().map(|(k, s)| (k.clone(), s.digest)).collect())
             .unwrap_or_default();
+        let mut c = c;
         if c.everything || c.resources_changed || state.context.is_none() {
             state.context = Some(Arc::new(MeshContext::build(
                 mesh_name,
@@ -389,7 +390,15 @@ impl Generator {
             tracing::warn!(mesh = mesh_name, error = %e, "mTLS is unusable; proxies keep their configuration");
             return;
         }
-        let service_set_changed = mesh.services.keys().ne(old_services.iter());
+        let service_set_changed = mesh.services.keys().ne(old_services.keys());
+        // A service whose digest moved (a MeshService's endpoints follow its
+        // selector, not the `kuma.io/service` the change noted).
+        c.services.extend(
+            mesh.services
+                .iter()
+                .filter(|(name, s)| old_services.get(*name) != Some(&s.digest))
+                .map(|(name, _)| name.clone()),
+        );
 
         let mut affected: BTreeSet<String> = c.proxies.clone();
         if c.everything {

@@ -274,3 +274,34 @@ fn a_cluster_a_route_drops_stays_for_the_grace_period_then_goes() {
     assert_eq!(clusters(), before);
     assert_eq!(g.next_deadline(), None);
 }
+
+#[test]
+fn an_endpoint_of_a_mesh_service_regenerates_the_proxies_that_reach_it() {
+    // In an Exclusive mesh the client reaches `store` only as a MeshService,
+    // whose endpoints follow its selector rather than a `kuma.io/service`.
+    let snapshots = Arc::new(SnapshotCache::new());
+    let mut g = Generator::new(snapshots, Arc::new(XdsMetrics::default()));
+    let store = |state: &str| {
+        format!(
+            "type: Dataplane\nmesh: default\nname: store-1\nnetworking:\n  address: 192.168.0.50\n  inbound:\n    - port: 8080\n      state: {state}\n      tags:\n        kuma.io/service: store-backend\n        app: store\n"
+        )
+    };
+    let connected = |name: &str| Event::Connected {
+        node: format!("default.{name}"),
+        metadata: ProxyMetadata::default(),
+    };
+    g.apply(vec![
+        upsert("type: Mesh\nname: default\nmeshServices:\n  mode: Exclusive\n"),
+        upsert("type: MeshService\nmesh: default\nname: store\nspec:\n  selector:\n    dataplaneTags:\n      app: store\n  ports:\n    - port: 80\n      targetPort: 8080\n"),
+        upsert("type: Dataplane\nmesh: default\nname: client-1\nnetworking:\n  address: 192.168.0.51\n  inbound:\n    - port: 8080\n      tags:\n        kuma.io/service: client\n  transparentProxying:\n    redirectPortInbound: 15006\n    redirectPortOutbound: 15001\n"),
+        upsert(&store("NotReady")),
+        connected("client-1"),
+        connected("store-1"),
+    ]);
+    let report = g.apply(vec![upsert(&store("Ready"))]);
+    assert!(
+        report.changed.contains("default.client-1"),
+        "the client's endpoints of the MeshService changed: {:?}",
+        report.changed
+    );
+}

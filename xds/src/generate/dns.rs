@@ -40,14 +40,18 @@ pub fn table(proxy: &Proxy<'_>, mesh: &MeshContext) -> DnsTable {
         let Ok(vip) = target.address.parse::<Ipv4Addr>() else {
             continue;
         };
-        if mesh.services.get(&target.service).is_none_or(|s| s.vip != vip) {
+        let Some(service) = mesh.services.get(&target.service).filter(|s| s.vip == vip) else {
             continue;
-        }
+        };
         let mut ips = vec![vip.to_string()];
         if ipv6 {
             ips.push(ipv6_of(vip));
         }
-        for name in service_names(&target.service) {
+        let names = match &service.hostnames {
+            Some(hostnames) => hostnames.clone(),
+            None => service_names(&target.service),
+        };
+        for name in names {
             records.push(DnsRecord {
                 name,
                 ips: ips.clone(),

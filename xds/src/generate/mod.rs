@@ -14,7 +14,7 @@ pub mod tls;
 mod transparent;
 
 pub use cache::{CacheStats, OutboundCache};
-pub use outbound::{KeyedTarget, OutboundBundle, OutboundTarget, outbound_targets, vip_targets};
+pub use outbound::{KeyedTarget, OutboundBundle, OutboundTarget, VIP_PORT, outbound_targets, vip_targets};
 pub use system::{ADMIN_CLUSTER, READINESS_CLUSTER, admin_port_sent, prefix_route, static_hcm};
 pub use transparent::original_dst_cluster;
 

@@ -66,15 +66,18 @@ impl OutboundTarget {
 pub type KeyedTarget = (Arc<OutboundTarget>, u64);
 
 /// The VIP outbound of every service, as a transparent proxy sees them;
-/// the same for every proxy of the mesh, so built once per mesh.
-pub fn vip_targets(services: &BTreeMap<String, Arc<Service>>) -> Vec<KeyedTarget> {
+/// the same for every proxy of the mesh, so built once per mesh. Without
+/// `service_tags` (a mesh whose MeshServices replace `kuma.io/service`)
+/// only MeshServices have one.
+pub fn vip_targets(services: &BTreeMap<String, Arc<Service>>, service_tags: bool) -> Vec<KeyedTarget> {
     services
         .values()
+        .filter(|service| service_tags || service.hostnames.is_some())
         .map(|service| {
             let target = OutboundTarget {
                 service: service.name.clone(),
                 address: service.vip.to_string(),
-                port: VIP_PORT,
+                port: service.port,
                 tags: BTreeMap::from([(SERVICE_TAG.to_string(), service.name.clone())]),
                 bind: false,
             };
@@ -115,8 +118,14 @@ pub fn outbound_targets(proxy: &Proxy<'_>, mesh: &MeshContext) -> Vec<KeyedTarge
             .as_ref()
             .and_then(|t| t.reachable_services.as_ref())
             .filter(|r| !r.is_empty());
+        // It names `kuma.io/service`s; MeshServices are not narrowed by it.
+        let is_mesh_service = |t: &OutboundTarget| {
+            mesh.services
+                .get(&t.service)
+                .is_some_and(|s| s.hostnames.is_some())
+        };
         let taken = |t: &OutboundTarget| {
-            reachable.is_some_and(|r| !r.contains(&t.service))
+            reachable.is_some_and(|r| !r.contains(&t.service) && !is_mesh_service(t))
                 || explicit.contains_key(&(t.address.clone(), t.port))
                 || proxy
                     .dataplane
@@ -307,7 +316,11 @@ fn build_bundle(target: &OutboundTarget, mesh: &MeshContext, policies: &Policies
         plugins::mesh_circuit_breaker::outbound_cluster(&mut cluster, policies, &cluster_destination);
         if mesh.mtls.is_some() {
             let sni = crate::mtls::sni(&mesh.name, &service, &tags);
-            cluster.transport_socket = Some(super::tls::upstream(&mesh.name, &service, sni));
+            let identities = match mesh.services.get(&service) {
+                Some(s) => s.identities.clone(),
+                None => vec![service.clone()],
+            };
+            cluster.transport_socket = Some(super::tls::upstream(&mesh.name, &identities, sni));
         }
         let cla = endpoints(&name, mesh.services.get(&service).map(|s| s.as_ref()), &tags);
         bundle_clusters.push(BundleCluster {

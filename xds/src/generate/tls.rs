@@ -44,14 +44,14 @@ fn uri_san(matcher: string_matcher::MatchPattern) -> SubjectAltNameMatcher {
     }
 }
 
-fn common(mesh: &str, san: SubjectAltNameMatcher) -> CommonTlsContext {
+fn common(mesh: &str, sans: Vec<SubjectAltNameMatcher>) -> CommonTlsContext {
     CommonTlsContext {
         tls_certificate_sds_secret_configs: vec![sds(identity_secret_name(mesh))],
         validation_context_type: Some(
             common_tls_context::ValidationContextType::CombinedValidationContext(
                 common_tls_context::CombinedCertificateValidationContext {
                     default_validation_context: Some(CertificateValidationContext {
-                        match_typed_subject_alt_names: vec![san],
+                        match_typed_subject_alt_names: sans,
                         ..Default::default()
                     }),
                     validation_context_sds_secret_config: Some(sds(ca_secret_name(mesh))),
@@ -72,7 +72,9 @@ fn common(mesh: &str, san: SubjectAltNameMatcher) -> CommonTlsContext {
 pub fn downstream(mesh: &str, params: Option<TlsParameters>) -> TransportSocket {
     let mut common = common(
         mesh,
-        uri_san(string_matcher::MatchPattern::Prefix(format!("spiffe://{mesh}/"))),
+        vec![uri_san(string_matcher::MatchPattern::Prefix(format!(
+            "spiffe://{mesh}/"
+        )))],
     );
     common.tls_params = params;
     let context = DownstreamTlsContext {
@@ -83,13 +85,15 @@ pub fn downstream(mesh: &str, params: Option<TlsParameters>) -> TransportSocket 
     tls_socket(&context)
 }
 
-/// The client side towards `service`: its exact SPIFFE id is verified, the
-/// ALPN `kuma` and Kuma's SNI are sent.
-pub fn upstream(mesh: &str, service: &str, sni: String) -> TransportSocket {
-    let mut common = common(
-        mesh,
-        uri_san(string_matcher::MatchPattern::Exact(spiffe_id(mesh, service))),
-    );
+/// The client side towards a service whose endpoints hold one of
+/// `identities` (`kuma.io/service` values): that exact SPIFFE id is
+/// verified, the ALPN `kuma` and Kuma's SNI are sent.
+pub fn upstream(mesh: &str, identities: &[String], sni: String) -> TransportSocket {
+    let sans = identities
+        .iter()
+        .map(|service| uri_san(string_matcher::MatchPattern::Exact(spiffe_id(mesh, service))))
+        .collect();
+    let mut common = common(mesh, sans);
     common.alpn_protocols = vec![KUMA_ALPN.into()];
     let context = UpstreamTlsContext {
         common_tls_context: Some(common),
