@@ -4,7 +4,8 @@
 //! (real iptables), an app, and kuma-dp + Envoy as UID 5678. The client
 //! calls `http://backend.mesh` with no outbound configured: its resolver's
 //! question is redirected to kuma-dp's DNS proxy, the VIP's connection to
-//! Envoy, and the request crosses both Envoys under mTLS; so does a
+//! Envoy, and the request crosses both Envoys under mTLS (IPv6 too, through
+//! the passthrough listeners of both); so does a
 //! MeshService's host name (`backend.svc.mesh.local`), through its own VIP
 //! and cluster. Then: a
 //! MeshTrafficPermission deny gives 403; an excluded port bypasses Envoy;
@@ -49,6 +50,7 @@ impl Network {
             vec!["link", "set", "lo", "up"],
             vec!["link", "add", "br0", "type", "bridge"],
             vec!["addr", "add", "10.78.0.1/24", "dev", "br0"],
+            vec!["addr", "add", "fd78::1/64", "dev", "br0", "nodad"],
             vec!["link", "set", "br0", "up"],
         ] {
             ok(&hub, "ip", &args);
@@ -61,7 +63,7 @@ impl Network {
         }
     }
 
-    /// A host at `10.78.0.<n>` whose resolver and `/etc/hosts` point at the hub.
+    /// A host at `10.78.0.<n>` and `fd78::<n>` whose resolver and `/etc/hosts` point at the hub.
     fn host(&mut self, n: u8) -> String {
         let ns = format!("tp{}h{n}", std::process::id());
         ok_ip(&["netns", "add", &ns]);
@@ -80,9 +82,11 @@ impl Network {
             "link", "add", "eth0", "netns", &ns, "type", "veth", "peer", "name", &veth, "netns", &self.hub,
         ]);
         let address = format!("10.78.0.{n}/24");
+        let address6 = format!("fd78::{n}/64");
         for args in [
             vec!["link", "set", "lo", "up"],
             vec!["addr", "add", address.as_str(), "dev", "eth0"],
+            vec!["addr", "add", address6.as_str(), "dev", "eth0", "nodad"],
             vec!["link", "set", "eth0", "up"],
             vec!["route", "add", "default", "via", HUB_IP],
         ] {
@@ -184,6 +188,11 @@ fn stat(ns: &str, name: &str) -> u64 {
 
 /// The status and body of `curl url` from host `ns` as `uid`.
 fn curl(ns: &str, uid: u32, url: &str) -> String {
+    curl_with(ns, uid, &[], url)
+}
+
+/// [`curl`] with extra options.
+fn curl_with(ns: &str, uid: u32, options: &[&str], url: &str) -> String {
     let mut args: Vec<String> = Vec::new();
     let program = if uid == 0 {
         "curl".to_string()
@@ -196,6 +205,7 @@ fn curl(ns: &str, uid: u32, url: &str) -> String {
         ]);
         "setpriv".to_string()
     };
+    args.extend(options.iter().map(|o| o.to_string()));
     args.extend(["-sk", "-m", "5", "-w", "\n%{http_code}", url].map(String::from));
     let refs: Vec<&str> = args.iter().map(String::as_str).collect();
     let out = in_ns(ns, &program, &refs);
@@ -423,6 +433,22 @@ async fn hosts_reach_mesh_names_through_their_transparent_proxies() {
         stat(&client, "cluster.default_backend__default_msvc_80.ssl.handshake") >= 1,
         "mTLS to the MeshService's endpoint: {:?}",
         stats(&client, "msvc")
+    );
+
+    // IPv6 (the hosts are dual-stack, so install redirected both
+    // families): a call to the backend's IPv6 address passes the client's
+    // Envoy (outbound passthrough) and the backend's (inbound passthrough).
+    let v6 = curl_with(&client, 0, &["-g", "-6"], "http://[fd78::2]:8080/v6");
+    assert!(v6.starts_with("200 backend-1 GET /v6"), "{v6}");
+    assert!(
+        stat(&client, "cluster.outbound_passthrough_ipv6.upstream_cx_total") >= 1,
+        "{:?}",
+        stats(&client, "passthrough")
+    );
+    assert!(
+        stat(&backend, "cluster.inbound_passthrough_ipv6.upstream_cx_total") >= 1,
+        "{:?}",
+        stats(&backend, "passthrough")
     );
 
     // An excluded port goes around both Envoys.

@@ -20,9 +20,12 @@ async fn main() {
             let name = name.clone();
             async move { format!("{name} {} {}", req.method(), req.uri().path()) }
         });
+        // Both families (`::` takes IPv4 too) where the host has IPv6.
+        let mut any = "::";
         let listener = loop {
-            match tokio::net::TcpListener::bind(("0.0.0.0", port)).await {
+            match tokio::net::TcpListener::bind((any, port)).await {
                 Ok(l) => break l,
+                Err(e) if any == "::" && e.kind() != std::io::ErrorKind::AddrInUse => any = "0.0.0.0",
                 Err(e) => {
                     eprintln!("bind :{port}: {e}; retrying");
                     tokio::time::sleep(Duration::from_millis(200)).await;
