@@ -678,3 +678,44 @@ fn c33_external_services_are_distinct_destinations() {
     assert_eq!(m.to.conf(&external).unwrap().value, json!({"idleTimeout": "5s"}));
     assert!(m.to.conf(&Destination::service("httpbin")).is_none());
 }
+
+#[test]
+fn c34_mesh_service_entries_name_the_resource_its_namespace_and_port() {
+    // A MeshService port as policies see it: by name, namespace, labels and
+    // port (sectionName: the port's name or number).
+    let dp = Dp::new("d").inbound("x", 80).build();
+    let ps = policies(&format!(
+        "{}\n---\n{}",
+        timeout(
+            "a",
+            "{kind: Mesh}",
+            "[{targetRef: {kind: MeshService, name: web, namespace: shop, sectionName: http}, default: {idleTimeout: 1s}}]"
+        ),
+        timeout(
+            "b",
+            "{kind: Mesh}",
+            "[{targetRef: {kind: MeshService, labels: {team: a}}, default: {idleTimeout: 2s}}]"
+        )
+    ));
+    let m = matched(MT, &dp, &ps);
+    let web = |namespace: &str, port_name: &str| Destination {
+        service: "web".into(),
+        namespace: Some(namespace.into()),
+        port: Some(80),
+        port_name: Some(port_name.into()),
+        ..Default::default()
+    };
+    assert_eq!(
+        m.to.conf(&web("shop", "http")).unwrap().value,
+        json!({"idleTimeout": "1s"})
+    );
+    assert!(m.to.conf(&web("other", "http")).is_none());
+    assert!(m.to.conf(&web("shop", "admin")).is_none());
+    let labelled = Destination {
+        labels: [("team".to_string(), "a".to_string())].into(),
+        ..web("other", "admin")
+    };
+    assert_eq!(m.to.conf(&labelled).unwrap().value, json!({"idleTimeout": "2s"}));
+    // A `kuma.io/service` has no namespace: a namespaced entry is not for it.
+    assert!(m.to.conf(&Destination::service("web")).is_none());
+}

@@ -6,8 +6,11 @@ use std::net::Ipv4Addr;
 use std::sync::Arc;
 
 use kuma_crds::dataplane::{DataplaneSpec, Inbound, PROTOCOL_TAG, SERVICE_TAG, ZONE_TAG};
-use kuma_crds::destination::{Destination, destinations, mode_uses_mesh_services, mode_uses_service_tags};
+use kuma_crds::matching::Destination;
 use kuma_crds::mesh::MeshSpec;
+use kuma_crds::mesh_service_port::{
+    MeshServicePort, mode_uses_mesh_services, mode_uses_service_tags, ports_of,
+};
 use kuma_crds::resource::{Resource, ResourceType, Spec};
 
 use crate::generate::VIP_PORT;
@@ -93,6 +96,9 @@ pub struct Service {
     /// The names its VIP is resolved by: a MeshService's host names; `None`
     /// for a `kuma.io/service` (Kuma's `<service>.mesh` names).
     pub hostnames: Option<Vec<String>>,
+    /// What `to` policies see of a MeshService port (its name, namespace,
+    /// labels and port); `None` for a `kuma.io/service`.
+    pub mesh_service: Option<Destination>,
     /// A digest of all of the above: config built from a service is still
     /// valid while its digest is unchanged.
     pub digest: u64,
@@ -168,7 +174,8 @@ fn allocate_vips(
 }
 
 impl Service {
-    /// A service and its digest.
+    /// A service and its digest; `mesh_service` (host names, what policies
+    /// match) for a MeshService port.
     pub fn new(
         name: String,
         protocol: Protocol,
@@ -176,10 +183,22 @@ impl Service {
         vip: Ipv4Addr,
         port: u32,
         identities: Vec<String>,
-        hostnames: Option<Vec<String>>,
+        mesh_service: Option<(Vec<String>, Destination)>,
     ) -> Self {
-        let digest =
-            crate::digest::digest(&(&name, protocol, &endpoints, vip, port, &identities, &hostnames));
+        let (hostnames, mesh_service) = match mesh_service {
+            Some((h, d)) => (Some(h), Some(d)),
+            None => (None, None),
+        };
+        let digest = crate::digest::digest(&(
+            &name,
+            protocol,
+            &endpoints,
+            vip,
+            port,
+            &identities,
+            &hostnames,
+            &mesh_service,
+        ));
         Service {
             name,
             protocol,
@@ -188,6 +207,7 @@ impl Service {
             port,
             identities,
             hostnames,
+            mesh_service,
             digest,
         }
     }
@@ -206,12 +226,12 @@ impl MeshContext {
         let mut policies: BTreeMap<ResourceType, Vec<Resource>> = BTreeMap::new();
         let mut secrets: BTreeMap<String, Vec<u8>> = BTreeMap::new();
         let mut dataplanes: Vec<&Resource> = Vec::new();
-        let mut mesh_services: Vec<Destination> = Vec::new();
+        let mut mesh_services: Vec<MeshServicePort> = Vec::new();
         let mode = mesh.mesh_services.as_ref().and_then(|m| m.mode);
         for r in resources {
             match &r.spec {
                 Spec::MeshService(ms) if mode_uses_mesh_services(mode) => {
-                    mesh_services.extend(destinations(&r.meta, ms, r.status.as_ref()));
+                    mesh_services.extend(ports_of(&r.meta, ms, r.status.as_ref()));
                 }
                 Spec::Secret(s) => {
                     secrets.insert(r.meta.core_name(), s.bytes());
@@ -292,6 +312,15 @@ impl MeshContext {
                 .vip
                 .or_else(|| msvc_vips.get(&d.name).copied())
                 .unwrap_or(Ipv4Addr::UNSPECIFIED);
+            let destination = Destination {
+                service: d.service_name.clone(),
+                tags: BTreeMap::from([(SERVICE_TAG.to_string(), d.name.clone())]),
+                labels: d.labels.clone(),
+                port: Some(d.port),
+                port_name: d.port_name.clone(),
+                namespace: d.namespace.clone(),
+                ..Default::default()
+            };
             let service = Service::new(
                 d.name.clone(),
                 Protocol::parse(&d.protocol),
@@ -299,7 +328,7 @@ impl MeshContext {
                 vip,
                 d.port,
                 identities,
-                Some(d.hostnames),
+                Some((d.hostnames, destination)),
             );
             services.insert(d.name, Arc::new(service));
         }
@@ -333,6 +362,15 @@ impl MeshContext {
     /// A service's digest (0 for unknown services).
     pub fn service_digest(&self, service: &str) -> u64 {
         self.services.get(service).map(|s| s.digest).unwrap_or(0)
+    }
+
+    /// What `to` policies match for traffic to `service` (a
+    /// `kuma.io/service` or a MeshService port's cluster), narrowed by `tags`.
+    pub fn destination(&self, service: &str, tags: &BTreeMap<String, String>) -> Destination {
+        match self.services.get(service).and_then(|s| s.mesh_service.clone()) {
+            Some(d) => d.with_tags(tags),
+            None => Destination::service(service).with_tags(tags),
+        }
     }
 
     /// A service's protocol (TCP for unknown services).

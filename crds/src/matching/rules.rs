@@ -12,7 +12,7 @@ use crate::dataplane::SERVICE_TAG;
 use crate::resource::{Resource, ResourceType};
 
 /// A destination an outbound configuration is computed for.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
 pub struct Destination {
     /// The `kuma.io/service` value (or MeshService name).
     pub service: String,
@@ -29,6 +29,8 @@ pub struct Destination {
     pub external: bool,
     /// The MeshHTTPRoute the traffic matched, if the configuration is per route.
     pub route: Option<String>,
+    /// The Kubernetes namespace of the destination resource, if any.
+    pub namespace: Option<String>,
 }
 
 impl Destination {
@@ -142,6 +144,11 @@ impl ToRules {
             TargetRefKind::MeshService => {
                 !destination.external
                     && (target.name.is_none() || target.name_or_empty() == destination.service)
+                    && target
+                        .namespace
+                        .as_deref()
+                        .filter(|ns| !ns.is_empty())
+                        .is_none_or(|ns| destination.namespace.as_deref() == Some(ns))
                     && (target.name.is_some() || !target.labels_or_empty().is_empty())
                     && labels_ok(target)
                     && section_ok(target)

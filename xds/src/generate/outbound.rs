@@ -55,8 +55,8 @@ impl OutboundTarget {
     }
 
     /// The destination for policy lookups.
-    pub fn destination(&self) -> Destination {
-        let mut d = Destination::service(&self.service).with_tags(&self.tags);
+    pub fn destination(&self, mesh: &MeshContext) -> Destination {
+        let mut d = mesh.destination(&self.service, &self.tags);
         d.port = Some(self.port);
         d
     }
@@ -208,7 +208,7 @@ fn build_bundle(target: &OutboundTarget, mesh: &MeshContext, policies: &Policies
         read.borrow_mut().insert(service.to_string());
         mesh.protocol_of(service)
     };
-    let destination = target.destination();
+    let destination = target.destination(mesh);
     let protocol = protocol_of(&target.service);
     let http_conf = policies.to_conf(ResourceType::MeshHTTPRoute, &destination);
     let tcp_conf = policies.to_conf(ResourceType::MeshTCPRoute, &destination);
@@ -304,7 +304,7 @@ fn build_bundle(target: &OutboundTarget, mesh: &MeshContext, policies: &Policies
 
     let mut bundle_clusters = Vec::new();
     for (name, (service, tags)) in clusters.into_inner() {
-        let cluster_destination = Destination::service(&service).with_tags(&tags);
+        let cluster_destination = mesh.destination(&service, &tags);
         let mut cluster = envoy::eds_cluster(&name);
         // Sidecars talk HTTP/2 to each other whatever the app protocol; the
         // peer's inbound connection manager negotiates.
@@ -352,7 +352,7 @@ fn add_for_proxy(
     policies: &Policies,
     rs: &mut ResourceSet,
 ) {
-    let destination = target.destination();
+    let destination = target.destination(mesh);
     // Peers match `from`-scoped faults on the caller's tags, which Kuma
     // sends on every request once the mesh has a MeshFaultInjection.
     let kuma_tags = mesh
@@ -405,7 +405,7 @@ fn add_for_proxy(
         match c.endpoints.resource() {
             Resource::Endpoints(cla) if locality => {
                 let mut cla = cla.clone();
-                let cluster_destination = Destination::service(&c.service).with_tags(&c.tags);
+                let cluster_destination = mesh.destination(&c.service, &c.tags);
                 plugins::mesh_load_balancing_strategy::endpoints(
                     &mut cla,
                     proxy,

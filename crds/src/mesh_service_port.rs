@@ -1,5 +1,5 @@
 //! MeshService ports as destinations of the mesh: what a client's outbound
-//! to a MeshService is generated from (its legacy name, VIP, host names,
+//! to a MeshService port is generated from (its legacy name, VIP, host names,
 //! protocol, the inbounds that serve it and the identities they present).
 //! Pure: the control plane digests the mesh's MeshServices and Dataplanes
 //! through these functions.
@@ -23,7 +23,7 @@ pub const UNIVERSAL_SUFFIX: &str = "svc.mesh.local";
 
 /// One port of a MeshService.
 #[derive(Clone, Debug, PartialEq)]
-pub struct Destination {
+pub struct MeshServicePort {
     /// Kuma's legacy name of its clusters: `<mesh>_<name>_<namespace>_<zone>_msvc_<port>`.
     pub name: String,
     /// The port clients call.
@@ -41,6 +41,14 @@ pub struct Destination {
     pub identities: Vec<String>,
     /// Which dataplanes serve it.
     pub selector: Selector,
+    /// The MeshService's name as policies name it (`kuma.io/display-name`).
+    pub service_name: String,
+    /// Its Kubernetes namespace, if any.
+    pub namespace: Option<String>,
+    /// Its labels (policies select MeshServices by them).
+    pub labels: BTreeMap<String, String>,
+    /// The port's name (a policy's `sectionName` names it, or the number).
+    pub port_name: Option<String>,
 }
 
 /// Whether a mesh in this mode has outbounds to its MeshServices.
@@ -58,7 +66,7 @@ pub fn mode_uses_service_tags(mode: Option<MeshServicesMode>) -> bool {
 }
 
 /// The destinations of one MeshService, one per port.
-pub fn destinations(meta: &Meta, spec: &MeshServiceSpec, status: Option<&Value>) -> Vec<Destination> {
+pub fn ports_of(meta: &Meta, spec: &MeshServiceSpec, status: Option<&Value>) -> Vec<MeshServicePort> {
     let Some(selector) = spec.selector.clone() else {
         return Vec::new();
     };
@@ -88,7 +96,7 @@ pub fn destinations(meta: &Meta, spec: &MeshServiceSpec, status: Option<&Value>)
     spec.ports
         .iter()
         .flatten()
-        .map(|p| Destination {
+        .map(|p| MeshServicePort {
             name: format!(
                 "{mesh}_{}_{namespace}_{zone}_msvc_{}",
                 meta.display_name(),
@@ -101,6 +109,10 @@ pub fn destinations(meta: &Meta, spec: &MeshServiceSpec, status: Option<&Value>)
             hostnames: hostnames.clone(),
             identities: identities.clone(),
             selector: selector.clone(),
+            service_name: meta.display_name().to_string(),
+            namespace: (!namespace.is_empty()).then(|| namespace.clone()),
+            labels: meta.labels.clone(),
+            port_name: p.name.clone(),
         })
         .collect()
 }
@@ -136,7 +148,7 @@ fn hostnames(meta: &Meta, status: &MeshServiceStatus) -> Vec<String> {
     names.into_iter().filter(|n| is_dns_name(n)).collect()
 }
 
-impl Destination {
+impl MeshServicePort {
     /// Whether `inbound` of a dataplane (its name and labels) serves this
     /// port: the dataplane is selected and the inbound is the target port
     /// (by number or name; the first inbound when none is given).
@@ -191,12 +203,12 @@ mod tests {
     use crate::format;
     use crate::resource::Spec;
 
-    fn parse(yaml: &str) -> Vec<Destination> {
+    fn parse(yaml: &str) -> Vec<MeshServicePort> {
         let r = format::parse(yaml).expect("valid");
         let Spec::MeshService(spec) = &r.spec else {
             panic!("not a MeshService")
         };
-        destinations(&r.meta, spec, r.status.as_ref())
+        ports_of(&r.meta, spec, r.status.as_ref())
     }
 
     #[test]
