@@ -493,3 +493,44 @@ pub async fn run_stream(
         }
     }
 }
+
+/// The first answer of a state-of-the-world stream for `node` presenting
+/// `token` (kuma-dp's `authorization` metadata): how many clusters it
+/// carries, or the status the stream was refused with.
+pub async fn first_answer(
+    cp: &ControlPlane,
+    node: &str,
+    token: Option<&str>,
+) -> Result<usize, tonic::Status> {
+    let mut client =
+        envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient::new(
+            channel(cp).await,
+        );
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    tx.send(DiscoveryRequest {
+        node: Some(Node {
+            id: node.into(),
+            ..Default::default()
+        }),
+        type_url: CLUSTERS.into(),
+        ..Default::default()
+    })
+    .await
+    .expect("send");
+    let mut request = tonic::Request::new(tokio_stream::wrappers::ReceiverStream::new(rx));
+    if let Some(t) = token {
+        request
+            .metadata_mut()
+            .insert("authorization", t.trim().parse().expect("metadata"));
+    }
+    let mut responses = client.stream_aggregated_resources(request).await?.into_inner();
+    let answer = tokio::time::timeout(std::time::Duration::from_secs(60), responses.next())
+        .await
+        .expect("an answer in time");
+    drop(tx);
+    match answer {
+        Some(Ok(r)) => Ok(r.resources.len()),
+        Some(Err(status)) => Err(status),
+        None => Err(tonic::Status::cancelled("stream ended")),
+    }
+}

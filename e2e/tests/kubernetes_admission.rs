@@ -1,6 +1,7 @@
 //! The admission webhooks against a real API server: `kubectl apply` of
 //! the project's invalid documents is refused with the per-field message
-//! and nothing is stored; its valid documents are accepted; Pods outside
+//! and nothing is stored; its valid documents are accepted and owned by
+//! their Mesh; a Mesh being deleted takes no new policy; Pods outside
 //! labelled namespaces, or labelled `disabled`, are not injected.
 
 use std::time::Duration;
@@ -71,7 +72,7 @@ async fn kubectl_writes_are_admitted_as_the_api_admits_them() {
         assert!(!stored.status.success(), "{kind} {name} was stored");
         checked += 1;
     }
-    assert!(checked >= 8);
+    assert!(checked >= 19, "{checked} documents");
 
     // Every valid document (but those only kuma-cp writes) is accepted.
     let valid =
@@ -95,7 +96,56 @@ async fn kubectl_writes_are_admitted_as_the_api_admits_them() {
         None,
     );
     assert!(out.contains("kuma.io/env: kubernetes"), "{out}");
-    assert!(out.contains("kind: Mesh"), "owner reference: {out}");
+    let default_uid = mesh.cluster.kubectl_ok(
+        &["get", "mesh", "default", "-o", "jsonpath={.metadata.uid}"],
+        None,
+    );
+    let owners = mesh.cluster.kubectl_ok(
+        &[
+            "get",
+            "meshtrafficpermissions",
+            "-n",
+            "kuma-system",
+            "-o",
+            "jsonpath={range .items[*]}{.metadata.name}={.metadata.ownerReferences[*].kind}/{.metadata.ownerReferences[*].name}/{.metadata.ownerReferences[*].uid}{\"\\n\"}{end}",
+        ],
+        None,
+    );
+    assert!(!owners.trim().is_empty(), "no MeshTrafficPermission stored");
+    for line in owners.lines() {
+        assert!(
+            line.ends_with(&format!("=Mesh/default/{default_uid}")),
+            "owner reference: {line}"
+        );
+    }
+
+    // A mesh being deleted (held by a finalizer) takes no new policy.
+    mesh.cluster.apply(
+        "apiVersion: kuma.io/v1alpha1\nkind: Mesh\nmetadata:\n  name: leaving\n  finalizers:\n    - e2e.kuma.io/hold\n",
+    );
+    mesh.cluster
+        .kubectl_ok(&["delete", "mesh", "leaving", "--wait=false"], None);
+    let out = apply_as_user(
+        &mesh,
+        "apiVersion: kuma.io/v1alpha1\nkind: MeshTimeout\nmetadata:\n  name: too-late\n  namespace: kuma-system\n  labels:\n    kuma.io/mesh: leaving\nspec:\n  targetRef:\n    kind: Mesh\n  to:\n    - targetRef:\n        kind: Mesh\n      default:\n        idleTimeout: 10s\n",
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success()
+            && stderr.contains("mesh \"leaving\" is being deleted: nothing new can be added to it"),
+        "{stderr}"
+    );
+    mesh.cluster.kubectl_ok(
+        &[
+            "patch",
+            "mesh",
+            "leaving",
+            "--type=merge",
+            "-p",
+            "{\"metadata\":{\"finalizers\":null}}",
+        ],
+        None,
+    );
 
     // Deleting a mesh with Dataplanes is refused.
     let out = Cluster::kubectl_with(

@@ -86,6 +86,31 @@ async fn bootstrap(mesh: &KubeMesh, name: &str, token: &str) -> (u16, String) {
     (status, r.text().await.unwrap_or_default())
 }
 
+/// `token` (a ServiceAccount token of the test's API server) with its
+/// expiry ten minutes in the past, signed again with the API server's
+/// service-account key.
+fn expired_copy(mesh: &KubeMesh, token: &str) -> String {
+    use base64::Engine;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let part = |i: usize| -> Value {
+        let encoded = token.split('.').nth(i).expect("a JWT");
+        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(encoded).expect("base64url")).expect("JSON")
+    };
+    let (header, mut claims) = (part(0), part(1));
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs();
+    claims["iat"] = (now - 4_200).into();
+    claims["nbf"] = (now - 4_200).into();
+    claims["exp"] = (now - 600).into();
+    let mut signed = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
+    signed.kid = header["kid"].as_str().map(String::from);
+    let key = std::fs::read(mesh.cluster.dir.join("sa.key")).expect("the API server's signing key");
+    let key = jsonwebtoken::EncodingKey::from_ec_pem(&key).expect("an EC key");
+    jsonwebtoken::encode(&signed, &claims, &key).expect("signed")
+}
+
 /// The Dataplanes kuma-cp knows (from its API), each once.
 fn dataplane_names(mesh: &KubeMesh) -> Vec<String> {
     let kumactl = kuma_e2e::process::Kumactl::new(&mesh.cp.api());
@@ -295,6 +320,19 @@ async fn injected_pods_carry_traffic_through_the_mesh() {
         body.contains("system:serviceaccount:kuma-test:other") && body.contains("runs as"),
         "{body}"
     );
+    // The ADS stream checks the same token itself (a proxy need not have
+    // bootstrapped through this control plane).
+    let node = format!("default.{server}.kuma-test");
+    let refused = kuma_e2e::ads::first_answer(&mesh.cp, &node, Some(other.trim()))
+        .await
+        .expect_err("a stream with another ServiceAccount's token");
+    assert_eq!(refused.code(), tonic::Code::Unauthenticated, "{refused:?}");
+    assert!(
+        refused
+            .message()
+            .contains("system:serviceaccount:kuma-test:other"),
+        "{refused:?}"
+    );
     let audience = mesh.cluster.kubectl_ok(
         &[
             "create",
@@ -315,6 +353,19 @@ async fn injected_pods_carry_traffic_through_the_mesh() {
         .kubectl_ok(&["create", "token", "default", "-n", "kuma-test"], None);
     let (status, body) = bootstrap(&mesh, &format!("{server}.kuma-test"), own.trim()).await;
     assert_eq!(status, 200, "the Pod's own ServiceAccount is accepted: {body}");
+    let clusters = kuma_e2e::ads::first_answer(&mesh.cp, &node, Some(own.trim()))
+        .await
+        .expect("a stream with the Pod's own ServiceAccount token");
+    assert!(clusters > 0, "configuration for the Pod's proxy");
+    // The same token expired (re-signed with the API server's own key, its
+    // expiry ten minutes ago) is refused, by the API server's verdict.
+    let expired = expired_copy(&mesh, own.trim());
+    let (status, body) = bootstrap(&mesh, &format!("{server}.kuma-test"), &expired).await;
+    assert_eq!(status, 401, "{body}");
+    assert!(
+        body.contains("token is not valid") && body.contains("expired"),
+        "{body}"
+    );
 
     // kumactl sees the proxies of the cluster.
     let kumactl = kuma_e2e::process::Kumactl::new(&mesh.cp.api());

@@ -170,11 +170,93 @@ async fn kubernetes_mode_end_to_end() {
     )
     .await;
 
+    // The builtin CA is a Secret of Kuma's type for mesh-scoped secrets.
+    assert_eq!(
+        cluster.kubectl_ok(
+            &[
+                "get",
+                "secret",
+                "secure.ca-builtin-cert-ca-1",
+                "-n",
+                "kuma-system",
+                "-o",
+                "jsonpath={.type}",
+            ],
+            None,
+        ),
+        "system.kuma.io/secret"
+    );
+
     // Two replicas: exactly one holds the Lease and leads.
     assert!(
         lease_holder(&cluster).starts_with("kuma-cp-a"),
         "{}",
         lease_holder(&cluster)
+    );
+
+    // Someone else takes the Lease: the leader stops its leader work at
+    // its next renewal, and a Mesh created while the intruder holds the
+    // Lease gets its defaults only from the term the leader wins back once
+    // the intruder's lease has run out.
+    cluster.kubectl_ok(
+        &[
+            "patch",
+            "lease",
+            "cp-leader-lease",
+            "-n",
+            "kuma-system",
+            "--type=merge",
+            "-p",
+            "{\"spec\":{\"holderIdentity\":\"intruder\"}}",
+        ],
+        None,
+    );
+    eventually("the leader gives up", Duration::from_secs(30), || async {
+        let log = first.proc.log();
+        log.contains("lost leadership; stopping leader work")
+            .then_some(())
+            .ok_or_else(|| "still leading".to_string())
+    })
+    .await;
+    cluster.apply("apiVersion: kuma.io/v1alpha1\nkind: Mesh\nmetadata:\n  name: leaderless\n");
+    kubectl_eventually(
+        &cluster,
+        "the defaults once leadership is back",
+        &["get", "meshretries", "-n", "kuma-system", "-o", "name"],
+        "mesh-retry-all-leaderless",
+    )
+    .await;
+    let acquired = cluster.kubectl_ok(
+        &[
+            "get",
+            "lease",
+            "cp-leader-lease",
+            "-n",
+            "kuma-system",
+            "-o",
+            "jsonpath={.spec.holderIdentity} {.spec.acquireTime}",
+        ],
+        None,
+    );
+    let created = cluster.kubectl_ok(
+        &[
+            "get",
+            "meshretries",
+            "mesh-retry-all-leaderless",
+            "-n",
+            "kuma-system",
+            "-o",
+            "jsonpath={.metadata.creationTimestamp}",
+        ],
+        None,
+    );
+    let (holder, acquire_time) = acquired.split_once(' ').expect("holder and acquire time");
+    assert!(holder.starts_with("kuma-cp-a"), "{acquired}");
+    // Both are RFC 3339 in UTC; the Lease's has microseconds, the
+    // creation time whole seconds.
+    assert!(
+        acquire_time[..19] <= created[..19],
+        "defaults created at {created}, before this term began at {acquire_time}"
     );
     let second = control_plane(&cluster, "kuma-cp-b").await;
     assert!(

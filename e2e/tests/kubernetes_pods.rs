@@ -140,6 +140,68 @@ spec:
         },
     )
     .await;
+
+    // A Pod change that does not change its Dataplane writes nothing; a
+    // Namespace change that does (its mesh label) rewrites the Dataplane
+    // of its Pod, once.
+    let writes_before = dataplane_writes(&mesh).await;
+    let pod = mesh.cluster.kubectl_ok(
+        &[
+            "get",
+            "pods",
+            "-n",
+            "kuma-test",
+            "-l",
+            "app=echo-server",
+            "-o",
+            "jsonpath={.items[0].metadata.name}",
+        ],
+        None,
+    );
+    mesh.cluster.kubectl_ok(
+        &[
+            "annotate",
+            "pod",
+            &pod,
+            "-n",
+            "kuma-test",
+            "e2e.kuma.io/touched=1",
+        ],
+        None,
+    );
+    mesh.cluster
+        .apply("apiVersion: kuma.io/v1alpha1\nkind: Mesh\nmetadata:\n  name: second\n");
+    mesh.cluster
+        .kubectl_ok(&["label", "namespace", "kuma-test", "kuma.io/mesh=second"], None);
+    eventually(
+        "the Dataplane moved to the namespace's mesh",
+        Duration::from_secs(60),
+        || async {
+            let text = dataplanes(&mesh, "kuma-test");
+            text.contains("mesh: second").then_some(()).ok_or(text)
+        },
+    )
+    .await;
+    assert_eq!(
+        dataplane_writes(&mesh).await - writes_before,
+        1,
+        "only the namespace's change is written"
+    );
+}
+
+/// `kuma_cp_dataplane_writes_total` of kuma-cp's `/metrics`.
+async fn dataplane_writes(mesh: &KubeMesh) -> u64 {
+    let text = reqwest::get(format!("http://127.0.0.1:{}/metrics", mesh.cp.diag_port))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .unwrap_or_default();
+    text.lines()
+        .find_map(|l| l.strip_prefix("kuma_cp_dataplane_writes_total "))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .map(|v| v as u64)
+        .expect("kuma_cp_dataplane_writes_total")
 }
 
 #[tokio::test]
@@ -183,11 +245,33 @@ async fn services_become_mesh_services_where_the_mesh_asks() {
                 && v["spec"]["ports"][0]["targetPort"] == 8080
                 && v["spec"]["ports"][0]["appProtocol"] == "http"
                 && v["status"]["vips"][0]["ip"] == cluster_ip.as_str()
+                && v["status"]["addresses"][0]["hostname"] == "web.shop.svc.cluster.local"
                 && v["metadata"]["labels"]["kuma.io/mesh"] == "exclusive";
             ok.then_some(()).ok_or_else(|| v.to_string())
         },
     )
     .await;
+    // kumactl lists it under its core name, with its VIP and host name.
+    let kumactl = kuma_e2e::process::Kumactl::new(&mesh.cp.api());
+    let out = kumactl.run(
+        &["get", "meshservices", "--mesh", "exclusive", "-o", "json"],
+        None,
+    );
+    let listed: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+    let item = &listed["items"][0];
+    assert_eq!(item["name"], "web.shop", "{listed}");
+    assert_eq!(item["status"]["vips"][0]["ip"], cluster_ip.as_str(), "{listed}");
+    assert_eq!(
+        item["status"]["addresses"][0]["hostname"], "web.shop.svc.cluster.local",
+        "{listed}"
+    );
+    let table = kumactl.run(&["get", "meshservices", "--mesh", "exclusive"], None);
+    assert!(
+        String::from_utf8_lossy(&table.stdout).contains("web.shop"),
+        "{}",
+        String::from_utf8_lossy(&table.stderr)
+    );
     // A MeshService the controller made and someone deleted is put back.
     mesh.cluster
         .kubectl_ok(&["delete", "meshservice", "web", "-n", "shop"], None);

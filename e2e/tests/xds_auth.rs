@@ -4,52 +4,12 @@
 //! valid one gets configuration.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
-use envoy_types::pb::envoy::config::core::v3::Node;
-use envoy_types::pb::envoy::service::discovery::v3::DiscoveryRequest;
-use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
-use kuma_e2e::ads::channel;
+use kuma_e2e::ads::first_answer;
 use kuma_e2e::process::{ControlPlane, Kumactl};
 use kuma_e2e::temp_dir;
-use tokio_stream::StreamExt;
-
-const LIMIT: Duration = Duration::from_secs(60);
-const CLUSTERS: &str = "type.googleapis.com/envoy.config.cluster.v3.Cluster";
-
-/// The first answer of a stream for `node` presenting `token`.
-async fn first_answer(cp: &ControlPlane, node: &str, token: Option<&str>) -> Result<usize, tonic::Status> {
-    let mut client = AggregatedDiscoveryServiceClient::new(channel(cp).await);
-    let (tx, rx) = tokio::sync::mpsc::channel(4);
-    tx.send(DiscoveryRequest {
-        node: Some(Node {
-            id: node.into(),
-            ..Default::default()
-        }),
-        type_url: CLUSTERS.into(),
-        ..Default::default()
-    })
-    .await
-    .expect("send");
-    let mut request = tonic::Request::new(tokio_stream::wrappers::ReceiverStream::new(rx));
-    if let Some(t) = token {
-        request
-            .metadata_mut()
-            .insert("authorization", t.trim().parse().expect("metadata"));
-    }
-    let mut responses = client.stream_aggregated_resources(request).await?.into_inner();
-    let answer = tokio::time::timeout(LIMIT, responses.next())
-        .await
-        .expect("an answer in time");
-    drop(tx);
-    match answer {
-        Some(Ok(r)) => Ok(r.resources.len()),
-        Some(Err(status)) => Err(status),
-        None => Err(tonic::Status::cancelled("stream ended")),
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_ads_stream_checks_dataplane_tokens() {

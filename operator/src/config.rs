@@ -269,6 +269,104 @@ pub struct InjectorSettings {
     pub exclude_inbound_ips: Vec<String>,
     /// Destinations never redirected.
     pub exclude_outbound_ips: Vec<String>,
+    /// `sidecarContainer.*` (its resources; Kuma's other keys there are
+    /// accepted without effect).
+    pub sidecar_container: InjectedContainerSettings,
+    /// `initContainer.*` (its resources).
+    pub init_container: InjectedContainerSettings,
+}
+
+/// An injected container's `resources` (Kubernetes quantities; unset:
+/// Kuma's default; empty: not written).
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct InjectedContainerSettings {
+    /// `resources.requests` and `resources.limits`.
+    pub resources: ContainerResources,
+}
+
+/// `requests` and `limits` of a container.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct ContainerResources {
+    /// What the container asks for.
+    pub requests: Quantities,
+    /// What it may use at most.
+    pub limits: Quantities,
+}
+
+/// CPU and memory.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct Quantities {
+    /// CPU (`50m`, `1`).
+    pub cpu: Option<String>,
+    /// Memory (`64Mi`, `512M`).
+    pub memory: Option<String>,
+}
+
+impl InjectedContainerSettings {
+    /// The injector's form: each quantity set here (checked), else Kuma's
+    /// default from `defaults`; an empty one is not written at all.
+    /// `key` names the section in errors, e.g.
+    /// `runtime.kubernetes.injector.sidecarContainer`.
+    pub fn to_injector(
+        &self,
+        key: &str,
+        defaults: &kuma_webhook::injector::Resources,
+    ) -> Result<kuma_webhook::injector::Resources, String> {
+        let pick = |q: &Option<String>,
+                    default: &Option<String>,
+                    field: &str|
+         -> Result<Option<String>, String> {
+            match q.as_deref() {
+                None => Ok(default.clone()),
+                Some("") => Ok(None),
+                Some(v) if is_quantity(v) => Ok(Some(v.to_string())),
+                Some(v) => Err(format!(
+                    "{key}.resources.{field}: {v:?} is not a Kubernetes quantity (e.g. 50m, 1, 64Mi, 512M)"
+                )),
+            }
+        };
+        let r = &self.resources;
+        Ok(kuma_webhook::injector::Resources {
+            requests_cpu: pick(&r.requests.cpu, &defaults.requests_cpu, "requests.cpu")?,
+            requests_memory: pick(&r.requests.memory, &defaults.requests_memory, "requests.memory")?,
+            limits_cpu: pick(&r.limits.cpu, &defaults.limits_cpu, "limits.cpu")?,
+            limits_memory: pick(&r.limits.memory, &defaults.limits_memory, "limits.memory")?,
+        })
+    }
+}
+
+/// Whether `v` reads as a Kubernetes quantity: a decimal number with an
+/// optional SI, binary or exponent suffix.
+fn is_quantity(v: &str) -> bool {
+    const SUFFIXES: [&str; 14] = [
+        "Ki", "Mi", "Gi", "Ti", "Pi", "Ei", "n", "u", "m", "k", "M", "G", "T", "P",
+    ];
+    let number = SUFFIXES
+        .iter()
+        .find_map(|s| v.strip_suffix(s))
+        .or_else(|| v.strip_suffix('E'))
+        .unwrap_or(v);
+    let number = match number.split_once(['e', 'E']) {
+        Some((mantissa, exponent))
+            if exponent
+                .trim_start_matches(['+', '-'])
+                .bytes()
+                .all(|b| b.is_ascii_digit())
+                && !exponent.trim_start_matches(['+', '-']).is_empty() =>
+        {
+            mantissa
+        }
+        Some(_) => return false,
+        None => number,
+    };
+    let number = number.strip_prefix(['+', '-']).unwrap_or(number);
+    let (whole, fraction) = number.split_once('.').unwrap_or((number, ""));
+    !(whole.is_empty() && fraction.is_empty())
+        && whole.bytes().all(|b| b.is_ascii_digit())
+        && fraction.bytes().all(|b| b.is_ascii_digit())
 }
 
 impl Default for InjectorSettings {
@@ -285,6 +383,8 @@ impl Default for InjectorSettings {
             exclude_outbound_ports: Vec::new(),
             exclude_inbound_ips: Vec::new(),
             exclude_outbound_ips: Vec::new(),
+            sidecar_container: InjectedContainerSettings::default(),
+            init_container: InjectedContainerSettings::default(),
         }
     }
 }
@@ -764,6 +864,92 @@ const ENV: &[(&str, Setter)] = &[
         let _: () = c.runtime.kubernetes.injector.sidecar_containers = parse_bool(v)?;
         Ok(())
     }),
+    (
+        "KUMA_INJECTOR_SIDECAR_CONTAINER_RESOURCES_REQUESTS_CPU",
+        |c, v| {
+            c.runtime
+                .kubernetes
+                .injector
+                .sidecar_container
+                .resources
+                .requests
+                .cpu = Some(v.to_string());
+            Ok(())
+        },
+    ),
+    (
+        "KUMA_INJECTOR_SIDECAR_CONTAINER_RESOURCES_REQUESTS_MEMORY",
+        |c, v| {
+            c.runtime
+                .kubernetes
+                .injector
+                .sidecar_container
+                .resources
+                .requests
+                .memory = Some(v.to_string());
+            Ok(())
+        },
+    ),
+    ("KUMA_INJECTOR_SIDECAR_CONTAINER_RESOURCES_LIMITS_CPU", |c, v| {
+        c.runtime
+            .kubernetes
+            .injector
+            .sidecar_container
+            .resources
+            .limits
+            .cpu = Some(v.to_string());
+        Ok(())
+    }),
+    (
+        "KUMA_INJECTOR_SIDECAR_CONTAINER_RESOURCES_LIMITS_MEMORY",
+        |c, v| {
+            c.runtime
+                .kubernetes
+                .injector
+                .sidecar_container
+                .resources
+                .limits
+                .memory = Some(v.to_string());
+            Ok(())
+        },
+    ),
+    ("KUMA_INJECTOR_INIT_CONTAINER_RESOURCES_REQUESTS_CPU", |c, v| {
+        c.runtime
+            .kubernetes
+            .injector
+            .init_container
+            .resources
+            .requests
+            .cpu = Some(v.to_string());
+        Ok(())
+    }),
+    (
+        "KUMA_INJECTOR_INIT_CONTAINER_RESOURCES_REQUESTS_MEMORY",
+        |c, v| {
+            c.runtime
+                .kubernetes
+                .injector
+                .init_container
+                .resources
+                .requests
+                .memory = Some(v.to_string());
+            Ok(())
+        },
+    ),
+    ("KUMA_INJECTOR_INIT_CONTAINER_RESOURCES_LIMITS_CPU", |c, v| {
+        c.runtime.kubernetes.injector.init_container.resources.limits.cpu = Some(v.to_string());
+        Ok(())
+    }),
+    ("KUMA_INJECTOR_INIT_CONTAINER_RESOURCES_LIMITS_MEMORY", |c, v| {
+        c.runtime
+            .kubernetes
+            .injector
+            .init_container
+            .resources
+            .limits
+            .memory = Some(v.to_string());
+        Ok(())
+    }),
     ("KUMA_RUNTIME_KUBERNETES_INJECTOR_BUILTIN_DNS_ENABLED", |c, v| {
         let _: () = c.runtime.kubernetes.injector.builtin_dns_enabled = parse_bool(v)?;
         Ok(())
@@ -1164,6 +1350,64 @@ mod tests {
         let (k8s, _) = Config::load(None, vec![("KUMA_ENVIRONMENT".into(), "kubernetes".into())]).unwrap();
         assert_eq!(k8s.dp_proxy_authn(), DpProxyAuthnType::ServiceAccountToken);
         assert_eq!(k8s.effective_store_type(), StoreType::Kubernetes);
+    }
+
+    #[test]
+    fn injected_containers_take_their_resources_from_the_settings() {
+        let f = write(
+            "runtime:\n  kubernetes:\n    injector:\n      sidecarContainer:\n        drainTime: 30s\n        resources:\n          limits:\n            cpu: \"2\"\n            memory: 1Gi\n",
+        );
+        let env = vec![(
+            "KUMA_INJECTOR_INIT_CONTAINER_RESOURCES_REQUESTS_MEMORY".to_string(),
+            "32Mi".to_string(),
+        )];
+        let (c, set_aside) = Config::load(Some(&f.0), env).unwrap();
+        assert_eq!(
+            set_aside.without_effect,
+            ["runtime.kubernetes.injector.sidecarContainer.drainTime"]
+        );
+        let injector = &c.runtime.kubernetes.injector;
+        let defaults = kuma_webhook::injector::InjectorConfig::default();
+        let sidecar = injector
+            .sidecar_container
+            .to_injector("s", &defaults.sidecar_resources)
+            .unwrap();
+        assert_eq!(
+            (sidecar.limits_cpu.as_deref(), sidecar.limits_memory.as_deref()),
+            (Some("2"), Some("1Gi"))
+        );
+        assert_eq!(
+            sidecar.requests_cpu.as_deref(),
+            Some("50m"),
+            "Kuma's default stays"
+        );
+        let init = injector
+            .init_container
+            .to_injector("i", &defaults.init_resources)
+            .unwrap();
+        assert_eq!(init.requests_memory.as_deref(), Some("32Mi"));
+
+        let mut unlimited = injector.sidecar_container.clone();
+        unlimited.resources.limits.memory = Some(String::new());
+        let unlimited = unlimited.to_injector("s", &defaults.sidecar_resources).unwrap();
+        assert_eq!(unlimited.limits_memory, None, "an empty quantity is not written");
+
+        let mut bad = injector.sidecar_container.clone();
+        bad.resources.requests.memory = Some("lots".into());
+        assert_eq!(
+            bad.to_injector(
+                "runtime.kubernetes.injector.sidecarContainer",
+                &defaults.sidecar_resources
+            )
+            .unwrap_err(),
+            "runtime.kubernetes.injector.sidecarContainer.resources.requests.memory: \"lots\" is not a Kubernetes quantity (e.g. 50m, 1, 64Mi, 512M)"
+        );
+        for good in ["50m", "1", "0.5", "64Mi", "512M", "1e3", "2E", "+1.5Gi"] {
+            assert!(is_quantity(good), "{good}");
+        }
+        for bad in ["", "m", "1.2.3", "5 Mi", "1mi", "1e", "abc"] {
+            assert!(!is_quantity(bad), "{bad}");
+        }
     }
 
     #[test]

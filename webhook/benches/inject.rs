@@ -12,7 +12,7 @@ use k8s_openapi::api::core::v1::{Pod, Service};
 use kuma_crds::admission::{Context, Environment};
 use kuma_crds::kubernetes::PodOwners;
 use kuma_webhook::injector::{InjectorConfig, NamespaceFacts};
-use kuma_webhook::server::{Cluster, Webhooks, router};
+use kuma_webhook::server::{Cluster, MeshFacts, Webhooks, router};
 use serde_json::json;
 use tower::ServiceExt;
 
@@ -29,8 +29,11 @@ impl Cluster for FixedCluster {
             annotations: Default::default(),
         })
     }
-    async fn mesh_uid(&self, _: &str) -> Result<Option<String>, String> {
-        Ok(Some("uid".into()))
+    async fn mesh(&self, _: &str) -> Result<Option<MeshFacts>, String> {
+        Ok(Some(MeshFacts {
+            uid: "uid".into(),
+            deleting: false,
+        }))
     }
     async fn services(&self, _: &str) -> Result<Vec<Service>, String> {
         Ok(vec![self.service.clone()])

@@ -37,7 +37,7 @@ use serde_json::Value;
 use tower::ServiceExt;
 
 use crate::injector::{InjectorConfig, NamespaceFacts};
-use crate::server::{Cluster, Webhooks, router};
+use crate::server::{Cluster, MeshFacts, Webhooks, router};
 
 /// The routes, by an input's first byte.
 pub const ROUTES: &[&str] = &[
@@ -76,8 +76,11 @@ impl Cluster for FixedCluster {
             annotations: BTreeMap::new(),
         })
     }
-    async fn mesh_uid(&self, name: &str) -> Result<Option<String>, String> {
-        Ok((name == "default").then(|| "mesh-uid".to_string()))
+    async fn mesh(&self, name: &str) -> Result<Option<MeshFacts>, String> {
+        Ok((name == "default").then(|| MeshFacts {
+            uid: "mesh-uid".into(),
+            deleting: false,
+        }))
     }
     async fn services(&self, _: &str) -> Result<Vec<Service>, String> {
         Ok(services())

@@ -20,7 +20,7 @@ use kuma_crds::kubernetes::PodOwners;
 use serde_json::Value;
 
 use crate::injector::{Decision, InjectInput, InjectorConfig, NamespaceFacts, inject, patch, precheck};
-use crate::validation::{Facts, Refusal, Write, validate};
+use crate::validation::{Facts, MeshState, Refusal, Write, validate};
 
 /// The largest AdmissionReview accepted (the API server's own limit on
 /// objects is 1.5 MiB; reviews carry two).
@@ -31,14 +31,23 @@ pub const MAX_BODY: usize = 4 * 1024 * 1024;
 pub trait Cluster: Send + Sync {
     /// A namespace's labels and annotations.
     async fn namespace(&self, name: &str) -> Result<NamespaceFacts, String>;
-    /// The uid of a Mesh, `None` if it does not exist.
-    async fn mesh_uid(&self, name: &str) -> Result<Option<String>, String>;
+    /// A Mesh, `None` if it does not exist.
+    async fn mesh(&self, name: &str) -> Result<Option<MeshFacts>, String>;
     /// The Services of a namespace.
     async fn services(&self, namespace: &str) -> Result<Vec<Service>, String>;
     /// Who owns the Pod's ReplicaSet or Job.
     async fn pod_owners(&self, pod: &Pod) -> Result<PodOwners, String>;
     /// How many Dataplanes a mesh has.
     async fn dataplanes_in_mesh(&self, mesh: &str) -> Result<usize, String>;
+}
+
+/// What the webhooks need to know of a Mesh.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MeshFacts {
+    /// Its uid (owner references name it).
+    pub uid: String,
+    /// Whether it is being deleted.
+    pub deleting: bool,
 }
 
 /// What the handlers share.
@@ -150,7 +159,15 @@ async fn inject_sidecar(State(w): State<Arc<Webhooks>>, body: Bytes) -> Response
         Ok(Decision::Inject { mesh }) => mesh,
         Err(e) => return deny(&req, 500, "InternalError", e.to_string()),
     };
-    match w.cluster.mesh_uid(&mesh).await {
+    match w.cluster.mesh(&mesh).await {
+        Ok(Some(m)) if m.deleting => {
+            return deny(
+                &req,
+                403,
+                "Forbidden",
+                format!("mesh {mesh:?} is being deleted: no Pod can join it"),
+            );
+        }
         Ok(Some(_)) => {}
         Ok(None) => {
             return deny(
@@ -227,12 +244,14 @@ async fn validate_kuma(State(w): State<Arc<Webhooks>>, body: Bytes) -> Response 
         .unwrap_or_default()
         .to_string();
     let mut facts = Facts {
-        mesh_exists: true,
+        mesh: MeshState::Present,
         dataplanes_in_mesh: 0,
     };
     if let Some(mesh) = object.as_ref().and_then(crate::validation::mesh_of) {
-        facts.mesh_exists = match w.cluster.mesh_uid(&mesh).await {
-            Ok(found) => found.is_some(),
+        facts.mesh = match w.cluster.mesh(&mesh).await {
+            Ok(Some(m)) if m.deleting => MeshState::Deleting,
+            Ok(Some(_)) => MeshState::Present,
+            Ok(None) => MeshState::Absent,
             Err(e) => return deny(&req, 500, "InternalError", e),
         };
     }
@@ -287,9 +306,9 @@ async fn owner_reference(State(w): State<Arc<Webhooks>>, body: Bytes) -> Respons
     let Some(mesh) = crate::validation::mesh_of(&object) else {
         return review(AdmissionResponse::from(&req));
     };
-    match w.cluster.mesh_uid(&mesh).await {
-        Ok(Some(uid)) => {
-            let owned = crate::defaulting::with_mesh_owner(&object, &mesh, &uid);
+    match w.cluster.mesh(&mesh).await {
+        Ok(Some(m)) => {
+            let owned = crate::defaulting::with_mesh_owner(&object, &mesh, &m.uid);
             patched(&req, json_patch::diff(&object, &owned))
         }
         Ok(None) => deny(

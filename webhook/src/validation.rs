@@ -55,11 +55,22 @@ pub struct Write<'a> {
     pub user: &'a str,
 }
 
+/// Where the Mesh an object names stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MeshState {
+    /// It exists.
+    Present,
+    /// It exists but is being deleted (its deletion timestamp is set).
+    Deleting,
+    /// It does not exist.
+    Absent,
+}
+
 /// Facts about the cluster the validator needs.
 #[derive(Debug, Clone, Copy)]
 pub struct Facts {
-    /// Whether the mesh the object names exists.
-    pub mesh_exists: bool,
+    /// The mesh the object names.
+    pub mesh: MeshState,
     /// For a Mesh being deleted, its Dataplanes.
     pub dataplanes_in_mesh: usize,
 }
@@ -147,11 +158,22 @@ pub fn validate(ctx: &Context, write: Write<'_>, facts: Facts, trusted: &[String
         _ => admit(ctx, Operation::Create(&resource)),
     };
     op.map_err(|v| Refusal::Invalid(v.into_iter().map(|v| (v.field, v.message)).collect()))?;
-    if resource.resource_type().descriptor().scope == Scope::Mesh && !facts.mesh_exists {
-        return Err(Refusal::NotFound(format!(
-            "meshes.kuma.io {:?} not found",
-            resource.meta.mesh_or_default()
-        )));
+    if resource.resource_type().descriptor().scope == Scope::Mesh {
+        let mesh = resource.meta.mesh_or_default();
+        match facts.mesh {
+            MeshState::Present => {}
+            MeshState::Absent => return Err(Refusal::NotFound(format!("meshes.kuma.io {mesh:?} not found"))),
+            // A policy created while its mesh is going would outlive it
+            // (the garbage collector has already listed what the mesh owns);
+            // changes to what it already has stay allowed so that
+            // finalizers can run.
+            MeshState::Deleting if write.operation == "CREATE" => {
+                return Err(Refusal::Forbidden(format!(
+                    "mesh {mesh:?} is being deleted: nothing new can be added to it"
+                )));
+            }
+            MeshState::Deleting => {}
+        }
     }
     Ok(())
 }
@@ -171,7 +193,7 @@ mod tests {
     }
 
     const FACTS: Facts = Facts {
-        mesh_exists: true,
+        mesh: MeshState::Present,
         dataplanes_in_mesh: 0,
     };
 
@@ -203,11 +225,35 @@ mod tests {
         let ctx = Context::new(Environment::Kubernetes);
         let good = timeout("10s");
         let facts = Facts {
-            mesh_exists: false,
+            mesh: MeshState::Absent,
             ..FACTS
         };
         let refused = validate(&ctx, write("CREATE", Some(&good), "alice"), facts, &[]).unwrap_err();
         assert_eq!(refused.message(), "meshes.kuma.io \"default\" not found");
+    }
+
+    #[test]
+    fn a_mesh_being_deleted_takes_nothing_new() {
+        let ctx = Context::new(Environment::Kubernetes);
+        let policy = timeout("10s");
+        let facts = Facts {
+            mesh: MeshState::Deleting,
+            ..FACTS
+        };
+        let refused = validate(&ctx, write("CREATE", Some(&policy), "alice"), facts, &[]).unwrap_err();
+        assert_eq!(
+            refused.message(),
+            "mesh \"default\" is being deleted: nothing new can be added to it"
+        );
+        let update = Write {
+            old_object: Some(&policy),
+            ..write("UPDATE", Some(&policy), "alice")
+        };
+        assert!(
+            validate(&ctx, update, facts, &[]).is_ok(),
+            "an existing policy may still change"
+        );
+        assert!(validate(&ctx, write("DELETE", None, "alice"), facts, &[]).is_ok());
     }
 
     #[test]

@@ -12,7 +12,7 @@ use k8s_openapi::api::core::v1::{Pod, Service};
 use kuma_crds::admission::{Context, Environment};
 use kuma_crds::kubernetes::PodOwners;
 use kuma_webhook::injector::{InjectorConfig, NamespaceFacts};
-use kuma_webhook::server::{Cluster, MAX_BODY, ReloadingCertificate, Webhooks, router};
+use kuma_webhook::server::{Cluster, MAX_BODY, MeshFacts, ReloadingCertificate, Webhooks, router};
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
@@ -29,8 +29,11 @@ impl Cluster for TableCluster {
             annotations: Default::default(),
         })
     }
-    async fn mesh_uid(&self, name: &str) -> Result<Option<String>, String> {
-        Ok((name == "default").then(|| "uid".to_string()))
+    async fn mesh(&self, name: &str) -> Result<Option<MeshFacts>, String> {
+        Ok((name == "default").then(|| MeshFacts {
+            uid: "uid".into(),
+            deleting: false,
+        }))
     }
     async fn services(&self, _: &str) -> Result<Vec<Service>, String> {
         Ok(Vec::new())

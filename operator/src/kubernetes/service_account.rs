@@ -146,3 +146,111 @@ impl ServiceAccountAuthenticator {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use http::{Request, Response};
+    use kube::client::Body;
+    use serde_json::json;
+
+    use super::*;
+
+    /// API requests the fake API server answered, by kind.
+    #[derive(Default)]
+    struct Calls {
+        reviews: AtomicUsize,
+        pods: AtomicUsize,
+    }
+
+    /// An authenticator whose API server knows one valid token (of
+    /// `kuma-test:web`) and one Pod (`api-0` in `kuma-test`, running as
+    /// `web`), and says every other token has expired.
+    fn authenticator() -> (ServiceAccountAuthenticator, Arc<Calls>) {
+        let calls = Arc::new(Calls::default());
+        let seen = calls.clone();
+        let service = tower::service_fn(move |request: Request<Body>| {
+            let seen = seen.clone();
+            async move {
+                let path = request.uri().path().to_string();
+                let body = if path.ends_with("/tokenreviews") {
+                    seen.reviews.fetch_add(1, Ordering::SeqCst);
+                    let bytes = http_body_util::BodyExt::collect(request.into_body())
+                        .await
+                        .map(|b| b.to_bytes())
+                        .unwrap_or_default();
+                    let review: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
+                    let status = if review["spec"]["token"] == "valid" {
+                        json!({"authenticated": true, "user": {"username": "system:serviceaccount:kuma-test:web"}})
+                    } else {
+                        json!({"authenticated": false, "error": "[invalid bearer token, service account token has expired]"})
+                    };
+                    json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview", "spec": review["spec"], "status": status})
+                } else {
+                    seen.pods.fetch_add(1, Ordering::SeqCst);
+                    json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "api-0", "namespace": "kuma-test"}, "spec": {"serviceAccountName": "web", "containers": []}})
+                };
+                Ok::<_, std::convert::Infallible>(Response::new(Body::from(body.to_string().into_bytes())))
+            }
+        });
+        let client = kube::Client::new(service, "default");
+        (ServiceAccountAuthenticator::new(client), calls)
+    }
+
+    #[tokio::test]
+    async fn a_reconnecting_proxy_is_checked_once_while_the_answer_is_fresh() {
+        let (authn, calls) = authenticator();
+        for _ in 0..3 {
+            authn
+                .authenticate("api-0.kuma-test", "valid")
+                .await
+                .expect("accepted");
+        }
+        assert_eq!(calls.reviews.load(Ordering::SeqCst), 1, "one TokenReview");
+        assert_eq!(calls.pods.load(Ordering::SeqCst), 1, "one read of the Pod");
+    }
+
+    #[tokio::test]
+    async fn an_expired_token_is_refused_with_the_api_servers_reason() {
+        let (authn, calls) = authenticator();
+        for _ in 0..2 {
+            match authn.authenticate("api-0.kuma-test", "expired").await {
+                Err(AuthnError::Unauthenticated(m)) => assert_eq!(
+                    m,
+                    "the ServiceAccount token is not valid: [invalid bearer token, service account token has expired]"
+                ),
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(
+            calls.reviews.load(Ordering::SeqCst),
+            1,
+            "the refusal is remembered too"
+        );
+        assert_eq!(
+            calls.pods.load(Ordering::SeqCst),
+            0,
+            "no Pod read for a bad token"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_token_of_another_service_account_is_refused() {
+        let (authn, _) = authenticator();
+        // The Pod runs as `web`; the token is of `web` too, but the name
+        // claims a Pod of another namespace.
+        match authn.authenticate("api-0.other", "valid").await {
+            Err(AuthnError::Unauthenticated(m)) => assert_eq!(
+                m,
+                "the token is of \"system:serviceaccount:kuma-test:web\", but Pod other/api-0 runs as \"system:serviceaccount:other:web\""
+            ),
+            other => panic!("{other:?}"),
+        }
+        match authn.authenticate("no-namespace", "valid").await {
+            Err(AuthnError::Invalid(m)) => assert!(m.contains("<pod>.<namespace>"), "{m}"),
+            other => panic!("{other:?}"),
+        }
+    }
+}

@@ -21,7 +21,7 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kuma_crds::kubernetes::{PodOwners, owners_of};
 use kuma_crds::resource::ResourceType;
 use kuma_webhook::injector::NamespaceFacts;
-use kuma_webhook::server::Cluster;
+use kuma_webhook::server::{Cluster, MeshFacts};
 
 use crate::store::Store;
 
@@ -61,13 +61,16 @@ impl Cluster for KubeCluster {
         })
     }
 
-    async fn mesh_uid(&self, name: &str) -> Result<Option<String>, String> {
+    async fn mesh(&self, name: &str) -> Result<Option<MeshFacts>, String> {
         let resource = crate::store::kubernetes::api_resource(ResourceType::Mesh);
         let mesh = Api::<DynamicObject>::all_with(self.client.clone(), &resource)
             .get_opt(name)
             .await
             .map_err(err)?;
-        Ok(mesh.map(|m| m.metadata.uid.unwrap_or_default()))
+        Ok(mesh.map(|m| MeshFacts {
+            deleting: m.metadata.deletion_timestamp.is_some(),
+            uid: m.metadata.uid.unwrap_or_default(),
+        }))
     }
 
     async fn services(&self, namespace: &str) -> Result<Vec<Service>, String> {
@@ -279,6 +282,7 @@ pub fn webhooks(
             )
         })?
     };
+    let defaults = kuma_webhook::injector::InjectorConfig::default();
     let mut injector = kuma_webhook::injector::InjectorConfig {
         control_plane_url: format!(
             "https://{}.{}:{}",
@@ -296,6 +300,14 @@ pub fn webhooks(
         exclude_outbound_ports: settings.exclude_outbound_ports.clone(),
         exclude_inbound_ips: settings.exclude_inbound_ips.clone(),
         exclude_outbound_ips: settings.exclude_outbound_ips.clone(),
+        sidecar_resources: settings.sidecar_container.to_injector(
+            "runtime.kubernetes.injector.sidecarContainer",
+            &defaults.sidecar_resources,
+        )?,
+        init_resources: settings.init_container.to_injector(
+            "runtime.kubernetes.injector.initContainer",
+            &defaults.init_resources,
+        )?,
         ..Default::default()
     };
     injector.system_namespace = admission.system_namespace.clone();

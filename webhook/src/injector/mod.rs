@@ -17,7 +17,7 @@ use kuma_crds::kubernetes::{
 };
 use kuma_crds::resource::MESH_LABEL;
 
-pub use config::InjectorConfig;
+pub use config::{InjectorConfig, Resources};
 
 /// Why a Pod cannot be injected (the webhook denies it with this reason).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
