@@ -1,6 +1,7 @@
 //! Pod → Dataplane as Kuma converts: one input per case
 //! (`testdata/pods/<case>.input.yaml`: the Pod, the Services of the
-//! cluster, its Namespace and the ReplicaSet or Job that owns it), one
+//! cluster and their EndpointSlices, its Namespace and the ReplicaSet or
+//! Job that owns it), one
 //! expected Dataplane (`<case>.golden.yaml`, Kubernetes form, or `none`).
 //! `UPDATE_GOLDEN=1` rewrites the golden files (review the diff).
 
@@ -8,10 +9,11 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kuma_crds::format::{to_kubernetes, to_yaml};
-use kuma_crds::kubernetes::owners_of;
 use kuma_crds::kubernetes::pod::{PodInput, pod_to_dataplane};
+use kuma_crds::kubernetes::{owners_of, services_listing};
 use serde::Deserialize;
 
 fn cases() -> Vec<PathBuf> {
@@ -30,6 +32,7 @@ fn cases() -> Vec<PathBuf> {
 struct Input {
     pod: Option<Pod>,
     services: Vec<Service>,
+    endpoint_slices: Vec<EndpointSlice>,
     namespace: Option<Namespace>,
     owners: Vec<(
         String,
@@ -48,6 +51,9 @@ fn load(path: &Path) -> Input {
             Some("Service") => input
                 .services
                 .push(serde_json::from_value(value).expect("service")),
+            Some("EndpointSlice") => input
+                .endpoint_slices
+                .push(serde_json::from_value(value).expect("endpoint slice")),
             Some("Namespace") => input.namespace = Some(serde_json::from_value(value).expect("namespace")),
             Some(kind @ ("ReplicaSet" | "Job")) => {
                 let meta: ObjectMeta = serde_json::from_value(value["metadata"].clone()).expect("metadata");
@@ -69,11 +75,17 @@ fn convert(path: &Path) -> String {
     let empty = BTreeMap::new();
     let ns_meta = input.namespace.as_ref().map(|n| &n.metadata);
     let owners = owners_of(&pod, &input.owners);
+    let listed_by = services_listing(
+        pod.metadata.namespace.as_deref().unwrap_or_default(),
+        pod.metadata.name.as_deref().unwrap_or_default(),
+        &input.endpoint_slices,
+    );
     let pod_input = PodInput {
         pod: &pod,
         namespace_labels: ns_meta.and_then(|m| m.labels.as_ref()).unwrap_or(&empty),
         namespace_annotations: ns_meta.and_then(|m| m.annotations.as_ref()).unwrap_or(&empty),
         services: &input.services,
+        listed_by: &listed_by,
         owners: &owners,
         zone: "default",
     };

@@ -27,6 +27,37 @@ fn apply_as_user(mesh: &KubeMesh, doc: &str) -> std::process::Output {
 async fn kubectl_writes_are_admitted_as_the_api_admits_them() {
     let mut mesh = KubeMesh::start(&[]).await;
     mesh.install_webhooks().await;
+    // Someone overwrites a caBundle (an old CA, a reinstall): kuma-cp puts
+    // its own back.
+    let bundle = |mesh: &KubeMesh| {
+        mesh.cluster.kubectl_ok(
+            &[
+                "get",
+                "mutatingwebhookconfiguration",
+                "kuma-admission-mutating-webhook-configuration",
+                "-o",
+                "jsonpath={.webhooks[0].clientConfig.caBundle}",
+            ],
+            None,
+        )
+    };
+    let ours = bundle(&mesh);
+    mesh.cluster.kubectl_ok(
+        &[
+            "patch",
+            "mutatingwebhookconfiguration",
+            "kuma-admission-mutating-webhook-configuration",
+            "--type=json",
+            "-p",
+            r#"[{"op":"replace","path":"/webhooks/0/clientConfig/caBundle","value":"c3RhbGUK"}]"#,
+        ],
+        None,
+    );
+    eventually("the caBundle put back", Duration::from_secs(60), || async {
+        let now = bundle(&mesh);
+        (now == ours).then_some(()).ok_or(now)
+    })
+    .await;
     for ns in ["kuma-test", "demo", "playground", "kuma-demo"] {
         mesh.cluster.create_namespace(ns, &[]).await;
     }

@@ -187,6 +187,51 @@ spec:
         1,
         "only the namespace's change is written"
     );
+
+    // A Service without a selector is served by the Pods its EndpointSlices
+    // list (as Kuma matches Services also via EndpointSlices).
+    let pod_ip = mesh.cluster.kubectl_ok(
+        &[
+            "get",
+            "pod",
+            &pod,
+            "-n",
+            "kuma-test",
+            "-o",
+            "jsonpath={.status.podIP}",
+        ],
+        None,
+    );
+    mesh.cluster.apply(&format!(
+        "apiVersion: v1\nkind: Service\nmetadata:\n  name: legacy\n  namespace: kuma-test\nspec:\n  ports:\n    - port: 5432\n      targetPort: 80\n---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: legacy-manual\n  namespace: kuma-test\n  labels:\n    kubernetes.io/service-name: legacy\naddressType: IPv4\nendpoints:\n  - addresses: [\"{pod_ip}\"]\n    targetRef:\n      kind: Pod\n      name: {pod}\n      namespace: kuma-test\nports:\n  - port: 80\n"
+    ));
+    eventually(
+        "the inbound of the Service the EndpointSlice names",
+        Duration::from_secs(60),
+        || async {
+            let text = dataplanes(&mesh, "kuma-test");
+            text.contains("legacy_kuma-test_svc_5432")
+                .then_some(())
+                .ok_or(text)
+        },
+    )
+    .await;
+    // The slice no longer listing the Pod takes the inbound away.
+    mesh.cluster.kubectl_ok(
+        &["delete", "endpointslice", "legacy-manual", "-n", "kuma-test"],
+        None,
+    );
+    eventually(
+        "the inbound gone with the slice",
+        Duration::from_secs(60),
+        || async {
+            let text = dataplanes(&mesh, "kuma-test");
+            (!text.contains("legacy_kuma-test_svc_5432"))
+                .then_some(())
+                .ok_or(text)
+        },
+    )
+    .await;
 }
 
 /// `kuma_cp_dataplane_writes_total` of kuma-cp's `/metrics`.

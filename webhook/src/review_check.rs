@@ -284,6 +284,7 @@ fn check_injected(original: &Value, injected: Value, namespace: &str) -> Result<
         namespace_labels: &labels,
         namespace_annotations: &annotations,
         services: &services,
+        listed_by: &Default::default(),
         owners: &owners,
         zone: kuma_crds::admission::DEFAULT_ZONE,
     };
@@ -318,6 +319,7 @@ fn check_conversion(body: &[u8]) -> Result<(), String> {
             namespace_labels: &labels,
             namespace_annotations: &annotations,
             services: &input.services,
+            listed_by: &Default::default(),
             owners: &owners,
             zone: kuma_crds::admission::DEFAULT_ZONE,
         })

@@ -8,9 +8,10 @@ pub mod annotations;
 pub mod pod;
 pub mod service;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 
 use crate::resource::{DEFAULT_MESH, MESH_LABEL};
 
@@ -135,9 +136,66 @@ pub fn is_injected(pod: &Pod) -> bool {
 /// The Services of `services` (the Pod's namespace's) that select `pod`
 /// (see [`selects`]), by name.
 pub fn selecting_services<'a>(pod: &Pod, services: &'a [Service]) -> Vec<&'a Service> {
-    let mut out: Vec<&Service> = services.iter().filter(|s| selects(s, pod)).collect();
+    serving_services(pod, services, &BTreeSet::new())
+}
+
+/// The Services `pod` serves, by name: those whose selector matches it
+/// and, as Kuma matches them "also via EndpointSlices", those without a
+/// selector whose EndpointSlices list the Pod (`listed_by`, from
+/// [`services_listing`]).
+pub fn serving_services<'a>(
+    pod: &Pod,
+    services: &'a [Service],
+    listed_by: &BTreeSet<String>,
+) -> Vec<&'a Service> {
+    let mut out: Vec<&Service> = services.iter().filter(|s| serves(s, pod, listed_by)).collect();
     out.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
     out
+}
+
+/// Whether `pod` serves `service`: the Service selects it, or has no
+/// selector and is one of `listed_by` (see [`serving_services`]).
+pub fn serves(service: &Service, pod: &Pod, listed_by: &BTreeSet<String>) -> bool {
+    if selects(service, pod) {
+        return true;
+    }
+    let Some(spec) = &service.spec else { return false };
+    service.metadata.namespace == pod.metadata.namespace
+        && spec.type_.as_deref() != Some("ExternalName")
+        && spec.selector.as_ref().is_none_or(|s| s.is_empty())
+        && service
+            .metadata
+            .name
+            .as_ref()
+            .is_some_and(|n| listed_by.contains(n))
+}
+
+/// The label an EndpointSlice names its Service with.
+pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+
+/// The names of the Services whose EndpointSlices (of `slices`, any
+/// namespace) list the Pod `name` in `namespace` as an endpoint's target.
+pub fn services_listing<'a>(
+    namespace: &str,
+    name: &str,
+    slices: impl IntoIterator<Item = &'a EndpointSlice>,
+) -> BTreeSet<String> {
+    slices
+        .into_iter()
+        .filter(|slice| slice.metadata.namespace.as_deref() == Some(namespace))
+        .filter(|slice| pods_listed(slice).any(|pod| pod == name))
+        .filter_map(|slice| slice.metadata.labels.as_ref()?.get(SERVICE_NAME_LABEL).cloned())
+        .collect()
+}
+
+/// The names of the Pods an EndpointSlice lists (its namespace's).
+pub fn pods_listed(slice: &EndpointSlice) -> impl Iterator<Item = &str> {
+    slice
+        .endpoints
+        .iter()
+        .filter_map(|e| e.target_ref.as_ref())
+        .filter(|r| r.kind.as_deref() == Some("Pod"))
+        .filter_map(|r| r.name.as_deref())
 }
 
 /// Whether `service` selects `pod`: the same namespace, a non-empty

@@ -4,7 +4,9 @@
 //! - the Dataplane has the Pod's name and namespace, the Pod's labels (and
 //!   its ServiceAccount as `k8s.kuma.io/service-account`), and its mesh;
 //! - `networking.address` is the Pod's IP (no Dataplane before it has one);
-//! - one inbound per selecting Service × TCP port, on the container port
+//! - one inbound per Service × TCP port the Pod serves (the Services whose
+//!   selector matches it, and those without one whose EndpointSlices list
+//!   it), on the container port
 //!   the `targetPort` names (by number or by container port name), tagged
 //!   `kuma.io/service: <svc>_<ns>_svc_<port>` with the Pod's labels (not
 //!   Kuma's own), `k8s.kuma.io/namespace|service-name|service-port`,
@@ -15,7 +17,7 @@
 //! - transparent proxying, the admin port and metrics come from the Pod's
 //!   annotations.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::api::core::v1::{Pod, Service, ServicePort};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -23,7 +25,7 @@ use serde_json::{Map, Value, json};
 
 use super::annotations as a;
 use super::{
-    PodOwners, SERVICELESS_PORT, mesh_of, selecting_services, service_tag, serviceless_tag, workload_name,
+    PodOwners, SERVICELESS_PORT, mesh_of, service_tag, serviceless_tag, serving_services, workload_name,
 };
 use crate::resource::{NAMESPACE_LABEL, Resource, ZONE_LABEL};
 
@@ -38,6 +40,9 @@ pub struct PodInput<'a> {
     pub namespace_annotations: &'a BTreeMap<String, String>,
     /// The Services of its namespace.
     pub services: &'a [Service],
+    /// The Services without a selector whose EndpointSlices list the Pod
+    /// (`super::services_listing`).
+    pub listed_by: &'a BTreeSet<String>,
     /// Who owns its owner (for the name of a Pod without a Service).
     pub owners: &'a PodOwners,
     /// The zone of the control plane.
@@ -81,7 +86,7 @@ pub fn pod_to_dataplane(input: &PodInput<'_>) -> Result<Option<Resource>, String
     common.insert(ZONE_LABEL.into(), input.zone.into());
 
     let mut inbounds = Vec::new();
-    let services = selecting_services(pod, input.services);
+    let services = serving_services(pod, input.services, input.listed_by);
     for service in &services {
         let service_name = service.metadata.name.clone().unwrap_or_default();
         let service_annotations = service.metadata.annotations.clone().unwrap_or_default();

@@ -4,8 +4,10 @@
 //!
 //! Event-driven (kube-runtime's `Controller`, no polling): a Pod change
 //! reconciles that Pod; a Service change the Pods its selector matches (old
-//! and new); a Namespace change (its mesh label)
-//! the Pods in it; a Dataplane change its Pod. Those triggers come from the
+//! and new); an EndpointSlice change the Pods it lists (old and new: a
+//! Service without a selector is served by the Pods its slices list); a
+//! Namespace change (its mesh label) the Pods in it; a Dataplane change its
+//! Pod. Those triggers come from the
 //! caches the reconciliation reads, after the cache holds the change
 //! (`cache_with_changes`). A Dataplane is written (server-side apply) only when what
 //! it would hold differs from what is stored.
@@ -18,6 +20,7 @@ use futures::StreamExt;
 use k8s_openapi::api::apps::v1::ReplicaSet;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::{ObjectRef, Store};
@@ -75,6 +78,7 @@ struct Ctx {
     client: kube::Client,
     admission: Context,
     services: Store<Service>,
+    endpoint_slices: Store<EndpointSlice>,
     namespaces: Store<Namespace>,
     replica_sets: Store<ReplicaSet>,
     jobs: Store<Job>,
@@ -88,6 +92,8 @@ pub async fn run(client: kube::Client, admission: Context, stats: Arc<PodControl
     let dataplane_resource = crate::store::kubernetes::api_resource(ResourceType::Dataplane);
     let (services, t1, service_changes) = cache_with_changes(Api::<Service>::all(client.clone()), ());
     let (namespaces, t2, namespace_changes) = cache_with_changes(Api::<Namespace>::all(client.clone()), ());
+    let (endpoint_slices, t6, endpoint_slice_changes) =
+        cache_with_changes(Api::<EndpointSlice>::all(client.clone()), ());
     let (replica_sets, t3) = cache(Api::<ReplicaSet>::all(client.clone()), ());
     let (jobs, t4) = cache(Api::<Job>::all(client.clone()), ());
     let (dataplanes, t5, dataplane_changes) = cache_with_changes(
@@ -97,6 +103,7 @@ pub async fn run(client: kube::Client, admission: Context, stats: Arc<PodControl
     for store in [
         &services.wait_until_ready().await,
         &namespaces.wait_until_ready().await,
+        &endpoint_slices.wait_until_ready().await,
     ] {
         if store.is_err() {
             return;
@@ -109,6 +116,7 @@ pub async fn run(client: kube::Client, admission: Context, stats: Arc<PodControl
         client: client.clone(),
         admission,
         services,
+        endpoint_slices,
         namespaces,
         replica_sets,
         jobs,
@@ -122,6 +130,7 @@ pub async fn run(client: kube::Client, admission: Context, stats: Arc<PodControl
     controller
         .with_config(kube::runtime::controller::Config::default().concurrency(10))
         .watches_stream(service_changes, move |service| pods_selected_by(&pods, &service))
+        .watches_stream(endpoint_slice_changes, |slice| pods_listed_by(&slice))
         .watches_stream(namespace_changes, move |namespace| {
             let name = namespace.metadata.name.clone();
             pods_for_namespace
@@ -140,7 +149,7 @@ pub async fn run(client: kube::Client, admission: Context, stats: Arc<PodControl
             }
         })
         .await;
-    for t in [t1, t2, t3, t4, t5] {
+    for t in [t1, t2, t3, t4, t5, t6] {
         t.abort();
     }
 }
@@ -164,6 +173,16 @@ fn pods_selected_by(pods: &Store<Pod>, service: &Service) -> Vec<ObjectRef<Pod>>
             selector.iter().all(|(k, v)| labels.get(k) == Some(v))
         })
         .map(|p| ObjectRef::from_obj(&*p))
+        .collect()
+}
+
+/// The Pods an EndpointSlice lists.
+fn pods_listed_by(slice: &EndpointSlice) -> Vec<ObjectRef<Pod>> {
+    let Some(namespace) = slice.metadata.namespace.as_deref() else {
+        return Vec::new();
+    };
+    kuma_crds::kubernetes::pods_listed(slice)
+        .map(|pod| ObjectRef::new(pod).within(namespace))
         .collect()
 }
 
@@ -198,14 +217,18 @@ fn desired(pod: &Pod, ctx: &Ctx) -> Result<Option<Value>, PodError> {
     let namespace = pod.metadata.namespace.clone().unwrap_or_default();
     let ns = ctx.namespaces.get(&ObjectRef::new(&namespace));
     let empty = BTreeMap::new();
-    // Only the Services that select the Pod are copied for the converter
+    let pod_name = pod.metadata.name.clone().unwrap_or_default();
+    let slices = ctx.endpoint_slices.state();
+    let listed_by =
+        kuma_crds::kubernetes::services_listing(&namespace, &pod_name, slices.iter().map(|s| &**s));
+    // Only the Services the Pod serves are copied for the converter
     // (copying every Service of the namespace per reconciliation was most
     // of the controller's time with 1,000 Pods).
     let services: Vec<Service> = ctx
         .services
         .state()
         .into_iter()
-        .filter(|s| kuma_crds::kubernetes::selects(s, pod))
+        .filter(|s| kuma_crds::kubernetes::serves(s, pod, &listed_by))
         .map(|s| (*s).clone())
         .collect();
     let found: Vec<_> = pod
@@ -240,6 +263,7 @@ fn desired(pod: &Pod, ctx: &Ctx) -> Result<Option<Value>, PodError> {
             .and_then(|n| n.metadata.annotations.as_ref())
             .unwrap_or(&empty),
         services: &services,
+        listed_by: &listed_by,
         owners: &owners,
         zone: &ctx.admission.zone,
     };

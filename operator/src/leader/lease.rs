@@ -168,12 +168,21 @@ impl Leadership for LeaseLock {
     async fn acquire(&self) -> Leader {
         let mut observed = None;
         loop {
+            let mut wait = self.timings.retry_period;
             match self.try_lead(&mut observed).await {
                 Ok(Attempt::Held) => break,
-                Ok(Attempt::Taken) => {}
+                Ok(Attempt::Taken) => {
+                    // Try again as soon as the lease seen can be taken,
+                    // not up to a retry period later.
+                    if let Some((_, since)) = &observed {
+                        let expires =
+                            (*since + self.timings.lease_duration).saturating_duration_since(Instant::now());
+                        wait = wait.min(expires.max(Duration::from_millis(10)));
+                    }
+                }
                 Err(e) => tracing::warn!(error = %e, "cannot read the leader lease"),
             }
-            tokio::time::sleep(self.timings.retry_period).await;
+            tokio::time::sleep(wait).await;
         }
         tracing::info!(identity = %self.identity, "this control plane holds the leader lease");
         let renewal = tokio::spawn(self.clone().keep());
