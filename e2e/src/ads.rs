@@ -27,10 +27,14 @@ pub const ENDPOINTS: &str = "type.googleapis.com/envoy.config.endpoint.v3.Cluste
 
 /// A TLS client trusting the control plane's CA, speaking HTTP/2.
 fn tls_connector(cp: &ControlPlane) -> tokio_rustls::TlsConnector {
+    tls_connector_trusting(&std::fs::read(cp.ca_file()).expect("CA"))
+}
+
+/// A TLS client trusting the CA certificates of `pem`, speaking HTTP/2.
+fn tls_connector_trusting(pem: &[u8]) -> tokio_rustls::TlsConnector {
     use rustls::pki_types::pem::PemObject;
-    let pem = std::fs::read(cp.ca_file()).expect("CA");
     let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls::pki_types::CertificateDer::pem_slice_iter(&pem) {
+    for cert in rustls::pki_types::CertificateDer::pem_slice_iter(pem) {
         roots.add(cert.expect("PEM")).expect("CA certificate");
     }
     let mut tls =
@@ -55,8 +59,16 @@ async fn tls_stream(
 
 /// A gRPC channel to the dp-server over TLS, trusting the control plane's CA.
 pub async fn channel(cp: &ControlPlane) -> tonic::transport::Channel {
-    let connector = tls_connector(cp);
-    let port = cp.dp_port;
+    channel_over(tls_connector(cp), cp.dp_port).await
+}
+
+/// A gRPC channel to a dp-server on `port` whose certificate a CA of
+/// `ca_pem` signed (a control plane whose CA the test made).
+pub async fn channel_trusting(port: u16, ca_pem: &str) -> tonic::transport::Channel {
+    channel_over(tls_connector_trusting(ca_pem.as_bytes()), port).await
+}
+
+async fn channel_over(connector: tokio_rustls::TlsConnector, port: u16) -> tonic::transport::Channel {
     tonic::transport::Endpoint::from_static("http://127.0.0.1")
         .connect_with_connector(tower::service_fn(move |_: tonic::transport::Uri| {
             tls_stream(connector.clone(), port)
@@ -502,9 +514,18 @@ pub async fn first_answer(
     node: &str,
     token: Option<&str>,
 ) -> Result<usize, tonic::Status> {
+    first_answer_over(channel(cp).await, node, token).await
+}
+
+/// [`first_answer`] over a channel of the caller's.
+pub async fn first_answer_over(
+    channel: tonic::transport::Channel,
+    node: &str,
+    token: Option<&str>,
+) -> Result<usize, tonic::Status> {
     let mut client =
         envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient::new(
-            channel(cp).await,
+            channel,
         );
     let (tx, rx) = tokio::sync::mpsc::channel(4);
     tx.send(DiscoveryRequest {

@@ -321,9 +321,12 @@ async fn injected_pods_carry_traffic_through_the_mesh() {
         "{body}"
     );
     // The ADS stream checks the same token itself (a proxy need not have
-    // bootstrapped through this control plane).
+    // bootstrapped through this control plane). (The Pod's own token is
+    // accepted there by its running proxy; a second stream of the test's
+    // would supersede that proxy's, as Kuma counts subscriptions.)
     let node = format!("default.{server}.kuma-test");
-    let refused = kuma_e2e::ads::first_answer(&mesh.cp, &node, Some(other.trim()))
+    let ads = kuma_e2e::ads::channel_trusting(mesh.cp.dp_port, &mesh.ca_pem).await;
+    let refused = kuma_e2e::ads::first_answer_over(ads, &node, Some(other.trim()))
         .await
         .expect_err("a stream with another ServiceAccount's token");
     assert_eq!(refused.code(), tonic::Code::Unauthenticated, "{refused:?}");
@@ -353,10 +356,6 @@ async fn injected_pods_carry_traffic_through_the_mesh() {
         .kubectl_ok(&["create", "token", "default", "-n", "kuma-test"], None);
     let (status, body) = bootstrap(&mesh, &format!("{server}.kuma-test"), own.trim()).await;
     assert_eq!(status, 200, "the Pod's own ServiceAccount is accepted: {body}");
-    let clusters = kuma_e2e::ads::first_answer(&mesh.cp, &node, Some(own.trim()))
-        .await
-        .expect("a stream with the Pod's own ServiceAccount token");
-    assert!(clusters > 0, "configuration for the Pod's proxy");
     // The same token expired (re-signed with the API server's own key, its
     // expiry ten minutes ago) is refused, by the API server's verdict.
     let expired = expired_copy(&mesh, own.trim());
