@@ -29,22 +29,6 @@ const SERVICES: usize = 50;
 /// Pods turned Ready one at a time in the second part.
 const READY_ROUNDS: usize = 100;
 
-/// kuma-cp's `/metrics` as (series, value), e.g.
-/// (`kuma_cp_kube_api_requests_total{verb="get"}`, 12).
-async fn metrics(cp: &ControlPlane) -> BTreeMap<String, u64> {
-    let text = reqwest::get(format!("http://127.0.0.1:{}/metrics", cp.diag_port))
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .unwrap_or_default();
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter_map(|l| l.rsplit_once(' '))
-        .filter_map(|(series, value)| Some((series.to_string(), value.trim().parse::<f64>().ok()? as u64)))
-        .collect()
-}
-
 /// The growth of every series starting with `name` between two readings.
 fn grown(before: &BTreeMap<String, u64>, after: &BTreeMap<String, u64>, name: &str) -> BTreeMap<String, u64> {
     after
@@ -129,7 +113,7 @@ async fn main() {
 /// Part 1: [`PODS`] Pods created at once → every Dataplane written.
 async fn many_pods_at_once(cp: &ControlPlane, pods: &Api<Pod>, dataplanes: &Api<kube::api::DynamicObject>) {
     let rss_before = cp.proc.rss_kib();
-    let before = metrics(cp).await;
+    let before = cp.metrics().await;
     let started = Instant::now();
     futures::stream::iter(0..PODS)
         .for_each_concurrent(32, |i| async move {
@@ -163,7 +147,7 @@ async fn many_pods_at_once(cp: &ControlPlane, pods: &Api<Pod>, dataplanes: &Api<
     let total = started.elapsed();
     // Whatever the controllers still do after the last write is counted too.
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let after = metrics(cp).await;
+    let after = cp.metrics().await;
     let writes = grown(&before, &after, "kuma_cp_dataplane_writes_total");
     let reconciled = grown(&before, &after, "kuma_cp_pod_reconciliations_total");
     let requests = grown(&before, &after, "kuma_cp_kube_api_requests_total");

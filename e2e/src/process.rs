@@ -131,6 +131,24 @@ pub struct ControlPlane {
 }
 
 impl ControlPlane {
+    /// kuma-cp's `/metrics` as (series, value), e.g.
+    /// (`kuma_cp_kube_api_requests_total{verb="get"}`, 12).
+    pub async fn metrics(&self) -> BTreeMap<String, u64> {
+        let text = reqwest::get(format!("http://127.0.0.1:{}/metrics", self.diag_port))
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .unwrap_or_default();
+        text.lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter_map(|l| l.rsplit_once(' '))
+            .filter_map(|(series, value)| {
+                Some((series.to_string(), value.trim().parse::<f64>().ok()? as u64))
+            })
+            .collect()
+    }
+
     /// The environment of a control plane on fresh ports; `store` adds the
     /// store settings.
     pub fn env(store: &BTreeMap<String, String>, work_dir: &Path) -> BTreeMap<String, String> {

@@ -533,4 +533,86 @@ async fn injected_pods_carry_traffic_through_the_mesh() {
         },
     )
     .await;
+    // Virtual probes (the probe proxy turned off): the injector points the
+    // readiness probe at Envoy's probe listener, the node agent's prober
+    // reaches it through the Pod's inbound redirect, and Envoy routes it to
+    // the app: the Pod turns Ready through the probe listener.
+    mesh.cluster.apply(
+        r#"apiVersion: v1
+kind: Service
+metadata:
+  name: probed
+  namespace: kuma-test
+spec:
+  ports:
+    - port: 80
+  selector:
+    app: probed
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: probed
+  namespace: kuma-test
+spec:
+  selector:
+    matchLabels:
+      app: probed
+  template:
+    metadata:
+      labels:
+        app: probed
+      annotations:
+        kuma.io/application-probe-proxy-port: "0"
+    spec:
+      containers:
+        - name: echo
+          image: nginx
+          ports:
+            - containerPort: 80
+          readinessProbe:
+            httpGet:
+              path: /ready
+              port: 80
+"#,
+    );
+    let probed = ready_pods(&mesh, "kuma-test", "app=probed", 1).await;
+    let pod = kubectl_json(
+        &mesh,
+        &["get", "pod", &probed[0], "-n", "kuma-test", "-o", "json"],
+    );
+    let probe = &pod["spec"]["containers"][0]["readinessProbe"]["httpGet"];
+    assert_eq!(
+        (probe["port"].clone(), probe["path"].clone()),
+        (9000.into(), "/80/ready".into()),
+        "{probe}"
+    );
+    let dataplane = kubectl_json(
+        &mesh,
+        &["get", "dataplane", &probed[0], "-n", "kuma-test", "-o", "json"],
+    );
+    assert_eq!(
+        dataplane["spec"]["probes"],
+        serde_json::json!({"port": 9000, "endpoints": [{"inboundPort": 80, "inboundPath": "/ready", "path": "/80/ready"}]}),
+        "{dataplane}"
+    );
+    eventually(
+        "probes answered through the probe listener",
+        Duration::from_secs(30),
+        || async {
+            let stats = admin(
+                &mesh,
+                "kuma-test",
+                &probed[0],
+                "/stats?filter=probe_listener.downstream_rq_2xx",
+            );
+            let answered = stats
+                .lines()
+                .find_map(|l| l.strip_prefix("http.probe_listener.downstream_rq_2xx: "))
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .unwrap_or(0);
+            (answered > 0).then_some(()).ok_or(stats)
+        },
+    )
+    .await;
 }

@@ -236,17 +236,7 @@ spec:
 
 /// `kuma_cp_dataplane_writes_total` of kuma-cp's `/metrics`.
 async fn dataplane_writes(mesh: &KubeMesh) -> u64 {
-    let text = reqwest::get(format!("http://127.0.0.1:{}/metrics", mesh.cp.diag_port))
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .unwrap_or_default();
-    text.lines()
-        .find_map(|l| l.strip_prefix("kuma_cp_dataplane_writes_total "))
-        .and_then(|v| v.trim().parse::<f64>().ok())
-        .map(|v| v as u64)
-        .expect("kuma_cp_dataplane_writes_total")
+    mesh.cp.metrics().await["kuma_cp_dataplane_writes_total"]
 }
 
 #[tokio::test]

@@ -261,6 +261,10 @@ pub struct InjectorSettings {
     pub builtin_dns_enabled: bool,
     /// The application probe proxy's port (0 turns it off).
     pub application_probe_proxy_port: u16,
+    /// Virtual probes where the application probe proxy is off.
+    pub virtual_probes_enabled: bool,
+    /// The virtual probes' port.
+    pub virtual_probes_port: u16,
     /// Inbound ports never redirected.
     pub exclude_inbound_ports: Vec<u16>,
     /// Outbound ports never redirected.
@@ -379,6 +383,8 @@ impl Default for InjectorSettings {
             sidecar_containers: defaults.native_sidecar,
             builtin_dns_enabled: defaults.builtin_dns,
             application_probe_proxy_port: defaults.application_probe_proxy_port,
+            virtual_probes_enabled: defaults.virtual_probes_enabled,
+            virtual_probes_port: defaults.virtual_probes_port,
             exclude_inbound_ports: Vec::new(),
             exclude_outbound_ports: Vec::new(),
             exclude_inbound_ips: Vec::new(),
@@ -815,8 +821,67 @@ fn from_yaml<T: serde::de::DeserializeOwned>(v: &str) -> Result<T, String> {
     serde_yaml::from_str(v).map_err(|e| e.to_string())
 }
 
+/// The setter of one injected container quantity
+/// (`runtime.kubernetes.injector.<container>.resources.<kind>.<quantity>`).
+macro_rules! quantity {
+    ($name:literal, $container:ident, $kind:ident, $quantity:ident) => {
+        ($name, |c, v| {
+            c.runtime.kubernetes.injector.$container.resources.$kind.$quantity = Some(v.to_string());
+            Ok(())
+        })
+    };
+}
+
 /// Every `KUMA_*` variable understood, with Kuma's names.
 const ENV: &[(&str, Setter)] = &[
+    quantity!(
+        "KUMA_INJECTOR_SIDECAR_CONTAINER_RESOURCES_REQUESTS_CPU",
+        sidecar_container,
+        requests,
+        cpu
+    ),
+    quantity!(
+        "KUMA_INJECTOR_SIDECAR_CONTAINER_RESOURCES_REQUESTS_MEMORY",
+        sidecar_container,
+        requests,
+        memory
+    ),
+    quantity!(
+        "KUMA_INJECTOR_SIDECAR_CONTAINER_RESOURCES_LIMITS_CPU",
+        sidecar_container,
+        limits,
+        cpu
+    ),
+    quantity!(
+        "KUMA_INJECTOR_SIDECAR_CONTAINER_RESOURCES_LIMITS_MEMORY",
+        sidecar_container,
+        limits,
+        memory
+    ),
+    quantity!(
+        "KUMA_INJECTOR_INIT_CONTAINER_RESOURCES_REQUESTS_CPU",
+        init_container,
+        requests,
+        cpu
+    ),
+    quantity!(
+        "KUMA_INJECTOR_INIT_CONTAINER_RESOURCES_REQUESTS_MEMORY",
+        init_container,
+        requests,
+        memory
+    ),
+    quantity!(
+        "KUMA_INJECTOR_INIT_CONTAINER_RESOURCES_LIMITS_CPU",
+        init_container,
+        limits,
+        cpu
+    ),
+    quantity!(
+        "KUMA_INJECTOR_INIT_CONTAINER_RESOURCES_LIMITS_MEMORY",
+        init_container,
+        limits,
+        memory
+    ),
     ("KUMA_ENVIRONMENT", |c, v| {
         let _: () = c.environment = from_yaml(v)?;
         Ok(())
@@ -864,94 +929,16 @@ const ENV: &[(&str, Setter)] = &[
         let _: () = c.runtime.kubernetes.injector.sidecar_containers = parse_bool(v)?;
         Ok(())
     }),
-    (
-        "KUMA_INJECTOR_SIDECAR_CONTAINER_RESOURCES_REQUESTS_CPU",
-        |c, v| {
-            c.runtime
-                .kubernetes
-                .injector
-                .sidecar_container
-                .resources
-                .requests
-                .cpu = Some(v.to_string());
-            Ok(())
-        },
-    ),
-    (
-        "KUMA_INJECTOR_SIDECAR_CONTAINER_RESOURCES_REQUESTS_MEMORY",
-        |c, v| {
-            c.runtime
-                .kubernetes
-                .injector
-                .sidecar_container
-                .resources
-                .requests
-                .memory = Some(v.to_string());
-            Ok(())
-        },
-    ),
-    ("KUMA_INJECTOR_SIDECAR_CONTAINER_RESOURCES_LIMITS_CPU", |c, v| {
-        c.runtime
-            .kubernetes
-            .injector
-            .sidecar_container
-            .resources
-            .limits
-            .cpu = Some(v.to_string());
-        Ok(())
-    }),
-    (
-        "KUMA_INJECTOR_SIDECAR_CONTAINER_RESOURCES_LIMITS_MEMORY",
-        |c, v| {
-            c.runtime
-                .kubernetes
-                .injector
-                .sidecar_container
-                .resources
-                .limits
-                .memory = Some(v.to_string());
-            Ok(())
-        },
-    ),
-    ("KUMA_INJECTOR_INIT_CONTAINER_RESOURCES_REQUESTS_CPU", |c, v| {
-        c.runtime
-            .kubernetes
-            .injector
-            .init_container
-            .resources
-            .requests
-            .cpu = Some(v.to_string());
-        Ok(())
-    }),
-    (
-        "KUMA_INJECTOR_INIT_CONTAINER_RESOURCES_REQUESTS_MEMORY",
-        |c, v| {
-            c.runtime
-                .kubernetes
-                .injector
-                .init_container
-                .resources
-                .requests
-                .memory = Some(v.to_string());
-            Ok(())
-        },
-    ),
-    ("KUMA_INJECTOR_INIT_CONTAINER_RESOURCES_LIMITS_CPU", |c, v| {
-        c.runtime.kubernetes.injector.init_container.resources.limits.cpu = Some(v.to_string());
-        Ok(())
-    }),
-    ("KUMA_INJECTOR_INIT_CONTAINER_RESOURCES_LIMITS_MEMORY", |c, v| {
-        c.runtime
-            .kubernetes
-            .injector
-            .init_container
-            .resources
-            .limits
-            .memory = Some(v.to_string());
-        Ok(())
-    }),
     ("KUMA_RUNTIME_KUBERNETES_INJECTOR_BUILTIN_DNS_ENABLED", |c, v| {
         let _: () = c.runtime.kubernetes.injector.builtin_dns_enabled = parse_bool(v)?;
+        Ok(())
+    }),
+    ("KUMA_RUNTIME_KUBERNETES_VIRTUAL_PROBES_ENABLED", |c, v| {
+        let _: () = c.runtime.kubernetes.injector.virtual_probes_enabled = parse_bool(v)?;
+        Ok(())
+    }),
+    ("KUMA_RUNTIME_KUBERNETES_VIRTUAL_PROBES_PORT", |c, v| {
+        let _: () = c.runtime.kubernetes.injector.virtual_probes_port = parse(v)?;
         Ok(())
     }),
     ("KUMA_RUNTIME_KUBERNETES_APPLICATION_PROBE_PROXY_PORT", |c, v| {

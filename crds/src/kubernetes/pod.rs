@@ -15,7 +15,8 @@
 //!   Ready or NotReady as the Pod is (a terminating Pod is NotReady);
 //! - a Pod no Service selects serves `<workload>_<ns>_svc` on port 49151;
 //! - transparent proxying, the admin port and metrics come from the Pod's
-//!   annotations.
+//!   annotations, and virtual probes (`probes`) from the probes the
+//!   injector pointed at the probe listener.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -155,6 +156,10 @@ pub fn pod_to_dataplane(input: &PodInput<'_>) -> Result<Option<Resource>, String
         );
     }
 
+    if let Some(probes) = virtual_probes(pod, &annotations)? {
+        spec.insert("probes".into(), probes);
+    }
+
     let mut dataplane_labels = labels.clone();
     let service_account = pod
         .spec
@@ -172,6 +177,55 @@ pub fn pod_to_dataplane(input: &PodInput<'_>) -> Result<Option<Resource>, String
     crate::format::parse_value(object)
         .map(Some)
         .map_err(|e| format!("the Dataplane of Pod {namespace}/{name} is not valid: {e}"))
+}
+
+/// `probes` of a Pod whose injector turned on virtual probes
+/// (`kuma.io/virtual-probes: enabled`): the probe listener's port and, for
+/// each HTTP probe of its containers the injector pointed there
+/// (`GET /<port><path>`), the app port and path it stands for.
+fn virtual_probes(pod: &Pod, annotations: &BTreeMap<String, String>) -> Result<Option<Value>, String> {
+    if annotations.get(a::VIRTUAL_PROBES).map(String::as_str) != Some("enabled") {
+        return Ok(None);
+    }
+    let port: u16 = match annotations.get(a::VIRTUAL_PROBES_PORT) {
+        Some(p) => p
+            .parse()
+            .map_err(|_| format!("annotation {}: {p:?} is not a port", a::VIRTUAL_PROBES_PORT))?,
+        None => 9000,
+    };
+    let mut endpoints: Vec<Value> = Vec::new();
+    let spec = pod.spec.as_ref();
+    let containers = spec.map(|s| s.containers.as_slice()).unwrap_or_default();
+    let sidecars = spec
+        .and_then(|s| s.init_containers.as_deref())
+        .unwrap_or_default()
+        .iter()
+        .filter(|c| c.restart_policy.as_deref() == Some("Always"));
+    for container in containers.iter().chain(sidecars) {
+        let probes = [
+            &container.liveness_probe,
+            &container.readiness_probe,
+            &container.startup_probe,
+        ];
+        for get in probes.into_iter().flatten().filter_map(|p| p.http_get.as_ref()) {
+            if get.port != IntOrString::Int(i32::from(port)) {
+                continue;
+            }
+            let Some(path) = get.path.as_deref() else { continue };
+            let Some((app_port, app_path)) = path.strip_prefix('/').and_then(|rest| {
+                let (number, tail) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+                let app_port: u16 = number.parse().ok()?;
+                Some((app_port, if tail.is_empty() { "/" } else { tail }))
+            }) else {
+                continue;
+            };
+            let endpoint = json!({"inboundPort": app_port, "inboundPath": app_path, "path": path});
+            if !endpoints.contains(&endpoint) {
+                endpoints.push(endpoint);
+            }
+        }
+    }
+    Ok(Some(json!({"port": port, "endpoints": endpoints})))
 }
 
 /// Whether the Pod serves: not terminating, and Ready (its Ready condition,

@@ -296,6 +296,8 @@ pub fn webhooks(
         native_sidecar: settings.sidecar_containers,
         builtin_dns: settings.builtin_dns_enabled,
         application_probe_proxy_port: settings.application_probe_proxy_port,
+        virtual_probes_enabled: settings.virtual_probes_enabled,
+        virtual_probes_port: settings.virtual_probes_port,
         exclude_inbound_ports: settings.exclude_inbound_ports.clone(),
         exclude_outbound_ports: settings.exclude_outbound_ports.clone(),
         exclude_inbound_ips: settings.exclude_inbound_ips.clone(),

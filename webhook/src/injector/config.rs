@@ -74,6 +74,9 @@ pub struct InjectorConfig {
     pub builtin_dns_logging: bool,
     /// The application probe proxy's port (0: off, virtual probes instead).
     pub application_probe_proxy_port: u16,
+    /// Virtual probes when the application probe proxy is off (Kuma's
+    /// `virtualProbesEnabled`; a Pod's `kuma.io/virtual-probes` decides).
+    pub virtual_probes_enabled: bool,
     /// The virtual probes' port.
     pub virtual_probes_port: u16,
     /// Inbound ports never redirected.
@@ -127,6 +130,7 @@ impl Default for InjectorConfig {
             builtin_dns_port: 15053,
             builtin_dns_logging: false,
             application_probe_proxy_port: 9001,
+            virtual_probes_enabled: true,
             virtual_probes_port: 9000,
             exclude_inbound_ports: Vec::new(),
             exclude_outbound_ports: Vec::new(),

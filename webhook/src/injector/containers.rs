@@ -81,17 +81,27 @@ pub fn annotations(
             reason: format!("{probe_proxy:?} is not a port"),
         });
     }
+    // Virtual probes (Kuma's older way, deprecated there) only where the
+    // application probe proxy is off, and never on a gateway, which serves
+    // no inbound to probe.
+    let virtual_probes = probe_proxy == "0"
+        && !gateway
+        && enabled(existing, a::VIRTUAL_PROBES)?.unwrap_or(config.virtual_probes_enabled);
     out.insert(
         a::VIRTUAL_PROBES.into(),
-        if probe_proxy == "0" { "enabled" } else { "disabled" }.into(),
+        if virtual_probes { "enabled" } else { "disabled" }.into(),
     );
-    out.insert(
-        a::VIRTUAL_PROBES_PORT.into(),
-        existing
-            .get(a::VIRTUAL_PROBES_PORT)
-            .cloned()
-            .unwrap_or_else(|| config.virtual_probes_port.to_string()),
-    );
+    let virtual_port = existing
+        .get(a::VIRTUAL_PROBES_PORT)
+        .cloned()
+        .unwrap_or_else(|| config.virtual_probes_port.to_string());
+    if virtual_port.parse::<u16>().is_err() {
+        return Err(InjectError::Annotation {
+            key: a::VIRTUAL_PROBES_PORT.into(),
+            reason: format!("{virtual_port:?} is not a port"),
+        });
+    }
+    out.insert(a::VIRTUAL_PROBES_PORT.into(), virtual_port);
     out.insert(a::APPLICATION_PROBE_PROXY_PORT.into(), probe_proxy);
     if enabled(existing, BUILTIN_DNS)?.unwrap_or(config.builtin_dns) {
         out.insert(BUILTIN_DNS.into(), "enabled".into());

@@ -196,6 +196,12 @@ pub fn inject(
         .unwrap_or(config.application_probe_proxy_port);
     if probe_proxy_port != 0 {
         probes::rewrite(&mut spec, probe_proxy_port)?;
+    } else if annotations.get(a::VIRTUAL_PROBES).map(String::as_str) == Some("enabled") {
+        let virtual_port: u16 = annotations
+            .get(a::VIRTUAL_PROBES_PORT)
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(config.virtual_probes_port);
+        probes::rewrite_virtual(&mut spec, virtual_port)?;
     }
     let sidecar = containers::sidecar(&spec, &annotations, mesh, config)?;
     let init = containers::init(&annotations, config);

@@ -4,6 +4,10 @@
 //! HTTP `GET /<port><path>` (headers kept, `Host` renamed
 //! `X-Kuma-Probes-Host`, `X-Kuma-Probes-Scheme` and `-Timeout` added), TCP
 //! `GET /tcp/<port>`, gRPC `GET /grpc/<port>`; exec probes are left alone.
+//!
+//! With the probe proxy off, Kuma's older virtual probes: HTTP probes go to
+//! Envoy's probe listener (port 9000) as `GET /<port><path>`, which routes
+//! them to the app; TCP, gRPC and HTTPS probes are left alone.
 
 use k8s_openapi::api::core::v1::{Container, PodSpec, Probe};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -99,27 +103,73 @@ fn rewritten(container: &Container, probe: &Probe, proxy_port: u16) -> Result<Op
         .map_err(|e| InjectError::Probe(e.to_string()))
 }
 
-/// Rewrites the probes of the app containers (and of native sidecars the
-/// app added) to go through the proxy on `proxy_port`.
-pub fn rewrite(spec: &mut PodSpec, proxy_port: u16) -> Result<(), InjectError> {
+/// Applies `edit` to every probe of the app containers and of the native
+/// sidecars the app added (with the container as it was before).
+fn each_app_probe(
+    spec: &mut PodSpec,
+    mut edit: impl FnMut(&Container, &mut Probe) -> Result<(), InjectError>,
+) -> Result<(), InjectError> {
     let sidecars = spec
         .init_containers
         .iter_mut()
         .flatten()
         .filter(|c| c.restart_policy.as_deref() == Some("Always"));
     for container in spec.containers.iter_mut().chain(sidecars) {
-        let snapshot = container.clone();
+        let before = container.clone();
         for probe in [
             &mut container.liveness_probe,
             &mut container.readiness_probe,
             &mut container.startup_probe,
-        ] {
-            if let Some(p) = probe.as_ref()
-                && let Some(new) = rewritten(&snapshot, p, proxy_port)?
-            {
-                *probe = Some(new);
-            }
+        ]
+        .into_iter()
+        .flatten()
+        {
+            edit(&before, probe)?;
         }
     }
     Ok(())
+}
+
+/// Rewrites the probes of the app containers (and of native sidecars the
+/// app added) to go through the proxy on `proxy_port`.
+pub fn rewrite(spec: &mut PodSpec, proxy_port: u16) -> Result<(), InjectError> {
+    each_app_probe(spec, |container, probe| {
+        if let Some(new) = rewritten(container, probe, proxy_port)? {
+            *probe = new;
+        }
+        Ok(())
+    })
+}
+
+/// The probes of the app containers (and of native sidecars the app
+/// added) as virtual probes on `virtual_port`: each plain-HTTP `GET` goes
+/// to `/<port><path>` there; other probes stay as written.
+pub fn rewrite_virtual(spec: &mut PodSpec, virtual_port: u16) -> Result<(), InjectError> {
+    each_app_probe(spec, |container, probe| {
+        let Some(get) = probe.http_get.as_mut() else {
+            return Ok(());
+        };
+        if get
+            .scheme
+            .as_deref()
+            .is_some_and(|s| !s.eq_ignore_ascii_case("HTTP"))
+        {
+            return Ok(());
+        }
+        let port = port_number(container, &get.port)?;
+        if port == i32::from(virtual_port) {
+            return Err(InjectError::Probe(format!(
+                "cannot override Pod's probes. Port for probe cannot be set to {virtual_port}. It is reserved for the dataplane that will serve pods without mTLS."
+            )));
+        }
+        let path = get.path.clone().unwrap_or_default();
+        let path = if path.starts_with('/') {
+            path
+        } else {
+            format!("/{path}")
+        };
+        get.path = Some(format!("/{port}{path}"));
+        get.port = IntOrString::Int(i32::from(virtual_port));
+        Ok(())
+    })
 }

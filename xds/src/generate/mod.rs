@@ -9,6 +9,7 @@ mod cache;
 pub mod dns;
 mod inbound;
 mod outbound;
+mod probes;
 mod system;
 pub mod tls;
 mod transparent;
@@ -173,6 +174,7 @@ pub fn generate_shared(
     transparent::generate(proxy, mesh, policies, &mut rs);
     dns::generate(proxy, mesh, &mut rs);
     inbound::generate(proxy, mesh, policies, &mut rs);
+    probes::generate(proxy, &mut rs);
     outbound::generate(proxy, mesh, policies, cache, &mut rs, &mut bundles);
     crate::plugins::mesh_proxy_patch::apply(policies, &mut rs);
     Generation {
