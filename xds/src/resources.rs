@@ -229,8 +229,9 @@ impl Resource {
 pub struct EncodedResource {
     /// The resource type.
     pub xds_type: XdsType,
-    /// The resource name.
-    pub name: String,
+    /// The resource name (shared with the generated entry it came from and
+    /// with every stream's record of what it sent).
+    pub name: Arc<str>,
     /// Field 2 of an xDS response: tag, length, then the `Any` (type URL,
     /// value).
     any_field: Bytes,
@@ -243,15 +244,11 @@ pub struct EncodedResource {
 impl EncodedResource {
     /// Encodes and hashes a resource.
     pub fn new(resource: &Resource) -> Self {
-        Self::from_bytes(
-            resource.xds_type(),
-            resource.name().to_string(),
-            &resource.encode(),
-        )
+        Self::from_bytes(resource.xds_type(), resource.name(), &resource.encode())
     }
 
     /// Wraps a resource's protobuf encoding.
-    pub fn from_bytes(xds_type: XdsType, name: String, value: &[u8]) -> Self {
+    pub fn from_bytes(xds_type: XdsType, name: impl Into<Arc<str>>, value: &[u8]) -> Self {
         use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint, key_len};
         let type_url = xds_type.type_url().as_bytes();
         let field_len = |len: usize| key_len(1) + encoded_len_varint(len as u64) + len;
@@ -277,7 +274,7 @@ impl EncodedResource {
         EncodedResource {
             xds_type,
             hash: proto::content_hash(xds_type.message_name(), value),
-            name,
+            name: name.into(),
             any_field: Bytes::from(buf),
             value_start,
         }
@@ -348,7 +345,7 @@ impl Generated {
         let resource = Resource::decode(encoded.xds_type, encoded.bytes())?;
         Ok(Generated {
             origin,
-            name: Arc::from(encoded.name.as_str()),
+            name: encoded.name.clone(),
             resource,
             encoded: OnceLock::from(encoded),
         })
@@ -372,8 +369,20 @@ impl Generated {
 
     /// The encoding, computed on first use.
     pub fn encoded(&self) -> &Arc<EncodedResource> {
-        self.encoded
-            .get_or_init(|| Arc::new(EncodedResource::new(&self.resource)))
+        self.encoded.get_or_init(|| {
+            let resource = &self.resource;
+            // The entry's name, shared, unless an edit renamed the resource.
+            let name = if *self.name == *resource.name() {
+                self.name.clone()
+            } else {
+                Arc::from(resource.name())
+            };
+            Arc::new(EncodedResource::from_bytes(
+                resource.xds_type(),
+                name,
+                &resource.encode(),
+            ))
+        })
     }
 }
 

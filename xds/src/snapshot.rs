@@ -40,12 +40,12 @@ impl Resources {
     }
 
     /// `(name, resource)` pairs by name.
-    pub fn iter(&self) -> impl Iterator<Item = (&String, &VersionedResource)> {
+    pub fn iter(&self) -> impl Iterator<Item = (&Arc<str>, &VersionedResource)> {
         self.0.iter().map(|r| (&r.encoded.name, r))
     }
 
     /// The names.
-    pub fn keys(&self) -> impl Iterator<Item = &String> {
+    pub fn keys(&self) -> impl Iterator<Item = &Arc<str>> {
         self.0.iter().map(|r| &r.encoded.name)
     }
 

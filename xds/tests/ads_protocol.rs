@@ -110,7 +110,7 @@ fn endpoint_names(snap: &Snapshot) -> Vec<&str> {
     snap.get(XdsType::Endpoints)
         .resources
         .keys()
-        .map(String::as_str)
+        .map(|n| &**n)
         .collect()
 }
 
@@ -256,7 +256,7 @@ fn delta_sends_only_what_changed_and_removals() {
         .resources
         .iter()
         .filter(|(n, r)| base.get(XdsType::Cluster).resources.get(n).map(|b| b.version) != Some(r.version))
-        .map(|(n, _)| n.as_str())
+        .map(|(n, _)| &**n)
         .collect();
     assert_eq!(names, expected);
     assert!(!names.is_empty() && names.len() < changed.get(XdsType::Cluster).resources.len());
@@ -277,18 +277,18 @@ fn delta_reconnect_skips_resources_envoy_holds() {
     let mut request = delta(XdsType::Cluster, &[], "");
     // Envoy holds every cluster but one at the current version, and one
     // cluster that no longer exists.
-    let kept: Vec<&String> = clusters.keys().skip(1).collect();
+    let kept: Vec<&str> = clusters.keys().skip(1).map(|n| &**n).collect();
     for name in &kept {
         request
             .initial_resource_versions
-            .insert((*name).clone(), resource_version(clusters[*name].version));
+            .insert(name.to_string(), resource_version(clusters[*name].version));
     }
     request
         .initial_resource_versions
         .insert("gone".into(), "0000000000000001".into());
     let r = s.on_request(request).unwrap().responses.remove(0);
     let sent: Vec<&str> = r.resources.iter().map(|r| r.name()).collect();
-    assert_eq!(sent, vec![clusters.keys().next().unwrap().as_str()]);
+    assert_eq!(sent, vec![&**clusters.keys().next().unwrap()]);
     assert_eq!(r.removed_resources, vec!["gone".to_string()]);
 }
 

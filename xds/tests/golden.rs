@@ -92,7 +92,10 @@ fn shared_outbound_cache_changes_no_output() {
                 );
                 // Map fields encode in hash order, so compare content hashes.
                 let hashes = |set: &kuma_xds::resources::ResourceSet| -> Vec<(String, u64)> {
-                    set.encode().iter().map(|e| (e.name.clone(), e.hash)).collect()
+                    set.encode()
+                        .iter()
+                        .map(|e| (e.name.to_string(), e.hash))
+                        .collect()
                 };
                 assert_eq!(
                     hashes(a),

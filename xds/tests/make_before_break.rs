@@ -70,7 +70,13 @@ async fn route_changes_under_load_fail_no_request() {
     let cluster_names = |node: &str| -> Vec<String> {
         cp.snapshots
             .get(node)
-            .map(|s| s.get(XdsType::Cluster).resources.keys().cloned().collect())
+            .map(|s| {
+                s.get(XdsType::Cluster)
+                    .resources
+                    .keys()
+                    .map(|n| n.to_string())
+                    .collect()
+            })
             .unwrap_or_default()
     };
     let baseline: Vec<Vec<String>> = clients.iter().map(|c| cluster_names(&c.node)).collect();

@@ -217,7 +217,7 @@ fn enabling_mtls_once_the_ca_exists_secures_every_proxy() {
             .get(XdsType::Secret)
             .resources
             .iter()
-            .map(|(name, r)| (name.clone(), r.version))
+            .map(|(name, r)| (name.to_string(), r.version))
             .collect()
     };
     let before = secrets("default.web-1");
@@ -240,7 +240,7 @@ fn a_cluster_a_route_drops_stays_for_the_grace_period_then_goes() {
             .get(XdsType::Cluster)
             .resources
             .keys()
-            .cloned()
+            .map(|n| n.to_string())
             .collect()
     };
     let t0 = SystemTime::now();

@@ -263,7 +263,7 @@ async fn sent_config(state: &ApiState, mesh: &str, name: &str) -> Result<Vec<Sen
                         .map(|(resource_name, r)| {
                             let json = kuma_xds::proto::bytes_to_json(t.message_name(), r.encoded.bytes())
                                 .unwrap_or(Value::Null);
-                            (resource_name.clone(), redact_private_keys(json))
+                            (resource_name.to_string(), redact_private_keys(json))
                         })
                         .collect(),
                 }

@@ -17,9 +17,11 @@ use crate::snapshot::{Snapshot, resource_version};
 #[derive(Debug, Default)]
 struct TypeState {
     wildcard: bool,
-    names: BTreeSet<String>,
-    /// What Envoy holds: resource name → version.
-    client: HashMap<String, u64>,
+    /// The names Envoy subscribed to (beyond a wildcard).
+    names: BTreeSet<Arc<str>>,
+    /// What Envoy holds: resource name → version. The names of resources
+    /// sent are the snapshot's own strings, shared, not copies.
+    client: HashMap<Arc<str>, u64>,
     nonce: Option<String>,
     must_respond: bool,
 }
@@ -55,7 +57,7 @@ impl DeltaStream {
             // sent again unless they changed.
             for (name, version) in &request.initial_resource_versions {
                 if let Ok(v) = u64::from_str_radix(version, 16) {
-                    state.client.insert(name.clone(), v);
+                    state.client.insert(Arc::from(name.as_str()), v);
                 }
             }
             state.wildcard =
@@ -77,16 +79,21 @@ impl DeltaStream {
             if name == "*" {
                 state.wildcard = true;
             } else {
-                state.names.insert(name.clone());
+                let known = xds_type
+                    .and_then(|t| self.snapshot.as_ref()?.get(t).resources.get(name))
+                    .map(|r| r.encoded.name.clone());
+                state
+                    .names
+                    .insert(known.unwrap_or_else(|| Arc::from(name.as_str())));
             }
         }
         for name in &request.resource_names_unsubscribe {
             if name == "*" {
                 state.wildcard = false;
             } else {
-                state.names.remove(name);
+                state.names.remove(name.as_str());
                 // Forgotten by Envoy: a later subscription must send it again.
-                state.client.remove(name);
+                state.client.remove(name.as_str());
             }
         }
         if let Some(t) = xds_type {
@@ -131,7 +138,7 @@ impl DeltaStream {
         let wanted = |name: &str| state.wildcard || state.names.contains(name);
         let mut resources = Vec::new();
         for (name, r) in typed.resources.iter() {
-            if wanted(name) && state.client.get(name) != Some(&r.version) {
+            if wanted(name) && state.client.get(&**name) != Some(&r.version) {
                 resources.push(DeltaResource {
                     version: resource_version(r.version),
                     encoded: r.encoded.clone(),
@@ -142,7 +149,7 @@ impl DeltaStream {
             .client
             .keys()
             .filter(|name| !typed.resources.contains_key(name) || !wanted(name))
-            .cloned()
+            .map(|name| name.to_string())
             .collect();
         removed.sort();
         if resources.is_empty() && removed.is_empty() && !state.must_respond {
@@ -150,11 +157,11 @@ impl DeltaStream {
         }
         for r in &resources {
             if let Some(v) = typed.resources.get(r.name()) {
-                state.client.insert(r.name().to_string(), v.version);
+                state.client.insert(r.encoded.name.clone(), v.version);
             }
         }
         for name in &removed {
-            state.client.remove(name);
+            state.client.remove(name.as_str());
         }
         self.next_nonce += 1;
         let nonce = self.next_nonce.to_string();

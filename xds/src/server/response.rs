@@ -288,7 +288,7 @@ mod tests {
     use crate::resources::XdsType;
 
     fn encoded(t: XdsType, name: &str, value: &[u8]) -> Arc<EncodedResource> {
-        Arc::new(EncodedResource::from_bytes(t, name.to_string(), value))
+        Arc::new(EncodedResource::from_bytes(t, name, value))
     }
 
     /// The frame as one buffer, checked to be a gRPC frame of `expected`.

@@ -193,7 +193,7 @@ impl Envoy {
         if matches!(t, XdsType::Listener | XdsType::Route) {
             let clusters = &snapshot.get(XdsType::Cluster).resources;
             for name in snapshot.get(XdsType::Endpoints).resources.keys() {
-                if clusters.contains_key(name) && !self.endpoints.contains(name) {
+                if clusters.contains_key(name) && !self.endpoints.contains(&**name) {
                     return Err(format!(
                         "{} sent while Envoy lacks the endpoints of cluster {name}",
                         t.short()
@@ -318,7 +318,7 @@ impl SotwCheck {
             let mut names = BTreeSet::new();
             for e in &r.resources {
                 self.envoy.resource_is_the_snapshots(t, &e.name, e)?;
-                if !names.insert(e.name.clone()) {
+                if !names.insert(e.name.to_string()) {
                     return Err(format!("{} {} twice in one response", t.short(), e.name));
                 }
             }
