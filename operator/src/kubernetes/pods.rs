@@ -125,12 +125,15 @@ pub async fn run(client: kube::Client, admission: Context, stats: Arc<PodControl
         stats,
     });
     let controller = Controller::new(Api::<Pod>::all(client.clone()), watcher::Config::default());
+    let services_for_slices = ctx.services.clone();
     let pods = controller.store();
     let pods_for_namespace = pods.clone();
     controller
         .with_config(kube::runtime::controller::Config::default().concurrency(10))
         .watches_stream(service_changes, move |service| pods_selected_by(&pods, &service))
-        .watches_stream(endpoint_slice_changes, |slice| pods_listed_by(&slice))
+        .watches_stream(endpoint_slice_changes, move |slice| {
+            pods_listed_by(&services_for_slices, &slice)
+        })
         .watches_stream(namespace_changes, move |namespace| {
             let name = namespace.metadata.name.clone();
             pods_for_namespace
@@ -176,11 +179,31 @@ fn pods_selected_by(pods: &Store<Pod>, service: &Service) -> Vec<ObjectRef<Pod>>
         .collect()
 }
 
-/// The Pods an EndpointSlice lists.
-fn pods_listed_by(slice: &EndpointSlice) -> Vec<ObjectRef<Pod>> {
+/// The Pods an EndpointSlice lists, when the slice can change what they
+/// serve: the slices of a Service with a selector follow the selector
+/// (whose changes come through the Service), so only those of Services
+/// without one (or not known yet) matter. Skipping the rest keeps a Pod's
+/// readiness change, which rewrites its Service's slices, from
+/// reconciling every Pod of the Service.
+fn pods_listed_by(services: &Store<Service>, slice: &EndpointSlice) -> Vec<ObjectRef<Pod>> {
     let Some(namespace) = slice.metadata.namespace.as_deref() else {
         return Vec::new();
     };
+    let service = slice
+        .metadata
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(kuma_crds::kubernetes::SERVICE_NAME_LABEL))
+        .and_then(|name| services.get(&ObjectRef::new(name).within(namespace)));
+    let has_selector = service.is_some_and(|s| {
+        s.spec
+            .as_ref()
+            .and_then(|spec| spec.selector.as_ref())
+            .is_some_and(|selector| !selector.is_empty())
+    });
+    if has_selector {
+        return Vec::new();
+    }
     kuma_crds::kubernetes::pods_listed(slice)
         .map(|pod| ObjectRef::new(pod).within(namespace))
         .collect()
