@@ -9,7 +9,7 @@
 //! Envoy's probe listener (port 9000) as `GET /<port><path>`, which routes
 //! them to the app; TCP, gRPC and HTTPS probes are left alone.
 
-use k8s_openapi::api::core::v1::{Container, PodSpec, Probe};
+use k8s_openapi::api::core::v1::{Container, HTTPGetAction, PodSpec, Probe};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde_json::{Value, json};
 
@@ -37,22 +37,33 @@ fn header(name: &str, value: &str) -> Value {
     json!({"name": name, "value": value})
 }
 
+/// The port and absolute path an HTTP probe asks for; its port may not be
+/// `reserved`, the port kuma-dp or Envoy answers probes on.
+fn http_target(
+    container: &Container,
+    get: &HTTPGetAction,
+    reserved: u16,
+) -> Result<(i32, String), InjectError> {
+    let port = port_number(container, &get.port)?;
+    if port == i32::from(reserved) {
+        return Err(InjectError::Probe(format!(
+            "cannot override Pod's probes. Port for probe cannot be set to {reserved}. It is reserved for the dataplane that will serve pods without mTLS."
+        )));
+    }
+    let path = get.path.clone().unwrap_or_default();
+    let path = if path.starts_with('/') {
+        path
+    } else {
+        format!("/{path}")
+    };
+    Ok((port, path))
+}
+
 /// The probe through the proxy on `proxy_port`; `None` to leave it.
 fn rewritten(container: &Container, probe: &Probe, proxy_port: u16) -> Result<Option<Probe>, InjectError> {
     let timeout = probe.timeout_seconds.unwrap_or(1);
     let (path, mut headers) = if let Some(get) = &probe.http_get {
-        let port = port_number(container, &get.port)?;
-        if port == i32::from(proxy_port) {
-            return Err(InjectError::Probe(format!(
-                "cannot override Pod's probes. Port for probe cannot be set to {proxy_port}. It is reserved for the dataplane that will serve pods without mTLS."
-            )));
-        }
-        let path = get.path.clone().unwrap_or_default();
-        let path = if path.starts_with('/') {
-            path
-        } else {
-            format!("/{path}")
-        };
+        let (port, path) = http_target(container, get, proxy_port)?;
         let mut headers: Vec<Value> = get
             .http_headers
             .iter()
@@ -156,18 +167,7 @@ pub fn rewrite_virtual(spec: &mut PodSpec, virtual_port: u16) -> Result<(), Inje
         {
             return Ok(());
         }
-        let port = port_number(container, &get.port)?;
-        if port == i32::from(virtual_port) {
-            return Err(InjectError::Probe(format!(
-                "cannot override Pod's probes. Port for probe cannot be set to {virtual_port}. It is reserved for the dataplane that will serve pods without mTLS."
-            )));
-        }
-        let path = get.path.clone().unwrap_or_default();
-        let path = if path.starts_with('/') {
-            path
-        } else {
-            format!("/{path}")
-        };
+        let (port, path) = http_target(container, get, virtual_port)?;
         get.path = Some(format!("/{port}{path}"));
         get.port = IntOrString::Int(i32::from(virtual_port));
         Ok(())
