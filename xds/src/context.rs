@@ -93,12 +93,8 @@ pub struct Service {
     /// The `kuma.io/service` identities its endpoints' certificates hold
     /// (the service itself, or those a MeshService names or is served by).
     pub identities: Vec<String>,
-    /// The names its VIP is resolved by: a MeshService's host names; `None`
-    /// for a `kuma.io/service` (Kuma's `<service>.mesh` names).
-    pub hostnames: Option<Vec<String>>,
-    /// What `to` policies see of a MeshService port (its name, namespace,
-    /// labels and port); `None` for a `kuma.io/service`.
-    pub mesh_service: Option<Destination>,
+    /// What a MeshService port adds; `None` for a `kuma.io/service`.
+    pub mesh_service: Option<MeshServiceFacts>,
     /// A digest of all of the above: config built from a service is still
     /// valid while its digest is unchanged.
     pub digest: u64,
@@ -128,6 +124,16 @@ pub struct MeshContext {
     /// Why mTLS is enabled but unusable (its proxies then keep their last
     /// configuration rather than fall back to plaintext).
     pub mtls_error: Option<crate::mtls::MtlsError>,
+}
+
+/// What a MeshService port adds to a service.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct MeshServiceFacts {
+    /// The names its VIP is resolved by (a `kuma.io/service` has Kuma's
+    /// `<service>.mesh` names instead).
+    pub hostnames: Vec<String>,
+    /// What `to` policies see of it (its name, namespace, labels and port).
+    pub destination: Destination,
 }
 
 /// A range VIPs are given out from.
@@ -174,8 +180,7 @@ fn allocate_vips(
 }
 
 impl Service {
-    /// A service and its digest; `mesh_service` (host names, what policies
-    /// match) for a MeshService port.
+    /// A service and its digest; `mesh_service` for a MeshService port.
     pub fn new(
         name: String,
         protocol: Protocol,
@@ -183,22 +188,10 @@ impl Service {
         vip: Ipv4Addr,
         port: u32,
         identities: Vec<String>,
-        mesh_service: Option<(Vec<String>, Destination)>,
+        mesh_service: Option<MeshServiceFacts>,
     ) -> Self {
-        let (hostnames, mesh_service) = match mesh_service {
-            Some((h, d)) => (Some(h), Some(d)),
-            None => (None, None),
-        };
-        let digest = crate::digest::digest(&(
-            &name,
-            protocol,
-            &endpoints,
-            vip,
-            port,
-            &identities,
-            &hostnames,
-            &mesh_service,
-        ));
+        let digest =
+            crate::digest::digest(&(&name, protocol, &endpoints, vip, port, &identities, &mesh_service));
         Service {
             name,
             protocol,
@@ -206,10 +199,14 @@ impl Service {
             vip,
             port,
             identities,
-            hostnames,
             mesh_service,
             digest,
         }
+    }
+
+    /// Whether it is a MeshService port (not a `kuma.io/service`).
+    pub fn is_mesh_service(&self) -> bool {
+        self.mesh_service.is_some()
     }
 }
 
@@ -328,7 +325,10 @@ impl MeshContext {
                 vip,
                 d.port,
                 identities,
-                Some((d.hostnames, destination)),
+                Some(MeshServiceFacts {
+                    hostnames: d.hostnames,
+                    destination,
+                }),
             );
             services.insert(d.name, Arc::new(service));
         }
@@ -367,8 +367,8 @@ impl MeshContext {
     /// What `to` policies match for traffic to `service` (a
     /// `kuma.io/service` or a MeshService port's cluster), narrowed by `tags`.
     pub fn destination(&self, service: &str, tags: &BTreeMap<String, String>) -> Destination {
-        match self.services.get(service).and_then(|s| s.mesh_service.clone()) {
-            Some(d) => d.with_tags(tags),
+        match self.services.get(service).and_then(|s| s.mesh_service.as_ref()) {
+            Some(m) => m.destination.clone().with_tags(tags),
             None => Destination::service(service).with_tags(tags),
         }
     }

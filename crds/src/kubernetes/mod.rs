@@ -159,15 +159,21 @@ pub fn serves(service: &Service, pod: &Pod, listed_by: &BTreeSet<String>) -> boo
     if selects(service, pod) {
         return true;
     }
-    let Some(spec) = &service.spec else { return false };
     service.metadata.namespace == pod.metadata.namespace
-        && spec.type_.as_deref() != Some("ExternalName")
-        && spec.selector.as_ref().is_none_or(|s| s.is_empty())
+        && served_by_listing(service)
         && service
             .metadata
             .name
             .as_ref()
             .is_some_and(|n| listed_by.contains(n))
+}
+
+/// Whether the Pods `service` reaches are those its EndpointSlices list
+/// (not ones a selector picks): it has no selector and is not an
+/// ExternalName.
+pub fn served_by_listing(service: &Service) -> bool {
+    let Some(spec) = &service.spec else { return false };
+    spec.type_.as_deref() != Some("ExternalName") && spec.selector.as_ref().is_none_or(|s| s.is_empty())
 }
 
 /// The label an EndpointSlice names its Service with.

@@ -5,6 +5,7 @@ use std::fmt::Debug;
 use std::hash::Hash;
 
 use futures::{Stream, StreamExt};
+use k8s_openapi::api::core::v1::Namespace;
 use kube::Resource;
 use kube::api::Api;
 use kube::runtime::reflector::{self, ObjectRef, Store};
@@ -107,4 +108,19 @@ where
         }
     });
     (reader, task, UnboundedReceiverStream::new(rx))
+}
+
+/// The objects of `store` in `namespace` (a Namespace's change reaches
+/// the objects in it).
+pub fn in_namespace<K>(store: &Store<K>, namespace: &Namespace) -> Vec<ObjectRef<K>>
+where
+    K: Resource<DynamicType = ()> + Clone,
+{
+    let name = namespace.metadata.name.as_deref();
+    store
+        .state()
+        .into_iter()
+        .filter(|o| o.meta().namespace.as_deref() == name)
+        .map(|o| ObjectRef::from_obj(&*o))
+        .collect()
 }

@@ -23,7 +23,7 @@ use kuma_crds::kubernetes::service::{generates_mesh_services, service_to_mesh_se
 use kuma_crds::resource::{ResourceType, Spec};
 use serde_json::json;
 
-use super::cache::cache_with_changes;
+use super::cache::{cache_with_changes, in_namespace};
 use super::pods::FIELD_MANAGER;
 
 /// Why a Service was not reconciled.
@@ -87,13 +87,7 @@ pub async fn run(client: kube::Client) {
             mesh_resource.clone(),
         )
         .watches_stream(namespace_changes, move |namespace| {
-            let name = namespace.metadata.name.clone();
-            services_of_namespace
-                .state()
-                .into_iter()
-                .filter(|s| s.metadata.namespace == name)
-                .map(|s| ObjectRef::from_obj(&*s))
-                .collect::<Vec<_>>()
+            in_namespace(&services_of_namespace, &namespace)
         })
         // A MeshService this controller made and someone else changed or
         // deleted is put back by reconciling its Service.

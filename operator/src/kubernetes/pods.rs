@@ -32,7 +32,7 @@ use kuma_crds::kubernetes::{is_injected, owners_of};
 use kuma_crds::resource::ResourceType;
 use serde_json::{Value, json};
 
-use super::cache::{cache, cache_with_changes};
+use super::cache::{cache, cache_with_changes, in_namespace};
 
 /// The field manager of everything kuma-cp applies.
 pub const FIELD_MANAGER: &str = "kuma-cp";
@@ -135,13 +135,7 @@ pub async fn run(client: kube::Client, admission: Context, stats: Arc<PodControl
             pods_listed_by(&services_for_slices, &slice)
         })
         .watches_stream(namespace_changes, move |namespace| {
-            let name = namespace.metadata.name.clone();
-            pods_for_namespace
-                .state()
-                .into_iter()
-                .filter(|p| p.metadata.namespace == name)
-                .map(|p| ObjectRef::from_obj(&*p))
-                .collect::<Vec<_>>()
+            in_namespace(&pods_for_namespace, &namespace)
         })
         // A Dataplane changed or deleted by someone else is put back.
         .watches_stream_with(dataplane_changes, owning_pod, dataplane_resource)
@@ -195,13 +189,7 @@ fn pods_listed_by(services: &Store<Service>, slice: &EndpointSlice) -> Vec<Objec
         .as_ref()
         .and_then(|l| l.get(kuma_crds::kubernetes::SERVICE_NAME_LABEL))
         .and_then(|name| services.get(&ObjectRef::new(name).within(namespace)));
-    let has_selector = service.is_some_and(|s| {
-        s.spec
-            .as_ref()
-            .and_then(|spec| spec.selector.as_ref())
-            .is_some_and(|selector| !selector.is_empty())
-    });
-    if has_selector {
+    if service.is_some_and(|s| !kuma_crds::kubernetes::served_by_listing(&s)) {
         return Vec::new();
     }
     kuma_crds::kubernetes::pods_listed(slice)
@@ -240,16 +228,23 @@ fn desired(pod: &Pod, ctx: &Ctx) -> Result<Option<Value>, PodError> {
     let namespace = pod.metadata.namespace.clone().unwrap_or_default();
     let ns = ctx.namespaces.get(&ObjectRef::new(&namespace));
     let empty = BTreeMap::new();
-    let pod_name = pod.metadata.name.clone().unwrap_or_default();
-    let slices = ctx.endpoint_slices.state();
-    let listed_by =
-        kuma_crds::kubernetes::services_listing(&namespace, &pod_name, slices.iter().map(|s| &**s));
+    let all_services = ctx.services.state();
+    // The EndpointSlices are read only where a Service of the namespace has
+    // no selector (rare), not on every reconciliation.
+    let listed_by = if all_services.iter().any(|s| {
+        s.metadata.namespace.as_deref() == Some(namespace.as_str())
+            && kuma_crds::kubernetes::served_by_listing(s)
+    }) {
+        let pod_name = pod.metadata.name.clone().unwrap_or_default();
+        let slices = ctx.endpoint_slices.state();
+        kuma_crds::kubernetes::services_listing(&namespace, &pod_name, slices.iter().map(|s| &**s))
+    } else {
+        Default::default()
+    };
     // Only the Services the Pod serves are copied for the converter
     // (copying every Service of the namespace per reconciliation was most
     // of the controller's time with 1,000 Pods).
-    let services: Vec<Service> = ctx
-        .services
-        .state()
+    let services: Vec<Service> = all_services
         .into_iter()
         .filter(|s| kuma_crds::kubernetes::serves(s, pod, &listed_by))
         .map(|s| (*s).clone())

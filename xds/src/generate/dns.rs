@@ -47,8 +47,8 @@ pub fn table(proxy: &Proxy<'_>, mesh: &MeshContext) -> DnsTable {
         if ipv6 {
             ips.push(ipv6_of(vip));
         }
-        let names = match &service.hostnames {
-            Some(hostnames) => hostnames.clone(),
+        let names = match &service.mesh_service {
+            Some(m) => m.hostnames.clone(),
             None => service_names(&target.service),
         };
         for name in names {

@@ -72,7 +72,7 @@ pub type KeyedTarget = (Arc<OutboundTarget>, u64);
 pub fn vip_targets(services: &BTreeMap<String, Arc<Service>>, service_tags: bool) -> Vec<KeyedTarget> {
     services
         .values()
-        .filter(|service| service_tags || service.hostnames.is_some())
+        .filter(|service| service_tags || service.is_mesh_service())
         .map(|service| {
             let target = OutboundTarget {
                 service: service.name.clone(),
@@ -119,11 +119,8 @@ pub fn outbound_targets(proxy: &Proxy<'_>, mesh: &MeshContext) -> Vec<KeyedTarge
             .and_then(|t| t.reachable_services.as_ref())
             .filter(|r| !r.is_empty());
         // It names `kuma.io/service`s; MeshServices are not narrowed by it.
-        let is_mesh_service = |t: &OutboundTarget| {
-            mesh.services
-                .get(&t.service)
-                .is_some_and(|s| s.hostnames.is_some())
-        };
+        let is_mesh_service =
+            |t: &OutboundTarget| mesh.services.get(&t.service).is_some_and(|s| s.is_mesh_service());
         let taken = |t: &OutboundTarget| {
             reachable.is_some_and(|r| !r.contains(&t.service) && !is_mesh_service(t))
                 || explicit.contains_key(&(t.address.clone(), t.port))
