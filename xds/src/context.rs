@@ -100,6 +100,9 @@ pub struct Service {
     pub digest: u64,
 }
 
+/// The next [`MeshContext::build`].
+static NEXT_BUILD: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
 /// Everything about one mesh that generation needs, shared by all its proxies.
 #[derive(Clone, Debug)]
 pub struct MeshContext {
@@ -117,6 +120,9 @@ pub struct MeshContext {
     pub policy_index: Arc<kuma_crds::matching::PolicyIndex>,
     /// A digest of the mesh name and spec.
     pub mesh_digest: u64,
+    /// Unique to this build of the context (copies share it): what was
+    /// found current in it stays current while it is in use.
+    pub build: u64,
     /// The VIP outbound of every service (what transparent proxies reach).
     pub vip_targets: Vec<crate::generate::KeyedTarget>,
     /// The mesh's mTLS, when enabled and its CA is available.
@@ -352,6 +358,7 @@ impl MeshContext {
             policies,
             all_policies,
             policy_index,
+            build: NEXT_BUILD.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             vip_targets,
             mtls,
             mtls_error,

@@ -5,6 +5,7 @@
 
 pub mod admin_tls;
 pub mod bootstrap;
+mod canonical;
 pub mod context;
 pub mod digest;
 pub mod dp_server;

@@ -1,16 +1,14 @@
 //! Envoy messages as JSON and as content hashes, through the Envoy API
 //! descriptors compiled at build time.
 //!
-//! prost encodes proto `map` fields from a `HashMap`, so two equal messages
-//! may encode to different bytes. [`content_hash`] therefore hashes a
-//! canonical encoding in which map entries are sorted, making versions
-//! stable across processes and restarts.
+//! [`content_hash`] hashes a canonical encoding (map entries sorted, see
+//! [`crate::canonical`]), making versions stable across processes and
+//! restarts.
 
-use std::collections::HashMap;
-use std::sync::{Mutex, OnceLock};
+use std::sync::OnceLock;
 
 use prost::Message;
-use prost_reflect::{DescriptorPool, DynamicMessage, Kind, MessageDescriptor, SerializeOptions};
+use prost_reflect::{DescriptorPool, DynamicMessage, MessageDescriptor, SerializeOptions};
 use serde::de::DeserializeSeed;
 
 /// The compiled Envoy API descriptors.
@@ -94,167 +92,12 @@ pub fn from_json<M: Message + prost::Name + Default>(json: &serde_json::Value) -
     Ok(M::decode(json_to_bytes(&M::full_name(), json)?.as_slice())?)
 }
 
-/// A stable 64-bit hash of an encoded message of type `full_name`.
+/// A stable 64-bit hash of an encoded message of type `full_name`: the
+/// hash of its canonical form (see [`crate::canonical`]).
 pub fn content_hash(full_name: &str, bytes: &[u8]) -> u64 {
-    match descriptor(full_name) {
-        Ok(desc) if needs_canonical_form(&desc) => {
-            let mut out = Vec::with_capacity(bytes.len());
-            canonicalize(&desc, bytes, &mut out);
-            xxhash_rust::xxh3::xxh3_64(&out)
-        }
-        _ => xxhash_rust::xxh3::xxh3_64(bytes),
-    }
-}
-
-/// Whether messages of this type can contain maps (directly, nested or in
-/// an `Any`), so their bytes may depend on hash map iteration order.
-fn needs_canonical_form(desc: &MessageDescriptor) -> bool {
-    static CACHE: OnceLock<Mutex<HashMap<String, bool>>> = OnceLock::new();
-    let cache = CACHE.get_or_init(Default::default);
-    if let Some(v) = cache
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .get(desc.full_name())
-    {
-        return *v;
-    }
-    let mut visiting = Vec::new();
-    let result = may_contain_map(desc, &mut visiting);
-    cache
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .insert(desc.full_name().to_string(), result);
-    result
-}
-
-fn may_contain_map(desc: &MessageDescriptor, visiting: &mut Vec<String>) -> bool {
-    if desc.full_name() == "google.protobuf.Any" || desc.full_name() == "google.protobuf.Struct" {
-        return true;
-    }
-    if visiting.iter().any(|v| v == desc.full_name()) {
-        return false;
-    }
-    visiting.push(desc.full_name().to_string());
-    let found = desc.fields().any(|f| {
-        f.is_map()
-            || match f.kind() {
-                Kind::Message(m) => may_contain_map(&m, visiting),
-                _ => false,
-            }
-    });
-    visiting.pop();
-    found
-}
-
-fn read_varint(bytes: &[u8], pos: &mut usize) -> Option<u64> {
-    let mut value = 0u64;
-    for shift in (0..64).step_by(7) {
-        let b = *bytes.get(*pos)?;
-        *pos += 1;
-        value |= u64::from(b & 0x7f) << shift;
-        if b & 0x80 == 0 {
-            return Some(value);
-        }
-    }
-    None
-}
-
-fn write_varint(mut v: u64, out: &mut Vec<u8>) {
-    while v >= 0x80 {
-        out.push((v as u8) | 0x80);
-        v >>= 7;
-    }
-    out.push(v as u8);
-}
-
-/// Re-encodes `bytes` with every map's entries sorted by their canonical
-/// bytes and every `Any` payload canonicalized; other fields keep their order.
-fn canonicalize(desc: &MessageDescriptor, bytes: &[u8], out: &mut Vec<u8>) {
-    let mut pos = 0;
-    let mut maps: Vec<(u32, Vec<Vec<u8>>)> = Vec::new();
-    let is_any = desc.full_name() == "google.protobuf.Any";
-    let mut any_type: Option<String> = None;
-    while pos < bytes.len() {
-        let start = pos;
-        let Some(key) = read_varint(bytes, &mut pos) else {
-            out.extend_from_slice(&bytes[start..]);
-            return;
-        };
-        let (number, wire) = ((key >> 3) as u32, (key & 7) as u8);
-        let field = desc.get_field(number);
-        match wire {
-            2 => {
-                let Some(len) = read_varint(bytes, &mut pos) else {
-                    out.extend_from_slice(&bytes[start..]);
-                    return;
-                };
-                let end = pos.saturating_add(len as usize).min(bytes.len());
-                let payload = &bytes[pos..end];
-                pos = end;
-                let nested = field.as_ref().and_then(|f| match f.kind() {
-                    Kind::Message(m) => Some((m, f.is_map())),
-                    _ => None,
-                });
-                if is_any && number == 1 {
-                    any_type = std::str::from_utf8(payload)
-                        .ok()
-                        .map(|s| type_name(s).to_string());
-                }
-                let canonical_payload = match (&nested, is_any && number == 2) {
-                    (_, true) => match any_type.as_deref().and_then(|t| descriptor(t).ok()) {
-                        Some(m) => {
-                            let mut c = Vec::with_capacity(payload.len());
-                            canonicalize(&m, payload, &mut c);
-                            c
-                        }
-                        None => payload.to_vec(),
-                    },
-                    (Some((m, _)), false) => {
-                        let mut c = Vec::with_capacity(payload.len());
-                        canonicalize(m, payload, &mut c);
-                        c
-                    }
-                    (None, false) => payload.to_vec(),
-                };
-                if nested.as_ref().is_some_and(|(_, is_map)| *is_map) {
-                    match maps.iter_mut().find(|(n, _)| *n == number) {
-                        Some((_, entries)) => entries.push(canonical_payload),
-                        None => maps.push((number, vec![canonical_payload])),
-                    }
-                } else {
-                    write_varint(key, out);
-                    write_varint(canonical_payload.len() as u64, out);
-                    out.extend_from_slice(&canonical_payload);
-                }
-            }
-            0 => {
-                if read_varint(bytes, &mut pos).is_none() {
-                    out.extend_from_slice(&bytes[start..]);
-                    return;
-                }
-                out.extend_from_slice(&bytes[start..pos]);
-            }
-            1 => {
-                pos = (pos + 8).min(bytes.len());
-                out.extend_from_slice(&bytes[start..pos]);
-            }
-            5 => {
-                pos = (pos + 4).min(bytes.len());
-                out.extend_from_slice(&bytes[start..pos]);
-            }
-            _ => {
-                out.extend_from_slice(&bytes[start..]);
-                return;
-            }
-        }
-    }
-    for (number, mut entries) in maps {
-        entries.sort();
-        for e in entries {
-            write_varint((u64::from(number) << 3) | 2, out);
-            write_varint(e.len() as u64, out);
-            out.extend_from_slice(&e);
-        }
+    match crate::canonical::canonical(full_name, bytes) {
+        Some(canonical) => xxhash_rust::xxh3::xxh3_64(&canonical),
+        None => xxhash_rust::xxh3::xxh3_64(bytes),
     }
 }
 

@@ -30,6 +30,9 @@ struct Inner {
 struct Entry {
     bundle: Arc<OutboundBundle>,
     last_used: u64,
+    /// The mesh context the bundle was last found current in: a thousand
+    /// proxies using it need one check per context, not one each.
+    checked_in: u64,
 }
 
 /// Counters of an [`OutboundCache`].
@@ -60,9 +63,10 @@ impl OutboundCache {
             let mut inner = self.lock();
             let round = inner.round;
             if let Some(entry) = inner.entries.get_mut(&key)
-                && entry.bundle.is_current(mesh)
+                && (entry.checked_in == mesh.build || entry.bundle.is_current(mesh))
             {
                 entry.last_used = round;
+                entry.checked_in = mesh.build;
                 let bundle = entry.bundle.clone();
                 inner.hits += 1;
                 return bundle;
@@ -79,6 +83,7 @@ impl OutboundCache {
             Entry {
                 bundle: bundle.clone(),
                 last_used,
+                checked_in: mesh.build,
             },
         );
         bundle

@@ -24,7 +24,6 @@ use kuma_crds::resource::ResourceType;
 use super::Policies;
 use super::cache::OutboundCache;
 use crate::context::{MeshContext, Proxy, Service, serialize_tag_set};
-use crate::digest::digest128;
 use crate::envoy;
 use crate::plugins;
 use crate::plugins::mesh_http_route::{backend_service, cluster_name};
@@ -121,14 +120,18 @@ pub fn outbound_targets(proxy: &Proxy<'_>, mesh: &MeshContext) -> Vec<KeyedTarge
         // It names `kuma.io/service`s; MeshServices are not narrowed by it.
         let is_mesh_service =
             |t: &OutboundTarget| mesh.services.get(&t.service).is_some_and(|s| s.is_mesh_service());
+        let inbounds: Vec<(&str, u32)> = proxy
+            .dataplane
+            .inbounds()
+            .iter()
+            .map(|i| (proxy.dataplane.inbound_address(i), i.port))
+            .collect();
         let taken = |t: &OutboundTarget| {
             reachable.is_some_and(|r| !r.contains(&t.service) && !is_mesh_service(t))
-                || explicit.contains_key(&(t.address.clone(), t.port))
-                || proxy
-                    .dataplane
-                    .inbounds()
+                || (!explicit.is_empty() && explicit.contains_key(&(t.address.clone(), t.port)))
+                || inbounds
                     .iter()
-                    .any(|i| i.port == t.port && proxy.dataplane.inbound_address(i) == t.address)
+                    .any(|(address, port)| *port == t.port && *address == t.address)
         };
         out.extend(mesh.vip_targets.iter().filter(|(t, _)| !taken(t)).cloned());
     }
@@ -147,16 +150,64 @@ pub(super) fn generate(
     rs: &mut ResourceSet,
     used: &mut Vec<Arc<OutboundBundle>>,
 ) {
-    for (target, target_digest) in outbound_targets(proxy, mesh) {
+    let edits = ProxyEdits::of(proxy, mesh, policies);
+    let targets = outbound_targets(proxy, mesh);
+    used.reserve(targets.len());
+    for (target, target_digest) in targets {
         let bundle = match cache {
             Some(cache) => {
-                let key = digest128(&(policies.to_signature(), mesh.mesh_digest, target_digest));
+                let key = bundle_key(policies.to_signature(), mesh.mesh_digest, target_digest);
                 cache.get_or_build(key, mesh, || build_bundle(&target, mesh, policies))
             }
             None => Arc::new(build_bundle(&target, mesh, policies)),
         };
-        add_for_proxy(&target, &bundle, proxy, mesh, policies, rs);
+        add_for_proxy(&target, &bundle, proxy, mesh, policies, &edits, rs);
         used.push(bundle);
+    }
+}
+
+/// The cache key of an outbound's bundle: everything that goes into it
+/// except the services it reads (which the bundle checks itself). A
+/// one-shot hash of fixed-size words, as it is computed once per outbound
+/// of every proxy.
+fn bundle_key(to_signature: u128, mesh_digest: u64, target_digest: u64) -> u128 {
+    let mut words = [0u8; 32];
+    words[..16].copy_from_slice(&to_signature.to_le_bytes());
+    words[16..24].copy_from_slice(&mesh_digest.to_le_bytes());
+    words[24..].copy_from_slice(&target_digest.to_le_bytes());
+    xxhash_rust::xxh3::xxh3_128(&words)
+}
+
+/// What a proxy changes in the shared bundles of all its outbounds,
+/// worked out once per proxy rather than once per outbound.
+struct ProxyEdits {
+    /// The proxy's tags sent to peers (once the mesh has a MeshFaultInjection).
+    kuma_tags: Option<String>,
+    /// Whether each listener gets its own copy (access logs, tracing or tags
+    /// name the proxy).
+    own_listeners: bool,
+    /// Whether endpoints get locality-aware priorities.
+    locality: bool,
+    /// The proxy's tags for HTTP health checks, serialized on first use.
+    source_tags: std::cell::OnceCell<String>,
+}
+
+impl ProxyEdits {
+    fn of(proxy: &Proxy<'_>, mesh: &MeshContext, policies: &Policies) -> Self {
+        // Peers match `from`-scoped faults on the caller's tags, which Kuma
+        // sends on every request once the mesh has a MeshFaultInjection.
+        let kuma_tags = mesh
+            .policies
+            .contains_key(&ResourceType::MeshFaultInjection)
+            .then(|| serialize_tag_set(&proxy.tag_set()));
+        ProxyEdits {
+            own_listeners: policies.has(ResourceType::MeshAccessLog)
+                || policies.has(ResourceType::MeshTrace)
+                || kuma_tags.is_some(),
+            kuma_tags,
+            locality: plugins::mesh_load_balancing_strategy::applies(policies, mesh),
+            source_tags: std::cell::OnceCell::new(),
+        }
     }
 }
 
@@ -347,24 +398,17 @@ fn add_for_proxy(
     proxy: &Proxy<'_>,
     mesh: &MeshContext,
     policies: &Policies,
+    edits: &ProxyEdits,
     rs: &mut ResourceSet,
 ) {
-    let destination = target.destination(mesh);
-    // Peers match `from`-scoped faults on the caller's tags, which Kuma
-    // sends on every request once the mesh has a MeshFaultInjection.
-    let kuma_tags = mesh
-        .policies
-        .contains_key(&ResourceType::MeshFaultInjection)
-        .then(|| serialize_tag_set(&proxy.tag_set()));
-    if policies.has(ResourceType::MeshAccessLog)
-        || policies.has(ResourceType::MeshTrace)
-        || kuma_tags.is_some()
-    {
+    if edits.own_listeners {
+        let destination = target.destination(mesh);
+        let kuma_tags = &edits.kuma_tags;
         let mut listener = bundle.listener.resource().clone();
         if let Resource::Listener(l) = &mut listener {
             envoy::edit_hcms(l, |hcm| {
                 if let (Some(tags), Some(http_connection_manager::RouteSpecifier::RouteConfig(rc))) =
-                    (&kuma_tags, &mut hcm.route_specifier)
+                    (kuma_tags, &mut hcm.route_specifier)
                 {
                     rc.request_headers_to_add
                         .push(envoy::header("x-kuma-tags", tags, true));
@@ -381,7 +425,6 @@ fn add_for_proxy(
         rs.add_shared(bundle.listener.clone());
     }
 
-    let locality = plugins::mesh_load_balancing_strategy::applies(policies, mesh);
     for c in &bundle.clusters {
         let name = c.cluster.resource().name();
         // The same cluster may serve several outbounds; the first wins.
@@ -391,16 +434,16 @@ fn add_for_proxy(
         match c.cluster.resource() {
             Resource::Cluster(cluster) if plugins::mesh_health_check::has_http_checks(cluster) => {
                 let mut cluster = cluster.clone();
-                plugins::mesh_health_check::add_source_tags(
-                    &mut cluster,
-                    &serialize_tag_set(&proxy.tag_set()),
-                );
+                let tags = edits
+                    .source_tags
+                    .get_or_init(|| serialize_tag_set(&proxy.tag_set()));
+                plugins::mesh_health_check::add_source_tags(&mut cluster, tags);
                 rs.add(Origin::Outbound, Resource::Cluster(cluster));
             }
             _ => rs.add_shared(c.cluster.clone()),
         }
         match c.endpoints.resource() {
-            Resource::Endpoints(cla) if locality => {
+            Resource::Endpoints(cla) if edits.locality => {
                 let mut cla = cla.clone();
                 let cluster_destination = mesh.destination(&c.service, &c.tags);
                 plugins::mesh_load_balancing_strategy::endpoints(
