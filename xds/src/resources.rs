@@ -386,6 +386,121 @@ impl Generated {
     }
 }
 
+/// A resource and the version it is sent with.
+#[derive(Clone, Debug)]
+pub struct VersionedResource {
+    /// The encoded resource.
+    pub encoded: Arc<EncodedResource>,
+    /// Its version: its content hash, except for endpoints, whose version
+    /// also covers their cluster's so that a changed cluster gets its
+    /// endpoints again (Envoy keeps a re-created cluster warming until then).
+    pub version: u64,
+}
+
+impl VersionedResource {
+    /// Versions a resource; `cluster` is the cluster named like it.
+    pub fn new(encoded: Arc<EncodedResource>, cluster: Option<&EncodedResource>) -> Self {
+        let version = match cluster {
+            Some(cluster) if encoded.xds_type == XdsType::Endpoints => {
+                crate::digest::digest(&(encoded.hash, cluster.hash))
+            }
+            _ => encoded.hash,
+        };
+        VersionedResource { encoded, version }
+    }
+
+    /// The resource name.
+    pub fn name(&self) -> &str {
+        &self.encoded.name
+    }
+
+    /// Its part of its type's version, which is the wrapping sum of the
+    /// parts of the type's resources: the same for the same resources
+    /// however they are split between a proxy and a shared layer.
+    pub fn version_term(&self) -> u64 {
+        xxhash_rust::xxh3::xxh3_64_with_seed(self.encoded.name.as_bytes(), self.version)
+    }
+}
+
+/// Resources that many proxies share whole (e.g. every outbound of the
+/// transparent proxies with the same `to` policies), sorted by name,
+/// encoded and versioned once for all of them.
+#[derive(Debug)]
+pub struct SharedLayer {
+    items: [Vec<Arc<Generated>>; 5],
+    versioned: [Arc<[VersionedResource]>; 5],
+    version_sums: [u64; 5],
+}
+
+impl SharedLayer {
+    /// A layer of every resource of `set`.
+    pub fn new(mut set: ResourceSet) -> Self {
+        set.flatten();
+        let items: [Vec<Arc<Generated>>; 5] = set.items.map(|m| m.into_values().collect());
+        let cluster = |name: &str| {
+            let clusters = &items[slot(XdsType::Cluster)];
+            clusters
+                .binary_search_by(|c| (*c.name).cmp(name))
+                .ok()
+                .map(|i| clusters[i].encoded().clone())
+        };
+        let versioned: [Arc<[VersionedResource]>; 5] = std::array::from_fn(|i| {
+            items[i]
+                .iter()
+                .map(|g| {
+                    let cluster = (XdsType::ALL[i] == XdsType::Endpoints)
+                        .then(|| cluster(&g.name))
+                        .flatten();
+                    VersionedResource::new(g.encoded().clone(), cluster.as_deref())
+                })
+                .collect()
+        });
+        let version_sums = std::array::from_fn(|i| {
+            versioned[i]
+                .iter()
+                .fold(0u64, |sum, r| sum.wrapping_add(r.version_term()))
+        });
+        SharedLayer {
+            items,
+            versioned,
+            version_sums,
+        }
+    }
+
+    /// A resource by type and name.
+    pub fn get(&self, xds_type: XdsType, name: &str) -> Option<&Arc<Generated>> {
+        let list = &self.items[slot(xds_type)];
+        list.binary_search_by(|g| (*g.name).cmp(name))
+            .ok()
+            .map(|i| &list[i])
+    }
+
+    /// The resources of one type with their names, by name.
+    pub fn of_type(&self, xds_type: XdsType) -> impl Iterator<Item = (&Arc<str>, &Arc<Generated>)> {
+        self.items[slot(xds_type)].iter().map(|g| (&g.name, g))
+    }
+
+    /// The versioned resources of one type, by name.
+    pub fn versioned(&self, xds_type: XdsType) -> &Arc<[VersionedResource]> {
+        &self.versioned[slot(xds_type)]
+    }
+
+    /// The sum of the version terms of one type's resources.
+    pub fn version_sum(&self, xds_type: XdsType) -> u64 {
+        self.version_sums[slot(xds_type)]
+    }
+
+    /// The number of resources.
+    pub fn len(&self) -> usize {
+        self.items.iter().map(Vec::len).sum()
+    }
+
+    /// Whether it holds nothing.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
 /// One resource of a [`ResourceSet`] being edited: reading is free, the
 /// first write copies the entry if other proxies share it.
 pub struct Entry<'a> {
@@ -411,20 +526,97 @@ impl Entry<'_> {
 
 /// All resources generated for one proxy, ordered by type then name so that
 /// output is deterministic.
-#[derive(Clone, Debug, Default, PartialEq)]
+///
+/// A set may rest on a [`SharedLayer`]: resources many proxies share whole,
+/// which the set then neither copies nor indexes. The layer is invisible to
+/// readers (they see one set ordered by name); the first edit that would
+/// touch it copies it into the set.
+#[derive(Clone, Debug, Default)]
 pub struct ResourceSet {
     /// One map per type, in [`XdsType::ALL`] order.
     items: [BTreeMap<Arc<str>, Arc<Generated>>; 5],
+    layer: Option<Arc<SharedLayer>>,
+}
+
+impl PartialEq for ResourceSet {
+    fn eq(&self, other: &Self) -> bool {
+        self.len() == other.len() && self.iter().eq(other.iter())
+    }
 }
 
 fn slot(t: XdsType) -> usize {
     XdsType::ALL.iter().position(|x| *x == t).unwrap_or(0)
 }
 
+/// Named resources of one type, sorted by name.
+type Named<'a> = (&'a Arc<str>, &'a Arc<Generated>);
+
+/// Two sequences sorted by `key`, without a key in common, as one.
+pub(crate) fn merge_sorted<T, K: Ord + ?Sized>(
+    a: impl Iterator<Item = T>,
+    b: impl Iterator<Item = T>,
+    key: impl Fn(&T) -> &K,
+) -> impl Iterator<Item = T> {
+    let mut a = a.peekable();
+    let mut b = b.peekable();
+    std::iter::from_fn(move || match (a.peek(), b.peek()) {
+        (Some(x), Some(y)) if key(y) < key(x) => b.next(),
+        (Some(_), _) => a.next(),
+        (None, _) => b.next(),
+    })
+}
+
+fn merge_by_name<'a>(
+    own: impl Iterator<Item = Named<'a>>,
+    layer: impl Iterator<Item = Named<'a>>,
+) -> impl Iterator<Item = Named<'a>> {
+    merge_sorted(own, layer, |(name, _)| &***name)
+}
+
 impl ResourceSet {
     /// An empty set.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Puts the set on `layer`. Resources of the set named like one of the
+    /// layer's stay and replace it (the layer is then copied in).
+    pub fn set_layer(&mut self, layer: Arc<SharedLayer>) {
+        self.flatten();
+        let collides = XdsType::ALL.into_iter().any(|t| {
+            let own = &self.items[slot(t)];
+            !own.is_empty() && layer.of_type(t).any(|(name, _)| own.contains_key(name))
+        });
+        if collides {
+            for t in XdsType::ALL {
+                for (name, g) in layer.of_type(t) {
+                    self.items[slot(t)]
+                        .entry(name.clone())
+                        .or_insert_with(|| g.clone());
+                }
+            }
+        } else {
+            self.layer = Some(layer);
+        }
+    }
+
+    /// The shared layer the set rests on.
+    pub fn layer(&self) -> Option<&Arc<SharedLayer>> {
+        self.layer.as_ref()
+    }
+
+    /// The set's own resources of one type (not the layer's).
+    pub fn own_of_type(&self, xds_type: XdsType) -> impl Iterator<Item = Named<'_>> {
+        self.items[slot(xds_type)].iter()
+    }
+
+    /// Copies the layer into the set, before an edit that may touch it.
+    fn flatten(&mut self) {
+        if let Some(layer) = self.layer.take() {
+            for t in XdsType::ALL {
+                self.items[slot(t)].extend(layer.of_type(t).map(|(n, g)| (n.clone(), g.clone())));
+            }
+        }
     }
 
     /// Adds or replaces a resource.
@@ -435,36 +627,48 @@ impl ResourceSet {
     /// Adds or replaces a resource shared with other sets.
     pub fn add_shared(&mut self, generated: Arc<Generated>) {
         let t = generated.resource.xds_type();
+        if self
+            .layer
+            .as_ref()
+            .is_some_and(|l| l.get(t, &generated.name).is_some())
+        {
+            self.flatten();
+        }
         self.items[slot(t)].insert(generated.name.clone(), generated);
     }
 
     /// Removes a resource.
     pub fn remove(&mut self, xds_type: XdsType, name: &str) -> Option<Arc<Generated>> {
+        self.flatten();
         self.items[slot(xds_type)].remove(name)
     }
 
     /// A resource by type and name.
     pub fn get(&self, xds_type: XdsType, name: &str) -> Option<&Generated> {
-        self.items[slot(xds_type)].get(name).map(|g| g.as_ref())
+        self.shared(xds_type, name).map(|g| g.as_ref())
     }
 
     /// A resource by type and name, as shared.
     pub fn shared(&self, xds_type: XdsType, name: &str) -> Option<&Arc<Generated>> {
-        self.items[slot(xds_type)].get(name)
+        self.items[slot(xds_type)]
+            .get(name)
+            .or_else(|| self.layer.as_ref()?.get(xds_type, name))
     }
 
     /// The resources of one type with their names, as shared.
-    pub fn shared_of_type(&self, xds_type: XdsType) -> impl Iterator<Item = (&Arc<str>, &Arc<Generated>)> {
-        self.items[slot(xds_type)].iter()
+    pub fn shared_of_type(&self, xds_type: XdsType) -> impl Iterator<Item = Named<'_>> {
+        let layer = self.layer.as_ref().map(|l| l.of_type(xds_type));
+        merge_by_name(self.items[slot(xds_type)].iter(), layer.into_iter().flatten())
     }
 
     /// Whether a resource exists.
     pub fn contains(&self, xds_type: XdsType, name: &str) -> bool {
-        self.items[slot(xds_type)].contains_key(name)
+        self.shared(xds_type, name).is_some()
     }
 
     /// A resource by type and name, for editing.
     pub fn get_mut(&mut self, xds_type: XdsType, name: &str) -> Option<Entry<'_>> {
+        self.flatten();
         self.items[slot(xds_type)]
             .get_mut(name)
             .map(|slot| Entry { slot })
@@ -472,11 +676,12 @@ impl ResourceSet {
 
     /// Every resource, by type then name.
     pub fn iter(&self) -> impl Iterator<Item = &Generated> {
-        self.items.iter().flat_map(|m| m.values()).map(|g| g.as_ref())
+        XdsType::ALL.into_iter().flat_map(|t| self.of_type(t))
     }
 
     /// Every resource, for editing.
     pub fn iter_mut(&mut self) -> impl Iterator<Item = Entry<'_>> {
+        self.flatten();
         self.items
             .iter_mut()
             .flat_map(|m| m.values_mut())
@@ -485,17 +690,19 @@ impl ResourceSet {
 
     /// The resources of one type.
     pub fn of_type(&self, xds_type: XdsType) -> impl Iterator<Item = &Generated> {
-        self.items[slot(xds_type)].values().map(|g| g.as_ref())
+        self.shared_of_type(xds_type).map(|(_, g)| g.as_ref())
     }
 
     /// The names of one type.
     pub fn names(&self, xds_type: XdsType) -> Vec<String> {
-        self.items[slot(xds_type)].keys().map(|k| k.to_string()).collect()
+        self.shared_of_type(xds_type)
+            .map(|(k, _)| k.to_string())
+            .collect()
     }
 
     /// The number of resources.
     pub fn len(&self) -> usize {
-        self.items.iter().map(BTreeMap::len).sum()
+        self.items.iter().map(BTreeMap::len).sum::<usize>() + self.layer.as_ref().map_or(0, |l| l.len())
     }
 
     /// Whether there are none.
@@ -504,7 +711,9 @@ impl ResourceSet {
     }
 
     /// Moves every resource of `other` into this set.
-    pub fn merge(&mut self, other: ResourceSet) {
+    pub fn merge(&mut self, mut other: ResourceSet) {
+        self.flatten();
+        other.flatten();
         for (mine, theirs) in self.items.iter_mut().zip(other.items) {
             mine.extend(theirs);
         }
@@ -512,6 +721,7 @@ impl ResourceSet {
 
     /// Keeps the resources `keep` accepts.
     pub fn retain(&mut self, mut keep: impl FnMut(&Generated) -> bool) {
+        self.flatten();
         for m in &mut self.items {
             m.retain(|_, g| keep(g));
         }
@@ -545,6 +755,84 @@ impl ResourceSet {
 mod tests {
     use super::*;
     use envoy_types::pb::envoy::service::discovery::v3::DiscoveryResponse;
+
+    fn cluster_and_endpoints(set: &mut ResourceSet, origin: Origin, name: &str) {
+        set.add(
+            origin,
+            Resource::Cluster(Cluster {
+                name: name.into(),
+                ..Default::default()
+            }),
+        );
+        set.add(
+            origin,
+            Resource::Endpoints(ClusterLoadAssignment {
+                cluster_name: name.into(),
+                ..Default::default()
+            }),
+        );
+    }
+
+    #[test]
+    fn a_set_on_a_layer_reads_and_versions_like_the_same_set_flat() {
+        let mut shared = ResourceSet::new();
+        for name in ["b", "d"] {
+            cluster_and_endpoints(&mut shared, Origin::Outbound, name);
+        }
+        let layer = Arc::new(SharedLayer::new(shared.clone()));
+        let mut layered = ResourceSet::new();
+        let mut flat = shared;
+        for name in ["a", "c", "e"] {
+            cluster_and_endpoints(&mut layered, Origin::Inbound, name);
+            cluster_and_endpoints(&mut flat, Origin::Inbound, name);
+        }
+        layered.set_layer(layer.clone());
+        assert!(layered.layer().is_some());
+        assert_eq!(layered, flat);
+        assert_eq!(layered.len(), 10);
+        assert_eq!(layered.names(XdsType::Cluster), ["a", "b", "c", "d", "e"]);
+        assert!(layered.contains(XdsType::Endpoints, "d"));
+
+        let (on_layer, alone) = (
+            crate::snapshot::Snapshot::from_resources(&layered),
+            crate::snapshot::Snapshot::from_resources(&flat),
+        );
+        for t in XdsType::ALL {
+            assert_eq!(on_layer.version(t), alone.version(t), "{t}");
+            let versions = |s: &crate::snapshot::Snapshot| -> Vec<(String, u64)> {
+                s.get(t)
+                    .resources
+                    .iter()
+                    .map(|(n, r)| (n.to_string(), r.version))
+                    .collect()
+            };
+            assert_eq!(versions(&on_layer), versions(&alone), "{t}");
+        }
+        assert!(on_layer.get(XdsType::Endpoints).resources.contains_key("b"));
+
+        // The first edit of the layer's resources copies it in.
+        if let Some(mut b) = layered.get_mut(XdsType::Cluster, "b")
+            && let Resource::Cluster(c) = b.resource_mut()
+        {
+            c.alt_stat_name = "edited".into();
+        }
+        assert!(layered.layer().is_none());
+        assert_ne!(layered, flat);
+        assert_eq!(
+            layer.get(XdsType::Cluster, "b").map(|g| g.resource().clone()),
+            flat.get(XdsType::Cluster, "b").map(|g| g.resource().clone())
+        );
+
+        // A resource of the set named like one of the layer's stays.
+        let mut own = ResourceSet::new();
+        cluster_and_endpoints(&mut own, Origin::Inbound, "b");
+        own.set_layer(layer);
+        assert_eq!(
+            own.get(XdsType::Cluster, "b").map(Generated::origin),
+            Some(Origin::Inbound)
+        );
+        assert_eq!(own.len(), 4);
+    }
 
     #[test]
     fn the_shared_field_is_a_responses_resource_and_ends_with_the_encoding() {

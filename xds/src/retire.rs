@@ -18,7 +18,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use crate::resources::{EncodedResource, Generated, Origin, ResourceSet, XdsType};
+use crate::resources::{EncodedResource, Generated, Origin, ResourceSet, SharedLayer, XdsType};
 
 /// Longer than kuma-dp's default drain time (30s), so the connections on a
 /// draining filter chain are closed before their clusters go.
@@ -62,8 +62,11 @@ struct Retiring {
 #[derive(Clone, Debug, Default)]
 pub struct ClusterRetirement {
     /// Every cluster of the last configuration with its endpoints,
-    /// retiring ones included.
+    /// retiring ones included, except those of its shared layer.
     published: BTreeMap<Arc<str>, ClusterResources>,
+    /// The shared layer the last configuration rested on: its clusters
+    /// were published too, and are compared only when the layer changes.
+    published_layer: Option<Arc<SharedLayer>>,
     retiring: BTreeMap<Arc<str>, Retiring>,
 }
 
@@ -83,19 +86,40 @@ impl ClusterRetirement {
             self.retiring.remove(name);
         }
         if !grace.is_zero() {
-            for (name, resources) in &self.published {
-                if next.contains(XdsType::Cluster, name)
-                    || self.retiring.contains_key(name)
-                    || expired.contains(name)
-                    || resources.origin == Origin::ProxyTemplateModifications
-                {
-                    continue;
-                }
+            let removed = |name: &Arc<str>, origin: Origin| {
+                !next.contains(XdsType::Cluster, name)
+                    && !self.retiring.contains_key(name)
+                    && !expired.contains(name)
+                    && origin != Origin::ProxyTemplateModifications
+            };
+            let mut newly: Vec<(Arc<str>, ClusterResources)> = self
+                .published
+                .iter()
+                .filter(|(name, resources)| removed(name, resources.origin))
+                .map(|(name, resources)| (name.clone(), resources.clone()))
+                .collect();
+            if let Some(old) = &self.published_layer
+                && !next.layer().is_some_and(|layer| Arc::ptr_eq(layer, old))
+            {
+                newly.extend(
+                    old.of_type(XdsType::Cluster)
+                        .filter(|(name, cluster)| removed(name, cluster.origin()))
+                        .map(|(name, cluster)| {
+                            let resources = ClusterResources {
+                                origin: cluster.origin(),
+                                cluster: cluster.encoded().clone(),
+                                endpoints: old.get(XdsType::Endpoints, name).map(|e| e.encoded().clone()),
+                            };
+                            (name.clone(), resources)
+                        }),
+                );
+            }
+            for (name, resources) in newly {
                 self.retiring.insert(
-                    name.clone(),
+                    name,
                     Retiring {
                         until: now + grace,
-                        resources: resources.clone(),
+                        resources,
                     },
                 );
             }
@@ -104,7 +128,7 @@ impl ClusterRetirement {
             r.resources.add_to(next);
         }
         self.published = next
-            .shared_of_type(XdsType::Cluster)
+            .own_of_type(XdsType::Cluster)
             .map(|(name, c)| {
                 let endpoints = next.shared(XdsType::Endpoints, name).map(|e| e.encoded().clone());
                 (
@@ -117,6 +141,7 @@ impl ClusterRetirement {
                 )
             })
             .collect();
+        self.published_layer = next.layer().cloned();
     }
 
     /// When the next retiring cluster is due to go.
@@ -193,6 +218,29 @@ mod tests {
         let mut after = set(&["a"]);
         r.carry(&mut after, at(60), GRACE);
         assert_eq!(after.names(XdsType::Cluster), ["a"]);
+    }
+
+    #[test]
+    fn a_cluster_leaving_with_the_shared_layer_retires_like_an_own_one() {
+        let mut r = ClusterRetirement::default();
+        let layer = Arc::new(SharedLayer::new(set(&["shared-a", "shared-b"])));
+        let mut first = set(&["own"]);
+        first.set_layer(layer.clone());
+        r.carry(&mut first, at(0), GRACE);
+
+        // The same layer again: nothing retires.
+        let mut again = set(&["own"]);
+        again.set_layer(layer);
+        r.carry(&mut again, at(5), GRACE);
+        assert_eq!(r.retiring().count(), 0);
+
+        // A new layer without shared-b: it stays with its endpoints.
+        let mut next = set(&["own"]);
+        next.set_layer(Arc::new(SharedLayer::new(set(&["shared-a"]))));
+        r.carry(&mut next, at(10), GRACE);
+        assert_eq!(next.names(XdsType::Cluster), ["own", "shared-a", "shared-b"]);
+        assert_eq!(next.names(XdsType::Endpoints), ["own", "shared-a", "shared-b"]);
+        assert_eq!(r.next_expiry(), Some(at(50)));
     }
 
     #[test]

@@ -10,7 +10,8 @@ use std::sync::{Arc, RwLock};
 
 use tokio::sync::watch;
 
-use crate::resources::{EncodedResource, ResourceSet, XdsType};
+pub use crate::resources::VersionedResource;
+use crate::resources::{ResourceSet, XdsType, merge_sorted};
 
 /// The resources of one type in a snapshot.
 #[derive(Clone, Debug, Default)]
@@ -21,17 +22,29 @@ pub struct TypeSnapshot {
     pub resources: Resources,
 }
 
-/// Resources sorted by name (a map without a key allocation per entry).
+/// Resources sorted by name (a map without a key allocation per entry):
+/// the proxy's own and those of the shared layer its configuration rests
+/// on, which it does not copy.
 #[derive(Clone, Debug, Default)]
-pub struct Resources(Vec<VersionedResource>);
+pub struct Resources {
+    own: Vec<VersionedResource>,
+    shared: Option<Arc<[VersionedResource]>>,
+}
+
+fn find<'a>(list: &'a [VersionedResource], name: &str) -> Option<&'a VersionedResource> {
+    list.binary_search_by(|r| r.name().cmp(name))
+        .ok()
+        .map(|i| &list[i])
+}
 
 impl Resources {
+    fn shared(&self) -> &[VersionedResource] {
+        self.shared.as_deref().unwrap_or(&[])
+    }
+
     /// A resource by name.
     pub fn get(&self, name: &str) -> Option<&VersionedResource> {
-        self.0
-            .binary_search_by(|r| r.name().cmp(name))
-            .ok()
-            .map(|i| &self.0[i])
+        find(&self.own, name).or_else(|| find(self.shared(), name))
     }
 
     /// Whether a resource exists.
@@ -41,27 +54,27 @@ impl Resources {
 
     /// `(name, resource)` pairs by name.
     pub fn iter(&self) -> impl Iterator<Item = (&Arc<str>, &VersionedResource)> {
-        self.0.iter().map(|r| (&r.encoded.name, r))
+        self.values().map(|r| (&r.encoded.name, r))
     }
 
     /// The names.
     pub fn keys(&self) -> impl Iterator<Item = &Arc<str>> {
-        self.0.iter().map(|r| &r.encoded.name)
+        self.values().map(|r| &r.encoded.name)
     }
 
-    /// The resources.
+    /// The resources, by name.
     pub fn values(&self) -> impl Iterator<Item = &VersionedResource> {
-        self.0.iter()
+        merge_sorted(self.own.iter(), self.shared().iter(), |r| r.name())
     }
 
     /// How many there are.
     pub fn len(&self) -> usize {
-        self.0.len()
+        self.own.len() + self.shared().len()
     }
 
     /// Whether there are none.
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.len() == 0
     }
 }
 
@@ -81,24 +94,6 @@ impl std::ops::Index<&String> for Resources {
     }
 }
 
-/// A resource and the version it is sent with.
-#[derive(Clone, Debug)]
-pub struct VersionedResource {
-    /// The encoded resource.
-    pub encoded: Arc<EncodedResource>,
-    /// Its version: its content hash, except for endpoints, whose version
-    /// also covers their cluster's so that a changed cluster gets its
-    /// endpoints again (Envoy keeps a re-created cluster warming until then).
-    pub version: u64,
-}
-
-impl VersionedResource {
-    /// The resource name.
-    pub fn name(&self) -> &str {
-        &self.encoded.name
-    }
-}
-
 /// A proxy's whole configuration, ready to send. Two snapshots are the
 /// same when every type has the same version.
 #[derive(Clone, Debug, Default)]
@@ -107,52 +102,37 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
-    /// Encodes and versions a generated resource set.
+    /// Encodes and versions a generated resource set. A type's version is
+    /// the sum of its resources' version terms, so the resources of the
+    /// set's shared layer are versioned once for every proxy resting on it.
     pub fn from_resources(set: &ResourceSet) -> Self {
-        let mut lists: BTreeMap<XdsType, Vec<VersionedResource>> = XdsType::ALL
-            .into_iter()
-            .map(|t| {
-                let list = set
-                    .of_type(t)
-                    .map(|g| {
-                        let encoded = g.encoded().clone();
-                        VersionedResource {
-                            version: encoded.hash,
-                            encoded,
-                        }
-                    })
-                    .collect();
-                (t, list)
-            })
-            .collect();
-        // Endpoints and clusters are both sorted by name: walk them together.
-        let clusters = lists.remove(&XdsType::Cluster).unwrap_or_default();
-        if let Some(endpoints) = lists.get_mut(&XdsType::Endpoints) {
-            let mut c = clusters.iter().peekable();
-            for e in endpoints.iter_mut() {
-                while c.next_if(|c| c.name() < e.name()).is_some() {}
-                if let Some(cluster) = c.peek().filter(|c| c.name() == e.name()) {
-                    e.version = crate::digest::digest(&(e.encoded.hash, cluster.encoded.hash));
-                }
-            }
-        }
-        lists.insert(XdsType::Cluster, clusters);
+        let layer = set.layer();
         let types = XdsType::ALL
             .into_iter()
             .map(|t| {
-                let list = lists.remove(&t).unwrap_or_default();
-                let mut digest = xxhash_rust::xxh3::Xxh3::new();
-                for r in &list {
-                    digest.update(r.name().as_bytes());
-                    digest.update(&[0]);
-                    digest.update(&r.version.to_le_bytes());
-                }
-                let version = format!("{:016x}", digest.digest());
+                let own: Vec<VersionedResource> = set
+                    .own_of_type(t)
+                    .map(|(name, g)| {
+                        let cluster = (t == XdsType::Endpoints)
+                            .then(|| set.shared(XdsType::Cluster, name))
+                            .flatten()
+                            .map(|c| c.encoded().clone());
+                        VersionedResource::new(g.encoded().clone(), cluster.as_deref())
+                    })
+                    .collect();
+                let shared = layer.map(|l| l.versioned(t)).filter(|v| !v.is_empty());
+                let sum = own.iter().fold(layer.map_or(0, |l| l.version_sum(t)), |sum, r| {
+                    sum.wrapping_add(r.version_term())
+                });
+                let resources = Resources {
+                    own,
+                    shared: shared.cloned(),
+                };
                 (
                     t,
                     TypeSnapshot {
-                        version,
-                        resources: Resources(list),
+                        version: format!("{sum:016x}"),
+                        resources,
                     },
                 )
             })

@@ -27,7 +27,7 @@ use tokio::sync::mpsc;
 
 use crate::admin_tls::AdminTls;
 use crate::context::{MeshContext, Proxy, ProxyMetadata, dataplane_endpoints};
-use crate::generate::{OutboundBundle, OutboundCache, Policies, generate_shared};
+use crate::generate::{OutboundBundle, OutboundCache, OutboundLayer, Policies, generate_shared};
 use crate::metrics::XdsMetrics;
 use crate::mtls::{Ca, Identity, MeshMtls};
 use crate::retire::ClusterRetirement;
@@ -101,6 +101,8 @@ struct ConnectedProxy {
     /// The outbound bundles its last config uses (kept alive in the cache);
     /// they name the services it was built from.
     bundles: Vec<Arc<OutboundBundle>>,
+    /// The shared layer of outbounds its last config rests on.
+    layer: Option<Arc<OutboundLayer>>,
     /// Its identity certificate (mTLS) and the CA it was issued for.
     identity: Option<(Arc<Identity>, u64)>,
     /// Its clusters, removed ones kept for a while.
@@ -113,10 +115,12 @@ struct ConnectedProxy {
 impl ConnectedProxy {
     /// Whether its last config was built from any of `services`.
     fn reaches_any(&self, services: &BTreeSet<String>) -> bool {
-        self.bundles
-            .iter()
-            .flat_map(|b| b.services())
-            .any(|s| services.contains(s))
+        self.layer.as_ref().is_some_and(|l| l.reaches_any(services))
+            || self
+                .bundles
+                .iter()
+                .flat_map(|b| b.services())
+                .any(|s| services.contains(s))
     }
 }
 
@@ -285,6 +289,7 @@ impl Generator {
                         metadata,
                         transparent: false,
                         bundles: Vec::new(),
+                        layer: None,
                         identity: None,
                         clusters: ClusterRetirement::default(),
                         admin_tls: None,
@@ -493,6 +498,7 @@ impl Generator {
             self.metrics.generations.inc();
             connected.transparent = proxy.transparent_proxy().is_some();
             connected.bundles = generation.bundles;
+            connected.layer = generation.layer;
             report.regenerated.insert(node.clone());
             if self.snapshots.set(&node, snapshot) {
                 self.metrics.snapshot_updates.inc();

@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use super::outbound::OutboundBundle;
+use super::outbound::{OutboundBundle, OutboundLayer};
 use crate::context::MeshContext;
 
 /// Shared outbound bundles of one mesh, keyed by a digest of everything
@@ -20,6 +20,9 @@ pub struct OutboundCache {
 #[derive(Debug, Default)]
 struct Inner {
     entries: HashMap<u128, Entry>,
+    /// Outbound layers by `to` signature and mesh context; `None` where
+    /// the outbounds need something of each proxy.
+    layers: HashMap<u128, Option<Arc<OutboundLayer>>>,
     /// Bumped by every sweep; entries remember the round they were last used in.
     round: u64,
     hits: u64,
@@ -89,6 +92,21 @@ impl OutboundCache {
         bundle
     }
 
+    /// The layer for `key`, built by `build` when absent.
+    pub(super) fn get_or_build_layer(
+        &self,
+        key: u128,
+        build: impl FnOnce() -> Option<OutboundLayer>,
+    ) -> Option<Arc<OutboundLayer>> {
+        if let Some(layer) = self.lock().layers.get(&key) {
+            return layer.clone();
+        }
+        // Built without the lock, which building takes for each bundle.
+        let layer = build().map(Arc::new);
+        self.lock().layers.insert(key, layer.clone());
+        layer
+    }
+
     /// Drops the bundles no proxy used during the last `rounds` sweeps and
     /// starts a new round.
     pub fn sweep(&self, rounds: u64) {
@@ -103,9 +121,12 @@ impl OutboundCache {
     /// Drops the bundles nobody but the cache holds (callers keep the
     /// bundles their proxies use, see [`super::Generation`]).
     pub fn drop_unreferenced(&self) {
-        self.lock()
-            .entries
-            .retain(|_, e| Arc::strong_count(&e.bundle) > 1);
+        let mut inner = self.lock();
+        // Layers first: they hold bundles.
+        inner
+            .layers
+            .retain(|_, layer| layer.as_ref().is_some_and(|l| Arc::strong_count(l) > 1));
+        inner.entries.retain(|_, e| Arc::strong_count(&e.bundle) > 1);
     }
 
     /// Current counters.

@@ -15,7 +15,9 @@ pub mod tls;
 mod transparent;
 
 pub use cache::{CacheStats, OutboundCache};
-pub use outbound::{KeyedTarget, OutboundBundle, OutboundTarget, VIP_PORT, outbound_targets, vip_targets};
+pub use outbound::{
+    KeyedTarget, OutboundBundle, OutboundLayer, OutboundTarget, VIP_PORT, outbound_targets, vip_targets,
+};
 pub use system::{ADMIN_CLUSTER, READINESS_CLUSTER, admin_port_sent, prefix_route, static_hcm};
 pub use transparent::original_dst_cluster;
 
@@ -155,8 +157,10 @@ pub fn generate_cached(
 pub struct Generation {
     /// The resources.
     pub resources: ResourceSet,
-    /// The outbound bundles used.
+    /// The outbound bundles used outside the shared layer.
     pub bundles: Vec<std::sync::Arc<OutboundBundle>>,
+    /// The shared layer of outbounds the resources rest on.
+    pub layer: Option<std::sync::Arc<OutboundLayer>>,
 }
 
 /// Generates with policies already matched, sharing outbound resources
@@ -175,10 +179,11 @@ pub fn generate_shared(
     dns::generate(proxy, mesh, &mut rs);
     inbound::generate(proxy, mesh, policies, &mut rs);
     probes::generate(proxy, &mut rs);
-    outbound::generate(proxy, mesh, policies, cache, &mut rs, &mut bundles);
+    let layer = outbound::generate(proxy, mesh, policies, cache, &mut rs, &mut bundles);
     crate::plugins::mesh_proxy_patch::apply(policies, &mut rs);
     Generation {
         resources: rs,
         bundles,
+        layer,
     }
 }

@@ -27,7 +27,7 @@ use crate::context::{MeshContext, Proxy, Service, serialize_tag_set};
 use crate::envoy;
 use crate::plugins;
 use crate::plugins::mesh_http_route::{backend_service, cluster_name};
-use crate::resources::{Generated, Origin, Resource, ResourceSet, XdsType};
+use crate::resources::{Generated, Origin, Resource, ResourceSet, SharedLayer, XdsType};
 
 /// The port a service's VIP listener uses.
 pub const VIP_PORT: u32 = 80;
@@ -149,8 +149,25 @@ pub(super) fn generate(
     cache: Option<&OutboundCache>,
     rs: &mut ResourceSet,
     used: &mut Vec<Arc<OutboundBundle>>,
-) {
+) -> Option<Arc<OutboundLayer>> {
     let edits = ProxyEdits::of(proxy, mesh, policies);
+    if !edits.own_listeners
+        && !edits.locality
+        && !policies.has(ResourceType::MeshProxyPatch)
+        && takes_every_vip(proxy, mesh)
+    {
+        let layer = match cache {
+            Some(cache) => {
+                let key = bundle_key(policies.to_signature(), mesh.build, 0);
+                cache.get_or_build_layer(key, || build_layer(mesh, policies, Some(cache)))
+            }
+            None => build_layer(mesh, policies, None).map(Arc::new),
+        };
+        if let Some(layer) = layer {
+            rs.set_layer(layer.resources.clone());
+            return Some(layer);
+        }
+    }
     let targets = outbound_targets(proxy, mesh);
     used.reserve(targets.len());
     for (target, target_digest) in targets {
@@ -164,6 +181,98 @@ pub(super) fn generate(
         add_for_proxy(&target, &bundle, proxy, mesh, policies, &edits, rs);
         used.push(bundle);
     }
+    None
+}
+
+/// Whether the proxy's outbounds are exactly the mesh's VIP outbounds: a
+/// transparent proxy without explicit outbounds, `reachableServices` or an
+/// inbound on a VIP's address and port.
+fn takes_every_vip(proxy: &Proxy<'_>, mesh: &MeshContext) -> bool {
+    let tp = proxy.transparent_proxy().is_some_and(|(_, out)| out > 0);
+    let narrowed = proxy
+        .dataplane
+        .networking()
+        .transparent_proxying
+        .as_ref()
+        .and_then(|t| t.reachable_services.as_ref())
+        .is_some_and(|r| !r.is_empty());
+    tp && !narrowed
+        && proxy.dataplane.outbounds().is_empty()
+        && proxy.dataplane.inbounds().iter().all(|i| {
+            let address = proxy.dataplane.inbound_address(i);
+            !mesh
+                .vip_targets
+                .iter()
+                .any(|(t, _)| t.port == i.port && t.address == address)
+        })
+}
+
+/// Every VIP outbound of a mesh as the proxies with the same `to` policies
+/// and nothing of their own in their outbounds get it: one layer that all
+/// of them rest on, encoded and versioned once.
+#[derive(Debug)]
+pub struct OutboundLayer {
+    resources: Arc<SharedLayer>,
+    /// The bundles it is made of (kept alive in the cache).
+    bundles: Vec<Arc<OutboundBundle>>,
+    /// The services they were built from.
+    services: BTreeSet<String>,
+}
+
+impl OutboundLayer {
+    /// Whether it was built from any of `services`.
+    pub fn reaches_any(&self, services: &BTreeSet<String>) -> bool {
+        services.iter().any(|s| self.services.contains(s))
+    }
+
+    /// The bundles it is made of.
+    pub fn bundles(&self) -> &[Arc<OutboundBundle>] {
+        &self.bundles
+    }
+}
+
+/// The layer of the mesh's VIP outbounds under `policies`; `None` when an
+/// outbound needs something of each proxy (HTTP health checks send the
+/// proxy's tags).
+fn build_layer(
+    mesh: &MeshContext,
+    policies: &Policies,
+    cache: Option<&OutboundCache>,
+) -> Option<OutboundLayer> {
+    let mut set = ResourceSet::new();
+    let mut bundles = Vec::with_capacity(mesh.vip_targets.len());
+    for (target, target_digest) in &mesh.vip_targets {
+        let bundle = match cache {
+            Some(cache) => {
+                let key = bundle_key(policies.to_signature(), mesh.mesh_digest, *target_digest);
+                cache.get_or_build(key, mesh, || build_bundle(target, mesh, policies))
+            }
+            None => Arc::new(build_bundle(target, mesh, policies)),
+        };
+        set.add_shared(bundle.listener.clone());
+        for c in &bundle.clusters {
+            if matches!(c.cluster.resource(), Resource::Cluster(cluster) if plugins::mesh_health_check::has_http_checks(cluster))
+            {
+                return None;
+            }
+            // The same cluster may serve several outbounds; the first wins.
+            if !set.contains(XdsType::Cluster, c.cluster.resource().name()) {
+                set.add_shared(c.cluster.clone());
+                set.add_shared(c.endpoints.clone());
+            }
+        }
+        bundles.push(bundle);
+    }
+    let services = bundles
+        .iter()
+        .flat_map(|b| b.services())
+        .map(str::to_string)
+        .collect();
+    Some(OutboundLayer {
+        resources: Arc::new(SharedLayer::new(set)),
+        bundles,
+        services,
+    })
 }
 
 /// The cache key of an outbound's bundle: everything that goes into it
