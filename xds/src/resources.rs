@@ -583,9 +583,11 @@ impl ResourceSet {
     /// layer's stay and replace it (the layer is then copied in).
     pub fn set_layer(&mut self, layer: Arc<SharedLayer>) {
         self.flatten();
+        // The set's own resources are the few; the layer's the many.
         let collides = XdsType::ALL.into_iter().any(|t| {
-            let own = &self.items[slot(t)];
-            !own.is_empty() && layer.of_type(t).any(|(name, _)| own.contains_key(name))
+            self.items[slot(t)]
+                .keys()
+                .any(|name| layer.get(t, name).is_some())
         });
         if collides {
             for t in XdsType::ALL {

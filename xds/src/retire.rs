@@ -101,8 +101,28 @@ impl ClusterRetirement {
             if let Some(old) = &self.published_layer
                 && !next.layer().is_some_and(|layer| Arc::ptr_eq(layer, old))
             {
+                // Both layers are sorted by name, and mostly share their
+                // names' strings: one walk, comparing pointers first.
+                let mut in_next = next
+                    .layer()
+                    .into_iter()
+                    .flat_map(|l| l.of_type(XdsType::Cluster))
+                    .peekable();
+                let mut still_in_next_layer = |name: &Arc<str>| {
+                    while let Some((n, _)) = in_next.peek() {
+                        if Arc::ptr_eq(n, name) || n == &name {
+                            return true;
+                        }
+                        if *n > name {
+                            return false;
+                        }
+                        in_next.next();
+                    }
+                    false
+                };
                 newly.extend(
                     old.of_type(XdsType::Cluster)
+                        .filter(|(name, _)| !still_in_next_layer(name))
                         .filter(|(name, cluster)| removed(name, cluster.origin()))
                         .map(|(name, cluster)| {
                             let resources = ClusterResources {
