@@ -70,6 +70,18 @@ pub struct ToEntry {
     pub source: Source,
 }
 
+impl ToEntry {
+    /// Whether the entry applies to `destination` (its target covers it,
+    /// and its route scope, if any, is the destination's route).
+    pub fn applies_to(&self, destination: &Destination) -> bool {
+        ToRules::covers(&self.target, destination)
+            && self
+                .route_scope
+                .as_deref()
+                .is_none_or(|r| destination.route.as_deref() == Some(r))
+    }
+}
+
 /// Outbound configuration: every `to[]` entry of the matched policies in
 /// precedence order, merged on demand per destination.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -179,12 +191,7 @@ impl ToRules {
 
     /// The entries that apply to `destination`, least specific first.
     pub fn relevant<'a>(&'a self, destination: &'a Destination) -> impl Iterator<Item = &'a ToEntry> + 'a {
-        self.entries.iter().filter(move |e| {
-            Self::covers(&e.target, destination)
-                && e.route_scope
-                    .as_deref()
-                    .is_none_or(|r| destination.route.as_deref() == Some(r))
-        })
+        self.entries.iter().filter(move |e| e.applies_to(destination))
     }
 
     /// The merged configuration for `destination`, or `None` when no entry applies.

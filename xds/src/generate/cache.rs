@@ -4,8 +4,9 @@
 //! only the bundles it touches.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 
+use super::Policies;
 use super::outbound::{OutboundBundle, OutboundLayer};
 use crate::context::MeshContext;
 
@@ -17,16 +18,37 @@ pub struct OutboundCache {
     inner: Mutex<Inner>,
 }
 
+/// How many bundles of an outbound built under other policies are tried
+/// before building one (each try compares a few recorded reads).
+const SIBLINGS_TRIED: usize = 8;
+
 #[derive(Debug, Default)]
 struct Inner {
     entries: HashMap<u128, Entry>,
+    /// The bundles of each outbound (under any policies), newest last.
+    siblings: HashMap<u128, Vec<Weak<OutboundBundle>>>,
     /// Outbound layers by `to` signature and mesh context; `None` where
     /// the outbounds need something of each proxy.
     layers: HashMap<u128, Option<Arc<OutboundLayer>>>,
     /// Bumped by every sweep; entries remember the round they were last used in.
     round: u64,
     hits: u64,
+    shared: u64,
     misses: u64,
+}
+
+impl Inner {
+    fn insert(&mut self, key: u128, bundle: Arc<OutboundBundle>, checked_in: u64) {
+        let last_used = self.round;
+        self.entries.insert(
+            key,
+            Entry {
+                bundle,
+                last_used,
+                checked_in,
+            },
+        );
+    }
 }
 
 #[derive(Debug)]
@@ -45,6 +67,9 @@ pub struct CacheStats {
     pub entries: usize,
     /// Lookups served from the cache.
     pub hits: u64,
+    /// Lookups served by a bundle built under other policies that give
+    /// the same.
+    pub shared: u64,
     /// Lookups that built a bundle.
     pub misses: u64,
 }
@@ -55,11 +80,15 @@ impl OutboundCache {
         Self::default()
     }
 
-    /// The bundle for `key`, built by `build` when absent or stale.
+    /// The bundle for `key` (an outbound under one proxy's `to` policies),
+    /// else one built for the same `outbound` under other policies that
+    /// `policies` give the same reads, else one built by `build`.
     pub(super) fn get_or_build(
         &self,
         key: u128,
+        outbound: u128,
         mesh: &MeshContext,
+        policies: &Policies,
         build: impl FnOnce() -> OutboundBundle,
     ) -> Arc<OutboundBundle> {
         {
@@ -74,21 +103,27 @@ impl OutboundCache {
                 inner.hits += 1;
                 return bundle;
             }
+            let sibling = inner.siblings.get(&outbound).and_then(|list| {
+                list.iter()
+                    .rev()
+                    .take(SIBLINGS_TRIED)
+                    .filter_map(Weak::upgrade)
+                    .find(|b| b.fits(policies) && b.is_current(mesh))
+            });
+            if let Some(bundle) = sibling {
+                inner.shared += 1;
+                inner.insert(key, bundle.clone(), mesh.build);
+                return bundle;
+            }
         }
         // Built without the lock: two proxies may build the same bundle
         // concurrently, which wastes a little work but never blocks.
         let bundle = Arc::new(build());
         let mut inner = self.lock();
         inner.misses += 1;
-        let last_used = inner.round;
-        inner.entries.insert(
-            key,
-            Entry {
-                bundle: bundle.clone(),
-                last_used,
-                checked_in: mesh.build,
-            },
-        );
+        inner.insert(key, bundle.clone(), mesh.build);
+        let siblings = inner.siblings.entry(outbound).or_default();
+        siblings.push(Arc::downgrade(&bundle));
         bundle
     }
 
@@ -127,6 +162,10 @@ impl OutboundCache {
             .layers
             .retain(|_, layer| layer.as_ref().is_some_and(|l| Arc::strong_count(l) > 1));
         inner.entries.retain(|_, e| Arc::strong_count(&e.bundle) > 1);
+        inner.siblings.retain(|_, list| {
+            list.retain(|b| b.strong_count() > 0);
+            !list.is_empty()
+        });
     }
 
     /// Current counters.
@@ -135,6 +174,7 @@ impl OutboundCache {
         CacheStats {
             entries: inner.entries.len(),
             hits: inner.hits,
+            shared: inner.shared,
             misses: inner.misses,
         }
     }

@@ -21,8 +21,8 @@ use kuma_crds::dataplane::SERVICE_TAG;
 use kuma_crds::matching::{Destination, tags_match};
 use kuma_crds::resource::ResourceType;
 
-use super::Policies;
 use super::cache::OutboundCache;
+use super::{Policies, PolicyRead};
 use crate::context::{MeshContext, Proxy, Service, serialize_tag_set};
 use crate::envoy;
 use crate::plugins;
@@ -171,13 +171,7 @@ pub(super) fn generate(
     let targets = outbound_targets(proxy, mesh);
     used.reserve(targets.len());
     for (target, target_digest) in targets {
-        let bundle = match cache {
-            Some(cache) => {
-                let key = bundle_key(policies.to_signature(), mesh.mesh_digest, target_digest);
-                cache.get_or_build(key, mesh, || build_bundle(&target, mesh, policies))
-            }
-            None => Arc::new(build_bundle(&target, mesh, policies)),
-        };
+        let bundle = bundle(&target, target_digest, mesh, policies, cache);
         add_for_proxy(&target, &bundle, proxy, mesh, policies, &edits, rs);
         used.push(bundle);
     }
@@ -242,13 +236,7 @@ fn build_layer(
     let mut set = ResourceSet::new();
     let mut bundles = Vec::with_capacity(mesh.vip_targets.len());
     for (target, target_digest) in &mesh.vip_targets {
-        let bundle = match cache {
-            Some(cache) => {
-                let key = bundle_key(policies.to_signature(), mesh.mesh_digest, *target_digest);
-                cache.get_or_build(key, mesh, || build_bundle(target, mesh, policies))
-            }
-            None => Arc::new(build_bundle(target, mesh, policies)),
-        };
+        let bundle = bundle(target, *target_digest, mesh, policies, cache);
         set.add_shared(bundle.listener.clone());
         for c in &bundle.clusters {
             if matches!(c.cluster.resource(), Resource::Cluster(cluster) if plugins::mesh_health_check::has_http_checks(cluster))
@@ -330,12 +318,22 @@ pub struct OutboundBundle {
     /// The services read while building, with their digests at the time:
     /// the bundle is stale once one of them changes.
     deps: Vec<(String, u64)>,
+    /// What building read of the proxy's policies (`None` when that cannot
+    /// be compared): proxies whose policies give the same share the bundle.
+    reads: Option<Vec<PolicyRead>>,
 }
 
 impl OutboundBundle {
     /// The services the bundle was built from.
     pub fn services(&self) -> impl Iterator<Item = &str> {
         self.deps.iter().map(|(s, _)| s.as_str())
+    }
+
+    /// Whether `policies` give what the bundle was built from.
+    pub fn fits(&self, policies: &Policies) -> bool {
+        self.reads
+            .as_ref()
+            .is_some_and(|reads| policies.reads_match(reads))
     }
 
     /// Whether every service the bundle was built from is unchanged.
@@ -495,6 +493,31 @@ fn build_bundle(target: &OutboundTarget, mesh: &MeshContext, policies: &Policies
         listener: Arc::new(Generated::new(Origin::Outbound, Resource::Listener(listener))),
         clusters: bundle_clusters,
         deps: deps.collect(),
+        reads: None,
+    }
+}
+
+/// An outbound's bundle: from the cache (built for these `to` policies, or
+/// for others that give the same), else built and recorded there.
+fn bundle(
+    target: &OutboundTarget,
+    target_digest: u64,
+    mesh: &MeshContext,
+    policies: &Policies,
+    cache: Option<&OutboundCache>,
+) -> Arc<OutboundBundle> {
+    let build = || {
+        let (mut bundle, reads) = policies.recording(|| build_bundle(target, mesh, policies));
+        bundle.reads = reads;
+        bundle
+    };
+    match cache {
+        Some(cache) => {
+            let key = bundle_key(policies.to_signature(), mesh.mesh_digest, target_digest);
+            let outbound = bundle_key(0, mesh.mesh_digest, target_digest);
+            cache.get_or_build(key, outbound, mesh, policies, build)
+        }
+        None => Arc::new(build()),
     }
 }
 

@@ -1,0 +1,226 @@
+//! The policies that apply to one proxy, and what generation read of them.
+//!
+//! An outbound's shared resources are a function of the mesh, the outbound
+//! and what its generation read of the proxy's `to` policies: the merged
+//! configuration for a few destinations and whether a type applies at all.
+//! Recording those reads lets proxies whose policies differ elsewhere (a
+//! policy for one service changes the signature of every proxy it selects)
+//! share the outbounds the difference does not reach.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+
+use kuma_crds::matching::{Destination, InboundRules, MatchOptions, MatchedPolicies, Merged};
+use kuma_crds::resource::ResourceType;
+
+use crate::context::{MeshContext, Proxy};
+use crate::digest::JsonDigest;
+
+/// The policies of every type that apply to one proxy.
+#[derive(Debug, Default)]
+pub struct Policies {
+    by_type: BTreeMap<ResourceType, MatchedPolicies>,
+    /// A digest of each `to` entry, parallel to `by_type[t].to.entries`.
+    entry_digests: BTreeMap<ResourceType, Vec<u128>>,
+    to_signature: u128,
+    recording: Mutex<Recording>,
+}
+
+impl Clone for Policies {
+    fn clone(&self) -> Self {
+        Policies {
+            by_type: self.by_type.clone(),
+            entry_digests: self.entry_digests.clone(),
+            to_signature: self.to_signature,
+            recording: Mutex::default(),
+        }
+    }
+}
+
+/// One thing generation read of a proxy's policies.
+#[derive(Clone, Debug, PartialEq)]
+pub enum PolicyRead {
+    /// Whether any policy of the type selects the proxy.
+    Has(ResourceType, bool),
+    /// The `to` entries of the type that apply to the destination (a
+    /// digest of them, in merge order).
+    To(ResourceType, Destination, u128),
+}
+
+#[derive(Debug, Default)]
+enum Recording {
+    #[default]
+    Off,
+    On(Vec<PolicyRead>),
+    /// Something was read that [`PolicyRead`] cannot describe.
+    Opaque,
+}
+
+impl Policies {
+    /// Matches every policy type of the mesh against the proxy.
+    pub fn compute(proxy: &Proxy<'_>, mesh: &MeshContext) -> Self {
+        let by_type: BTreeMap<ResourceType, MatchedPolicies> = ResourceType::policies()
+            .into_iter()
+            .filter(|t| mesh.policies.contains_key(t))
+            .map(|t| {
+                (
+                    t,
+                    mesh.policy_index
+                        .match_policies(t, proxy.resource, MatchOptions::default()),
+                )
+            })
+            .filter(|(_, m)| !m.is_empty())
+            .collect();
+        let entry_digests: BTreeMap<ResourceType, Vec<u128>> = by_type
+            .iter()
+            .map(|(t, matched)| {
+                let digests = matched
+                    .to
+                    .entries
+                    .iter()
+                    .map(|e| {
+                        let mut d = JsonDigest::new();
+                        d.add(&e.target);
+                        d.add(&e.route_scope);
+                        d.add(&e.conf);
+                        d.add(&e.source);
+                        d.finish128()
+                    })
+                    .collect();
+                (*t, digests)
+            })
+            .collect();
+        let mut signature = JsonDigest::new();
+        for (t, digests) in &entry_digests {
+            signature.add(t.name());
+            signature.add(digests);
+        }
+        Policies {
+            by_type,
+            entry_digests,
+            to_signature: signature.finish128(),
+            recording: Mutex::default(),
+        }
+    }
+
+    /// A digest of every `to` entry that applies to the proxy: proxies with
+    /// the same signature get the same configuration for every destination.
+    pub fn to_signature(&self) -> u128 {
+        self.to_signature
+    }
+
+    /// The matched policies of a type.
+    pub fn get(&self, t: ResourceType) -> Option<&MatchedPolicies> {
+        self.record_opaque();
+        self.by_type.get(&t)
+    }
+
+    /// Whether any policy of the type selects the proxy.
+    pub fn has(&self, t: ResourceType) -> bool {
+        let has = self.by_type.contains_key(&t);
+        self.record(|| PolicyRead::Has(t, has));
+        has
+    }
+
+    /// The merged `to` configuration of a type for a destination.
+    pub fn to_conf(&self, t: ResourceType, destination: &Destination) -> Option<Merged> {
+        self.record(|| PolicyRead::To(t, destination.clone(), self.relevant_digest(t, destination)));
+        self.by_type.get(&t)?.to.conf(destination)
+    }
+
+    /// The typed `to` configuration of a type for a destination.
+    pub fn to_typed<C: serde::de::DeserializeOwned>(
+        &self,
+        t: ResourceType,
+        destination: &Destination,
+    ) -> Option<C> {
+        self.to_conf(t, destination)?.conf().ok()
+    }
+
+    /// The inbound rules of a type for inbound `index`.
+    pub fn inbound(&self, t: ResourceType, index: usize) -> Option<&InboundRules> {
+        self.record_opaque();
+        self.by_type.get(&t)?.inbounds.get(&index)
+    }
+
+    /// The typed catch-all inbound configuration of a type for inbound `index`.
+    pub fn inbound_typed<C: serde::de::DeserializeOwned>(&self, t: ResourceType, index: usize) -> Option<C> {
+        self.inbound(t, index)?.catch_all.as_ref()?.conf().ok()
+    }
+
+    /// The merged single-item configuration of a type.
+    pub fn single(&self, t: ResourceType) -> Option<&Merged> {
+        self.record_opaque();
+        self.by_type.get(&t)?.single.as_ref()
+    }
+
+    /// The typed single-item configuration of a type.
+    pub fn single_typed<C: serde::de::DeserializeOwned>(&self, t: ResourceType) -> Option<C> {
+        self.single(t)?.conf().ok()
+    }
+
+    /// Every matched type.
+    pub fn iter(&self) -> impl Iterator<Item = (&ResourceType, &MatchedPolicies)> {
+        self.record_opaque();
+        self.by_type.iter()
+    }
+
+    /// Runs `f`, recording what it reads: `None` when it read something
+    /// that cannot be compared with another proxy's policies.
+    pub fn recording<T>(&self, f: impl FnOnce() -> T) -> (T, Option<Vec<PolicyRead>>) {
+        *self.lock() = Recording::On(Vec::new());
+        let out = f();
+        let reads = match std::mem::take(&mut *self.lock()) {
+            Recording::On(reads) => Some(reads),
+            Recording::Off | Recording::Opaque => None,
+        };
+        (out, reads)
+    }
+
+    /// Whether these policies give what `reads` recorded of others.
+    pub fn reads_match(&self, reads: &[PolicyRead]) -> bool {
+        reads.iter().all(|read| match read {
+            PolicyRead::Has(t, has) => self.by_type.contains_key(t) == *has,
+            PolicyRead::To(t, destination, digest) => self.relevant_digest(*t, destination) == *digest,
+        })
+    }
+
+    /// A digest of the `to` entries of a type that apply to `destination`,
+    /// in merge order (0 when none do).
+    fn relevant_digest(&self, t: ResourceType, destination: &Destination) -> u128 {
+        let (Some(matched), Some(digests)) = (self.by_type.get(&t), self.entry_digests.get(&t)) else {
+            return 0;
+        };
+        matched
+            .to
+            .entries
+            .iter()
+            .zip(digests)
+            .filter(|(e, _)| e.applies_to(destination))
+            .fold(0u128, |acc, (_, digest)| {
+                let mut words = [0u8; 32];
+                words[..16].copy_from_slice(&acc.to_le_bytes());
+                words[16..].copy_from_slice(&digest.to_le_bytes());
+                xxhash_rust::xxh3::xxh3_128(&words)
+            })
+    }
+
+    fn record(&self, read: impl FnOnce() -> PolicyRead) {
+        let mut recording = self.lock();
+        if let Recording::On(reads) = &mut *recording {
+            reads.push(read());
+        }
+    }
+
+    fn record_opaque(&self) {
+        let mut recording = self.lock();
+        if matches!(*recording, Recording::On(_)) {
+            *recording = Recording::Opaque;
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Recording> {
+        // Recording state is a plain value; a panic cannot leave it torn.
+        self.recording.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
