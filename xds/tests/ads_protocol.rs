@@ -213,7 +213,93 @@ fn sotw_named_subscription_changes_are_answered() {
         ))
         .unwrap();
     assert_eq!(out.responses.len(), 1);
-    assert_eq!(out.responses[0].resources.len(), 2);
+    // Endpoints are not a state of the world: Envoy keeps `backend`.
+    let sent: Vec<&str> = out.responses[0].resources.iter().map(|r| &*r.name).collect();
+    assert_eq!(sent, ["db"]);
+}
+
+/// A snapshot of EDS clusters with one endpoint each at `ports[i]`.
+fn eds_snapshot(ports: &[(&str, u32)]) -> Arc<Snapshot> {
+    use envoy_types::pb::envoy::config::cluster::v3::Cluster;
+    use envoy_types::pb::envoy::config::endpoint::v3::{ClusterLoadAssignment, LocalityLbEndpoints};
+    use kuma_xds::resources::{Origin, Resource, ResourceSet};
+    let mut set = ResourceSet::new();
+    for (name, port) in ports {
+        set.add(
+            Origin::Outbound,
+            Resource::Cluster(Cluster {
+                name: name.to_string(),
+                ..Default::default()
+            }),
+        );
+        set.add(
+            Origin::Outbound,
+            Resource::Endpoints(ClusterLoadAssignment {
+                cluster_name: name.to_string(),
+                endpoints: vec![LocalityLbEndpoints {
+                    lb_endpoints: vec![kuma_xds::envoy::lb_endpoint("10.0.0.1", *port)],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }),
+        );
+    }
+    Arc::new(Snapshot::from_resources(&set))
+}
+
+#[test]
+fn sotw_endpoints_repeat_only_what_changed_except_after_a_rejection() {
+    let mut s = SotwStream::new();
+    s.on_snapshot(Some(eds_snapshot(&[("a", 1), ("b", 1), ("c", 1)])));
+    let names = ["a", "b", "c"];
+    let first = s
+        .on_request(sotw(XdsType::Endpoints, &names, "", ""))
+        .unwrap()
+        .responses
+        .remove(0);
+    assert_eq!(first.resources.len(), 3, "a new subscription gets everything");
+    s.on_request(sotw(
+        XdsType::Endpoints,
+        &names,
+        &first.version_info,
+        &first.nonce,
+    ))
+    .unwrap();
+
+    // b's endpoints change: b alone is sent, under the type's new version.
+    let next = eds_snapshot(&[("a", 1), ("b", 2), ("c", 1)]);
+    let out = s.on_snapshot(Some(next.clone())).responses;
+    assert_eq!(out.len(), 1);
+    let sent: Vec<&str> = out[0].resources.iter().map(|r| &*r.name).collect();
+    assert_eq!(sent, ["b"]);
+    assert_eq!(out[0].version_info, next.version(XdsType::Endpoints));
+
+    // Envoy rejects it: what it holds is unknown, so the next change
+    // sends every endpoint it asked for.
+    s.on_request(nack(sotw(
+        XdsType::Endpoints,
+        &names,
+        &first.version_info,
+        &out[0].nonce,
+    )))
+    .unwrap();
+    let out = s
+        .on_snapshot(Some(eds_snapshot(&[("a", 1), ("b", 3), ("c", 1)])))
+        .responses;
+    assert_eq!(out[0].resources.len(), 3);
+    s.on_request(sotw(
+        XdsType::Endpoints,
+        &names,
+        &out[0].version_info,
+        &out[0].nonce,
+    ))
+    .unwrap();
+
+    // A change to nothing Envoy asked for sends nothing.
+    let out = s
+        .on_snapshot(Some(eds_snapshot(&[("a", 1), ("b", 3), ("c", 1), ("d", 1)])))
+        .responses;
+    assert!(out.is_empty(), "{out:?}");
 }
 
 #[test]

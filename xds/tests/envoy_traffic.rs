@@ -206,6 +206,14 @@ async fn scenario(delta: bool, net: u8) {
     })
     .await;
 
+    // Endpoints are sent only when they change, in both protocols: the
+    // updates above resent backend's and its subsets' endpoints, never
+    // db's, and Envoy still holds those.
+    let echoed = echo_through(&db_addr, "db endpoints kept")
+        .await
+        .expect("TCP echo after the endpoint updates");
+    assert_eq!(echoed, "db endpoints kept");
+
     for e in all() {
         e.wait_acked(&cp).await;
     }

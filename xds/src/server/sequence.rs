@@ -323,7 +323,11 @@ impl SotwCheck {
                 }
             }
             if t == XdsType::Endpoints {
-                self.envoy.endpoints = names;
+                // Endpoints are not a state of the world: Envoy keeps those
+                // it still asks for and is not sent again.
+                let asked = self.asked.get(r.type_url).cloned().unwrap_or_default();
+                self.envoy.endpoints.retain(|n| asked.contains(n));
+                self.envoy.endpoints.extend(names);
             }
             frames_as::<DiscoveryResponse>(r, &r.to_message())?;
             self.envoy

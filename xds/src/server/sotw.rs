@@ -29,6 +29,9 @@ struct TypeState {
     /// The nonce of the last response; requests quoting another are stale.
     nonce: Option<String>,
     sent: Option<Sent>,
+    /// Endpoints only: the snapshot whose endpoints Envoy holds, for every
+    /// name in `sent` (`None` after a rejection: the next response is whole).
+    held: Option<Arc<Snapshot>>,
     /// Whether the next chance to respond must respond (a fresh subscription).
     must_respond: bool,
 }
@@ -70,6 +73,11 @@ impl SotwStream {
         let state = self.types.entry(request.type_url.clone()).or_default();
         if !request.response_nonce.is_empty() {
             if state.nonce.as_deref() != Some(request.response_nonce.as_str()) {
+                if request.error_detail.is_some() {
+                    // A rejection of an older response: what Envoy holds
+                    // of it is unknown.
+                    state.held = None;
+                }
                 // Envoy's reply to a response we have since superseded; its
                 // answer to the newer one is on the way.
                 out.feedback
@@ -77,6 +85,8 @@ impl SotwStream {
                 return Ok(out);
             }
             let kind = if request.error_detail.is_some() {
+                // What Envoy holds of a rejected response is unknown.
+                state.held = None;
                 FeedbackKind::Nack
             } else {
                 FeedbackKind::Ack
@@ -172,6 +182,24 @@ impl SotwStream {
         if !state.must_respond && state.sent.as_ref() == Some(&desired) {
             return;
         }
+        let resources = match (&state.held, &state.sent) {
+            (Some(held), Some((_, Some(held_names))))
+                if t == XdsType::Endpoints && !state.must_respond && !state.wildcard =>
+            {
+                let changed = changed_since(held.get(t), held_names, typed, resources);
+                if changed.is_empty() {
+                    // Nothing Envoy asked for changed: it already holds this.
+                    state.held = Some(snapshot.clone());
+                    state.sent = Some(desired);
+                    return;
+                }
+                changed
+            }
+            _ => resources,
+        };
+        if t == XdsType::Endpoints {
+            state.held = Some(snapshot.clone());
+        }
         self.next_nonce += 1;
         let nonce = self.next_nonce.to_string();
         state.nonce = Some(nonce.clone());
@@ -184,6 +212,27 @@ impl SotwStream {
             nonce,
         });
     }
+}
+
+/// Endpoints, unlike clusters and listeners, are not a state of the world:
+/// a response need not repeat the ones Envoy holds unchanged (xDS protocol,
+/// "grouping resources into responses"), and Envoy keeps those it is not
+/// sent. One endpoint added to a service every proxy reaches is then one
+/// small response per proxy, not every service's endpoints again.
+fn changed_since(
+    held: &crate::snapshot::TypeSnapshot,
+    held_names: &[Arc<str>],
+    now: &crate::snapshot::TypeSnapshot,
+    resources: Vec<Arc<EncodedResource>>,
+) -> Vec<Arc<EncodedResource>> {
+    resources
+        .into_iter()
+        .filter(|r| {
+            let was_held = held_names.binary_search_by(|n| (**n).cmp(&*r.name)).is_ok();
+            let version = |s: &crate::snapshot::TypeSnapshot| s.resources.get(&r.name).map(|v| v.version);
+            !was_held || version(held) != version(now)
+        })
+        .collect()
 }
 
 impl StreamProtocol for SotwStream {
