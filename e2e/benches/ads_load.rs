@@ -8,6 +8,8 @@
 //!   (p50/p99/max from the API call's return, per round);
 //! - an endpoint added to a service every proxy reaches → every stream has
 //!   it (likewise);
+//! - a MeshTimeout for one service's proxies (1 % at S = 100) → each of
+//!   their streams has it (likewise);
 //! - kuma-cp's RSS before the streams and after settling (and per stream),
 //!   its CPU while idle, and the bytes each stream received for its config.
 //!
@@ -340,6 +342,46 @@ async fn measure(protocol: Protocol, proxies: usize, services: usize, rounds: us
         println!(
             "[{label}] {what} → all {proxies} streams, round {}: {}",
             r % rounds + 1,
+            percentiles(delays)
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    // A policy for one service's proxies (1 % of them at S = 100): the
+    // delays of the streams it reaches.
+    let affected = (0..proxies).filter(|i| i % services == 1).count();
+    for r in 0..rounds {
+        let secs = 100 + r as i64;
+        let policy = serde_json::json!({
+            "type": "MeshTimeout", "mesh": "default", "name": "bench-one-service",
+            "spec": {"targetRef": {"kind": "MeshService", "name": "svc-1"},
+                "to": [{"targetRef": {"kind": "Mesh"}, "default": {"connectionTimeout": format!("{secs}s")}}]}
+        });
+        tracker.reset_probe();
+        let _ = probe_tx.send(Probe::ConnectTimeout(secs));
+        api(
+            &http,
+            reqwest::Method::PUT,
+            format!("{base}/meshes/default/meshtimeouts/bench-one-service"),
+            Some(policy.to_string()),
+        )
+        .await;
+        let returned = tracker.now();
+        wait_until(
+            "svc-1's streams have the MeshTimeout change",
+            || tracker.seen.load(Ordering::SeqCst) == affected,
+            &tracker,
+        )
+        .await;
+        let delays = tracker
+            .seen_at
+            .iter()
+            .map(|s| s.load(Ordering::SeqCst))
+            .filter(|at| *at > 0)
+            .map(|at| at.saturating_sub(returned) as f64 / 1e6)
+            .collect();
+        println!(
+            "[{label}] MeshTimeout for one service's proxies → its {affected} streams, round {}: {}",
+            r + 1,
             percentiles(delays)
         );
         tokio::time::sleep(Duration::from_secs(1)).await;
