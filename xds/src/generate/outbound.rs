@@ -109,23 +109,11 @@ pub fn outbound_targets(proxy: &Proxy<'_>, mesh: &MeshContext) -> Vec<KeyedTarge
     let mut out: Vec<KeyedTarget> =
         Vec::with_capacity(explicit.len() + if tp { mesh.vip_targets.len() } else { 0 });
     if tp {
-        // `reachableServices` narrows a transparent proxy to what it calls.
-        let reachable = proxy
-            .dataplane
-            .networking()
-            .transparent_proxying
-            .as_ref()
-            .and_then(|t| t.reachable_services.as_ref())
-            .filter(|r| !r.is_empty());
+        let reachable = reachable_services(proxy);
         // It names `kuma.io/service`s; MeshServices are not narrowed by it.
         let is_mesh_service =
             |t: &OutboundTarget| mesh.services.get(&t.service).is_some_and(|s| s.is_mesh_service());
-        let inbounds: Vec<(&str, u32)> = proxy
-            .dataplane
-            .inbounds()
-            .iter()
-            .map(|i| (proxy.dataplane.inbound_address(i), i.port))
-            .collect();
+        let inbounds = inbound_addresses(proxy);
         let taken = |t: &OutboundTarget| {
             reachable.is_some_and(|r| !r.contains(&t.service) && !is_mesh_service(t))
                 || (!explicit.is_empty() && explicit.contains_key(&(t.address.clone(), t.port)))
@@ -183,22 +171,36 @@ pub(super) fn generate(
 /// inbound on a VIP's address and port.
 fn takes_every_vip(proxy: &Proxy<'_>, mesh: &MeshContext) -> bool {
     let tp = proxy.transparent_proxy().is_some_and(|(_, out)| out > 0);
-    let narrowed = proxy
+    tp && reachable_services(proxy).is_none()
+        && proxy.dataplane.outbounds().is_empty()
+        && inbound_addresses(proxy).iter().all(|(address, port)| {
+            !mesh
+                .vip_targets
+                .iter()
+                .any(|(t, _)| t.port == *port && t.address == *address)
+        })
+}
+
+/// The services `reachableServices` narrows a transparent proxy to (what
+/// it calls), if it names any.
+fn reachable_services<'a>(proxy: &'a Proxy<'_>) -> Option<&'a Vec<String>> {
+    proxy
         .dataplane
         .networking()
         .transparent_proxying
         .as_ref()
         .and_then(|t| t.reachable_services.as_ref())
-        .is_some_and(|r| !r.is_empty());
-    tp && !narrowed
-        && proxy.dataplane.outbounds().is_empty()
-        && proxy.dataplane.inbounds().iter().all(|i| {
-            let address = proxy.dataplane.inbound_address(i);
-            !mesh
-                .vip_targets
-                .iter()
-                .any(|(t, _)| t.port == i.port && t.address == address)
-        })
+        .filter(|r| !r.is_empty())
+}
+
+/// Where the proxy's inbounds listen: no VIP outbound may take one's place.
+fn inbound_addresses<'a>(proxy: &'a Proxy<'_>) -> Vec<(&'a str, u32)> {
+    proxy
+        .dataplane
+        .inbounds()
+        .iter()
+        .map(|i| (proxy.dataplane.inbound_address(i), i.port))
+        .collect()
 }
 
 /// Every VIP outbound of a mesh as the proxies with the same `to` policies
