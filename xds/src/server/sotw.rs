@@ -180,6 +180,11 @@ impl SotwStream {
         // After a NACK `sent` holds the rejected version, so it is not sent
         // again until the configuration changes: no resend loop.
         if !state.must_respond && state.sent.as_ref() == Some(&desired) {
+            // The same version: Envoy holds this snapshot's endpoints too,
+            // and the older snapshot need not be kept for comparisons.
+            if state.held.is_some() {
+                state.held = Some(snapshot.clone());
+            }
             return;
         }
         let resources = match (&state.held, &state.sent) {
