@@ -287,88 +287,84 @@ async fn measure(protocol: Protocol, proxies: usize, services: usize, rounds: us
         (cpu_seconds(pid) - cpu) / 10.0 * 100.0
     );
 
-    // Each round: the probe every stream watches for, the resource whose
-    // PUT makes the change, and the delays from the PUT's return.
-    for r in 0..rounds * 2 {
-        let (what, probe, path, body) = if r < rounds {
-            let secs = 10 + r as i64;
-            let policy = serde_json::json!({
-                "type": "MeshTimeout", "mesh": "default", "name": "bench-timeout",
-                "spec": {"targetRef": {"kind": "Mesh"}, "to": [{"targetRef": {"kind": "Mesh"},
-                    "default": {"connectionTimeout": format!("{secs}s")}}]}
-            });
-            (
-                "MeshTimeout change",
-                Probe::ConnectTimeout(secs),
-                "meshtimeouts/bench-timeout".to_string(),
-                policy,
-            )
-        } else {
-            let address = format!("10.254.1.{}", r + 1);
-            let name = format!("bench-new-{r}");
-            let dataplane = serde_json::json!({
+    // Each round: the probe the streams watch for, the resource whose PUT
+    // makes the change, how many streams it reaches, and the delays from
+    // the PUT's return.
+    struct Round {
+        what: &'static str,
+        audience: String,
+        probe: Probe,
+        path: String,
+        body: serde_json::Value,
+        streams: usize,
+        number: usize,
+    }
+    let mesh_timeout = |secs: i64, name: &str, target: serde_json::Value| {
+        serde_json::json!({
+            "type": "MeshTimeout", "mesh": "default", "name": name,
+            "spec": {"targetRef": target, "to": [{"targetRef": {"kind": "Mesh"},
+                "default": {"connectionTimeout": format!("{secs}s")}}]}
+        })
+    };
+    // A policy for one service's proxies reaches 1 % of them at S = 100.
+    let affected = (0..proxies).filter(|i| i % services == 1).count();
+    let mut plan = Vec::new();
+    for r in 0..rounds {
+        let secs = 10 + r as i64;
+        plan.push(Round {
+            what: "MeshTimeout change",
+            audience: format!("all {proxies} streams"),
+            probe: Probe::ConnectTimeout(secs),
+            path: "meshtimeouts/bench-timeout".into(),
+            body: mesh_timeout(secs, "bench-timeout", serde_json::json!({"kind": "Mesh"})),
+            streams: proxies,
+            number: r + 1,
+        });
+    }
+    for r in 0..rounds {
+        let address = format!("10.254.1.{}", r + rounds + 1);
+        let name = format!("bench-new-{}", r + rounds);
+        plan.push(Round {
+            what: "endpoint added",
+            audience: format!("all {proxies} streams"),
+            probe: Probe::Endpoint(address.clone()),
+            path: format!("dataplanes/{name}"),
+            body: serde_json::json!({
                 "type": "Dataplane", "mesh": "default", "name": name,
                 "networking": {"address": address, "inbound": [{"port": 8080, "servicePort": 18080,
                     "tags": {"kuma.io/service": "svc-0", "kuma.io/protocol": "http"}}]}
-            });
-            (
-                "endpoint added",
-                Probe::Endpoint(address),
-                format!("dataplanes/{name}"),
-                dataplane,
-            )
-        };
-        tracker.reset_probe();
-        let _ = probe_tx.send(probe);
-        api(
-            &http,
-            reqwest::Method::PUT,
-            format!("{base}/meshes/default/{path}"),
-            Some(body.to_string()),
-        )
-        .await;
-        let returned = tracker.now();
-        wait_until(
-            &format!("every stream has the {what}"),
-            || tracker.seen.load(Ordering::SeqCst) == proxies,
-            &tracker,
-        )
-        .await;
-        let delays = tracker
-            .seen_at
-            .iter()
-            .map(|s| s.load(Ordering::SeqCst).saturating_sub(returned) as f64 / 1e6)
-            .collect();
-        println!(
-            "[{label}] {what} → all {proxies} streams, round {}: {}",
-            r % rounds + 1,
-            percentiles(delays)
-        );
-        tokio::time::sleep(Duration::from_secs(1)).await;
+            }),
+            streams: proxies,
+            number: r + 1,
+        });
     }
-    // A policy for one service's proxies (1 % of them at S = 100): the
-    // delays of the streams it reaches.
-    let affected = (0..proxies).filter(|i| i % services == 1).count();
     for r in 0..rounds {
         let secs = 100 + r as i64;
-        let policy = serde_json::json!({
-            "type": "MeshTimeout", "mesh": "default", "name": "bench-one-service",
-            "spec": {"targetRef": {"kind": "MeshService", "name": "svc-1"},
-                "to": [{"targetRef": {"kind": "Mesh"}, "default": {"connectionTimeout": format!("{secs}s")}}]}
+        let target = serde_json::json!({"kind": "MeshService", "name": "svc-1"});
+        plan.push(Round {
+            what: "MeshTimeout for one service's proxies",
+            audience: format!("its {affected} streams"),
+            probe: Probe::ConnectTimeout(secs),
+            path: "meshtimeouts/bench-one-service".into(),
+            body: mesh_timeout(secs, "bench-one-service", target),
+            streams: affected,
+            number: r + 1,
         });
+    }
+    for round in plan {
         tracker.reset_probe();
-        let _ = probe_tx.send(Probe::ConnectTimeout(secs));
+        let _ = probe_tx.send(round.probe);
         api(
             &http,
             reqwest::Method::PUT,
-            format!("{base}/meshes/default/meshtimeouts/bench-one-service"),
-            Some(policy.to_string()),
+            format!("{base}/meshes/default/{}", round.path),
+            Some(round.body.to_string()),
         )
         .await;
         let returned = tracker.now();
         wait_until(
-            "svc-1's streams have the MeshTimeout change",
-            || tracker.seen.load(Ordering::SeqCst) == affected,
+            &format!("{} has the {}", round.audience, round.what),
+            || tracker.seen.load(Ordering::SeqCst) == round.streams,
             &tracker,
         )
         .await;
@@ -380,8 +376,10 @@ async fn measure(protocol: Protocol, proxies: usize, services: usize, rounds: us
             .map(|at| at.saturating_sub(returned) as f64 / 1e6)
             .collect();
         println!(
-            "[{label}] MeshTimeout for one service's proxies → its {affected} streams, round {}: {}",
-            r + 1,
+            "[{label}] {} → {}, round {}: {}",
+            round.what,
+            round.audience,
+            round.number,
             percentiles(delays)
         );
         tokio::time::sleep(Duration::from_secs(1)).await;
