@@ -47,6 +47,25 @@ fn admin(mesh: &KubeMesh, namespace: &str, pod: &str, path: &str) -> String {
     mesh.workloads().admin(namespace, pod, path)
 }
 
+/// Waits until a counter of a Pod's Envoy matching `filter` is above zero.
+async fn counted(
+    mesh: &KubeMesh,
+    (namespace, pod): (&str, &str),
+    filter: &str,
+    what: &str,
+    within: Duration,
+) {
+    eventually(what, within, || async {
+        let stats = admin(mesh, namespace, pod, &format!("/stats?filter={filter}"));
+        let counted = stats
+            .lines()
+            .filter_map(|l| l.rsplit_once(": "))
+            .any(|(_, n)| n.trim().parse::<u64>().is_ok_and(|n| n > 0));
+        counted.then_some(()).ok_or(stats)
+    })
+    .await;
+}
+
 fn vip(mesh: &KubeMesh, namespace: &str, pod: &str, port: u16) -> Option<String> {
     mesh.workloads().vip(namespace, pod, port)
 }
@@ -288,22 +307,12 @@ async fn injected_pods_carry_traffic_through_the_mesh() {
     );
     let cluster = String::from_utf8_lossy(&cluster.stdout).to_string();
     assert!(cluster.starts_with(kuma_e2e::node::NODE_IP), "{cluster}");
-    eventually(
+    counted(
+        &mesh,
+        ("default", client),
+        "cluster.echo-server_kuma-test_svc_80.upstream_rq_2xx",
         "the client's Envoy counted the responses",
         Duration::from_secs(20),
-        || async {
-            let stats = admin(
-                &mesh,
-                "default",
-                client,
-                "/stats?filter=cluster.echo-server_kuma-test_svc_80.upstream_rq_2xx",
-            );
-            let served = stats
-                .lines()
-                .filter_map(|l| l.rsplit_once(": "))
-                .any(|(_, n)| n.trim().parse::<u64>().is_ok_and(|n| n > 0));
-            served.then_some(()).ok_or(stats)
-        },
     )
     .await;
 
@@ -596,23 +605,12 @@ spec:
         serde_json::json!({"port": 9000, "endpoints": [{"inboundPort": 80, "inboundPath": "/ready", "path": "/80/ready"}]}),
         "{dataplane}"
     );
-    eventually(
+    counted(
+        &mesh,
+        ("kuma-test", &probed[0]),
+        "probe_listener.downstream_rq_2xx",
         "probes answered through the probe listener",
         Duration::from_secs(30),
-        || async {
-            let stats = admin(
-                &mesh,
-                "kuma-test",
-                &probed[0],
-                "/stats?filter=probe_listener.downstream_rq_2xx",
-            );
-            let answered = stats
-                .lines()
-                .find_map(|l| l.strip_prefix("http.probe_listener.downstream_rq_2xx: "))
-                .and_then(|v| v.trim().parse::<u64>().ok())
-                .unwrap_or(0);
-            (answered > 0).then_some(()).ok_or(stats)
-        },
     )
     .await;
 }

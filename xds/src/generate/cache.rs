@@ -30,8 +30,6 @@ struct Inner {
     /// Outbound layers by `to` signature and mesh context; `None` where
     /// the outbounds need something of each proxy.
     layers: HashMap<u128, Option<Arc<OutboundLayer>>>,
-    /// Bumped by every sweep; entries remember the round they were last used in.
-    round: u64,
     hits: u64,
     shared: u64,
     misses: u64,
@@ -39,22 +37,13 @@ struct Inner {
 
 impl Inner {
     fn insert(&mut self, key: u128, bundle: Arc<OutboundBundle>, checked_in: u64) {
-        let last_used = self.round;
-        self.entries.insert(
-            key,
-            Entry {
-                bundle,
-                last_used,
-                checked_in,
-            },
-        );
+        self.entries.insert(key, Entry { bundle, checked_in });
     }
 }
 
 #[derive(Debug)]
 struct Entry {
     bundle: Arc<OutboundBundle>,
-    last_used: u64,
     /// The mesh context the bundle was last found current in: a thousand
     /// proxies using it need one check per context, not one each.
     checked_in: u64,
@@ -93,11 +82,9 @@ impl OutboundCache {
     ) -> Arc<OutboundBundle> {
         {
             let mut inner = self.lock();
-            let round = inner.round;
             if let Some(entry) = inner.entries.get_mut(&key)
                 && (entry.checked_in == mesh.build || entry.bundle.is_current(mesh))
             {
-                entry.last_used = round;
                 entry.checked_in = mesh.build;
                 let bundle = entry.bundle.clone();
                 inner.hits += 1;
@@ -140,17 +127,6 @@ impl OutboundCache {
         let layer = build().map(Arc::new);
         self.lock().layers.insert(key, layer.clone());
         layer
-    }
-
-    /// Drops the bundles no proxy used during the last `rounds` sweeps and
-    /// starts a new round.
-    pub fn sweep(&self, rounds: u64) {
-        let mut inner = self.lock();
-        let round = inner.round;
-        inner
-            .entries
-            .retain(|_, e| round.saturating_sub(e.last_used) < rounds);
-        inner.round += 1;
     }
 
     /// Drops the bundles nobody but the cache holds (callers keep the

@@ -209,8 +209,9 @@ fn inbound_addresses<'a>(proxy: &'a Proxy<'_>) -> Vec<(&'a str, u32)> {
 #[derive(Debug)]
 pub struct OutboundLayer {
     resources: Arc<SharedLayer>,
-    /// The bundles it is made of (kept alive in the cache).
-    bundles: Vec<Arc<OutboundBundle>>,
+    /// The bundles it is made of: held only to keep them in the cache
+    /// while a proxy rests on the layer.
+    _bundles: Vec<Arc<OutboundBundle>>,
     /// The services they were built from.
     services: BTreeSet<String>,
 }
@@ -219,11 +220,6 @@ impl OutboundLayer {
     /// Whether it was built from any of `services`.
     pub fn reaches_any(&self, services: &BTreeSet<String>) -> bool {
         services.iter().any(|s| self.services.contains(s))
-    }
-
-    /// The bundles it is made of.
-    pub fn bundles(&self) -> &[Arc<OutboundBundle>] {
-        &self.bundles
     }
 }
 
@@ -260,7 +256,7 @@ fn build_layer(
         .collect();
     Some(OutboundLayer {
         resources: Arc::new(SharedLayer::new(set)),
-        bundles,
+        _bundles: bundles,
         services,
     })
 }
