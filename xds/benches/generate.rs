@@ -14,8 +14,16 @@ use kuma_xds::snapshot::SnapshotCache;
 use kuma_xds::sync::{Event, Generator};
 
 const SERVICES: usize = 200;
-const PROXIES: usize = 1000;
 const POLICIES: usize = 50;
+
+/// 1,000 proxies unless `GENERATE_PROXIES` says otherwise (10,000 shows what
+/// grows with the mesh rather than with the change).
+fn proxies() -> usize {
+    std::env::var("GENERATE_PROXIES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1000)
+}
 
 fn dataplane(i: usize) -> String {
     let service = i % SERVICES;
@@ -80,12 +88,13 @@ fn ms(d: Duration) -> String {
 }
 
 fn main() {
+    let proxies = proxies();
     let snapshots = Arc::new(SnapshotCache::new());
     let mut generator = Generator::new(snapshots.clone(), Arc::new(XdsMetrics::default()));
     let mut events = vec![upsert("type: Mesh\nname: default")];
-    events.extend((0..PROXIES).map(|i| upsert(&dataplane(i))));
+    events.extend((0..proxies).map(|i| upsert(&dataplane(i))));
     events.extend((0..POLICIES).map(|i| upsert(&policy(i))));
-    events.extend((0..PROXIES).map(|i| Event::Connected {
+    events.extend((0..proxies).map(|i| Event::Connected {
         node: format!("default.dp-{i}"),
         metadata: ProxyMetadata {
             admin_port: 9901,
@@ -104,10 +113,10 @@ fn main() {
         .map(|s| s.len())
         .sum();
     println!(
-        "full generation: {PROXIES} proxies, {SERVICES} services, {POLICIES} policies: {} ({} proxies, {resources} resources, {:.3} ms/proxy)",
+        "full generation: {proxies} proxies, {SERVICES} services, {POLICIES} policies: {} ({} proxies, {resources} resources, {:.3} ms/proxy)",
         ms(full),
         report.regenerated.len(),
-        full.as_secs_f64() * 1000.0 / PROXIES as f64,
+        full.as_secs_f64() * 1000.0 / proxies as f64,
     );
     println!(
         "outbound cache: {:?}",
@@ -129,20 +138,24 @@ fn main() {
     );
 
     let start = Instant::now();
-    let report = generator.apply(vec![upsert(&dataplane(PROXIES))]);
+    let report = generator.apply(vec![upsert(&dataplane(proxies))]);
     println!(
         "one new endpoint of a service every proxy reaches: {} ({} proxies changed)",
         ms(start.elapsed()),
         report.changed.len()
     );
 
-    let start = Instant::now();
-    let report = generator.apply(vec![upsert(
-        &policy(2).replace("maxConnections: 102", "maxConnections: 103"),
-    )]);
+    let mut total = Duration::ZERO;
+    for round in 0..rounds {
+        let start = Instant::now();
+        let report = generator.apply(vec![upsert(
+            &policy(2).replace("maxConnections: 102", &format!("maxConnections: {}", 103 + round)),
+        )]);
+        total += start.elapsed();
+        affected = report.changed.len();
+    }
     println!(
-        "one policy change for one service's 5 proxies: {} ({} proxies changed)",
-        ms(start.elapsed()),
-        report.changed.len()
+        "one policy change for one service's proxies: {} per change ({affected} proxies changed)",
+        ms(total / rounds as u32)
     );
 }

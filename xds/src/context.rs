@@ -226,9 +226,9 @@ impl MeshContext {
     ) -> Self {
         let mut endpoints: BTreeMap<String, Vec<Endpoint>> = BTreeMap::new();
         let mut protocols: BTreeMap<String, BTreeSet<Protocol>> = BTreeMap::new();
-        let mut policies: BTreeMap<ResourceType, Vec<Resource>> = BTreeMap::new();
         let mut secrets: BTreeMap<String, Vec<u8>> = BTreeMap::new();
         let mut dataplanes: Vec<&Resource> = Vec::new();
+        let mut policy_resources: Vec<&Resource> = Vec::new();
         let mut mesh_services: Vec<MeshServicePort> = Vec::new();
         let mode = mesh.mesh_services.as_ref().and_then(|m| m.mode);
         for r in resources {
@@ -252,14 +252,9 @@ impl MeshContext {
                         }
                     }
                 }
-                _ if r.resource_type().is_policy() => {
-                    policies.entry(r.resource_type()).or_default().push(r.clone());
-                }
+                _ if r.resource_type().is_policy() => policy_resources.push(r),
                 _ => {}
             }
-        }
-        for list in policies.values_mut() {
-            list.sort_by_key(|r| r.meta.core_name());
         }
         // MeshService VIPs come from their status (Kubernetes: the ClusterIP)
         // or, when it has none, from a hash of the name as `kuma.io/service`
@@ -339,8 +334,11 @@ impl MeshContext {
             services.insert(d.name, Arc::new(service));
         }
         let vip_targets = crate::generate::vip_targets(&services, mode_uses_service_tags(mode));
-        let all_policies: Vec<Resource> = policies.values().flatten().cloned().collect();
-        let policy_index = Arc::new(kuma_crds::matching::PolicyIndex::new(&all_policies));
+        let MeshPolicies {
+            policies,
+            all_policies,
+            policy_index,
+        } = MeshPolicies::of(policy_resources);
         let (mtls, mtls_error) = match crate::mtls::resolve(mesh_name, mesh, &secrets) {
             Ok(m) => (m.map(Arc::new), None),
             Err(e) => (None, Some(e)),
@@ -366,6 +364,25 @@ impl MeshContext {
         }
     }
 
+    /// This context with the policies among `resources` in place of its
+    /// own, for a change of policies alone: the services, VIPs and mTLS
+    /// digested from the rest stay as they are, so a policy change costs
+    /// its policies, not the mesh's dataplanes.
+    pub fn with_policies<'a>(&self, resources: impl IntoIterator<Item = &'a Resource>) -> Self {
+        let MeshPolicies {
+            policies,
+            all_policies,
+            policy_index,
+        } = MeshPolicies::of(resources.into_iter().filter(|r| r.resource_type().is_policy()));
+        MeshContext {
+            policies,
+            all_policies,
+            policy_index,
+            build: NEXT_BUILD.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            ..self.clone()
+        }
+    }
+
     /// A service's digest (0 for unknown services).
     pub fn service_digest(&self, service: &str) -> u64 {
         self.services.get(service).map(|s| s.digest).unwrap_or(0)
@@ -386,6 +403,32 @@ impl MeshContext {
             .get(service)
             .map(|s| s.protocol)
             .unwrap_or(Protocol::Tcp)
+    }
+}
+
+/// A mesh's policies and routes, ready for matching.
+struct MeshPolicies {
+    policies: BTreeMap<ResourceType, Vec<Resource>>,
+    all_policies: Vec<Resource>,
+    policy_index: Arc<kuma_crds::matching::PolicyIndex>,
+}
+
+impl MeshPolicies {
+    fn of<'a>(resources: impl IntoIterator<Item = &'a Resource>) -> Self {
+        let mut policies: BTreeMap<ResourceType, Vec<Resource>> = BTreeMap::new();
+        for r in resources {
+            policies.entry(r.resource_type()).or_default().push(r.clone());
+        }
+        for list in policies.values_mut() {
+            list.sort_by_key(|r| r.meta.core_name());
+        }
+        let all_policies: Vec<Resource> = policies.values().flatten().cloned().collect();
+        let policy_index = Arc::new(kuma_crds::matching::PolicyIndex::new(&all_policies));
+        MeshPolicies {
+            policies,
+            all_policies,
+            policy_index,
+        }
     }
 }
 

@@ -247,6 +247,13 @@ impl SnapshotCache {
         out
     }
 
+    /// How many nodes have a snapshot (what [`Self::nodes`] would list,
+    /// without copying and sorting every name).
+    pub fn configured(&self) -> usize {
+        let nodes = self.nodes.read().unwrap_or_else(|e| e.into_inner());
+        nodes.values().filter(|s| s.borrow().is_some()).count()
+    }
+
     fn sender(&self, node: &str) -> watch::Sender<Option<Arc<Snapshot>>> {
         if let Some(s) = self.nodes.read().unwrap_or_else(|e| e.into_inner()).get(node) {
             return s.clone();

@@ -20,6 +20,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
+use kuma_crds::common::TargetRef;
 use kuma_crds::matching::{PolicyView, select};
 use kuma_crds::mesh::MeshSpec;
 use kuma_crds::resource::{Resource, ResourceType, Spec};
@@ -138,7 +139,11 @@ struct MeshState {
 #[derive(Debug, Default)]
 struct MeshChanges {
     everything: bool,
+    /// Something other than a policy changed: the mesh's services are
+    /// digested again.
     resources_changed: bool,
+    /// Only policies changed: the services digested last time still hold.
+    policies_changed: bool,
     proxies: BTreeSet<String>,
     services: BTreeSet<String>,
     policies: Vec<Resource>,
@@ -382,12 +387,19 @@ impl Generator {
             .map(|m| m.services.iter().map(|(k, s)| (k.clone(), s.digest)).collect())
             .unwrap_or_default();
         let mut c = c;
-        if c.everything || c.resources_changed || state.context.is_none() {
-            state.context = Some(Arc::new(MeshContext::build(
-                mesh_name,
-                &spec,
-                state.resources.values(),
-            )));
+        match &state.context {
+            Some(previous) if !(c.everything || c.resources_changed) => {
+                if c.policies_changed {
+                    state.context = Some(Arc::new(previous.with_policies(state.resources.values())));
+                }
+            }
+            _ => {
+                state.context = Some(Arc::new(MeshContext::build(
+                    mesh_name,
+                    &spec,
+                    state.resources.values(),
+                )));
+            }
         }
         let Some(mesh) = state.context.clone() else { return };
         if let Some(e) = &mesh.mtls_error {
@@ -421,6 +433,13 @@ impl Generator {
                     .take_while(|((t, _), _)| *t == ResourceType::MeshHTTPRoute)
                     .map(|(_, r)| r)
                     .collect();
+                // Each policy's target read once, not once per proxy: at
+                // 10,000 proxies reading it was most of a small change's cost.
+                let targets: Vec<(&Resource, TargetRef)> = c
+                    .policies
+                    .iter()
+                    .filter_map(|p| PolicyView::of(&p.spec).map(|view| (p, view.top)))
+                    .collect();
                 for name in state.proxies.keys() {
                     if affected.contains(name) {
                         continue;
@@ -428,7 +447,7 @@ impl Generator {
                     let Some(dp) = state.resources.get(&(ResourceType::Dataplane, name.clone())) else {
                         continue;
                     };
-                    if c.policies.iter().any(|p| selects(p, dp, &routes)) {
+                    if targets.iter().any(|(p, top)| selects(p, top, dp, &routes)) {
                         affected.insert(name.clone());
                     }
                 }
@@ -506,7 +525,7 @@ impl Generator {
             }
         }
         state.cache.drop_unreferenced();
-        self.metrics.proxies.set(self.snapshots.nodes().len() as i64);
+        self.metrics.proxies.set(self.snapshots.configured() as i64);
     }
 
     /// The mesh digest in use, for inspection.
@@ -574,7 +593,11 @@ fn note_change(
     new: Option<&Resource>,
     c: &mut MeshChanges,
 ) {
-    c.resources_changed = true;
+    if t.is_policy() {
+        c.policies_changed = true;
+    } else {
+        c.resources_changed = true;
+    }
     match t {
         ResourceType::Dataplane => {
             c.proxies.insert(name.to_string());
@@ -603,14 +626,11 @@ fn note_change(
 
 /// Whether a policy's top-level target selects the dataplane (a route
 /// change counts for every proxy a route-targeting policy selects).
-fn selects(policy: &Resource, dataplane: &Resource, routes: &[&Resource]) -> bool {
+fn selects(policy: &Resource, top: &TargetRef, dataplane: &Resource, routes: &[&Resource]) -> bool {
     let Spec::Dataplane(dp) = &dataplane.spec else {
         return false;
     };
-    let Some(view) = PolicyView::of(&policy.spec) else {
-        return false;
-    };
-    !matches!(select(policy, &view.top, dataplane, dp, routes), Ok(None))
+    !matches!(select(policy, top, dataplane, dp, routes), Ok(None))
 }
 
 /// The handle the rest of the control plane uses: sends events to the

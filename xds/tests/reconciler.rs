@@ -17,6 +17,11 @@ use support::Fixture;
 
 /// A generator over the shared golden mesh with every proxy connected.
 fn connected_mesh() -> (Generator, Arc<SnapshotCache>, Arc<XdsMetrics>) {
+    connected_mesh_with(Vec::new())
+}
+
+/// [`connected_mesh`] with `extra` events in the same first batch.
+fn connected_mesh_with(extra: Vec<Event>) -> (Generator, Arc<SnapshotCache>, Arc<XdsMetrics>) {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/_base/web.yaml");
     let fixture = Fixture::load(&path);
     let snapshots = Arc::new(SnapshotCache::new());
@@ -36,6 +41,7 @@ fn connected_mesh() -> (Generator, Arc<SnapshotCache>, Arc<XdsMetrics>) {
             },
         });
     }
+    events.extend(extra);
     let report = g.apply(events);
     assert_eq!(
         report.regenerated.len(),
@@ -82,6 +88,34 @@ fn a_policy_regenerates_only_the_proxies_it_selects() {
         name: "web-timeout".into(),
     }]);
     assert_eq!(report.regenerated, nodes(&["frontend-1"]));
+}
+
+#[test]
+fn policies_changed_alone_give_what_a_fresh_control_plane_gives() {
+    // A change of policies alone keeps the services digested before; the
+    // proxies it reaches must end up exactly as if everything had been
+    // digested at once.
+    let (mut g, snapshots, _) = connected_mesh();
+    let retry = "type: MeshRetry\nmesh: default\nname: web-retry\nspec:\n  targetRef:\n    kind: Mesh\n  to:\n    - targetRef:\n        kind: MeshService\n        name: backend\n      default:\n        http:\n          numRetries: 4\n";
+    g.apply(vec![upsert(WEB_TIMEOUT)]);
+    g.apply(vec![upsert(retry)]);
+    g.apply(vec![upsert(&WEB_TIMEOUT.replace("20s", "25s"))]);
+    g.apply(vec![Event::Delete {
+        resource_type: ResourceType::MeshRetry,
+        mesh: "default".into(),
+        name: "web-retry".into(),
+    }]);
+    g.apply(vec![upsert(&retry.replace("numRetries: 4", "numRetries: 2"))]);
+
+    let (_, fresh, _) = connected_mesh_with(vec![
+        upsert(&WEB_TIMEOUT.replace("20s", "25s")),
+        upsert(&retry.replace("numRetries: 4", "numRetries: 2")),
+    ]);
+    assert_eq!(snapshots.nodes(), fresh.nodes());
+    for node in fresh.nodes() {
+        let (ours, theirs) = (snapshots.get(&node).unwrap(), fresh.get(&node).unwrap());
+        assert_eq!(ours.changed_types(&theirs), vec![], "{node}");
+    }
 }
 
 #[test]
