@@ -11,7 +11,10 @@
 //! - a MeshTimeout for one service's proxies (1 % at S = 100) → each of
 //!   their streams has it (likewise);
 //! - kuma-cp's RSS before the streams and after settling (and per stream),
-//!   its CPU while idle, and the bytes each stream received for its config.
+//!   its CPU while idle, and the bytes each stream received for its config;
+//! - a reconnect storm: all streams but one service's reconnect at once; the
+//!   time until all are configured again, and a MeshTimeout for the
+//!   streams that stayed, applied during the storm (p50/p99/max).
 //!
 //! Asserts nothing but that every stream gets there within its bound.
 //! Run: `cargo bench -p kuma-e2e --bench ads_load` (`ADS_LOAD_PROXIES`,
@@ -186,7 +189,7 @@ async fn measure(protocol: Protocol, proxies: usize, services: usize, rounds: us
         "false".into(),
     );
     env.insert("RUST_LOG".into(), "warn".into());
-    let cp = ControlPlane::start(&format!("kuma-cp-ads-load-{label}"), env).await;
+    let cp = Arc::new(ControlPlane::start(&format!("kuma-cp-ads-load-{label}"), env).await);
     let pid = cp.proc.pid();
     let http = reqwest::Client::builder().no_proxy().build().expect("client");
     let base = cp.api();
@@ -224,32 +227,13 @@ async fn measure(protocol: Protocol, proxies: usize, services: usize, rounds: us
     for i in 0..proxies {
         // One connection per proxy, as Envoy.
         let connection = connect(&cp).await;
-        let (tracker, probe_rx) = (tracker.clone(), probe_rx.clone());
-        streams.push(tokio::spawn(async move {
-            let mut bytes = 0u64;
-            let mut complete = false;
-            let ended = run_stream(connection, protocol, &format!("default.dp-{i}"), |r| {
-                if !complete {
-                    bytes += r.bytes as u64;
-                    if r.complete {
-                        complete = true;
-                        tracker.bytes_until_complete[i].store(bytes, Ordering::SeqCst);
-                        tracker.complete_at[i].store(tracker.now(), Ordering::SeqCst);
-                        tracker.completed.fetch_add(1, Ordering::SeqCst);
-                    }
-                }
-                let probe = probe_rx.borrow().clone();
-                if tracker.seen_at[i].load(Ordering::SeqCst) == 0 && probe.seen_in(r.type_url, &r.resources) {
-                    tracker.seen_at[i].store(tracker.now(), Ordering::SeqCst);
-                    tracker.seen.fetch_add(1, Ordering::SeqCst);
-                }
-            })
-            .await;
-            tracker.ended.fetch_add(1, Ordering::SeqCst);
-            if let Ok(mut last) = tracker.last_end.lock() {
-                *last = ended;
-            }
-        }));
+        streams.push(tokio::spawn(stream(
+            i,
+            connection,
+            protocol,
+            tracker.clone(),
+            probe_rx.clone(),
+        )));
     }
     println!(
         "[{label}] {proxies} streams opened in {:.1} s",
@@ -384,6 +368,95 @@ async fn measure(protocol: Protocol, proxies: usize, services: usize, rounds: us
         );
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
+
+    // A reconnect storm: every stream but one service's (1 %) goes and
+    // comes back at once, as after a control plane restart (kuma-cp keeps
+    // running here: the memory store would forget the Dataplanes). While
+    // the storm is admitted, a MeshTimeout for the service whose streams
+    // stayed must reach them without waiting for it.
+    let stayed = |i: usize| i % services == 1;
+    for (i, stream) in streams.iter().enumerate() {
+        if !stayed(i) {
+            stream.abort();
+        }
+    }
+    for (i, stream) in streams.iter_mut().enumerate() {
+        if !stayed(i) {
+            let _ = stream.await;
+        }
+    }
+    for (i, at) in tracker.complete_at.iter().enumerate() {
+        if !stayed(i) {
+            at.store(0, Ordering::SeqCst);
+        }
+    }
+    tracker.completed.store(affected, Ordering::SeqCst);
+    tracker.reset_probe();
+    let secs = 200;
+    let _ = probe_tx.send(Probe::ConnectTimeout(secs));
+    let storm_started = Instant::now();
+    let since = tracker.now();
+    for (i, slot) in streams.iter_mut().enumerate() {
+        if stayed(i) {
+            continue;
+        }
+        let (cp, tracker, probe_rx) = (cp.clone(), tracker.clone(), probe_rx.clone());
+        *slot = tokio::spawn(async move {
+            let connection = connect(&cp).await;
+            stream(i, connection, protocol, tracker, probe_rx).await;
+        });
+    }
+    api(
+        &http,
+        reqwest::Method::PUT,
+        format!("{base}/meshes/default/meshtimeouts/bench-one-service"),
+        Some(
+            mesh_timeout(
+                secs,
+                "bench-one-service",
+                serde_json::json!({"kind": "MeshService", "name": "svc-1"}),
+            )
+            .to_string(),
+        ),
+    )
+    .await;
+    let returned = tracker.now();
+    wait_until(
+        "the streams that stayed have the MeshTimeout",
+        || tracker.seen.load(Ordering::SeqCst) == affected,
+        &tracker,
+    )
+    .await;
+    let delays = tracker
+        .seen_at
+        .iter()
+        .map(|s| s.load(Ordering::SeqCst))
+        .filter(|at| *at > 0)
+        .map(|at| at.saturating_sub(returned) as f64 / 1e6)
+        .collect();
+    println!(
+        "[{label}] reconnect storm ({} streams at once): MeshTimeout for the {affected} streams that stayed, during it: {}",
+        proxies - affected,
+        percentiles(delays)
+    );
+    wait_until(
+        "every reconnected stream has its full configuration",
+        || tracker.completed.load(Ordering::SeqCst) == proxies,
+        &tracker,
+    )
+    .await;
+    let reconfigured: Vec<f64> = tracker
+        .complete_at
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| !stayed(*i))
+        .map(|(_, at)| at.load(Ordering::SeqCst).saturating_sub(since) as f64 / 1e6)
+        .collect();
+    println!(
+        "[{label}] reconnect storm: every stream configured again {:.2} s after the storm began (each: {})",
+        storm_started.elapsed().as_secs_f64(),
+        percentiles(reconfigured)
+    );
     println!(
         "[{label}] streams ended by the server: {}",
         tracker.ended.load(Ordering::SeqCst)
@@ -394,6 +467,40 @@ async fn measure(protocol: Protocol, proxies: usize, services: usize, rounds: us
     }
     for stream in streams {
         let _ = stream.await;
+    }
+}
+
+/// One proxy's stream: records when it is complete and when it sees the
+/// probe.
+async fn stream(
+    i: usize,
+    connection: kuma_e2e::ads::AdsConnection,
+    protocol: Protocol,
+    tracker: Arc<Tracker>,
+    probe_rx: watch::Receiver<Probe>,
+) {
+    let mut bytes = 0u64;
+    let mut complete = false;
+    let ended = run_stream(connection, protocol, &format!("default.dp-{i}"), |r| {
+        if !complete {
+            bytes += r.bytes as u64;
+            if r.complete {
+                complete = true;
+                tracker.bytes_until_complete[i].store(bytes, Ordering::SeqCst);
+                tracker.complete_at[i].store(tracker.now(), Ordering::SeqCst);
+                tracker.completed.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        let probe = probe_rx.borrow().clone();
+        if tracker.seen_at[i].load(Ordering::SeqCst) == 0 && probe.seen_in(r.type_url, &r.resources) {
+            tracker.seen_at[i].store(tracker.now(), Ordering::SeqCst);
+            tracker.seen.fetch_add(1, Ordering::SeqCst);
+        }
+    })
+    .await;
+    tracker.ended.fetch_add(1, Ordering::SeqCst);
+    if let Ok(mut last) = tracker.last_end.lock() {
+        *last = ended;
     }
 }
 

@@ -757,6 +757,11 @@ pub struct XdsServerConfig {
     /// (connects and disconnects are written at once).
     #[serde(with = "duration_text")]
     pub dataplane_status_flush_interval: Duration,
+    /// How many xDS streams get their first configuration at once; others
+    /// wait, unread, in arrival order, so that all proxies reconnecting at
+    /// once are admitted at the rate their configurations are delivered.
+    /// Not in Kuma (it admits every stream at once).
+    pub max_configuring_streams: usize,
 }
 
 impl Default for XdsServerConfig {
@@ -765,6 +770,7 @@ impl Default for XdsServerConfig {
             dataplane_deregistration_delay: Duration::from_secs(10),
             retired_cluster_grace_period: kuma_xds::retire::DEFAULT_GRACE,
             dataplane_status_flush_interval: Duration::from_secs(10),
+            max_configuring_streams: kuma_xds::server::DEFAULT_MAX_CONFIGURING,
         }
     }
 }
@@ -1179,6 +1185,13 @@ const ENV: &[(&str, Setter)] = &[
     ("KUMA_XDS_SERVER_RETIRED_CLUSTER_GRACE_PERIOD", |c, v| {
         c.xds_server.retired_cluster_grace_period =
             humantime::parse_duration(v).map_err(|e| e.to_string())?;
+        Ok(())
+    }),
+    ("KUMA_XDS_SERVER_MAX_CONFIGURING_STREAMS", |c, v| {
+        c.xds_server.max_configuring_streams = match parse(v)? {
+            0 => return Err("must be at least 1".into()),
+            n => n,
+        };
         Ok(())
     }),
     ("KUMA_XDS_SERVER_DATAPLANE_STATUS_FLUSH_INTERVAL", |c, v| {

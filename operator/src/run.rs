@@ -154,7 +154,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             .clone()
             .map(|c| Arc::new(crate::kubernetes::service_account::ServiceAccountAuthenticator::new(c))),
     });
-    let limits = Limits::default();
+    let limits = Limits {
+        max_configuring: config.xds_server.max_configuring_streams,
+        ..Limits::default()
+    };
     let ads = AdsServer::new(
         snapshots.clone(),
         Arc::new(DpRegistry(dp.clone())),

@@ -38,6 +38,8 @@ pub struct XdsMetrics {
     pub stale_requests: Family<TypeLabels, Counter>,
     /// Streams refused (bad request, unknown node, limit reached).
     pub refused_streams: Counter,
+    /// Streams waiting for a place among those being configured.
+    pub waiting_streams: Gauge,
     /// Time to generate one proxy's configuration.
     pub generation_seconds: Histogram,
     /// Time to apply one batch of changes to every affected proxy.
@@ -59,6 +61,7 @@ impl Default for XdsMetrics {
             nacks: Family::default(),
             stale_requests: Family::default(),
             refused_streams: Counter::default(),
+            waiting_streams: Gauge::default(),
             generation_seconds: Histogram::new(exponential_buckets(0.000_05, 2.0, 16)),
             reconcile_seconds: Histogram::new(exponential_buckets(0.000_1, 2.0, 18)),
             generations: Counter::default(),
@@ -89,6 +92,11 @@ impl XdsMetrics {
             "refused_streams",
             "ADS streams refused",
             self.refused_streams.clone(),
+        );
+        r.register(
+            "waiting_streams",
+            "ADS streams waiting, unread, for their first configuration to start",
+            self.waiting_streams.clone(),
         );
         r.register(
             "generation_seconds",

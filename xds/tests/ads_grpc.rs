@@ -277,3 +277,169 @@ async fn a_client_that_never_reads_holds_up_nobody_and_is_sent_a_bounded_few_res
     );
     drop(slow_tx);
 }
+
+/// A snapshot of one cluster (no endpoints) and one listener.
+fn cluster_and_listener() -> kuma_xds::snapshot::Snapshot {
+    use envoy_types::pb::envoy::config::cluster::v3::Cluster;
+    use envoy_types::pb::envoy::config::listener::v3::Listener;
+    use kuma_xds::resources::{Origin, Resource, ResourceSet};
+    let mut set = ResourceSet::new();
+    set.add(
+        Origin::Outbound,
+        Resource::Cluster(Cluster {
+            name: "backend".into(),
+            ..Default::default()
+        }),
+    );
+    set.add(
+        Origin::Outbound,
+        Resource::Listener(Listener {
+            name: "outbound:backend".into(),
+            ..Default::default()
+        }),
+    );
+    kuma_xds::snapshot::Snapshot::from_resources(&set)
+}
+
+/// An ADS client stream: its requests' sender and its responses.
+struct Client {
+    tx: tokio::sync::mpsc::Sender<DiscoveryRequest>,
+    responses: tonic::Streaming<envoy_types::pb::envoy::service::discovery::v3::DiscoveryResponse>,
+}
+
+impl Client {
+    /// Opens a stream whose first request asks `node`'s `t`. Returns once
+    /// the server has admitted the stream (its response headers come then).
+    async fn open(url: &str, node: &str, t: XdsType) -> Client {
+        let mut client = AggregatedDiscoveryServiceClient::connect(url.to_string())
+            .await
+            .unwrap();
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        tx.send(request(Some(node), t)).await.unwrap();
+        let responses = client
+            .stream_aggregated_resources(tokio_stream::wrappers::ReceiverStream::new(rx))
+            .await
+            .unwrap()
+            .into_inner();
+        Client { tx, responses }
+    }
+
+    async fn next(&mut self) -> envoy_types::pb::envoy::service::discovery::v3::DiscoveryResponse {
+        tokio::time::timeout(Duration::from_secs(10), self.responses.next())
+            .await
+            .expect("a response in time")
+            .expect("the stream stays open")
+            .expect("a response")
+    }
+
+    async fn ack(
+        &self,
+        node: &str,
+        t: XdsType,
+        answered: &envoy_types::pb::envoy::service::discovery::v3::DiscoveryResponse,
+    ) {
+        let mut ack = request(Some(node), t);
+        ack.version_info = answered.version_info.clone();
+        ack.response_nonce = answered.nonce.clone();
+        self.tx.send(ack).await.unwrap();
+    }
+}
+
+/// Waits (bounded) until `gauge` reads `want`.
+async fn gauge_reaches(gauge: &prometheus_client::metrics::gauge::Gauge, want: i64) {
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while gauge.get() != want {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("the gauge stays at {}, not {want}", gauge.get()));
+}
+
+/// The admission rule for reconnect storms: while `max_configuring`
+/// streams are getting their first configuration, the next waits unread;
+/// it is let in when Envoy answers a configuring stream's listeners, when
+/// such a stream ends, or when one has held its place too long.
+#[tokio::test]
+async fn new_streams_wait_while_others_get_their_first_configuration() {
+    let limits = Limits {
+        max_configuring: 1,
+        configuring_at_most: Duration::from_secs(3600),
+        ..Limits::default()
+    };
+    let cache = Arc::new(SnapshotCache::new());
+    let metrics = Arc::new(XdsMetrics::default());
+    let ads = AdsServer::new(cache.clone(), Arc::new(AcceptAll), metrics.clone(), &limits);
+    let router = tonic::service::Routes::new(ads.into_service(&limits)).into_axum_router();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    for node in ["default.a", "default.b", "default.c"] {
+        cache.set(node, cluster_and_listener());
+    }
+
+    // a configures: its clusters come; b waits behind it, unanswered.
+    let mut a = Client::open(&url, "default.a", XdsType::Cluster).await;
+    let clusters = a.next().await;
+    let b = tokio::spawn({
+        let url = url.clone();
+        async move { Client::open(&url, "default.b", XdsType::Cluster).await }
+    });
+    gauge_reaches(&metrics.waiting_streams, 1).await;
+
+    // a's clusters ACKed, then its listeners asked for, sent and ACKed:
+    // its first configuration is complete and b is let in.
+    a.ack("default.a", XdsType::Cluster, &clusters).await;
+    a.tx.send(request(Some("default.a"), XdsType::Listener))
+        .await
+        .unwrap();
+    let listeners = a.next().await;
+    assert_eq!(listeners.type_url, XdsType::Listener.type_url());
+    assert_eq!(
+        metrics.waiting_streams.get(),
+        1,
+        "b waits until a's listeners are answered"
+    );
+    a.ack("default.a", XdsType::Listener, &listeners).await;
+    let mut b = b.await.unwrap();
+    let answered = b.next().await;
+    assert_eq!(answered.type_url, XdsType::Cluster.type_url());
+    assert_eq!(metrics.waiting_streams.get(), 0);
+
+    // b never asks for listeners; c waits until b goes away.
+    let c = tokio::spawn({
+        let url = url.clone();
+        async move { Client::open(&url, "default.c", XdsType::Cluster).await }
+    });
+    gauge_reaches(&metrics.waiting_streams, 1).await;
+    drop(b);
+    let mut c = c.await.unwrap();
+    assert_eq!(c.next().await.type_url, XdsType::Cluster.type_url());
+    drop(a);
+}
+
+/// A stream that gets no configuration does not hold its place for ever.
+#[tokio::test]
+async fn a_stream_holds_its_place_among_configuring_ones_for_a_bounded_time() {
+    let limits = Limits {
+        max_configuring: 1,
+        configuring_at_most: Duration::from_millis(200),
+        ..Limits::default()
+    };
+    let cache = Arc::new(SnapshotCache::new());
+    let metrics = Arc::new(XdsMetrics::default());
+    let ads = AdsServer::new(cache.clone(), Arc::new(AcceptAll), metrics.clone(), &limits);
+    let router = tonic::service::Routes::new(ads.into_service(&limits)).into_axum_router();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    cache.set("default.b", cluster_and_listener());
+
+    // No snapshot for a (its mesh does not exist): it gets nothing, and b
+    // is let in once a's time is up (it would wait for ever otherwise).
+    let a = Client::open(&url, "default.a", XdsType::Cluster).await;
+    let mut b = Client::open(&url, "default.b", XdsType::Cluster).await;
+    assert_eq!(b.next().await.type_url, XdsType::Cluster.type_url());
+    assert_eq!(metrics.waiting_streams.get(), 0);
+    drop(a);
+}

@@ -153,14 +153,51 @@ pub struct Limits {
     pub max_streams: usize,
     /// The largest request accepted, in bytes.
     pub max_request_bytes: usize,
+    /// Streams getting their first configuration at once (see
+    /// [`Configuring`]); the others wait, unread, in arrival order.
+    pub max_configuring: usize,
+    /// How long a stream may hold its place among those: a proxy that gets
+    /// no configuration (its mesh does not exist) or never asks for
+    /// listeners lets the next one in after this.
+    pub configuring_at_most: std::time::Duration,
 }
+
+/// [`Limits::max_configuring`] by default: enough in flight to keep both
+/// ends busy, few enough that an established stream's update is not queued
+/// behind thousands of first configurations.
+pub const DEFAULT_MAX_CONFIGURING: usize = 64;
 
 impl Default for Limits {
     fn default() -> Self {
         Limits {
             max_streams: 20_000,
             max_request_bytes: 4 * 1024 * 1024,
+            max_configuring: DEFAULT_MAX_CONFIGURING,
+            configuring_at_most: std::time::Duration::from_secs(5),
         }
+    }
+}
+
+/// A stream's place among those getting their first configuration. When
+/// every proxy reconnects at once (a control plane restart), each first
+/// configuration costs generation, encryption and Envoy's work on about
+/// half a megabyte; admitting them all at once queues established streams'
+/// updates behind all of that. Holding new streams, unread, until a place
+/// frees admits a storm at the rate its configurations are delivered. The
+/// place is given back when Envoy answers the stream's first listeners
+/// (listeners come last: clusters and endpoints were delivered before
+/// them), when the stream ends, or after [`Limits::configuring_at_most`].
+struct Configuring {
+    _permit: tokio::sync::OwnedSemaphorePermit,
+    until: tokio::time::Instant,
+}
+
+impl Configuring {
+    /// Whether `feedback` ends the first configuration.
+    fn done_by(feedback: &[Feedback]) -> bool {
+        feedback.iter().any(|f| {
+            f.kind != FeedbackKind::Stale && XdsType::from_type_url(&f.type_url) == Some(XdsType::Listener)
+        })
     }
 }
 
@@ -170,6 +207,8 @@ pub struct AdsServer {
     registry: Arc<dyn ProxyRegistry>,
     metrics: Arc<XdsMetrics>,
     streams: Arc<Semaphore>,
+    configuring: Arc<Semaphore>,
+    configuring_at_most: std::time::Duration,
 }
 
 impl AdsServer {
@@ -185,6 +224,8 @@ impl AdsServer {
             registry,
             metrics,
             streams: Arc::new(Semaphore::new(limits.max_streams)),
+            configuring: Arc::new(Semaphore::new(limits.max_configuring.max(1))),
+            configuring_at_most: limits.configuring_at_most,
         }
     }
 
@@ -200,7 +241,7 @@ impl AdsServer {
         request: Request<Streaming<P::Request>>,
         protocol: P,
     ) -> Result<grpc::Frames, Status> {
-        let (admitted, first, requests) = self.admit(request).await?;
+        let (admitted, configuring, first, requests) = self.admit(request).await?;
         let (tx, rx) = mpsc::channel(STREAM_BUFFER);
         let driver = Driver {
             cache: self.cache.clone(),
@@ -208,19 +249,30 @@ impl AdsServer {
             registry: self.registry.clone(),
             mode: P::MODE,
         };
-        tokio::spawn(driver.run(admitted, protocol, first, requests, tx));
+        tokio::spawn(driver.run(admitted, configuring, protocol, first, requests, tx));
         Ok(rx)
     }
 
-    /// Admits a stream: checks the limit, reads the first request and
-    /// identifies the node.
+    /// Admits a stream: checks the limit, waits for a place among the
+    /// streams being configured, reads the first request and identifies
+    /// the node.
     async fn admit<Req: FirstRequest>(
         &self,
         request: Request<Streaming<Req>>,
-    ) -> Result<(Admitted, Req, Streaming<Req>), Status> {
+    ) -> Result<(Admitted, Configuring, Req, Streaming<Req>), Status> {
         let Ok(permit) = self.streams.clone().try_acquire_owned() else {
             self.metrics.refused_streams.inc();
             return Err(Status::resource_exhausted("too many xDS streams"));
+        };
+        let waiting = Waiting::new(&self.metrics.waiting_streams);
+        let place = self.configuring.clone().acquire_owned().await;
+        drop(waiting);
+        let Ok(place) = place else {
+            return Err(Status::unavailable("the server is stopping"));
+        };
+        let configuring = Configuring {
+            _permit: place,
+            until: tokio::time::Instant::now() + self.configuring_at_most,
         };
         let metadata = request.metadata().clone();
         let mut stream = request.into_inner();
@@ -247,9 +299,27 @@ impl AdsServer {
                 _guard: guard,
                 _permit: permit,
             },
+            configuring,
             first,
             stream,
         ))
+    }
+}
+
+/// Counts a stream as waiting while it lives (the wait may end by the
+/// stream going away).
+struct Waiting(prometheus_client::metrics::gauge::Gauge);
+
+impl Waiting {
+    fn new(gauge: &prometheus_client::metrics::gauge::Gauge) -> Self {
+        gauge.inc();
+        Waiting(gauge.clone())
+    }
+}
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        self.0.dec();
     }
 }
 
@@ -365,6 +435,7 @@ impl Driver {
     async fn run<P: StreamProtocol>(
         self,
         admitted: Admitted,
+        configuring: Configuring,
         mut state: P,
         first: P::Request,
         mut requests: Streaming<P::Request>,
@@ -380,10 +451,15 @@ impl Driver {
         let initial = snapshots.borrow_and_update().clone();
         let mut outputs = vec![Ok(state.on_snapshot(initial))];
         outputs.push(state.on_request(first));
+        let configuring_until = configuring.until;
+        let mut configuring = Some(configuring);
         'stream: loop {
             for output in outputs.drain(..) {
                 match output {
                     Ok(out) => {
+                        if configuring.is_some() && Configuring::done_by(&out.feedback) {
+                            configuring = None;
+                        }
                         self.record(&node, &out.feedback);
                         self.count_responses(out.responses.iter().map(XdsResponse::type_url));
                         for r in out.responses {
@@ -418,6 +494,9 @@ impl Driver {
                     outputs.push(Ok(state.on_snapshot(snapshot)));
                 }
                 () = tx.closed() => break,
+                () = tokio::time::sleep_until(configuring_until), if configuring.is_some() => {
+                    configuring = None;
+                }
             }
         }
         gauge.dec();
