@@ -1532,6 +1532,30 @@ mod tests {
     }
 
     #[test]
+    fn streams_configured_at_once_are_set_by_file_or_variable_and_never_zero() {
+        assert_eq!(
+            Config::default().xds_server.max_configuring_streams,
+            kuma_xds::server::DEFAULT_MAX_CONFIGURING
+        );
+        let f = write("xdsServer:\n  maxConfiguringStreams: 8\n");
+        let (c, _) = Config::load(Some(&f.0), Vec::new()).unwrap();
+        assert_eq!(c.xds_server.max_configuring_streams, 8);
+        let var = |v: &str| {
+            vec![(
+                "KUMA_XDS_SERVER_MAX_CONFIGURING_STREAMS".to_string(),
+                v.to_string(),
+            )]
+        };
+        let (c, _) = Config::load(Some(&f.0), var("256")).unwrap();
+        assert_eq!(c.xds_server.max_configuring_streams, 256);
+        let err = Config::load(None, var("0")).unwrap_err().to_string();
+        assert!(
+            err.contains("KUMA_XDS_SERVER_MAX_CONFIGURING_STREAMS") && err.contains("at least 1"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn bad_keys_and_values_are_named() {
         let f = write("store:\n  postgres:\n    hots: db\n");
         let err = Config::load(Some(&f.0), Vec::new()).unwrap_err().to_string();

@@ -175,6 +175,10 @@ fn server_config(cert_pem: &str, key_pem: &str) -> Result<rustls::ServerConfig, 
 /// HTTP/2 data buffered per stream at most (see [`serve`]).
 const SEND_BUFFER_PER_STREAM: usize = 64 * 1024;
 
+/// How long a client may take over its TLS handshake: a connection that
+/// never completes one is closed instead of held for ever.
+const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Serves `app` over TLS on `listener` until `shutdown` resolves, then
 /// lets open connections finish.
 pub async fn serve(
@@ -204,7 +208,7 @@ pub async fn serve(
             .layer(axum::Extension(axum::extract::ConnectInfo(peer)));
         let watcher = graceful.watcher();
         tokio::spawn(async move {
-            let Ok(stream) = acceptor.accept(tcp).await else {
+            let Ok(Ok(stream)) = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await else {
                 return;
             };
             let service = hyper_util::service::TowerToHyperService::new(app);
