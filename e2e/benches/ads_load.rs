@@ -16,17 +16,29 @@
 //!   time until all are configured again, and a MeshTimeout for the
 //!   streams that stayed, applied during the storm (p50/p99/max).
 //!
+//! With `ADS_LOAD_MODE=kubernetes` the mesh is declared as Kubernetes
+//! users declare it, through a real API server: S Services, N Pods (with
+//! Kuma's sidecar, reported Running and Ready as a kubelet would) whose
+//! Dataplanes kuma-cp writes, MeshTimeout CRDs, and a new endpoint is a new
+//! Pod turning Ready.
+//!
 //! Asserts nothing but that every stream gets there within its bound.
 //! Run: `cargo bench -p kuma-e2e --bench ads_load` (`ADS_LOAD_PROXIES`,
-//! `ADS_LOAD_SERVICES`, `ADS_LOAD_ROUNDS`, `ADS_LOAD_PROTOCOLS=sotw,delta`).
+//! `ADS_LOAD_SERVICES`, `ADS_LOAD_ROUNDS`, `ADS_LOAD_PROTOCOLS=sotw,delta`,
+//! `ADS_LOAD_MODE=universal|kubernetes`).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use envoy_types::pb::envoy::config::cluster::v3::Cluster;
+use envoy_types::pb::envoy::config::cluster::v3::Cluster as EnvoyCluster;
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, ApiResource, DynamicObject, ListParams, Patch, PatchParams, PostParams};
 use kuma_e2e::ads::{CLUSTERS, ENDPOINTS, Protocol, connect, run_stream};
+use kuma_e2e::k8s::{Cluster, Options};
+use kuma_e2e::kube_mesh::kube_client;
 use kuma_e2e::process::ControlPlane;
 use kuma_e2e::temp_dir;
 use prost::Message;
@@ -70,7 +82,7 @@ impl Probe {
             Probe::ConnectTimeout(secs) => {
                 type_url == CLUSTERS
                     && resources.iter().any(|any| {
-                        Cluster::decode(any.value.as_slice()).is_ok_and(|c| {
+                        EnvoyCluster::decode(any.value.as_slice()).is_ok_and(|c| {
                             !c.name.starts_with("kuma:")
                                 && c.connect_timeout.is_some_and(|t| t.seconds == *secs)
                         })
@@ -171,7 +183,7 @@ fn dataplane(i: usize, services: usize) -> String {
     serde_json::json!({
         "type": "Dataplane", "mesh": "default", "name": format!("dp-{i}"),
         "networking": {
-            "address": format!("10.{}.{}.{}", 1 + i / 65536, (i / 256) % 256, i % 256),
+            "address": address(i),
             "inbound": [{"port": 8080, "servicePort": 18080, "tags": {
                 "kuma.io/service": format!("svc-{}", i % services), "kuma.io/protocol": "http"}}],
             "transparentProxying": {"redirectPortInbound": 15006, "redirectPortOutbound": 15001}
@@ -180,41 +192,292 @@ fn dataplane(i: usize, services: usize) -> String {
     .to_string()
 }
 
-async fn measure(protocol: Protocol, proxies: usize, services: usize, rounds: usize) {
+/// Where the bench's mesh is declared.
+#[derive(Clone, Copy, Debug)]
+enum Mode {
+    /// Dataplanes and policies through kuma-cp's REST API.
+    Universal,
+    /// Pods, Services and policy CRDs through a real API server; kuma-cp
+    /// writes the Dataplanes.
+    Kubernetes,
+}
+
+/// A change a round makes.
+enum Change {
+    /// A MeshTimeout `connectionTimeout` for every proxy, or for one
+    /// service's.
+    MeshTimeout {
+        name: &'static str,
+        secs: i64,
+        service: Option<usize>,
+    },
+    /// A new endpoint of `svc-0`.
+    Endpoint { name: String, address: String },
+}
+
+/// The address of proxy `i`.
+fn address(i: usize) -> String {
+    format!("10.{}.{}.{}", 1 + i / 65536, (i / 256) % 256, i % 256)
+}
+
+/// The bench's mesh and how it is changed in each mode.
+enum Mesh {
+    Universal { http: reqwest::Client, base: String },
+    Kubernetes(Box<KubeApis>),
+}
+
+/// The Kubernetes APIs the bench writes and reads.
+struct KubeApis {
+    pods: Api<Pod>,
+    dataplanes: Api<DynamicObject>,
+    timeouts: Api<DynamicObject>,
+}
+
+fn kuma_resource(kind: &str, plural: &str) -> ApiResource {
+    ApiResource {
+        group: "kuma.io".into(),
+        version: "v1alpha1".into(),
+        api_version: "kuma.io/v1alpha1".into(),
+        kind: kind.into(),
+        plural: plural.into(),
+    }
+}
+
+/// A Pod of `app` with Kuma's sidecar (injected: the bench runs no webhook)
+/// behind a transparent proxy, bound to a Node nobody runs.
+fn pod(name: &str, app: &str) -> Pod {
+    serde_json::from_value(serde_json::json!({
+        "metadata": {"name": name, "labels": {"app": app}, "annotations": {
+            "kuma.io/sidecar-injected": "true",
+            "kuma.io/transparent-proxying": "enabled",
+            "kuma.io/transparent-proxying-inbound-port": "15006",
+            "kuma.io/transparent-proxying-outbound-port": "15001"}},
+        "spec": {"nodeName": "bench-node", "containers": [
+            {"name": "app", "image": "app", "ports": [{"containerPort": 8080}]},
+            {"name": "kuma-sidecar", "image": "kuma/kuma-dp"}]},
+    }))
+    .expect("pod")
+}
+
+impl Mesh {
+    /// Services `svc-<s>` of Pods `app-<s>` in namespace `bench`.
+    async fn kubernetes(cluster: &Cluster, services: usize) -> Mesh {
+        let yaml = (0..services)
+            .map(|s| {
+                format!(
+                    "apiVersion: v1\nkind: Service\nmetadata:\n  name: svc-{s}\n  namespace: bench\nspec:\n  selector:\n    app: app-{s}\n  ports:\n    - port: 80\n      targetPort: 8080\n      appProtocol: http\n"
+                )
+            })
+            .chain([
+                "apiVersion: v1\nkind: Node\nmetadata:\n  name: bench-node\n".to_string(),
+                // No kube-controller-manager: the ServiceAccount it would create.
+                "apiVersion: v1\nkind: ServiceAccount\nmetadata:\n  name: default\n  namespace: bench\n".to_string(),
+            ])
+            .collect::<Vec<_>>()
+            .join("---\n");
+        cluster.apply(&yaml);
+        let client = kube_client(&cluster.kubeconfig).await;
+        Mesh::Kubernetes(Box::new(KubeApis {
+            pods: Api::namespaced(client.clone(), "bench"),
+            dataplanes: Api::namespaced_with(
+                client.clone(),
+                "bench",
+                &kuma_resource("Dataplane", "dataplanes"),
+            ),
+            timeouts: Api::namespaced_with(
+                client,
+                "kuma-system",
+                &kuma_resource("MeshTimeout", "meshtimeouts"),
+            ),
+        }))
+    }
+
+    /// The xDS node id of proxy `i`.
+    fn node(&self, i: usize) -> String {
+        match self {
+            Mesh::Universal { .. } => format!("default.dp-{i}"),
+            Mesh::Kubernetes(_) => format!("default.pod-{i}.bench"),
+        }
+    }
+
+    /// Registers `proxies` proxies of `services` services; returns once
+    /// kuma-cp has every Dataplane.
+    async fn register(&self, proxies: usize, services: usize) {
+        match self {
+            Mesh::Universal { http, base } => {
+                // Only this bench's MeshTimeout applies.
+                for name in ["mesh-timeout-all-default", "mesh-gateways-timeout-all-default"] {
+                    api(
+                        http,
+                        reqwest::Method::DELETE,
+                        format!("{base}/meshes/default/meshtimeouts/{name}"),
+                        None,
+                    )
+                    .await;
+                }
+                for i in 0..proxies {
+                    api(
+                        http,
+                        reqwest::Method::PUT,
+                        format!("{base}/meshes/default/dataplanes/dp-{i}"),
+                        Some(dataplane(i, services)),
+                    )
+                    .await;
+                }
+            }
+            Mesh::Kubernetes(kube) => {
+                let (pods, dataplanes) = (&kube.pods, &kube.dataplanes);
+                futures::stream::iter(0..proxies)
+                    .for_each_concurrent(32, |i| async move {
+                        let name = format!("pod-{i}");
+                        pods.create(
+                            &PostParams::default(),
+                            &pod(&name, &format!("app-{}", i % services)),
+                        )
+                        .await
+                        .expect("create a Pod");
+                        report_ready(pods, &name, &address(i)).await;
+                    })
+                    .await;
+                let deadline = Instant::now() + LIMIT;
+                loop {
+                    let written = dataplanes
+                        .list(&ListParams::default())
+                        .await
+                        .map(|l| {
+                            l.items
+                                .iter()
+                                .filter(|d| d.data.pointer("/spec/networking/address").is_some())
+                                .count()
+                        })
+                        .unwrap_or(0);
+                    if written >= proxies {
+                        break;
+                    }
+                    assert!(
+                        Instant::now() < deadline,
+                        "{written} of {proxies} Dataplanes written"
+                    );
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+            }
+        }
+    }
+
+    /// Makes `change`; returns when the API (kuma-cp's or Kubernetes') has
+    /// accepted it.
+    async fn apply(&self, change: Change) {
+        match (self, change) {
+            (Mesh::Universal { http, base }, Change::MeshTimeout { name, secs, service }) => {
+                let target = match service {
+                    None => serde_json::json!({"kind": "Mesh"}),
+                    Some(s) => serde_json::json!({"kind": "MeshService", "name": format!("svc-{s}")}),
+                };
+                let body = serde_json::json!({
+                    "type": "MeshTimeout", "mesh": "default", "name": name,
+                    "spec": {"targetRef": target, "to": [{"targetRef": {"kind": "Mesh"},
+                        "default": {"connectionTimeout": format!("{secs}s")}}]}
+                });
+                let url = format!("{base}/meshes/default/meshtimeouts/{name}");
+                api(http, reqwest::Method::PUT, url, Some(body.to_string())).await;
+            }
+            (Mesh::Universal { http, base }, Change::Endpoint { name, address }) => {
+                let body = serde_json::json!({
+                    "type": "Dataplane", "mesh": "default", "name": name,
+                    "networking": {"address": address, "inbound": [{"port": 8080, "servicePort": 18080,
+                        "tags": {"kuma.io/service": "svc-0", "kuma.io/protocol": "http"}}]}
+                });
+                let url = format!("{base}/meshes/default/dataplanes/{name}");
+                api(http, reqwest::Method::PUT, url, Some(body.to_string())).await;
+            }
+            (Mesh::Kubernetes(kube), Change::MeshTimeout { name, secs, service }) => {
+                // The proxies of one Service: its `kuma.io/service` tag.
+                let target = match service {
+                    None => serde_json::json!({"kind": "Mesh"}),
+                    Some(s) => serde_json::json!({"kind": "MeshSubset",
+                        "tags": {"kuma.io/service": format!("svc-{s}_bench_svc_80")}}),
+                };
+                let object = serde_json::json!({
+                    "apiVersion": "kuma.io/v1alpha1", "kind": "MeshTimeout",
+                    "metadata": {"name": name, "namespace": "kuma-system",
+                        "labels": {"kuma.io/mesh": "default"}},
+                    "spec": {"targetRef": target, "to": [{"targetRef": {"kind": "Mesh"},
+                        "default": {"connectionTimeout": format!("{secs}s")}}]}
+                });
+                kube.timeouts
+                    .patch(
+                        name,
+                        &PatchParams::apply("ads-load").force(),
+                        &Patch::Apply(&object),
+                    )
+                    .await
+                    .expect("apply the MeshTimeout");
+            }
+            (Mesh::Kubernetes(kube), Change::Endpoint { name, address }) => {
+                kube.pods
+                    .create(&PostParams::default(), &pod(&name, "app-0"))
+                    .await
+                    .expect("create a Pod");
+                report_ready(&kube.pods, &name, &address).await;
+            }
+        }
+    }
+}
+
+/// Reports the Pod Running and Ready at `ip`, as the kubelet would.
+async fn report_ready(pods: &Api<Pod>, name: &str, ip: &str) {
+    let status = serde_json::json!({"status": {"phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}],
+        "conditions": [{"type": "Ready", "status": "True"}]}});
+    pods.patch_status(name, &PatchParams::default(), &Patch::Merge(&status))
+        .await
+        .expect("Pod status");
+}
+
+async fn measure(mode: Mode, protocol: Protocol, proxies: usize, services: usize, rounds: usize) {
     let label = format!("{protocol:?}").to_lowercase();
-    let mut env = ControlPlane::env(&BTreeMap::new(), &temp_dir(&format!("ads-load-{label}")));
+    let label = match mode {
+        Mode::Universal => label,
+        Mode::Kubernetes => format!("kubernetes {label}"),
+    };
+    let mut env = ControlPlane::env(&BTreeMap::new(), &temp_dir(&format!("ads-load-{protocol:?}")));
     env.insert("KUMA_DP_SERVER_AUTHN_DP_PROXY_TYPE".into(), "none".into());
     env.insert(
         "KUMA_API_SERVER_AUTHN_TOKENS_BOOTSTRAP_ADMIN_TOKEN".into(),
         "false".into(),
     );
     env.insert("RUST_LOG".into(), "warn".into());
-    let cp = Arc::new(ControlPlane::start(&format!("kuma-cp-ads-load-{label}"), env).await);
+    let cluster = match mode {
+        Mode::Universal => None,
+        Mode::Kubernetes => {
+            let cluster = Cluster::start(Options::default()).await;
+            cluster.install_crds();
+            cluster.create_namespace("kuma-system", &[]).await;
+            cluster.create_namespace("bench", &[]).await;
+            env.insert("KUMA_ENVIRONMENT".into(), "kubernetes".into());
+            env.insert("KUBECONFIG".into(), cluster.kubeconfig.display().to_string());
+            // Only this bench's MeshTimeout applies (universal mode deletes
+            // the defaults instead).
+            env.insert("KUMA_DEFAULTS_SKIP_DEFAULT_POLICIES".into(), "true".into());
+            Some(cluster)
+        }
+    };
+    let cp = Arc::new(ControlPlane::start(&format!("kuma-cp-ads-load-{protocol:?}"), env).await);
     let pid = cp.proc.pid();
-    let http = reqwest::Client::builder().no_proxy().build().expect("client");
-    let base = cp.api();
-    // Only this bench's MeshTimeout applies.
-    for name in ["mesh-timeout-all-default", "mesh-gateways-timeout-all-default"] {
-        api(
-            &http,
-            reqwest::Method::DELETE,
-            format!("{base}/meshes/default/meshtimeouts/{name}"),
-            None,
-        )
-        .await;
-    }
+    let mesh = match &cluster {
+        None => Mesh::Universal {
+            http: reqwest::Client::builder().no_proxy().build().expect("client"),
+            base: cp.api(),
+        },
+        Some(cluster) => Mesh::kubernetes(cluster, services).await,
+    };
     let started = Instant::now();
-    for i in 0..proxies {
-        api(
-            &http,
-            reqwest::Method::PUT,
-            format!("{base}/meshes/default/dataplanes/dp-{i}"),
-            Some(dataplane(i, services)),
-        )
-        .await;
-    }
+    mesh.register(proxies, services).await;
     println!(
-        "[{label}] {proxies} Dataplanes of {services} services registered in {:.1} s",
+        "[{label}] {proxies} {} of {services} services registered in {:.1} s",
+        match mode {
+            Mode::Universal => "Dataplanes",
+            Mode::Kubernetes => "Pods (their Dataplanes written by kuma-cp)",
+        },
         started.elapsed().as_secs_f64()
     );
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -229,6 +492,7 @@ async fn measure(protocol: Protocol, proxies: usize, services: usize, rounds: us
         let connection = connect(&cp).await;
         streams.push(tokio::spawn(stream(
             i,
+            mesh.node(i),
             connection,
             protocol,
             tracker.clone(),
@@ -278,18 +542,10 @@ async fn measure(protocol: Protocol, proxies: usize, services: usize, rounds: us
         what: &'static str,
         audience: String,
         probe: Probe,
-        path: String,
-        body: serde_json::Value,
+        change: Change,
         streams: usize,
         number: usize,
     }
-    let mesh_timeout = |secs: i64, name: &str, target: serde_json::Value| {
-        serde_json::json!({
-            "type": "MeshTimeout", "mesh": "default", "name": name,
-            "spec": {"targetRef": target, "to": [{"targetRef": {"kind": "Mesh"},
-                "default": {"connectionTimeout": format!("{secs}s")}}]}
-        })
-    };
     // A policy for one service's proxies reaches 1 % of them at S = 100.
     let affected = (0..proxies).filter(|i| i % services == 1).count();
     let mut plan = Vec::new();
@@ -299,38 +555,40 @@ async fn measure(protocol: Protocol, proxies: usize, services: usize, rounds: us
             what: "MeshTimeout change",
             audience: format!("all {proxies} streams"),
             probe: Probe::ConnectTimeout(secs),
-            path: "meshtimeouts/bench-timeout".into(),
-            body: mesh_timeout(secs, "bench-timeout", serde_json::json!({"kind": "Mesh"})),
+            change: Change::MeshTimeout {
+                name: "bench-timeout",
+                secs,
+                service: None,
+            },
             streams: proxies,
             number: r + 1,
         });
     }
     for r in 0..rounds {
         let address = format!("10.254.1.{}", r + rounds + 1);
-        let name = format!("bench-new-{}", r + rounds);
         plan.push(Round {
             what: "endpoint added",
             audience: format!("all {proxies} streams"),
             probe: Probe::Endpoint(address.clone()),
-            path: format!("dataplanes/{name}"),
-            body: serde_json::json!({
-                "type": "Dataplane", "mesh": "default", "name": name,
-                "networking": {"address": address, "inbound": [{"port": 8080, "servicePort": 18080,
-                    "tags": {"kuma.io/service": "svc-0", "kuma.io/protocol": "http"}}]}
-            }),
+            change: Change::Endpoint {
+                name: format!("bench-new-{}", r + rounds),
+                address,
+            },
             streams: proxies,
             number: r + 1,
         });
     }
     for r in 0..rounds {
         let secs = 100 + r as i64;
-        let target = serde_json::json!({"kind": "MeshService", "name": "svc-1"});
         plan.push(Round {
             what: "MeshTimeout for one service's proxies",
             audience: format!("its {affected} streams"),
             probe: Probe::ConnectTimeout(secs),
-            path: "meshtimeouts/bench-one-service".into(),
-            body: mesh_timeout(secs, "bench-one-service", target),
+            change: Change::MeshTimeout {
+                name: "bench-one-service",
+                secs,
+                service: Some(1),
+            },
             streams: affected,
             number: r + 1,
         });
@@ -338,13 +596,7 @@ async fn measure(protocol: Protocol, proxies: usize, services: usize, rounds: us
     for round in plan {
         tracker.reset_probe();
         let _ = probe_tx.send(round.probe);
-        api(
-            &http,
-            reqwest::Method::PUT,
-            format!("{base}/meshes/default/{}", round.path),
-            Some(round.body.to_string()),
-        )
-        .await;
+        mesh.apply(round.change).await;
         let returned = tracker.now();
         wait_until(
             &format!("{} has the {}", round.audience, round.what),
@@ -400,25 +652,17 @@ async fn measure(protocol: Protocol, proxies: usize, services: usize, rounds: us
         if stayed(i) {
             continue;
         }
-        let (cp, tracker, probe_rx) = (cp.clone(), tracker.clone(), probe_rx.clone());
+        let (cp, tracker, probe_rx, node) = (cp.clone(), tracker.clone(), probe_rx.clone(), mesh.node(i));
         *slot = tokio::spawn(async move {
             let connection = connect(&cp).await;
-            stream(i, connection, protocol, tracker, probe_rx).await;
+            stream(i, node, connection, protocol, tracker, probe_rx).await;
         });
     }
-    api(
-        &http,
-        reqwest::Method::PUT,
-        format!("{base}/meshes/default/meshtimeouts/bench-one-service"),
-        Some(
-            mesh_timeout(
-                secs,
-                "bench-one-service",
-                serde_json::json!({"kind": "MeshService", "name": "svc-1"}),
-            )
-            .to_string(),
-        ),
-    )
+    mesh.apply(Change::MeshTimeout {
+        name: "bench-one-service",
+        secs,
+        service: Some(1),
+    })
     .await;
     let returned = tracker.now();
     wait_until(
@@ -474,6 +718,7 @@ async fn measure(protocol: Protocol, proxies: usize, services: usize, rounds: us
 /// probe.
 async fn stream(
     i: usize,
+    node: String,
     connection: kuma_e2e::ads::AdsConnection,
     protocol: Protocol,
     tracker: Arc<Tracker>,
@@ -481,7 +726,7 @@ async fn stream(
 ) {
     let mut bytes = 0u64;
     let mut complete = false;
-    let ended = run_stream(connection, protocol, &format!("default.dp-{i}"), |r| {
+    let ended = run_stream(connection, protocol, &node, |r| {
         if !complete {
             bytes += r.bytes as u64;
             if r.complete {
@@ -509,6 +754,11 @@ fn main() {
     let services = env_or("ADS_LOAD_SERVICES", 100);
     let rounds = env_or("ADS_LOAD_ROUNDS", 5);
     let protocols = std::env::var("ADS_LOAD_PROTOCOLS").unwrap_or_else(|_| "sotw,delta".into());
+    let mode = match std::env::var("ADS_LOAD_MODE").as_deref() {
+        Err(_) | Ok("universal") => Mode::Universal,
+        Ok("kubernetes") => Mode::Kubernetes,
+        Ok(other) => panic!("ADS_LOAD_MODE: unknown mode {other:?} (universal, kubernetes)"),
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -520,6 +770,6 @@ fn main() {
             "delta" => Protocol::Delta,
             other => panic!("ADS_LOAD_PROTOCOLS: unknown protocol {other:?} (sotw, delta)"),
         };
-        runtime.block_on(measure(protocol, proxies, services, rounds));
+        runtime.block_on(measure(mode, protocol, proxies, services, rounds));
     }
 }
