@@ -758,7 +758,7 @@ pub struct XdsServerConfig {
     #[serde(with = "duration_text")]
     pub dataplane_status_flush_interval: Duration,
     /// How many xDS streams get their first configuration at once; others
-    /// wait, unread, in arrival order, so that all proxies reconnecting at
+    /// wait, unanswered, in arrival order, so that all proxies reconnecting at
     /// once are admitted at the rate their configurations are delivered.
     /// Not in Kuma (it admits every stream at once).
     pub max_configuring_streams: usize,

@@ -95,7 +95,7 @@ impl XdsMetrics {
         );
         r.register(
             "waiting_streams",
-            "ADS streams waiting, unread, for their first configuration to start",
+            "ADS streams waiting, unanswered, for their first configuration to start",
             self.waiting_streams.clone(),
         );
         r.register(

@@ -357,7 +357,7 @@ async fn gauge_reaches(gauge: &prometheus_client::metrics::gauge::Gauge, want: i
 }
 
 /// The admission rule for reconnect storms: while `max_configuring`
-/// streams are getting their first configuration, the next waits unread;
+/// streams are getting their first configuration, the next waits unanswered;
 /// it is let in when Envoy answers a configuring stream's listeners, when
 /// such a stream ends, or when one has held its place too long.
 #[tokio::test]
@@ -416,6 +416,51 @@ async fn new_streams_wait_while_others_get_their_first_configuration() {
     let mut c = c.await.unwrap();
     assert_eq!(c.next().await.type_url, XdsType::Cluster.type_url());
     drop(a);
+}
+
+/// A client that opens a stream and never sends its first request holds
+/// no place: the next stream is served.
+#[tokio::test]
+async fn a_stream_without_its_first_request_holds_no_place() {
+    let limits = Limits {
+        max_configuring: 1,
+        configuring_at_most: Duration::from_secs(3600),
+        ..Limits::default()
+    };
+    let (url, cache) = serve(limits).await;
+    cache.set("default.b", cluster_and_listener());
+    // One connection: the silent stream's headers reach the server first.
+    let client = AggregatedDiscoveryServiceClient::connect(url.clone())
+        .await
+        .unwrap();
+    let (_silent_tx, silent_rx) = tokio::sync::mpsc::channel::<DiscoveryRequest>(1);
+    let silent = tokio::spawn({
+        let mut client = client.clone();
+        async move {
+            client
+                .stream_aggregated_resources(tokio_stream::wrappers::ReceiverStream::new(silent_rx))
+                .await
+        }
+    });
+    tokio::task::yield_now().await;
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    tx.send(request(Some("default.b"), XdsType::Cluster))
+        .await
+        .unwrap();
+    let admitted = tokio::time::timeout(
+        Duration::from_secs(10),
+        client
+            .clone()
+            .stream_aggregated_resources(tokio_stream::wrappers::ReceiverStream::new(rx)),
+    )
+    .await
+    .expect("the next stream is admitted in time");
+    let mut b = Client {
+        tx,
+        responses: admitted.unwrap().into_inner(),
+    };
+    assert_eq!(b.next().await.type_url, XdsType::Cluster.type_url());
+    silent.abort();
 }
 
 /// A stream that gets no configuration does not hold its place for ever.

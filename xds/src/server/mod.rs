@@ -154,7 +154,7 @@ pub struct Limits {
     /// The largest request accepted, in bytes.
     pub max_request_bytes: usize,
     /// Streams getting their first configuration at once (see
-    /// [`Configuring`]); the others wait, unread, in arrival order.
+    /// [`Configuring`]); the others wait, unanswered, in arrival order.
     pub max_configuring: usize,
     /// How long a stream may hold its place among those: a proxy that gets
     /// no configuration (its mesh does not exist) or never asks for
@@ -182,8 +182,9 @@ impl Default for Limits {
 /// every proxy reconnects at once (a control plane restart), each first
 /// configuration costs generation, encryption and Envoy's work on about
 /// half a megabyte; admitting them all at once queues established streams'
-/// updates behind all of that. Holding new streams, unread, until a place
-/// frees admits a storm at the rate its configurations are delivered. The
+/// updates behind all of that. Holding new streams, unanswered after their
+/// first request, until a place frees admits a storm at the rate its
+/// configurations are delivered. The
 /// place is given back when Envoy answers the stream's first listeners
 /// (listeners come last: clusters and endpoints were delivered before
 /// them), when the stream ends, or after [`Limits::configuring_at_most`].
@@ -253,9 +254,9 @@ impl AdsServer {
         Ok(rx)
     }
 
-    /// Admits a stream: checks the limit, waits for a place among the
-    /// streams being configured, reads the first request and identifies
-    /// the node.
+    /// Admits a stream: checks the limit, reads the first request,
+    /// identifies the node and waits for a place among the streams being
+    /// configured.
     async fn admit<Req: FirstRequest>(
         &self,
         request: Request<Streaming<Req>>,
@@ -263,16 +264,6 @@ impl AdsServer {
         let Ok(permit) = self.streams.clone().try_acquire_owned() else {
             self.metrics.refused_streams.inc();
             return Err(Status::resource_exhausted("too many xDS streams"));
-        };
-        let waiting = Waiting::new(&self.metrics.waiting_streams);
-        let place = self.configuring.clone().acquire_owned().await;
-        drop(waiting);
-        let Ok(place) = place else {
-            return Err(Status::unavailable("the server is stopping"));
-        };
-        let configuring = Configuring {
-            _permit: place,
-            until: tokio::time::Instant::now() + self.configuring_at_most,
         };
         let metadata = request.metadata().clone();
         let mut stream = request.into_inner();
@@ -289,6 +280,18 @@ impl AdsServer {
                     "the first request must carry node.id (<mesh>.<name>)",
                 ));
             }
+        };
+        // The place is taken only now: a client that never sends its first
+        // request must not hold one.
+        let waiting = Waiting::new(&self.metrics.waiting_streams);
+        let place = self.configuring.clone().acquire_owned().await;
+        drop(waiting);
+        let Ok(place) = place else {
+            return Err(Status::unavailable("the server is stopping"));
+        };
+        let configuring = Configuring {
+            _permit: place,
+            until: tokio::time::Instant::now() + self.configuring_at_most,
         };
         let guard = self.registry.connect(&node, &metadata).await.inspect_err(|_| {
             self.metrics.refused_streams.inc();
