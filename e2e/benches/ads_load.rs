@@ -487,7 +487,22 @@ async fn measure(mode: Mode, protocol: Protocol, proxies: usize, services: usize
     let (probe_tx, probe_rx) = watch::channel(Probe::Nothing);
     let connect_started = Instant::now();
     let mut streams = Vec::with_capacity(proxies);
+    // The first 1 % of the streams build what the mesh's proxies share
+    // (the mesh's digest, the outbound layer and bundles): kuma-cp's RSS
+    // once they are configured counts that once, and the growth beyond it
+    // is what each further stream costs.
+    let first = (proxies / 100).max(1);
+    let mut rss_shared = rss_before;
     for i in 0..proxies {
+        if i == first {
+            wait_until(
+                "the first streams have their full configuration",
+                || tracker.completed.load(Ordering::SeqCst) == first,
+                &tracker,
+            )
+            .await;
+            rss_shared = cp.proc.rss_kib();
+        }
         // One connection per proxy, as Envoy.
         let connection = connect(&cp).await;
         streams.push(tokio::spawn(stream(
@@ -527,6 +542,11 @@ async fn measure(mode: Mode, protocol: Protocol, proxies: usize, services: usize
         rss_before / 1024,
         rss_after / 1024,
         rss_after.saturating_sub(rss_before) as f64 / proxies as f64
+    );
+    println!(
+        "[{label}] kuma-cp RSS with the first {first} streams {} MiB: {:.0} KiB per further stream (shared mesh state counted once)",
+        rss_shared / 1024,
+        rss_after.saturating_sub(rss_shared) as f64 / (proxies - first).max(1) as f64
     );
     let cpu = cpu_seconds(pid);
     tokio::time::sleep(Duration::from_secs(10)).await;
