@@ -35,10 +35,10 @@ use std::time::{Duration, Instant};
 use envoy_types::pb::envoy::config::cluster::v3::Cluster as EnvoyCluster;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::{Api, ApiResource, DynamicObject, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
 use kuma_e2e::ads::{CLUSTERS, ENDPOINTS, Protocol, connect, run_stream};
 use kuma_e2e::k8s::{Cluster, Options};
-use kuma_e2e::kube_mesh::kube_client;
+use kuma_e2e::kube_mesh::{addressed_dataplanes, kube_client, kuma_api_resource};
 use kuma_e2e::process::ControlPlane;
 use kuma_e2e::temp_dir;
 use prost::Message;
@@ -130,6 +130,16 @@ impl Tracker {
 
     fn now(&self) -> u64 {
         self.base.elapsed().as_nanos().max(1) as u64
+    }
+
+    /// How long after `returned` each stream that saw the probe saw it (ms).
+    fn delays_since(&self, returned: u64) -> Vec<f64> {
+        self.seen_at
+            .iter()
+            .map(|s| s.load(Ordering::SeqCst))
+            .filter(|at| *at > 0)
+            .map(|at| at.saturating_sub(returned) as f64 / 1e6)
+            .collect()
     }
 
     fn reset_probe(&self) {
@@ -233,16 +243,6 @@ struct KubeApis {
     timeouts: Api<DynamicObject>,
 }
 
-fn kuma_resource(kind: &str, plural: &str) -> ApiResource {
-    ApiResource {
-        group: "kuma.io".into(),
-        version: "v1alpha1".into(),
-        api_version: "kuma.io/v1alpha1".into(),
-        kind: kind.into(),
-        plural: plural.into(),
-    }
-}
-
 /// A Pod of `app` with Kuma's sidecar (injected: the bench runs no webhook)
 /// behind a transparent proxy, bound to a Node nobody runs.
 fn pod(name: &str, app: &str) -> Pod {
@@ -282,12 +282,12 @@ impl Mesh {
             dataplanes: Api::namespaced_with(
                 client.clone(),
                 "bench",
-                &kuma_resource("Dataplane", "dataplanes"),
+                &kuma_api_resource("Dataplane", "dataplanes"),
             ),
             timeouts: Api::namespaced_with(
                 client,
                 "kuma-system",
-                &kuma_resource("MeshTimeout", "meshtimeouts"),
+                &kuma_api_resource("MeshTimeout", "meshtimeouts"),
             ),
         }))
     }
@@ -341,16 +341,7 @@ impl Mesh {
                     .await;
                 let deadline = Instant::now() + LIMIT;
                 loop {
-                    let written = dataplanes
-                        .list(&ListParams::default())
-                        .await
-                        .map(|l| {
-                            l.items
-                                .iter()
-                                .filter(|d| d.data.pointer("/spec/networking/address").is_some())
-                                .count()
-                        })
-                        .unwrap_or(0);
+                    let written = addressed_dataplanes(dataplanes).await;
                     if written >= proxies {
                         break;
                     }
@@ -624,13 +615,7 @@ async fn measure(mode: Mode, protocol: Protocol, proxies: usize, services: usize
             &tracker,
         )
         .await;
-        let delays = tracker
-            .seen_at
-            .iter()
-            .map(|s| s.load(Ordering::SeqCst))
-            .filter(|at| *at > 0)
-            .map(|at| at.saturating_sub(returned) as f64 / 1e6)
-            .collect();
+        let delays = tracker.delays_since(returned);
         println!(
             "[{label}] {} → {}, round {}: {}",
             round.what,
@@ -691,13 +676,7 @@ async fn measure(mode: Mode, protocol: Protocol, proxies: usize, services: usize
         &tracker,
     )
     .await;
-    let delays = tracker
-        .seen_at
-        .iter()
-        .map(|s| s.load(Ordering::SeqCst))
-        .filter(|at| *at > 0)
-        .map(|at| at.saturating_sub(returned) as f64 / 1e6)
-        .collect();
+    let delays = tracker.delays_since(returned);
     println!(
         "[{label}] reconnect storm ({} streams at once): MeshTimeout for the {affected} streams that stayed, during it: {}",
         proxies - affected,

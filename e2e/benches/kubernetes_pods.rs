@@ -18,9 +18,9 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, Patch, PatchParams, PostParams};
 use kuma_e2e::k8s::{Cluster, Options};
-use kuma_e2e::kube_mesh::kube_client;
+use kuma_e2e::kube_mesh::{addressed_dataplanes, kube_client, kuma_api_resource};
 use kuma_e2e::process::ControlPlane;
 use serde_json::json;
 
@@ -98,13 +98,7 @@ async fn main() {
     let dataplanes = Api::<kube::api::DynamicObject>::namespaced_with(
         client.clone(),
         "bench",
-        &kube::api::ApiResource {
-            group: "kuma.io".into(),
-            version: "v1alpha1".into(),
-            api_version: "kuma.io/v1alpha1".into(),
-            kind: "Dataplane".into(),
-            plural: "dataplanes".into(),
-        },
+        &kuma_api_resource("Dataplane", "dataplanes"),
     );
     many_pods_at_once(&cp, &pods, &dataplanes).await;
     ready_to_endpoint(&cp, &pods, &dataplanes).await;
@@ -129,16 +123,7 @@ async fn many_pods_at_once(cp: &ControlPlane, pods: &Api<Pod>, dataplanes: &Api<
         .await;
     let created = started.elapsed();
     loop {
-        let ready = dataplanes
-            .list(&ListParams::default())
-            .await
-            .map(|l| {
-                l.items
-                    .iter()
-                    .filter(|d| d.data.pointer("/spec/networking/address").is_some())
-                    .count()
-            })
-            .unwrap_or(0);
+        let ready = addressed_dataplanes(dataplanes).await;
         if ready >= PODS {
             break;
         }

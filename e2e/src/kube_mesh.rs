@@ -26,6 +26,31 @@ pub async fn kube_client(kubeconfig: &std::path::Path) -> kube::Client {
     kube::Client::try_from(config).expect("client")
 }
 
+/// A kuma.io/v1alpha1 kind for dynamic clients.
+pub fn kuma_api_resource(kind: &str, plural: &str) -> kube::api::ApiResource {
+    kube::api::ApiResource {
+        group: "kuma.io".into(),
+        version: "v1alpha1".into(),
+        api_version: "kuma.io/v1alpha1".into(),
+        kind: kind.into(),
+        plural: plural.into(),
+    }
+}
+
+/// How many of the Dataplanes `api` lists have an address (kuma-cp has
+/// converted their Pods); 0 when the list fails.
+pub async fn addressed_dataplanes(api: &kube::Api<kube::api::DynamicObject>) -> usize {
+    api.list(&Default::default())
+        .await
+        .map(|l| {
+            l.items
+                .iter()
+                .filter(|d| d.data.pointer("/spec/networking/address").is_some())
+                .count()
+        })
+        .unwrap_or(0)
+}
+
 /// The dp-server certificate and key (files) for the control plane's
 /// Service names, signed by the cluster's CA; and that CA's PEM.
 pub fn dp_server_certificate(cluster: &Cluster) -> (PathBuf, PathBuf, String) {

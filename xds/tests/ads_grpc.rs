@@ -18,18 +18,20 @@ use tokio::net::TcpListener;
 use tokio_stream::StreamExt;
 
 async fn serve(limits: Limits) -> (String, Arc<SnapshotCache>) {
+    let (url, cache, _) = serve_with_metrics(limits).await;
+    (url, cache)
+}
+
+/// [`serve`], with the server's metrics.
+async fn serve_with_metrics(limits: Limits) -> (String, Arc<SnapshotCache>, Arc<XdsMetrics>) {
     let cache = Arc::new(SnapshotCache::new());
-    let ads = AdsServer::new(
-        cache.clone(),
-        Arc::new(AcceptAll),
-        Arc::new(XdsMetrics::default()),
-        &limits,
-    );
+    let metrics = Arc::new(XdsMetrics::default());
+    let ads = AdsServer::new(cache.clone(), Arc::new(AcceptAll), metrics.clone(), &limits);
     let router = tonic::service::Routes::new(ads.into_service(&limits)).into_axum_router();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, router).await });
-    (format!("http://{addr}"), cache)
+    (format!("http://{addr}"), cache, metrics)
 }
 
 fn request(node: Option<&str>, t: XdsType) -> DiscoveryRequest {
@@ -367,13 +369,7 @@ async fn new_streams_wait_while_others_get_their_first_configuration() {
         configuring_at_most: Duration::from_secs(3600),
         ..Limits::default()
     };
-    let cache = Arc::new(SnapshotCache::new());
-    let metrics = Arc::new(XdsMetrics::default());
-    let ads = AdsServer::new(cache.clone(), Arc::new(AcceptAll), metrics.clone(), &limits);
-    let router = tonic::service::Routes::new(ads.into_service(&limits)).into_axum_router();
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, router).await });
+    let (url, cache, metrics) = serve_with_metrics(limits).await;
     for node in ["default.a", "default.b", "default.c"] {
         cache.set(node, cluster_and_listener());
     }
@@ -471,13 +467,7 @@ async fn a_stream_holds_its_place_among_configuring_ones_for_a_bounded_time() {
         configuring_at_most: Duration::from_millis(200),
         ..Limits::default()
     };
-    let cache = Arc::new(SnapshotCache::new());
-    let metrics = Arc::new(XdsMetrics::default());
-    let ads = AdsServer::new(cache.clone(), Arc::new(AcceptAll), metrics.clone(), &limits);
-    let router = tonic::service::Routes::new(ads.into_service(&limits)).into_axum_router();
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, router).await });
+    let (url, cache, metrics) = serve_with_metrics(limits).await;
     cache.set("default.b", cluster_and_listener());
 
     // No snapshot for a (its mesh does not exist): it gets nothing, and b
