@@ -557,8 +557,10 @@ async fn measure(mode: Mode, protocol: Protocol, proxies: usize, services: usize
         streams: usize,
         number: usize,
     }
-    // A policy for one service's proxies reaches 1 % of them at S = 100.
-    let affected = (0..proxies).filter(|i| i % services == 1).count();
+    // A policy for one service's proxies reaches 1 % of them at S = 100;
+    // their streams are also the ones that stay through the storm below.
+    let of_one_service = |i: usize| i % services == 1;
+    let affected = (0..proxies).filter(|i| of_one_service(*i)).count();
     let mut plan = Vec::new();
     for r in 0..rounds {
         let secs = 10 + r as i64;
@@ -631,7 +633,7 @@ async fn measure(mode: Mode, protocol: Protocol, proxies: usize, services: usize
     // running here: the memory store would forget the Dataplanes). While
     // the storm is admitted, a MeshTimeout for the service whose streams
     // stayed must reach them without waiting for it.
-    let stayed = |i: usize| i % services == 1;
+    let stayed = of_one_service;
     for (i, stream) in streams.iter().enumerate() {
         if !stayed(i) {
             stream.abort();

@@ -140,10 +140,8 @@ struct MeshState {
 struct MeshChanges {
     everything: bool,
     /// Something other than a policy changed: the mesh's services are
-    /// digested again.
+    /// digested again (a change of policies alone keeps them).
     resources_changed: bool,
-    /// Only policies changed: the services digested last time still hold.
-    policies_changed: bool,
     proxies: BTreeSet<String>,
     services: BTreeSet<String>,
     policies: Vec<Resource>,
@@ -389,7 +387,7 @@ impl Generator {
         let mut c = c;
         match &state.context {
             Some(previous) if !(c.everything || c.resources_changed) => {
-                if c.policies_changed {
+                if !c.policies.is_empty() {
                     state.context = Some(Arc::new(previous.with_policies(state.resources.values())));
                 }
             }
@@ -593,9 +591,7 @@ fn note_change(
     new: Option<&Resource>,
     c: &mut MeshChanges,
 ) {
-    if t.is_policy() {
-        c.policies_changed = true;
-    } else {
+    if !t.is_policy() {
         c.resources_changed = true;
     }
     match t {
