@@ -1,9 +1,10 @@
 //! Policy matching and merging, case by case.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use kuma_crds::format::parse;
-use kuma_crds::matching::{Destination, MatchOptions, MatchedPolicies, match_policies};
+use kuma_crds::matching::{Destination, MatchOptions, MatchedPolicies, PolicyIndex, match_policies};
 use kuma_crds::resource::{Resource, ResourceType};
 use serde_json::{Value, json};
 
@@ -75,8 +76,53 @@ fn policies(yaml: &str) -> Vec<Resource> {
         .collect()
 }
 
+/// Matches through both paths, which must agree: [`match_policies`] and a
+/// [`PolicyIndex`]'s shared results (built, then found again).
 fn matched(rt: ResourceType, dp: &Resource, resources: &[Resource]) -> MatchedPolicies {
-    match_policies(rt, dp, resources, MatchOptions::default())
+    let direct = match_policies(rt, dp, resources, MatchOptions::default());
+    let index = PolicyIndex::new(resources);
+    let built = index.match_shared(rt, dp);
+    assert_eq!(*built, direct, "the index's shared result is what matching gives");
+    assert!(
+        Arc::ptr_eq(&built, &index.match_shared(rt, dp)),
+        "found again, not rebuilt"
+    );
+    direct
+}
+
+#[test]
+fn dataplanes_selected_alike_share_one_result() {
+    let ps = policies(
+        &[
+            timeout(
+                "all",
+                "{kind: Mesh}",
+                "[{targetRef: {kind: Mesh}, default: {idleTimeout: 1s}}]",
+            ),
+            timeout(
+                "backend",
+                "{kind: MeshService, name: backend}",
+                "[{targetRef: {kind: Mesh}, default: {idleTimeout: 2s}}]",
+            ),
+        ]
+        .join("\n---\n"),
+    );
+    let index = PolicyIndex::new(&ps);
+    let shared = |dp: &Resource| index.match_shared(MT, dp);
+    let backend_1 = shared(&Dp::new("b1").inbound("backend", 80).build());
+    let backend_2 = shared(&Dp::new("b2").label("team", "x").inbound("backend", 8080).build());
+    let web = shared(&Dp::new("w").inbound("web", 80).build());
+    let web_two_inbounds = shared(&Dp::new("w2").inbound("web", 80).inbound("admin", 81).build());
+    assert!(
+        Arc::ptr_eq(&backend_1, &backend_2),
+        "same policies, same inbounds"
+    );
+    assert_eq!(names(&backend_1), vec!["all", "backend"]);
+    assert_eq!(names(&web), vec!["all"]);
+    assert!(
+        !Arc::ptr_eq(&web, &web_two_inbounds),
+        "inbound rules are per inbound"
+    );
 }
 
 fn names(m: &MatchedPolicies) -> Vec<String> {

@@ -112,11 +112,10 @@ pub struct MeshContext {
     pub mesh: Arc<MeshSpec>,
     /// Services by name.
     pub services: BTreeMap<String, Arc<Service>>,
-    /// Policies and routes of the mesh, by type, sorted by name.
-    pub policies: BTreeMap<ResourceType, Vec<Resource>>,
-    /// Every policy resource in one list.
-    pub all_policies: Vec<Resource>,
-    /// The policies prepared for matching.
+    /// The types of the mesh's policies and routes.
+    pub policy_types: BTreeSet<ResourceType>,
+    /// The policies prepared for matching. The same `Arc` while no policy
+    /// changes, so what was matched against it stays valid.
     pub policy_index: Arc<kuma_crds::matching::PolicyIndex>,
     /// A digest of the mesh name and spec.
     pub mesh_digest: u64,
@@ -222,13 +221,42 @@ impl MeshContext {
     pub fn build<'a>(
         mesh_name: &str,
         mesh: &MeshSpec,
+        resources: impl IntoIterator<Item = &'a Resource> + Clone,
+    ) -> Self {
+        let policies = MeshPolicies::of(
+            resources
+                .clone()
+                .into_iter()
+                .filter(|r| r.resource_type().is_policy()),
+        );
+        Self::build_with(mesh_name, mesh, resources, policies)
+    }
+
+    /// [`MeshContext::build`] for a change of anything but policies: this
+    /// context's prepared policies stay (the same `Arc`), so a new endpoint
+    /// does not make every proxy's policies be matched again.
+    pub fn with_resources<'a>(
+        &self,
+        mesh: &MeshSpec,
         resources: impl IntoIterator<Item = &'a Resource>,
+    ) -> Self {
+        let policies = MeshPolicies {
+            types: self.policy_types.clone(),
+            index: self.policy_index.clone(),
+        };
+        Self::build_with(&self.name, mesh, resources, policies)
+    }
+
+    fn build_with<'a>(
+        mesh_name: &str,
+        mesh: &MeshSpec,
+        resources: impl IntoIterator<Item = &'a Resource>,
+        policies: MeshPolicies,
     ) -> Self {
         let mut endpoints: BTreeMap<String, Vec<Endpoint>> = BTreeMap::new();
         let mut protocols: BTreeMap<String, BTreeSet<Protocol>> = BTreeMap::new();
         let mut secrets: BTreeMap<String, Vec<u8>> = BTreeMap::new();
         let mut dataplanes: Vec<&Resource> = Vec::new();
-        let mut policy_resources: Vec<&Resource> = Vec::new();
         let mut mesh_services: Vec<MeshServicePort> = Vec::new();
         let mode = mesh.mesh_services.as_ref().and_then(|m| m.mode);
         for r in resources {
@@ -252,7 +280,6 @@ impl MeshContext {
                         }
                     }
                 }
-                _ if r.resource_type().is_policy() => policy_resources.push(r),
                 _ => {}
             }
         }
@@ -334,11 +361,6 @@ impl MeshContext {
             services.insert(d.name, Arc::new(service));
         }
         let vip_targets = crate::generate::vip_targets(&services, mode_uses_service_tags(mode));
-        let MeshPolicies {
-            policies,
-            all_policies,
-            policy_index,
-        } = MeshPolicies::of(policy_resources);
         let (mtls, mtls_error) = match crate::mtls::resolve(mesh_name, mesh, &secrets) {
             Ok(m) => (m.map(Arc::new), None),
             Err(e) => (None, Some(e)),
@@ -353,9 +375,8 @@ impl MeshContext {
             name: mesh_name.to_string(),
             mesh: Arc::new(mesh.clone()),
             services,
-            policies,
-            all_policies,
-            policy_index,
+            policy_types: policies.types,
+            policy_index: policies.index,
             build: NEXT_BUILD.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             vip_targets,
             mtls,
@@ -369,15 +390,10 @@ impl MeshContext {
     /// digested from the rest stay as they are, so a policy change costs
     /// its policies, not the mesh's dataplanes.
     pub fn with_policies<'a>(&self, resources: impl IntoIterator<Item = &'a Resource>) -> Self {
-        let MeshPolicies {
-            policies,
-            all_policies,
-            policy_index,
-        } = MeshPolicies::of(resources.into_iter().filter(|r| r.resource_type().is_policy()));
+        let policies = MeshPolicies::of(resources.into_iter().filter(|r| r.resource_type().is_policy()));
         MeshContext {
-            policies,
-            all_policies,
-            policy_index,
+            policy_types: policies.types,
+            policy_index: policies.index,
             build: NEXT_BUILD.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             ..self.clone()
         }
@@ -408,26 +424,23 @@ impl MeshContext {
 
 /// A mesh's policies and routes, ready for matching.
 struct MeshPolicies {
-    policies: BTreeMap<ResourceType, Vec<Resource>>,
-    all_policies: Vec<Resource>,
-    policy_index: Arc<kuma_crds::matching::PolicyIndex>,
+    types: BTreeSet<ResourceType>,
+    index: Arc<kuma_crds::matching::PolicyIndex>,
 }
 
 impl MeshPolicies {
     fn of<'a>(resources: impl IntoIterator<Item = &'a Resource>) -> Self {
-        let mut policies: BTreeMap<ResourceType, Vec<Resource>> = BTreeMap::new();
+        let mut policies: BTreeMap<ResourceType, Vec<&Resource>> = BTreeMap::new();
         for r in resources {
-            policies.entry(r.resource_type()).or_default().push(r.clone());
+            policies.entry(r.resource_type()).or_default().push(r);
         }
         for list in policies.values_mut() {
             list.sort_by_key(|r| r.meta.core_name());
         }
-        let all_policies: Vec<Resource> = policies.values().flatten().cloned().collect();
-        let policy_index = Arc::new(kuma_crds::matching::PolicyIndex::new(&all_policies));
+        let all: Vec<Resource> = policies.values().flatten().map(|r| (*r).clone()).collect();
         MeshPolicies {
-            policies,
-            all_policies,
-            policy_index,
+            types: policies.keys().copied().collect(),
+            index: Arc::new(kuma_crds::matching::PolicyIndex::new(&all)),
         }
     }
 }

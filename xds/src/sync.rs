@@ -144,6 +144,8 @@ struct MeshChanges {
     resources_changed: bool,
     proxies: BTreeSet<String>,
     services: BTreeSet<String>,
+    /// Every changed policy, old and new. When there is none, the mesh's
+    /// prepared policies, and what proxies matched against them, stay.
     policies: Vec<Resource>,
 }
 
@@ -391,6 +393,9 @@ impl Generator {
                     state.context = Some(Arc::new(previous.with_policies(state.resources.values())));
                 }
             }
+            Some(previous) if c.policies.is_empty() => {
+                state.context = Some(Arc::new(previous.with_resources(&spec, state.resources.values())));
+            }
             _ => {
                 state.context = Some(Arc::new(MeshContext::build(
                     mesh_name,
@@ -613,7 +618,10 @@ fn note_change(
         }
         // Whether the mesh has any MeshFaultInjection decides whether every
         // proxy sends `x-kuma-tags`: creating or deleting one is mesh-wide.
-        ResourceType::MeshFaultInjection if old.is_none() || new.is_none() => c.everything = true,
+        ResourceType::MeshFaultInjection if old.is_none() || new.is_none() => {
+            c.everything = true;
+            c.policies.extend(old.into_iter().chain(new).cloned());
+        }
         t if t.is_policy() => c.policies.extend(old.into_iter().chain(new).cloned()),
         // Anything else of the mesh (MeshService, …) may matter anywhere.
         _ => c.everything = true,

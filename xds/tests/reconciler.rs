@@ -119,6 +119,41 @@ fn policies_changed_alone_give_what_a_fresh_control_plane_gives() {
 }
 
 #[test]
+fn policies_matched_before_are_matched_again_when_the_dataplane_changes() {
+    // What policies match to is kept while no policy changes (a new
+    // endpoint keeps it) and shared by the proxies they select alike:
+    // after a new endpoint and a retag that makes a policy select web-1,
+    // every proxy must be as if everything had been digested at once.
+    let canary = "type: MeshTimeout\nmesh: default\nname: canary\nspec:\n  targetRef:\n    kind: MeshSubset\n    tags:\n      version: canary\n  to:\n    - targetRef:\n        kind: Mesh\n      default:\n        idleTimeout: 33s\n";
+    let db2 = "type: Dataplane\nmesh: default\nname: db-2\nnetworking:\n  address: 192.168.0.40\n  inbound:\n    - port: 5432\n      tags:\n        kuma.io/service: db\n        kuma.io/protocol: tcp\n";
+    let web =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/_base/web.yaml"))
+            .unwrap();
+    let web_1 = web.split("\n---\n").next().unwrap();
+    let web_1_canary = web_1.replace(
+        "        kuma.io/zone: east\n  outbound:",
+        "        kuma.io/zone: east\n        version: canary\n  outbound:",
+    );
+    assert_ne!(web_1, web_1_canary);
+
+    let (mut g, snapshots, _) = connected_mesh();
+    g.apply(vec![upsert(canary)]);
+    g.apply(vec![upsert(db2)]);
+    let report = g.apply(vec![upsert(&web_1_canary)]);
+    assert!(
+        report.changed.contains("default.web-1"),
+        "the canary timeout now applies"
+    );
+
+    let (_, fresh, _) = connected_mesh_with(vec![upsert(canary), upsert(db2), upsert(&web_1_canary)]);
+    assert_eq!(snapshots.nodes(), fresh.nodes());
+    for node in fresh.nodes() {
+        let (ours, theirs) = (snapshots.get(&node).unwrap(), fresh.get(&node).unwrap());
+        assert_eq!(ours.changed_types(&theirs), vec![], "{node}");
+    }
+}
+
+#[test]
 fn a_new_endpoint_regenerates_the_proxies_that_reach_its_service() {
     let (mut g, _, _) = connected_mesh();
     let db2 = "type: Dataplane\nmesh: default\nname: db-2\nnetworking:\n  address: 192.168.0.40\n  inbound:\n    - port: 5432\n      tags:\n        kuma.io/service: db\n        kuma.io/protocol: tcp\n";

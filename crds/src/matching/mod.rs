@@ -45,7 +45,8 @@ pub use rules::*;
 pub use select::*;
 pub use view::*;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
 
 use crate::resource::{EFFECT_LABEL, Resource, ResourceType, Spec};
 
@@ -101,11 +102,41 @@ impl MatchedPolicies {
 }
 
 /// A mesh's policies prepared for matching many dataplanes: each policy's
-/// view is read once, not once per dataplane.
-#[derive(Clone, Debug, Default)]
+/// view is read once, not once per dataplane, and what a selection merges
+/// to is built once for every dataplane selected alike
+/// ([`PolicyIndex::match_shared`]).
+#[derive(Debug, Default)]
 pub struct PolicyIndex {
     policies: Vec<(Resource, PolicyView)>,
     routes: Vec<Resource>,
+    /// What each distinct selection matched to. Bounded by the distinct
+    /// ways the mesh's dataplanes are selected (roughly its services times
+    /// the policy types), and gone with the index when a policy changes.
+    shared: Mutex<HashMap<SelectionKey, Arc<MatchedPolicies>>>,
+}
+
+impl Clone for PolicyIndex {
+    fn clone(&self) -> Self {
+        PolicyIndex {
+            policies: self.policies.clone(),
+            routes: self.routes.clone(),
+            shared: Mutex::default(),
+        }
+    }
+}
+
+/// Everything [`MatchedPolicies`] is built from besides the indexed
+/// policies: which of them selected the dataplane and how, which failed,
+/// and how many inbounds it has. Dataplanes with equal keys get equal
+/// results.
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct SelectionKey {
+    resource_type: ResourceType,
+    inbounds: usize,
+    /// `(policy index, selected inbounds)` of every selecting policy.
+    selected: Vec<(usize, Vec<usize>)>,
+    /// `(policy index, warning)` of every policy that could not be matched.
+    failed: Vec<(usize, String)>,
 }
 
 impl PolicyIndex {
@@ -121,6 +152,7 @@ impl PolicyIndex {
                 .filter(|r| r.resource_type() == ResourceType::MeshHTTPRoute)
                 .cloned()
                 .collect(),
+            shared: Mutex::default(),
         }
     }
 
@@ -139,6 +171,64 @@ impl PolicyIndex {
         let routes: Vec<&Resource> = self.routes.iter().collect();
         match_prepared(resource_type, dataplane, candidates, &routes, options)
     }
+
+    /// [`PolicyIndex::match_policies`] with default options, shared with
+    /// every dataplane the policies select alike: selecting is cheap, and
+    /// building the rules once per distinct selection instead of once per
+    /// dataplane is most of matching a mesh's proxies, in time and in the
+    /// memory of holding the results.
+    pub fn match_shared(&self, resource_type: ResourceType, dataplane: &Resource) -> Arc<MatchedPolicies> {
+        let Spec::Dataplane(dp) = &dataplane.spec else {
+            return Arc::new(self.match_policies(resource_type, dataplane, MatchOptions::default()));
+        };
+        let routes: Vec<&Resource> = self.routes.iter().collect();
+        let mesh = dataplane.meta.mesh_or_default();
+        let mut key = SelectionKey {
+            resource_type,
+            inbounds: dp.inbounds().len(),
+            selected: Vec::new(),
+            failed: Vec::new(),
+        };
+        for (i, (policy, view)) in self.policies.iter().enumerate() {
+            if policy.resource_type() != resource_type || !selectable(policy, mesh, MatchOptions::default()) {
+                continue;
+            }
+            match select(policy, &view.top, dataplane, dp, &routes) {
+                Ok(Some(selection)) => key.selected.push((i, selection.inbounds)),
+                Ok(None) => {}
+                Err(e) => key
+                    .failed
+                    .push((i, format!("policy {:?}: {e}", policy.meta.core_name()))),
+            }
+        }
+        if let Some(matched) = self.lock().get(&key) {
+            return matched.clone();
+        }
+        let selected = key.selected.iter().map(|(i, inbounds)| {
+            let (policy, view) = &self.policies[*i];
+            (
+                policy,
+                view,
+                Selection {
+                    inbounds: inbounds.clone(),
+                },
+            )
+        });
+        let warnings = key.failed.iter().map(|(_, w)| w.clone()).collect();
+        let matched = Arc::new(build_matched(resource_type, dp, selected, warnings, &routes));
+        self.lock().entry(key).or_insert(matched).clone()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<SelectionKey, Arc<MatchedPolicies>>> {
+        // Every mutation is one insert: a panic cannot leave the map torn.
+        self.shared.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Whether a policy may select a dataplane of `mesh` at all.
+fn selectable(policy: &Resource, mesh: &str, options: MatchOptions) -> bool {
+    policy.meta.mesh_or_default() == mesh
+        && (options.include_shadow || policy.meta.labels.get(EFFECT_LABEL).is_none_or(|e| e != "shadow"))
 }
 
 /// Matches the policies of one type in the dataplane's mesh against it.
@@ -179,77 +269,79 @@ fn match_prepared<'a>(
     options: MatchOptions,
 ) -> MatchedPolicies {
     let mut warnings = Vec::new();
-    let mut policies: Vec<MatchedPolicy> = Vec::new();
     if let Spec::Dataplane(dp) = &dataplane.spec {
         let mesh = dataplane.meta.mesh_or_default();
+        let mut selected = Vec::new();
         for (policy, view) in candidates {
-            if policy.meta.mesh_or_default() != mesh {
-                continue;
-            }
-            if !options.include_shadow
-                && policy
-                    .meta
-                    .labels
-                    .get(EFFECT_LABEL)
-                    .is_some_and(|e| e == "shadow")
-            {
+            if !selectable(policy, mesh, options) {
                 continue;
             }
             match select(policy, &view.top, dataplane, dp, routes) {
-                Ok(Some(selection)) => {
-                    let precedence = Precedence::of(policy, &view.top);
-                    policies.push(MatchedPolicy {
-                        resource: policy.clone(),
-                        view: view.clone(),
-                        selection,
-                        precedence,
-                    });
-                }
+                Ok(Some(selection)) => selected.push((policy, view, selection)),
                 Ok(None) => {}
                 Err(e) => warnings.push(format!("policy {:?}: {e}", policy.meta.core_name())),
             }
         }
-        policies.sort_by(|a, b| a.precedence.cmp(&b.precedence));
-        let to = ToRules::build(resource_type, &policies, routes);
-        let inbounds = (0..dp.inbounds().len())
-            .filter_map(|i| {
-                let rules = InboundRules::build(resource_type, &policies, i);
-                (!rules.is_empty()).then_some((i, rules))
-            })
-            .collect();
-        let single = resource_type.descriptor().single_item.then(|| {
-            merge(
-                policies
-                    .iter()
-                    .map(|p| {
-                        let source = Source::new(
-                            resource_type,
-                            p.resource.meta.mesh_or_default(),
-                            &p.name(),
-                            "default",
-                        );
-                        (source, p.view.default.clone().unwrap_or(serde_json::Value::Null))
-                    })
-                    .collect(),
-            )
-        });
-        let single = single.filter(|_| !policies.is_empty());
-        return MatchedPolicies {
-            resource_type,
-            policies,
-            to,
-            inbounds,
-            single,
-            warnings,
-        };
+        return build_matched(resource_type, dp, selected.into_iter(), warnings, routes);
     }
     warnings.push(format!("{:?} is not a Dataplane", dataplane.meta.core_name()));
     MatchedPolicies {
         resource_type,
-        policies,
+        policies: Vec::new(),
         to: ToRules::default(),
         inbounds: BTreeMap::new(),
         single: None,
+        warnings,
+    }
+}
+
+/// Ranks the policies that selected a dataplane and builds their rules.
+fn build_matched<'a>(
+    resource_type: ResourceType,
+    dp: &crate::dataplane::DataplaneSpec,
+    selected: impl Iterator<Item = (&'a Resource, &'a PolicyView, Selection)>,
+    warnings: Vec<String>,
+    routes: &[&Resource],
+) -> MatchedPolicies {
+    let mut policies: Vec<MatchedPolicy> = selected
+        .map(|(policy, view, selection)| MatchedPolicy {
+            resource: policy.clone(),
+            view: view.clone(),
+            selection,
+            precedence: Precedence::of(policy, &view.top),
+        })
+        .collect();
+    policies.sort_by(|a, b| a.precedence.cmp(&b.precedence));
+    let to = ToRules::build(resource_type, &policies, routes);
+    let inbounds = (0..dp.inbounds().len())
+        .filter_map(|i| {
+            let rules = InboundRules::build(resource_type, &policies, i);
+            (!rules.is_empty()).then_some((i, rules))
+        })
+        .collect();
+    let single = resource_type.descriptor().single_item.then(|| {
+        merge(
+            policies
+                .iter()
+                .map(|p| {
+                    let source = Source::new(
+                        resource_type,
+                        p.resource.meta.mesh_or_default(),
+                        &p.name(),
+                        "default",
+                    );
+                    (source, p.view.default.clone().unwrap_or(serde_json::Value::Null))
+                })
+                .collect(),
+        )
+    });
+    let single = single.filter(|_| !policies.is_empty());
+    MatchedPolicies {
+        resource_type,
+        policies,
+        to,
+        inbounds,
+        single,
         warnings,
     }
 }

@@ -292,8 +292,8 @@ impl ProxyEdits {
         // Peers match `from`-scoped faults on the caller's tags, which Kuma
         // sends on every request once the mesh has a MeshFaultInjection.
         let kuma_tags = mesh
-            .policies
-            .contains_key(&ResourceType::MeshFaultInjection)
+            .policy_types
+            .contains(&ResourceType::MeshFaultInjection)
             .then(|| serialize_tag_set(&proxy.tag_set()));
         ProxyEdits {
             own_listeners: policies.has(ResourceType::MeshAccessLog)

@@ -8,9 +8,9 @@
 //! share the outbounds the difference does not reach.
 
 use std::collections::BTreeMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
-use kuma_crds::matching::{Destination, InboundRules, MatchOptions, MatchedPolicies, Merged};
+use kuma_crds::matching::{Destination, InboundRules, MatchedPolicies, Merged};
 use kuma_crds::resource::ResourceType;
 
 use crate::context::{MeshContext, Proxy};
@@ -19,7 +19,8 @@ use crate::digest::JsonDigest;
 /// The policies of every type that apply to one proxy.
 #[derive(Debug, Default)]
 pub struct Policies {
-    by_type: BTreeMap<ResourceType, MatchedPolicies>,
+    /// Shared with every proxy the policies select alike.
+    by_type: BTreeMap<ResourceType, Arc<MatchedPolicies>>,
     /// A digest of each `to` entry, parallel to `by_type[t].to.entries`.
     entry_digests: BTreeMap<ResourceType, Vec<u128>>,
     to_signature: u128,
@@ -59,16 +60,10 @@ enum Recording {
 impl Policies {
     /// Matches every policy type of the mesh against the proxy.
     pub fn compute(proxy: &Proxy<'_>, mesh: &MeshContext) -> Self {
-        let by_type: BTreeMap<ResourceType, MatchedPolicies> = ResourceType::policies()
+        let by_type: BTreeMap<ResourceType, Arc<MatchedPolicies>> = ResourceType::policies()
             .into_iter()
-            .filter(|t| mesh.policies.contains_key(t))
-            .map(|t| {
-                (
-                    t,
-                    mesh.policy_index
-                        .match_policies(t, proxy.resource, MatchOptions::default()),
-                )
-            })
+            .filter(|t| mesh.policy_types.contains(t))
+            .map(|t| (t, mesh.policy_index.match_shared(t, proxy.resource)))
             .filter(|(_, m)| !m.is_empty())
             .collect();
         let entry_digests: BTreeMap<ResourceType, Vec<u128>> = by_type
@@ -112,7 +107,7 @@ impl Policies {
     /// The matched policies of a type.
     pub fn get(&self, t: ResourceType) -> Option<&MatchedPolicies> {
         self.record_opaque();
-        self.by_type.get(&t)
+        self.by_type.get(&t).map(|m| &**m)
     }
 
     /// Whether any policy of the type selects the proxy.
@@ -162,7 +157,7 @@ impl Policies {
     /// Every matched type.
     pub fn iter(&self) -> impl Iterator<Item = (&ResourceType, &MatchedPolicies)> {
         self.record_opaque();
-        self.by_type.iter()
+        self.by_type.iter().map(|(t, m)| (t, &**m))
     }
 
     /// Runs `f`, recording what it reads: `None` when it read something
