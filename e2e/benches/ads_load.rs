@@ -6,8 +6,8 @@
 //! - the time until every stream has its clusters, listeners and endpoints;
 //! - a MeshTimeout change of the whole mesh → every stream has it
 //!   (p50/p99/max from the API call's return, per round);
-//! - an endpoint added to a service every proxy reaches → every stream has
-//!   it (likewise);
+//! - an endpoint added to `svc-0` → every stream that reaches it has it
+//!   (likewise; every stream, unless `ADS_LOAD_REACHES` narrows them);
 //! - a MeshTimeout for one service's proxies (1 % at S = 100) → each of
 //!   their streams has it (likewise);
 //! - kuma-cp's RSS before the streams and after settling (and per stream),
@@ -22,10 +22,15 @@
 //! Dataplanes kuma-cp writes, MeshTimeout CRDs, and a new endpoint is a new
 //! Pod turning Ready.
 //!
+//! With `ADS_LOAD_REACHES=k` (universal mode) each proxy names the k
+//! services after its own in `reachableServices`, as large meshes narrow
+//! what their proxies reach: each service is then reached by k / S of the
+//! proxies (1 % at k = 1, S = 100).
+//!
 //! Asserts nothing but that every stream gets there within its bound.
 //! Run: `cargo bench -p kuma-e2e --bench ads_load` (`ADS_LOAD_PROXIES`,
 //! `ADS_LOAD_SERVICES`, `ADS_LOAD_ROUNDS`, `ADS_LOAD_PROTOCOLS=sotw,delta`,
-//! `ADS_LOAD_MODE=universal|kubernetes`).
+//! `ADS_LOAD_MODE=universal|kubernetes`, `ADS_LOAD_REACHES`).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -189,14 +194,44 @@ async fn api(http: &reqwest::Client, method: reqwest::Method, url: String, body:
     );
 }
 
-fn dataplane(i: usize, services: usize) -> String {
+/// The bench mesh's shape.
+#[derive(Clone, Copy, Debug)]
+struct Shape {
+    proxies: usize,
+    services: usize,
+    /// How many services each proxy names in `reachableServices` (0: none,
+    /// it reaches every service).
+    reaches: usize,
+}
+
+impl Shape {
+    /// The services proxy `i` names in `reachableServices`: the `reaches`
+    /// after its own.
+    fn reachable(&self, i: usize) -> Vec<usize> {
+        (1..=self.reaches)
+            .map(|d| (i % self.services + d) % self.services)
+            .collect()
+    }
+
+    /// Whether proxy `i` reaches `svc-<service>`.
+    fn reaches_service(&self, i: usize, service: usize) -> bool {
+        self.reaches == 0 || self.reachable(i).contains(&service)
+    }
+}
+
+fn dataplane(i: usize, shape: Shape) -> String {
+    let mut transparent = serde_json::json!({"redirectPortInbound": 15006, "redirectPortOutbound": 15001});
+    if shape.reaches > 0 {
+        let names: Vec<String> = shape.reachable(i).iter().map(|s| format!("svc-{s}")).collect();
+        transparent["reachableServices"] = serde_json::json!(names);
+    }
     serde_json::json!({
         "type": "Dataplane", "mesh": "default", "name": format!("dp-{i}"),
         "networking": {
             "address": address(i),
             "inbound": [{"port": 8080, "servicePort": 18080, "tags": {
-                "kuma.io/service": format!("svc-{}", i % services), "kuma.io/protocol": "http"}}],
-            "transparentProxying": {"redirectPortInbound": 15006, "redirectPortOutbound": 15001}
+                "kuma.io/service": format!("svc-{}", i % shape.services), "kuma.io/protocol": "http"}}],
+            "transparentProxying": transparent
         }
     })
     .to_string()
@@ -300,9 +335,12 @@ impl Mesh {
         }
     }
 
-    /// Registers `proxies` proxies of `services` services; returns once
-    /// kuma-cp has every Dataplane.
-    async fn register(&self, proxies: usize, services: usize) {
+    /// Registers the proxies of `shape`; returns once kuma-cp has every
+    /// Dataplane.
+    async fn register(&self, shape: Shape) {
+        let Shape {
+            proxies, services, ..
+        } = shape;
         match self {
             Mesh::Universal { http, base } => {
                 // Only this bench's MeshTimeout applies.
@@ -320,12 +358,13 @@ impl Mesh {
                         http,
                         reqwest::Method::PUT,
                         format!("{base}/meshes/default/dataplanes/dp-{i}"),
-                        Some(dataplane(i, services)),
+                        Some(dataplane(i, shape)),
                     )
                     .await;
                 }
             }
             Mesh::Kubernetes(kube) => {
+                assert_eq!(shape.reaches, 0, "ADS_LOAD_REACHES is for universal mode");
                 let (pods, dataplanes) = (&kube.pods, &kube.dataplanes);
                 futures::stream::iter(0..proxies)
                     .for_each_concurrent(32, |i| async move {
@@ -424,7 +463,10 @@ async fn report_ready(pods: &Api<Pod>, name: &str, ip: &str) {
         .expect("Pod status");
 }
 
-async fn measure(mode: Mode, protocol: Protocol, proxies: usize, services: usize, rounds: usize) {
+async fn measure(mode: Mode, protocol: Protocol, shape: Shape, rounds: usize) {
+    let Shape {
+        proxies, services, ..
+    } = shape;
     let label = format!("{protocol:?}").to_lowercase();
     let label = match mode {
         Mode::Universal => label,
@@ -462,7 +504,7 @@ async fn measure(mode: Mode, protocol: Protocol, proxies: usize, services: usize
         Some(cluster) => Mesh::kubernetes(cluster, services).await,
     };
     let started = Instant::now();
-    mesh.register(proxies, services).await;
+    mesh.register(shape).await;
     println!(
         "[{label}] {proxies} {} of {services} services registered in {:.1} s",
         match mode {
@@ -471,6 +513,12 @@ async fn measure(mode: Mode, protocol: Protocol, proxies: usize, services: usize
         },
         started.elapsed().as_secs_f64()
     );
+    if shape.reaches > 0 {
+        println!(
+            "[{label}] each proxy reaches {} of the services (reachableServices)",
+            shape.reaches
+        );
+    }
     tokio::time::sleep(Duration::from_secs(2)).await;
     let rss_before = cp.proc.rss_kib();
 
@@ -577,17 +625,22 @@ async fn measure(mode: Mode, protocol: Protocol, proxies: usize, services: usize
             number: r + 1,
         });
     }
+    let reaching_svc_0 = (0..proxies).filter(|i| shape.reaches_service(*i, 0)).count();
     for r in 0..rounds {
         let address = format!("10.254.1.{}", r + rounds + 1);
         plan.push(Round {
             what: "endpoint added",
-            audience: format!("all {proxies} streams"),
+            audience: if reaching_svc_0 == proxies {
+                format!("all {proxies} streams")
+            } else {
+                format!("the {reaching_svc_0} streams that reach it")
+            },
             probe: Probe::Endpoint(address.clone()),
             change: Change::Endpoint {
                 name: format!("bench-new-{}", r + rounds),
                 address,
             },
-            streams: proxies,
+            streams: reaching_svc_0,
             number: r + 1,
         });
     }
@@ -754,6 +807,11 @@ fn main() {
     let proxies = env_or("ADS_LOAD_PROXIES", 1000);
     let services = env_or("ADS_LOAD_SERVICES", 100);
     let rounds = env_or("ADS_LOAD_ROUNDS", 5);
+    let shape = Shape {
+        proxies,
+        services,
+        reaches: env_or("ADS_LOAD_REACHES", 0),
+    };
     let protocols = std::env::var("ADS_LOAD_PROTOCOLS").unwrap_or_else(|_| "sotw,delta".into());
     let mode = match std::env::var("ADS_LOAD_MODE").as_deref() {
         Err(_) | Ok("universal") => Mode::Universal,
@@ -771,6 +829,6 @@ fn main() {
             "delta" => Protocol::Delta,
             other => panic!("ADS_LOAD_PROTOCOLS: unknown protocol {other:?} (sotw, delta)"),
         };
-        runtime.block_on(measure(mode, protocol, proxies, services, rounds));
+        runtime.block_on(measure(mode, protocol, shape, rounds));
     }
 }
