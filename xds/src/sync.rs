@@ -31,6 +31,7 @@ use crate::context::{MeshContext, Proxy, ProxyMetadata, dataplane_endpoints};
 use crate::generate::{OutboundBundle, OutboundCache, OutboundLayer, Policies, generate_shared};
 use crate::metrics::XdsMetrics;
 use crate::mtls::{Ca, Identity, MeshMtls};
+use crate::resources::SharedEncodings;
 use crate::retire::ClusterRetirement;
 use crate::snapshot::{Snapshot, SnapshotCache};
 
@@ -132,6 +133,8 @@ struct MeshState {
     resources: BTreeMap<(ResourceType, String), Resource>,
     context: Option<Arc<MeshContext>>,
     cache: OutboundCache,
+    /// Encodings of proxies' own resources, shared where they are equal.
+    encodings: SharedEncodings,
     proxies: BTreeMap<String, ConnectedProxy>,
 }
 
@@ -506,6 +509,7 @@ impl Generator {
             };
             let policies = Policies::compute(&proxy, &mesh);
             let mut generation = generate_shared(&proxy, &mesh, &policies, Some(&state.cache));
+            generation.resources.share_encodings(&mut state.encodings);
             connected
                 .clusters
                 .carry(&mut generation.resources, now, self.cluster_grace);
