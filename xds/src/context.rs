@@ -247,6 +247,73 @@ impl MeshContext {
         Self::build_with(&self.name, mesh, resources, policies)
     }
 
+    /// This context after changes of Dataplanes alone that moved the
+    /// endpoints or protocol of `changed` services: only those services
+    /// are digested again, from the Dataplanes that serve them (a new
+    /// endpoint at 10,000 proxies cost 30 ms of digesting every one). The
+    /// whole mesh is digested when the set of services changes (VIPs are
+    /// allotted over it) or MeshServices select endpoints by their own
+    /// rules.
+    pub fn with_dataplanes<'a>(
+        &self,
+        mesh: &MeshSpec,
+        resources: impl IntoIterator<Item = &'a Resource> + Clone,
+        changed: &BTreeSet<String>,
+    ) -> Self {
+        if self.services.values().any(|s| s.is_mesh_service()) {
+            return self.with_resources(mesh, resources);
+        }
+        let mut endpoints: BTreeMap<&str, Vec<Endpoint>> = BTreeMap::new();
+        let mut protocols: BTreeMap<&str, BTreeSet<Protocol>> = BTreeMap::new();
+        for r in resources.clone() {
+            let Spec::Dataplane(dp) = &r.spec else { continue };
+            let serves_changed = dp
+                .inbounds()
+                .iter()
+                .any(|i| i.service().is_some_and(|s| changed.contains(s)));
+            if !serves_changed {
+                continue;
+            }
+            for (service, endpoint, protocol) in dataplane_endpoints(&r.meta.core_name(), &r.meta.labels, dp)
+            {
+                let Some(service) = changed.get(&service) else {
+                    continue;
+                };
+                protocols.entry(service).or_default().insert(protocol);
+                let list = endpoints.entry(service).or_default();
+                list.extend(endpoint);
+            }
+        }
+        let same_names = changed
+            .iter()
+            .all(|name| self.services.contains_key(name) == endpoints.contains_key(name.as_str()));
+        if !same_names {
+            return self.with_resources(mesh, resources);
+        }
+        let mut services = self.services.clone();
+        for (name, mut eps) in endpoints {
+            let Some(previous) = self.services.get(name) else {
+                continue;
+            };
+            eps.sort();
+            let service = Service::new(
+                name.to_string(),
+                single_protocol(protocols.get(name)),
+                eps,
+                previous.vip,
+                VIP_PORT,
+                vec![name.to_string()],
+                None,
+            );
+            services.insert(name.to_string(), Arc::new(service));
+        }
+        MeshContext {
+            services,
+            build: NEXT_BUILD.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            ..self.clone()
+        }
+    }
+
     fn build_with<'a>(
         mesh_name: &str,
         mesh: &MeshSpec,
@@ -301,13 +368,9 @@ impl MeshContext {
             .into_iter()
             .map(|(name, mut eps)| {
                 eps.sort();
-                let protocol = match protocols.get(&name) {
-                    Some(set) if set.len() == 1 => *set.iter().next().unwrap_or(&Protocol::Tcp),
-                    _ => Protocol::Tcp,
-                };
                 let service = Service::new(
                     name.clone(),
-                    protocol,
+                    single_protocol(protocols.get(&name)),
                     eps,
                     vips[&name],
                     VIP_PORT,
@@ -419,6 +482,14 @@ impl MeshContext {
             .get(service)
             .map(|s| s.protocol)
             .unwrap_or(Protocol::Tcp)
+    }
+}
+
+/// The protocol a service's inbounds agree on (TCP when they disagree).
+fn single_protocol(protocols: Option<&BTreeSet<Protocol>>) -> Protocol {
+    match protocols {
+        Some(set) if set.len() == 1 => set.first().copied().unwrap_or(Protocol::Tcp),
+        _ => Protocol::Tcp,
     }
 }
 

@@ -396,6 +396,14 @@ impl Generator {
                     state.context = Some(Arc::new(previous.with_policies(state.resources.values())));
                 }
             }
+            // Anything but a policy or a Dataplane changes everything.
+            Some(previous) if c.policies.is_empty() && !c.everything => {
+                state.context = Some(Arc::new(previous.with_dataplanes(
+                    &spec,
+                    state.resources.values(),
+                    &c.services,
+                )));
+            }
             Some(previous) if c.policies.is_empty() => {
                 state.context = Some(Arc::new(previous.with_resources(&spec, state.resources.values())));
             }

@@ -154,6 +154,44 @@ fn policies_matched_before_are_matched_again_when_the_dataplane_changes() {
 }
 
 #[test]
+fn dataplane_changes_give_what_a_fresh_control_plane_gives() {
+    // Dataplane changes digest only the services whose endpoints moved
+    // (the whole mesh when the set of services changes); after each step
+    // every proxy must be as if everything had been digested at once.
+    let db2 = "type: Dataplane\nmesh: default\nname: db-2\nnetworking:\n  address: 192.168.0.40\n  inbound:\n    - port: 5432\n      tags:\n        kuma.io/service: db\n        kuma.io/protocol: tcp\n";
+    let db2_relabelled = format!("{db2}labels:\n  team: storage\n");
+    let db2_not_ready = format!("{db2}      health:\n        ready: false\n");
+    let db2_http = db2.replace("kuma.io/protocol: tcp", "kuma.io/protocol: http");
+    let cache = "type: Dataplane\nmesh: default\nname: cache-1\nnetworking:\n  address: 192.168.0.41\n  inbound:\n    - port: 6379\n      tags:\n        kuma.io/service: cache\n";
+    let delete = |name: &str| Event::Delete {
+        resource_type: ResourceType::Dataplane,
+        mesh: "default".into(),
+        name: name.into(),
+    };
+    let steps: Vec<(&str, Vec<Event>)> = vec![
+        ("a new endpoint", vec![upsert(db2)]),
+        ("its labels", vec![upsert(&db2_relabelled)]),
+        ("not ready", vec![upsert(&db2_not_ready)]),
+        ("protocols disagree", vec![upsert(&db2_http)]),
+        ("a new service", vec![upsert(cache)]),
+        ("a service gone", vec![delete("cache-1")]),
+        ("an endpoint gone", vec![delete("db-2")]),
+    ];
+    let (mut g, snapshots, _) = connected_mesh();
+    let mut applied = Vec::new();
+    for (step, events) in steps {
+        applied.extend(events.iter().cloned());
+        g.apply(events);
+        let (_, fresh, _) = connected_mesh_with(applied.clone());
+        assert_eq!(snapshots.nodes(), fresh.nodes(), "{step}");
+        for node in fresh.nodes() {
+            let (ours, theirs) = (snapshots.get(&node).unwrap(), fresh.get(&node).unwrap());
+            assert_eq!(ours.changed_types(&theirs), vec![], "{step}: {node}");
+        }
+    }
+}
+
+#[test]
 fn a_new_endpoint_regenerates_the_proxies_that_reach_its_service() {
     let (mut g, _, _) = connected_mesh();
     let db2 = "type: Dataplane\nmesh: default\nname: db-2\nnetworking:\n  address: 192.168.0.40\n  inbound:\n    - port: 5432\n      tags:\n        kuma.io/service: db\n        kuma.io/protocol: tcp\n";
