@@ -111,10 +111,15 @@ fn policies_changed_alone_give_what_a_fresh_control_plane_gives() {
         upsert(&WEB_TIMEOUT.replace("20s", "25s")),
         upsert(&retry.replace("numRetries: 4", "numRetries: 2")),
     ]);
-    assert_eq!(snapshots.nodes(), fresh.nodes());
+    assert_same_configs(&snapshots, &fresh, "");
+}
+
+/// Asserts that every proxy has the same configuration in both caches.
+fn assert_same_configs(ours: &SnapshotCache, fresh: &SnapshotCache, context: &str) {
+    assert_eq!(ours.nodes(), fresh.nodes(), "{context}");
     for node in fresh.nodes() {
-        let (ours, theirs) = (snapshots.get(&node).unwrap(), fresh.get(&node).unwrap());
-        assert_eq!(ours.changed_types(&theirs), vec![], "{node}");
+        let (ours, theirs) = (ours.get(&node).unwrap(), fresh.get(&node).unwrap());
+        assert_eq!(ours.changed_types(&theirs), vec![], "{context} {node}");
     }
 }
 
@@ -146,11 +151,7 @@ fn policies_matched_before_are_matched_again_when_the_dataplane_changes() {
     );
 
     let (_, fresh, _) = connected_mesh_with(vec![upsert(canary), upsert(db2), upsert(&web_1_canary)]);
-    assert_eq!(snapshots.nodes(), fresh.nodes());
-    for node in fresh.nodes() {
-        let (ours, theirs) = (snapshots.get(&node).unwrap(), fresh.get(&node).unwrap());
-        assert_eq!(ours.changed_types(&theirs), vec![], "{node}");
-    }
+    assert_same_configs(&snapshots, &fresh, "");
 }
 
 #[test]
@@ -183,11 +184,7 @@ fn dataplane_changes_give_what_a_fresh_control_plane_gives() {
         applied.extend(events.iter().cloned());
         g.apply(events);
         let (_, fresh, _) = connected_mesh_with(applied.clone());
-        assert_eq!(snapshots.nodes(), fresh.nodes(), "{step}");
-        for node in fresh.nodes() {
-            let (ours, theirs) = (snapshots.get(&node).unwrap(), fresh.get(&node).unwrap());
-            assert_eq!(ours.changed_types(&theirs), vec![], "{step}: {node}");
-        }
+        assert_same_configs(&snapshots, &fresh, step);
     }
 }
 
