@@ -1,15 +1,15 @@
 //! The incremental (delta) protocol of one ADS stream, as a state machine
 //! over requests and snapshots (no I/O).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use envoy_types::pb::envoy::service::discovery::v3::DeltaDiscoveryRequest;
 use tonic::Status;
 
 use super::{
-    DeltaResource, DeltaResponse, Feedback, FeedbackKind, StreamOutput, StreamProtocol, endpoints_pending,
-    waits_for_endpoints,
+    DeltaResource, DeltaResponse, Feedback, FeedbackKind, SortedNames, StreamOutput, StreamProtocol,
+    endpoints_pending, waits_for_endpoints,
 };
 use crate::resources::XdsType;
 use crate::snapshot::{Snapshot, resource_version};
@@ -19,9 +19,12 @@ struct TypeState {
     wildcard: bool,
     /// The names Envoy subscribed to (beyond a wildcard).
     names: BTreeSet<Arc<str>>,
-    /// What Envoy holds: resource name → version. The names of resources
+    /// What Envoy holds: `(name, version)`, sorted by name and unique, so
+    /// that a response is one walk along the snapshot's sorted resources
+    /// (a lookup per resource, each comparing names, was most of a
+    /// thousand streams' work for a new endpoint). The names of resources
     /// sent are the snapshot's own strings, shared, not copies.
-    client: HashMap<Arc<str>, u64>,
+    client: Vec<(Arc<str>, u64)>,
     nonce: Option<String>,
     must_respond: bool,
 }
@@ -55,11 +58,14 @@ impl DeltaStream {
         if first {
             // Resources Envoy still holds from an earlier stream are not
             // sent again unless they changed.
-            for (name, version) in &request.initial_resource_versions {
-                if let Ok(v) = u64::from_str_radix(version, 16) {
-                    state.client.insert(Arc::from(name.as_str()), v);
-                }
-            }
+            state.client = request
+                .initial_resource_versions
+                .iter()
+                .filter_map(|(name, version)| {
+                    Some((Arc::from(name.as_str()), u64::from_str_radix(version, 16).ok()?))
+                })
+                .collect();
+            state.client.sort_unstable_by(|a, b| a.0.cmp(&b.0));
             state.wildcard =
                 xds_type.is_some_and(|t| t.is_wildcard()) && request.resource_names_subscribe.is_empty();
             state.must_respond = true;
@@ -93,7 +99,9 @@ impl DeltaStream {
             } else {
                 state.names.remove(name.as_str());
                 // Forgotten by Envoy: a later subscription must send it again.
-                state.client.remove(name.as_str());
+                if let Ok(i) = state.client.binary_search_by(|(n, _)| (**n).cmp(name.as_str())) {
+                    state.client.remove(i);
+                }
             }
         }
         if let Some(t) = xds_type {
@@ -109,8 +117,13 @@ impl DeltaStream {
 
     /// Whether listeners and routes must wait (see [`endpoints_pending`]).
     fn endpoints_pending(&self, snapshot: &Snapshot) -> bool {
-        let eds = self.types.get(XdsType::Endpoints.type_url());
-        endpoints_pending(snapshot, |name| eds.is_some_and(|s| s.client.contains_key(name)))
+        let held = self
+            .types
+            .get(XdsType::Endpoints.type_url())
+            .map(|s| s.client.as_slice())
+            .unwrap_or_default();
+        let mut delivered = SortedNames::new(held.iter().map(|(n, _)| &**n));
+        endpoints_pending(snapshot, |name| delivered.contains(name))
     }
 
     /// Handles a new snapshot: sends what changed, clusters first;
@@ -135,34 +148,37 @@ impl DeltaStream {
             return;
         };
         let typed = snapshot.get(t);
-        let wanted = |name: &str| state.wildcard || state.names.contains(name);
+        // One walk along three sorted sequences: the snapshot's resources,
+        // what Envoy holds, and (without a wildcard) what it subscribed to.
+        let mut subscribed = SortedNames::new(state.names.iter().map(|n| &**n));
+        let mut held = state.client.iter().peekable();
         let mut resources = Vec::new();
+        let mut removed: Vec<String> = Vec::new();
+        let mut holds_next: Vec<(Arc<str>, u64)> = Vec::new();
         for (name, r) in typed.resources.iter() {
-            if wanted(name) && state.client.get(&**name) != Some(&r.version) {
-                resources.push(DeltaResource {
-                    version: resource_version(r.version),
-                    encoded: r.encoded.clone(),
-                });
+            while let Some((gone, _)) = held.next_if(|(n, _)| **n < **name) {
+                removed.push(gone.to_string());
+            }
+            let holds = held.next_if(|(n, _)| **n == **name).map(|(_, v)| *v);
+            if state.wildcard || subscribed.contains(name) {
+                if holds != Some(r.version) {
+                    resources.push(DeltaResource {
+                        version: resource_version(r.version),
+                        encoded: r.encoded.clone(),
+                    });
+                }
+                holds_next.push((name.clone(), r.version));
+            } else if holds.is_some() {
+                removed.push(name.to_string());
             }
         }
-        let mut removed: Vec<String> = state
-            .client
-            .keys()
-            .filter(|name| !typed.resources.contains_key(name) || !wanted(name))
-            .map(|name| name.to_string())
-            .collect();
-        removed.sort();
+        removed.extend(held.map(|(gone, _)| gone.to_string()));
         if resources.is_empty() && removed.is_empty() && !state.must_respond {
+            // Envoy holds exactly what it wants of this snapshot already.
             return;
         }
-        for r in &resources {
-            if let Some(v) = typed.resources.get(r.name()) {
-                state.client.insert(r.encoded.name.clone(), v.version);
-            }
-        }
-        for name in &removed {
-            state.client.remove(name.as_str());
-        }
+        holds_next.shrink_to_fit();
+        state.client = holds_next;
         self.next_nonce += 1;
         let nonce = self.next_nonce.to_string();
         state.nonce = Some(nonce.clone());

@@ -35,18 +35,42 @@ use crate::snapshot::{Snapshot, SnapshotCache};
 pub const CONTROL_PLANE_ID: &str = "kuma-cp-rs";
 
 /// Whether Envoy holds clusters of `snapshot` whose endpoints it has not
-/// been sent (`delivered` says which were). Envoy asks for a new cluster's
+/// been sent (`delivered` says which were, asked in name order). Envoy asks for a new cluster's
 /// endpoints only after taking the cluster, and a listener routing to a
 /// cluster still warming answers 503: so listeners and routes wait until
 /// every cluster's endpoints are on their way, as the xDS protocol's
 /// ordering rules ask (CDS, then EDS, then LDS and RDS).
-fn endpoints_pending(snapshot: &Snapshot, delivered: impl Fn(&str) -> bool) -> bool {
-    let clusters = &snapshot.get(XdsType::Cluster).resources;
+fn endpoints_pending(snapshot: &Snapshot, mut delivered: impl FnMut(&str) -> bool) -> bool {
+    // Endpoints, clusters and what was delivered are each sorted by name:
+    // one walk along all three, not a search per name.
+    let mut clusters = SortedNames::new(snapshot.get(XdsType::Cluster).resources.keys().map(|n| &**n));
     snapshot
         .get(XdsType::Endpoints)
         .resources
         .keys()
-        .any(|name| clusters.contains_key(name) && !delivered(name))
+        .any(|name| clusters.contains(name) && !delivered(name))
+}
+
+/// A cursor over names sorted and unique, asked about names in increasing
+/// order: each answer advances it, so a walk costs one pass, not a search
+/// per name.
+struct SortedNames<'a, I: Iterator<Item = &'a str>> {
+    names: std::iter::Peekable<I>,
+}
+
+impl<'a, I: Iterator<Item = &'a str>> SortedNames<'a, I> {
+    fn new(names: I) -> Self {
+        SortedNames {
+            names: names.peekable(),
+        }
+    }
+
+    /// Whether `name` is among the names; never ask for a smaller name
+    /// than the last one asked for.
+    fn contains(&mut self, name: &str) -> bool {
+        while self.names.next_if(|n| *n < name).is_some() {}
+        self.names.peek().is_some_and(|n| *n == name)
+    }
 }
 
 /// Types that wait for [`endpoints_pending`].

@@ -8,7 +8,7 @@ use envoy_types::pb::envoy::service::discovery::v3::DiscoveryRequest;
 use tonic::Status;
 
 use super::{
-    Feedback, FeedbackKind, SotwResponse, StreamOutput, StreamProtocol, endpoints_pending,
+    Feedback, FeedbackKind, SortedNames, SotwResponse, StreamOutput, StreamProtocol, endpoints_pending,
     waits_for_endpoints,
 };
 use crate::resources::{EncodedResource, XdsType};
@@ -127,14 +127,19 @@ impl SotwStream {
 
     /// Whether listeners and routes must wait (see [`endpoints_pending`]).
     fn endpoints_pending(&self, snapshot: &Snapshot) -> bool {
-        let eds = self.types.get(XdsType::Endpoints.type_url());
-        endpoints_pending(snapshot, |name| {
-            eds.and_then(|s| s.sent.as_ref()).is_some_and(|(_, names)| {
-                names
-                    .as_ref()
-                    .is_none_or(|names| names.binary_search_by(|n| (**n).cmp(name)).is_ok())
-            })
-        })
+        let sent = self
+            .types
+            .get(XdsType::Endpoints.type_url())
+            .and_then(|s| s.sent.as_ref());
+        match sent {
+            None => endpoints_pending(snapshot, |_| false),
+            // A wildcard response delivered every one.
+            Some((_, None)) => endpoints_pending(snapshot, |_| true),
+            Some((_, Some(names))) => {
+                let mut delivered = SortedNames::new(names.iter().map(|n| &**n));
+                endpoints_pending(snapshot, |name| delivered.contains(name))
+            }
+        }
     }
 
     /// Handles a new snapshot: responds for every subscribed type whose
@@ -166,11 +171,13 @@ impl SotwStream {
                 None,
             )
         } else {
-            // Sorted, as `names` is; the snapshot's own strings.
-            let resources: Vec<Arc<EncodedResource>> = state
-                .names
-                .iter()
-                .filter_map(|n| typed.resources.get(n))
+            // Sorted, as `names` is; the snapshot's own strings. One walk
+            // along both sorted lists, not a search per name.
+            let mut subscribed = SortedNames::new(state.names.iter().map(|n| &**n));
+            let resources: Vec<Arc<EncodedResource>> = typed
+                .resources
+                .values()
+                .filter(|r| subscribed.contains(r.name()))
                 .map(|r| r.encoded.clone())
                 .collect();
             let present = resources.iter().map(|r| r.name.clone()).collect();
