@@ -8,8 +8,8 @@ use envoy_types::pb::envoy::service::discovery::v3::DeltaDiscoveryRequest;
 use tonic::Status;
 
 use super::{
-    DeltaResource, DeltaResponse, Feedback, FeedbackKind, SortedNames, StreamOutput, StreamProtocol,
-    endpoints_pending, waits_for_endpoints,
+    DeltaResource, DeltaResponse, Feedback, FeedbackKind, StreamOutput, StreamProtocol, endpoints_pending,
+    sorted_names, waits_for_endpoints,
 };
 use crate::resources::XdsType;
 use crate::snapshot::{Snapshot, resource_version};
@@ -122,7 +122,7 @@ impl DeltaStream {
             .get(XdsType::Endpoints.type_url())
             .map(|s| s.client.as_slice())
             .unwrap_or_default();
-        let mut delivered = SortedNames::new(held.iter().map(|(n, _)| &**n));
+        let mut delivered = sorted_names(held.iter().map(|(n, _)| &**n));
         endpoints_pending(snapshot, |name| delivered.contains(name))
     }
 
@@ -150,7 +150,7 @@ impl DeltaStream {
         let typed = snapshot.get(t);
         // One walk along three sorted sequences: the snapshot's resources,
         // what Envoy holds, and (without a wildcard) what it subscribed to.
-        let mut subscribed = SortedNames::new(state.names.iter().map(|n| &**n));
+        let mut subscribed = sorted_names(state.names.iter().map(|n| &**n));
         let mut held = state.client.iter().peekable();
         let mut resources = Vec::new();
         let mut removed: Vec<String> = Vec::new();

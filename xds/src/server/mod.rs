@@ -43,7 +43,7 @@ pub const CONTROL_PLANE_ID: &str = "kuma-cp-rs";
 fn endpoints_pending(snapshot: &Snapshot, mut delivered: impl FnMut(&str) -> bool) -> bool {
     // Endpoints, clusters and what was delivered are each sorted by name:
     // one walk along all three, not a search per name.
-    let mut clusters = SortedNames::new(snapshot.get(XdsType::Cluster).resources.keys().map(|n| &**n));
+    let mut clusters = sorted_names(snapshot.get(XdsType::Cluster).resources.keys().map(|n| &**n));
     snapshot
         .get(XdsType::Endpoints)
         .resources
@@ -51,26 +51,38 @@ fn endpoints_pending(snapshot: &Snapshot, mut delivered: impl FnMut(&str) -> boo
         .any(|name| clusters.contains(name) && !delivered(name))
 }
 
-/// A cursor over names sorted and unique, asked about names in increasing
-/// order: each answer advances it, so a walk costs one pass, not a search
-/// per name.
-struct SortedNames<'a, I: Iterator<Item = &'a str>> {
-    names: std::iter::Peekable<I>,
+/// A cursor over entries sorted by name, names unique, asked about names
+/// in increasing order: each answer advances it, so a walk costs one pass,
+/// not a search per name.
+struct Sorted<'a, V, I: Iterator<Item = (&'a str, V)>> {
+    entries: std::iter::Peekable<I>,
 }
 
-impl<'a, I: Iterator<Item = &'a str>> SortedNames<'a, I> {
-    fn new(names: I) -> Self {
-        SortedNames {
-            names: names.peekable(),
+impl<'a, V: Copy, I: Iterator<Item = (&'a str, V)>> Sorted<'a, V, I> {
+    fn new(entries: I) -> Self {
+        Sorted {
+            entries: entries.peekable(),
         }
     }
 
-    /// Whether `name` is among the names; never ask for a smaller name
-    /// than the last one asked for.
-    fn contains(&mut self, name: &str) -> bool {
-        while self.names.next_if(|n| *n < name).is_some() {}
-        self.names.peek().is_some_and(|n| *n == name)
+    /// The value named `name`; never ask for a smaller name than the last
+    /// one asked for.
+    fn get(&mut self, name: &str) -> Option<V> {
+        while self.entries.next_if(|(n, _)| *n < name).is_some() {}
+        self.entries.peek().filter(|(n, _)| *n == name).map(|(_, v)| *v)
     }
+
+    /// Whether `name` is among the entries (same rule as [`Sorted::get`]).
+    fn contains(&mut self, name: &str) -> bool {
+        self.get(name).is_some()
+    }
+}
+
+/// [`Sorted`] over bare names.
+fn sorted_names<'a>(
+    names: impl Iterator<Item = &'a str>,
+) -> Sorted<'a, (), impl Iterator<Item = (&'a str, ())>> {
+    Sorted::new(names.map(|n| (n, ())))
 }
 
 /// Types that wait for [`endpoints_pending`].

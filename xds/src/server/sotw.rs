@@ -8,8 +8,8 @@ use envoy_types::pb::envoy::service::discovery::v3::DiscoveryRequest;
 use tonic::Status;
 
 use super::{
-    Feedback, FeedbackKind, SortedNames, SotwResponse, StreamOutput, StreamProtocol, endpoints_pending,
-    waits_for_endpoints,
+    Feedback, FeedbackKind, Sorted, SotwResponse, StreamOutput, StreamProtocol, endpoints_pending,
+    sorted_names, waits_for_endpoints,
 };
 use crate::resources::{EncodedResource, XdsType};
 use crate::snapshot::Snapshot;
@@ -136,7 +136,7 @@ impl SotwStream {
             // A wildcard response delivered every one.
             Some((_, None)) => endpoints_pending(snapshot, |_| true),
             Some((_, Some(names))) => {
-                let mut delivered = SortedNames::new(names.iter().map(|n| &**n));
+                let mut delivered = sorted_names(names.iter().map(|n| &**n));
                 endpoints_pending(snapshot, |name| delivered.contains(name))
             }
         }
@@ -173,7 +173,7 @@ impl SotwStream {
         } else {
             // Sorted, as `names` is; the snapshot's own strings. One walk
             // along both sorted lists, not a search per name.
-            let mut subscribed = SortedNames::new(state.names.iter().map(|n| &**n));
+            let mut subscribed = sorted_names(state.names.iter().map(|n| &**n));
             let resources: Vec<Arc<EncodedResource>> = typed
                 .resources
                 .values()
@@ -231,18 +231,24 @@ impl SotwStream {
 /// "grouping resources into responses"), and Envoy keeps those it is not
 /// sent. One endpoint added to a service every proxy reaches is then one
 /// small response per proxy, not every service's endpoints again.
-fn changed_since(
-    held: &crate::snapshot::TypeSnapshot,
+fn changed_since<'a>(
+    held: &'a crate::snapshot::TypeSnapshot,
     held_names: &[Arc<str>],
-    now: &crate::snapshot::TypeSnapshot,
+    now: &'a crate::snapshot::TypeSnapshot,
     resources: Vec<Arc<EncodedResource>>,
 ) -> Vec<Arc<EncodedResource>> {
+    // `resources` and everything below are sorted by name: one walk.
+    let mut was_held = sorted_names(held_names.iter().map(|n| &**n));
+    let versions = |s: &'a crate::snapshot::TypeSnapshot| {
+        Sorted::new(s.resources.values().map(|r| (r.name(), r.version)))
+    };
+    let (mut held_versions, mut versions_now) = (versions(held), versions(now));
     resources
         .into_iter()
         .filter(|r| {
-            let was_held = held_names.binary_search_by(|n| (**n).cmp(&*r.name)).is_ok();
-            let version = |s: &crate::snapshot::TypeSnapshot| s.resources.get(&r.name).map(|v| v.version);
-            !was_held || version(held) != version(now)
+            let name = &*r.name;
+            let moved = held_versions.get(name) != versions_now.get(name);
+            !was_held.contains(name) || moved
         })
         .collect()
 }
