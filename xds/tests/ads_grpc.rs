@@ -358,17 +358,30 @@ async fn gauge_reaches(gauge: &prometheus_client::metrics::gauge::Gauge, want: i
     .unwrap_or_else(|_| panic!("the gauge stays at {}, not {want}", gauge.get()));
 }
 
+/// Limits admitting one stream to its first configuration at a time, for
+/// at most `configuring_at_most`.
+fn one_configuring_at_a_time(configuring_at_most: Duration) -> Limits {
+    Limits {
+        max_configuring: 1,
+        configuring_at_most,
+        ..Limits::default()
+    }
+}
+
+/// Opens a cluster stream for `node` on a task of its own (it may have to
+/// wait for admission while the test goes on).
+fn open_in_background(url: &str, node: &'static str) -> tokio::task::JoinHandle<Client> {
+    let url = url.to_string();
+    tokio::spawn(async move { Client::open(&url, node, XdsType::Cluster).await })
+}
+
 /// The admission rule for reconnect storms: while `max_configuring`
 /// streams are getting their first configuration, the next waits unanswered;
 /// it is let in when Envoy answers a configuring stream's listeners, when
 /// such a stream ends, or when one has held its place too long.
 #[tokio::test]
 async fn new_streams_wait_while_others_get_their_first_configuration() {
-    let limits = Limits {
-        max_configuring: 1,
-        configuring_at_most: Duration::from_secs(3600),
-        ..Limits::default()
-    };
+    let limits = one_configuring_at_a_time(Duration::from_secs(3600));
     let (url, cache, metrics) = serve_with_metrics(limits).await;
     for node in ["default.a", "default.b", "default.c"] {
         cache.set(node, cluster_and_listener());
@@ -377,10 +390,7 @@ async fn new_streams_wait_while_others_get_their_first_configuration() {
     // a configures: its clusters come; b waits behind it, unanswered.
     let mut a = Client::open(&url, "default.a", XdsType::Cluster).await;
     let clusters = a.next().await;
-    let b = tokio::spawn({
-        let url = url.clone();
-        async move { Client::open(&url, "default.b", XdsType::Cluster).await }
-    });
+    let b = open_in_background(&url, "default.b");
     gauge_reaches(&metrics.waiting_streams, 1).await;
 
     // a's clusters ACKed, then its listeners asked for, sent and ACKed:
@@ -403,10 +413,7 @@ async fn new_streams_wait_while_others_get_their_first_configuration() {
     assert_eq!(metrics.waiting_streams.get(), 0);
 
     // b never asks for listeners; c waits until b goes away.
-    let c = tokio::spawn({
-        let url = url.clone();
-        async move { Client::open(&url, "default.c", XdsType::Cluster).await }
-    });
+    let c = open_in_background(&url, "default.c");
     gauge_reaches(&metrics.waiting_streams, 1).await;
     drop(b);
     let mut c = c.await.unwrap();
@@ -418,11 +425,7 @@ async fn new_streams_wait_while_others_get_their_first_configuration() {
 /// no place: the next stream is served.
 #[tokio::test]
 async fn a_stream_without_its_first_request_holds_no_place() {
-    let limits = Limits {
-        max_configuring: 1,
-        configuring_at_most: Duration::from_secs(3600),
-        ..Limits::default()
-    };
+    let limits = one_configuring_at_a_time(Duration::from_secs(3600));
     let (url, cache) = serve(limits).await;
     cache.set("default.b", cluster_and_listener());
     // One connection: the silent stream's headers reach the server first.
@@ -462,11 +465,7 @@ async fn a_stream_without_its_first_request_holds_no_place() {
 /// A stream that gets no configuration does not hold its place for ever.
 #[tokio::test]
 async fn a_stream_holds_its_place_among_configuring_ones_for_a_bounded_time() {
-    let limits = Limits {
-        max_configuring: 1,
-        configuring_at_most: Duration::from_millis(200),
-        ..Limits::default()
-    };
+    let limits = one_configuring_at_a_time(Duration::from_millis(200));
     let (url, cache, metrics) = serve_with_metrics(limits).await;
     cache.set("default.b", cluster_and_listener());
 
