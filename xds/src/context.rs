@@ -122,6 +122,11 @@ pub struct MeshContext {
     /// Unique to this build of the context (copies share it): what was
     /// found current in it stays current while it is in use.
     pub build: u64,
+    /// Unique to what proxies' own resources (all but their outbounds) are
+    /// generated from: a change of endpoints alone keeps it
+    /// ([`MeshContext::with_dataplanes`]), so a proxy resting on a shared
+    /// layer keeps its own resources and only has its layer replaced.
+    pub own_build: u64,
     /// The VIP outbound of every service (what transparent proxies reach).
     pub vip_targets: Vec<crate::generate::KeyedTarget>,
     /// The mesh's mTLS, when enabled and its CA is available.
@@ -307,6 +312,8 @@ impl MeshContext {
             );
             services.insert(name.to_string(), Arc::new(service));
         }
+        // Only endpoints and protocols moved: what proxies' own resources
+        // read (the mesh, its mTLS, policies, service names and VIPs) did not.
         MeshContext {
             services,
             build: NEXT_BUILD.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
@@ -434,13 +441,15 @@ impl MeshContext {
         mesh_digest.add(mesh_name);
         mesh_digest.add(mesh);
         mesh_digest.add(&mtls.as_ref().map(|m| m.backend.as_str()));
+        let build = NEXT_BUILD.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         MeshContext {
             name: mesh_name.to_string(),
             mesh: Arc::new(mesh.clone()),
             services,
             policy_types: policies.types,
             policy_index: policies.index,
-            build: NEXT_BUILD.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            build,
+            own_build: build,
             vip_targets,
             mtls,
             mtls_error,
@@ -454,10 +463,12 @@ impl MeshContext {
     /// its policies, not the mesh's dataplanes.
     pub fn with_policies<'a>(&self, resources: impl IntoIterator<Item = &'a Resource>) -> Self {
         let policies = MeshPolicies::of(resources.into_iter().filter(|r| r.resource_type().is_policy()));
+        let build = NEXT_BUILD.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         MeshContext {
             policy_types: policies.types,
             policy_index: policies.index,
-            build: NEXT_BUILD.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            build,
+            own_build: build,
             ..self.clone()
         }
     }

@@ -511,6 +511,15 @@ impl SharedLayer {
         self.items[slot(xds_type)].iter().map(|g| (&g.name, g))
     }
 
+    /// Whether `other` has resources of type `t` named as this one's.
+    pub fn same_names(&self, other: &SharedLayer, t: XdsType) -> bool {
+        let (a, b) = (&self.items[slot(t)], &other.items[slot(t)]);
+        a.len() == b.len()
+            && a.iter()
+                .zip(b)
+                .all(|(x, y)| Arc::ptr_eq(&x.name, &y.name) || x.name == y.name)
+    }
+
     /// The versioned resources of one type, by name.
     pub fn versioned(&self, xds_type: XdsType) -> &Arc<[VersionedResource]> {
         &self.versioned[slot(xds_type)]

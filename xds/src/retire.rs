@@ -164,6 +164,18 @@ impl ClusterRetirement {
         self.published_layer = next.layer().cloned();
     }
 
+    /// Records a configuration that only had its shared layer replaced by
+    /// `layer`, with the same clusters (see [`crate::snapshot::Snapshot::on_layer`]).
+    /// `false`, recording nothing, when clusters are retiring or the last
+    /// configuration rested on no layer: it must then be generated whole.
+    pub fn rest_on(&mut self, layer: &Arc<SharedLayer>) -> bool {
+        if !self.retiring.is_empty() || self.published_layer.is_none() {
+            return false;
+        }
+        self.published_layer = Some(layer.clone());
+        true
+    }
+
     /// When the next retiring cluster is due to go.
     pub fn next_expiry(&self) -> Option<SystemTime> {
         self.retiring.values().map(|r| r.until).min()

@@ -11,7 +11,7 @@ use std::sync::{Arc, RwLock};
 use tokio::sync::watch;
 
 pub use crate::resources::VersionedResource;
-use crate::resources::{ResourceSet, XdsType, merge_sorted};
+use crate::resources::{ResourceSet, SharedLayer, XdsType, merge_sorted};
 
 /// The resources of one type in a snapshot.
 #[derive(Clone, Debug, Default)]
@@ -138,6 +138,49 @@ impl Snapshot {
             })
             .collect();
         Snapshot { types }
+    }
+
+    /// This snapshot with the shared layer `old` it rests on replaced by
+    /// `new`, its own resources kept as they are (versioned as
+    /// [`Snapshot::from_resources`] would). `None` when it does not rest on
+    /// `old` whole, or when one of its own endpoints is named like a
+    /// layer's cluster (its version would cover that cluster).
+    pub fn on_layer(&self, old: &SharedLayer, new: &SharedLayer) -> Option<Snapshot> {
+        let mut types = BTreeMap::new();
+        for t in XdsType::ALL {
+            let current = self.get(t);
+            let rests_on_old = match &current.resources.shared {
+                Some(shared) => Arc::ptr_eq(shared, old.versioned(t)),
+                None => old.versioned(t).is_empty(),
+            };
+            if !rests_on_old {
+                return None;
+            }
+            let own = &current.resources.own;
+            if t == XdsType::Endpoints
+                && own.iter().any(|e| {
+                    old.get(XdsType::Cluster, e.name()).is_some()
+                        || new.get(XdsType::Cluster, e.name()).is_some()
+                })
+            {
+                return None;
+            }
+            let sum = own
+                .iter()
+                .fold(new.version_sum(t), |sum, r| sum.wrapping_add(r.version_term()));
+            let resources = Resources {
+                own: own.clone(),
+                shared: Some(new.versioned(t)).filter(|v| !v.is_empty()).cloned(),
+            };
+            types.insert(
+                t,
+                TypeSnapshot {
+                    version: format!("{sum:016x}"),
+                    resources,
+                },
+            );
+        }
+        Some(Snapshot { types })
     }
 
     /// The resources of a type.

@@ -28,10 +28,10 @@ use tokio::sync::mpsc;
 
 use crate::admin_tls::AdminTls;
 use crate::context::{MeshContext, Proxy, ProxyMetadata, dataplane_endpoints};
-use crate::generate::{OutboundBundle, OutboundCache, OutboundLayer, Policies, generate_shared};
+use crate::generate::{OutboundBundle, OutboundCache, OutboundLayer, Policies, generate_shared, layer_for};
 use crate::metrics::XdsMetrics;
 use crate::mtls::{Ca, Identity, MeshMtls};
-use crate::resources::SharedEncodings;
+use crate::resources::{SharedEncodings, XdsType};
 use crate::retire::ClusterRetirement;
 use crate::snapshot::{Snapshot, SnapshotCache};
 
@@ -105,6 +105,9 @@ struct ConnectedProxy {
     bundles: Vec<Arc<OutboundBundle>>,
     /// The shared layer of outbounds its last config rests on.
     layer: Option<Arc<OutboundLayer>>,
+    /// How it rests on that layer, for the layer alone to be replaced when
+    /// nothing of its own changed.
+    resting: Option<Resting>,
     /// Its identity certificate (mTLS) and the CA it was issued for.
     identity: Option<(Arc<Identity>, u64)>,
     /// Its clusters, removed ones kept for a while.
@@ -114,7 +117,55 @@ struct ConnectedProxy {
     admin_tls: Option<Arc<AdminTls>>,
 }
 
+/// What a proxy's configuration resting on a shared layer was generated
+/// from, besides its Dataplane.
+#[derive(Clone, Copy, Debug)]
+struct Resting {
+    /// The [`MeshContext::own_build`] its own resources were generated in.
+    own_build: u64,
+    /// The signature of its `to` policies, which names its layer.
+    to_signature: u128,
+}
+
 impl ConnectedProxy {
+    /// Its last configuration with only its shared layer replaced, when
+    /// only endpoints moved since its own resources were generated (a new
+    /// endpoint no longer generates, encodes and versions those again for
+    /// every proxy that reaches it). `same_clusters` remembers which pairs
+    /// of layers have the same clusters (none is retired by the swap).
+    fn on_new_layer(
+        &mut self,
+        resource: &Resource,
+        mesh: &MeshContext,
+        cache: &OutboundCache,
+        current: Option<Arc<Snapshot>>,
+        same_clusters: &mut HashMap<(usize, usize), bool>,
+    ) -> Option<Snapshot> {
+        let resting = self.resting.filter(|r| r.own_build == mesh.own_build)?;
+        let (old, current) = (self.layer.clone()?, current?);
+        let proxy = Proxy::new(resource, self.metadata.clone())?;
+        let new = layer_for(mesh, resting.to_signature, cache, || {
+            Policies::compute(&proxy, mesh)
+        })?;
+        let (old_resources, new_resources) = (old.resources(), new.resources());
+        let key = (
+            Arc::as_ptr(old_resources) as usize,
+            Arc::as_ptr(new_resources) as usize,
+        );
+        let same = *same_clusters
+            .entry(key)
+            .or_insert_with(|| old_resources.same_names(new_resources, XdsType::Cluster));
+        if !same {
+            return None;
+        }
+        let snapshot = current.on_layer(old_resources, new_resources)?;
+        if !self.clusters.rest_on(new_resources) {
+            return None;
+        }
+        self.layer = Some(new);
+        Some(snapshot)
+    }
+
     /// Whether its last config was built from any of `services`.
     fn reaches_any(&self, services: &BTreeSet<String>) -> bool {
         self.layer.as_ref().is_some_and(|l| l.reaches_any(services))
@@ -298,6 +349,7 @@ impl Generator {
                         transparent: false,
                         bundles: Vec::new(),
                         layer: None,
+                        resting: None,
                         identity: None,
                         clusters: ClusterRetirement::default(),
                         admin_tls: None,
@@ -468,6 +520,7 @@ impl Generator {
             }
         }
 
+        let mut same_clusters = HashMap::new();
         for name in affected {
             let node = format!("{mesh_name}.{name}");
             let Some(connected) = state.proxies.get_mut(&name) else {
@@ -477,6 +530,23 @@ impl Generator {
                 self.snapshots.clear(&node);
                 continue;
             };
+            if !c.proxies.contains(&name) {
+                let started = Instant::now();
+                let current = self.snapshots.get(&node);
+                if let Some(snapshot) =
+                    connected.on_new_layer(resource, &mesh, &state.cache, current, &mut same_clusters)
+                {
+                    self.metrics
+                        .generation_seconds
+                        .observe(started.elapsed().as_secs_f64());
+                    report.regenerated.insert(node.clone());
+                    if self.snapshots.set(&node, snapshot) {
+                        self.metrics.snapshot_updates.inc();
+                        report.changed.insert(node);
+                    }
+                    continue;
+                }
+            }
             let Some(proxy) = Proxy::new(resource, connected.metadata.clone()) else {
                 continue;
             };
@@ -532,6 +602,10 @@ impl Generator {
             self.metrics.generations.inc();
             connected.transparent = proxy.transparent_proxy().is_some();
             connected.bundles = generation.bundles;
+            connected.resting = generation.layer.as_ref().map(|_| Resting {
+                own_build: mesh.own_build,
+                to_signature: policies.to_signature(),
+            });
             connected.layer = generation.layer;
             report.regenerated.insert(node.clone());
             if self.snapshots.set(&node, snapshot) {

@@ -409,3 +409,108 @@ fn an_endpoint_of_a_mesh_service_regenerates_the_proxies_that_reach_it() {
         report.changed
     );
 }
+
+/// A transparent proxy (it reaches every service, so its outbounds are the
+/// mesh's shared layer).
+fn transparent_proxy(name: &str, service: &str, address: &str, protocol: &str) -> String {
+    format!(
+        "type: Dataplane\nmesh: default\nname: {name}\nnetworking:\n  address: {address}\n  inbound:\n    - port: 8080\n      tags:\n        kuma.io/service: {service}\n        kuma.io/protocol: {protocol}\n  transparentProxying:\n    redirectPortInbound: 15006\n    redirectPortOutbound: 15001\n"
+    )
+}
+
+/// Six connected transparent proxies of three services, with `extra`
+/// events in the same first batch.
+fn transparent_mesh_with(extra: Vec<Event>) -> (Generator, Arc<SnapshotCache>, Arc<XdsMetrics>) {
+    let snapshots = Arc::new(SnapshotCache::new());
+    let metrics = Arc::new(XdsMetrics::default());
+    let mut g = Generator::new(snapshots.clone(), metrics.clone());
+    let mut events = vec![upsert("type: Mesh\nname: default")];
+    for (i, (service, protocol)) in [("web", "http"), ("backend", "http"), ("db", "tcp")]
+        .iter()
+        .enumerate()
+    {
+        for n in 1..=2 {
+            let name = format!("{service}-{n}");
+            let address = format!("192.168.1.{}", 10 * i + n);
+            events.push(upsert(&transparent_proxy(&name, service, &address, protocol)));
+            events.push(Event::Connected {
+                node: format!("default.{name}"),
+                metadata: ProxyMetadata::default(),
+            });
+        }
+    }
+    events.extend(extra);
+    g.apply(events);
+    (g, snapshots, metrics)
+}
+
+#[test]
+fn a_moved_endpoint_replaces_only_the_layer_under_proxies_resting_on_one() {
+    // Proxies whose outbounds are the mesh's shared layer keep their own
+    // resources when only endpoints move, and have the layer replaced;
+    // after every step each proxy must be as if everything had been
+    // digested and generated at once.
+    let backend_3 = |extra: &str| {
+        format!(
+            "{}{extra}",
+            transparent_proxy("backend-3", "backend", "192.168.1.99", "http")
+        )
+    };
+    let timeout = "type: MeshTimeout\nmesh: default\nname: to-backend\nspec:\n  targetRef:\n    kind: Mesh\n  to:\n    - targetRef:\n        kind: MeshService\n        name: backend\n      default:\n        idleTimeout: 21s\n";
+    let delete = |name: &str| Event::Delete {
+        resource_type: ResourceType::Dataplane,
+        mesh: "default".into(),
+        name: name.into(),
+    };
+    // (step, its events, whether every proxy keeps its own resources)
+    let steps: Vec<(&str, Vec<Event>, bool)> = vec![
+        ("a new endpoint", vec![upsert(&backend_3(""))], true),
+        (
+            "its labels",
+            vec![upsert(&backend_3("labels:\n  team: b\n"))],
+            true,
+        ),
+        (
+            "protocols disagree",
+            vec![upsert(&backend_3("").replace("protocol: http", "protocol: tcp"))],
+            true,
+        ),
+        ("a policy", vec![upsert(timeout)], false),
+        ("an endpoint after the policy", vec![upsert(&backend_3(""))], true),
+        (
+            "a proxy's own inbound and an endpoint",
+            vec![
+                upsert(&transparent_proxy("web-1", "web", "192.168.1.1", "tcp")),
+                upsert(&backend_3("labels:\n  team: c\n")),
+            ],
+            false,
+        ),
+        (
+            "a new service",
+            vec![upsert(&transparent_proxy(
+                "cache-1",
+                "cache",
+                "192.168.1.98",
+                "tcp",
+            ))],
+            false,
+        ),
+        ("an endpoint gone", vec![delete("backend-3")], true),
+    ];
+    let (mut g, snapshots, metrics) = transparent_mesh_with(Vec::new());
+    let mut applied = Vec::new();
+    for (step, events, kept) in steps {
+        applied.extend(events.iter().cloned());
+        let generated_before = metrics.generations.get();
+        let report = g.apply(events);
+        assert_eq!(report.regenerated.len(), 6, "{step}: every proxy reaches backend");
+        let generated = metrics.generations.get() - generated_before;
+        if kept {
+            assert_eq!(generated, 0, "{step}: no proxy generated whole");
+        } else {
+            assert!(generated > 0, "{step}: proxies generated whole");
+        }
+        let (_, fresh, _) = transparent_mesh_with(applied.clone());
+        assert_same_configs(&snapshots, &fresh, step);
+    }
+}

@@ -145,14 +145,11 @@ pub(super) fn generate(
         && takes_every_vip(proxy, mesh)
     {
         let layer = match cache {
-            Some(cache) => {
-                let key = bundle_key(policies.to_signature(), mesh.build, 0);
-                cache.get_or_build_layer(key, || build_layer(mesh, policies, Some(cache)))
-            }
+            Some(cache) => layer_for(mesh, policies.to_signature(), cache, || policies),
             None => build_layer(mesh, policies, None).map(Arc::new),
         };
         if let Some(layer) = layer {
-            rs.set_layer(layer.resources.clone());
+            rs.set_layer(layer.resources().clone());
             return Some(layer);
         }
     }
@@ -216,7 +213,25 @@ pub struct OutboundLayer {
     services: BTreeSet<String>,
 }
 
+/// The shared layer of the proxies whose `to` policies have `to_signature`
+/// and whose outbounds are the mesh's VIP outbounds, built when absent
+/// from `policies` (asked for only then).
+pub fn layer_for<P: std::borrow::Borrow<Policies>>(
+    mesh: &MeshContext,
+    to_signature: u128,
+    cache: &OutboundCache,
+    policies: impl FnOnce() -> P,
+) -> Option<Arc<OutboundLayer>> {
+    let key = bundle_key(to_signature, mesh.build, 0);
+    cache.get_or_build_layer(key, || build_layer(mesh, policies().borrow(), Some(cache)))
+}
+
 impl OutboundLayer {
+    /// Its resources.
+    pub fn resources(&self) -> &Arc<SharedLayer> {
+        &self.resources
+    }
+
     /// Whether it was built from any of `services`.
     pub fn reaches_any(&self, services: &BTreeSet<String>) -> bool {
         services.iter().any(|s| self.services.contains(s))
