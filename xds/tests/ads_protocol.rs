@@ -457,3 +457,32 @@ fn delta_listeners_wait_for_the_endpoints_of_their_clusters() {
         [XdsType::Endpoints.type_url(), XdsType::Listener.type_url()]
     );
 }
+
+#[test]
+fn delta_unsubscribe_of_one_of_everything_held_then_subscribe_sends_it_again() {
+    // Once Envoy holds every endpoint of the snapshot, the stream keeps
+    // the snapshot as what Envoy holds; forgetting one must still work.
+    let snap = snapshot("basic/base-mesh");
+    let names = endpoint_names(&snap);
+    assert!(names.len() > 1, "{names:?}");
+    let mut s = DeltaStream::new();
+    s.on_snapshot(Some(snap.clone()));
+    let r = s
+        .on_request(delta(XdsType::Endpoints, &names, ""))
+        .unwrap()
+        .responses
+        .remove(0);
+    assert_eq!(r.resources.len(), names.len());
+    let mut unsub = delta(XdsType::Endpoints, &[], &r.nonce);
+    unsub.resource_names_unsubscribe = vec![names[0].into()];
+    assert!(s.on_request(unsub).unwrap().responses.is_empty());
+    let again = s
+        .on_request(delta(XdsType::Endpoints, &[names[0]], ""))
+        .unwrap()
+        .responses
+        .remove(0);
+    let sent: Vec<&str> = again.resources.iter().map(|r| &*r.encoded.name).collect();
+    assert_eq!(sent, vec![names[0]], "only the forgotten one is sent again");
+    // The same snapshot again sends nothing: Envoy holds all of it.
+    assert!(s.on_snapshot(Some(snap)).responses.is_empty());
+}

@@ -14,17 +14,63 @@ use super::{
 use crate::resources::XdsType;
 use crate::snapshot::{Snapshot, resource_version};
 
+/// What Envoy holds of a type: `(name, version)` pairs sorted by name and
+/// unique, so that a response is one walk along the snapshot's sorted
+/// resources (a lookup per resource, each comparing names, was most of a
+/// thousand streams' work for a new endpoint).
+#[derive(Debug)]
+enum Held {
+    /// Exactly the type's resources in this snapshot: what Envoy holds once
+    /// it has everything it subscribed to, kept as the snapshot (shared
+    /// with the cache) rather than as a list of its own (about 7 KiB per
+    /// stream at a hundred services).
+    All(Arc<Snapshot>),
+    /// Anything else. The names are the snapshot's own strings, shared.
+    List(Vec<(Arc<str>, u64)>),
+}
+
+impl Default for Held {
+    fn default() -> Self {
+        Held::List(Vec::new())
+    }
+}
+
+impl Held {
+    /// The pairs of type `t`, by name.
+    fn iter(&self, t: XdsType) -> impl Iterator<Item = (&Arc<str>, u64)> {
+        let (all, list) = match self {
+            Held::All(snapshot) => (Some(snapshot.get(t).resources.iter()), None),
+            Held::List(list) => (None, Some(list.iter())),
+        };
+        all.into_iter()
+            .flatten()
+            .map(|(name, r)| (name, r.version))
+            .chain(list.into_iter().flatten().map(|(name, version)| (name, *version)))
+    }
+
+    /// Forgets `name` of type `t`.
+    fn remove(&mut self, t: XdsType, name: &str) {
+        if let Held::All(snapshot) = self {
+            if !snapshot.get(t).resources.contains_key(name) {
+                return;
+            }
+            *self = Held::List(self.iter(t).map(|(n, v)| (n.clone(), v)).collect());
+        }
+        if let Held::List(list) = self
+            && let Ok(i) = list.binary_search_by(|(n, _)| (**n).cmp(name))
+        {
+            list.remove(i);
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 struct TypeState {
     wildcard: bool,
     /// The names Envoy subscribed to (beyond a wildcard).
     names: BTreeSet<Arc<str>>,
-    /// What Envoy holds: `(name, version)`, sorted by name and unique, so
-    /// that a response is one walk along the snapshot's sorted resources
-    /// (a lookup per resource, each comparing names, was most of a
-    /// thousand streams' work for a new endpoint). The names of resources
-    /// sent are the snapshot's own strings, shared, not copies.
-    client: Vec<(Arc<str>, u64)>,
+    /// What Envoy holds.
+    client: Held,
     nonce: Option<String>,
     must_respond: bool,
 }
@@ -58,14 +104,15 @@ impl DeltaStream {
         if first {
             // Resources Envoy still holds from an earlier stream are not
             // sent again unless they changed.
-            state.client = request
+            let mut held: Vec<(Arc<str>, u64)> = request
                 .initial_resource_versions
                 .iter()
                 .filter_map(|(name, version)| {
                     Some((Arc::from(name.as_str()), u64::from_str_radix(version, 16).ok()?))
                 })
                 .collect();
-            state.client.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+            held.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+            state.client = Held::List(held);
             state.wildcard =
                 xds_type.is_some_and(|t| t.is_wildcard()) && request.resource_names_subscribe.is_empty();
             state.must_respond = true;
@@ -99,8 +146,8 @@ impl DeltaStream {
             } else {
                 state.names.remove(name.as_str());
                 // Forgotten by Envoy: a later subscription must send it again.
-                if let Ok(i) = state.client.binary_search_by(|(n, _)| (**n).cmp(name.as_str())) {
-                    state.client.remove(i);
+                if let Some(t) = xds_type {
+                    state.client.remove(t, name);
                 }
             }
         }
@@ -117,12 +164,10 @@ impl DeltaStream {
 
     /// Whether listeners and routes must wait (see [`endpoints_pending`]).
     fn endpoints_pending(&self, snapshot: &Snapshot) -> bool {
-        let held = self
-            .types
-            .get(XdsType::Endpoints.type_url())
-            .map(|s| s.client.as_slice())
-            .unwrap_or_default();
-        let mut delivered = sorted_names(held.iter().map(|(n, _)| &**n));
+        let Some(state) = self.types.get(XdsType::Endpoints.type_url()) else {
+            return endpoints_pending(snapshot, |_| false);
+        };
+        let mut delivered = sorted_names(state.client.iter(XdsType::Endpoints).map(|(n, _)| &**n));
         endpoints_pending(snapshot, |name| delivered.contains(name))
     }
 
@@ -151,15 +196,15 @@ impl DeltaStream {
         // One walk along three sorted sequences: the snapshot's resources,
         // what Envoy holds, and (without a wildcard) what it subscribed to.
         let mut subscribed = sorted_names(state.names.iter().map(|n| &**n));
-        let mut held = state.client.iter().peekable();
+        let mut held = state.client.iter(t).peekable();
         let mut resources = Vec::new();
         let mut removed: Vec<String> = Vec::new();
         let mut holds_next: Vec<(Arc<str>, u64)> = Vec::new();
         for (name, r) in typed.resources.iter() {
-            while let Some((gone, _)) = held.next_if(|(n, _)| **n < **name) {
+            while let Some((gone, _)) = held.next_if(|(n, _)| ***n < **name) {
                 removed.push(gone.to_string());
             }
-            let holds = held.next_if(|(n, _)| **n == **name).map(|(_, v)| *v);
+            let holds = held.next_if(|(n, _)| ***n == **name).map(|(_, v)| v);
             if state.wildcard || subscribed.contains(name) {
                 if holds != Some(r.version) {
                     resources.push(DeltaResource {
@@ -173,12 +218,19 @@ impl DeltaStream {
             }
         }
         removed.extend(held.map(|(gone, _)| gone.to_string()));
+        // Held as the snapshot when Envoy will hold all of its resources of
+        // the type; also when nothing is sent, so that an older snapshot
+        // (and the shared layer it rests on) is not kept alive by the stream.
+        state.client = if holds_next.len() == typed.resources.len() {
+            Held::All(snapshot.clone())
+        } else {
+            holds_next.shrink_to_fit();
+            Held::List(holds_next)
+        };
         if resources.is_empty() && removed.is_empty() && !state.must_respond {
             // Envoy holds exactly what it wants of this snapshot already.
             return;
         }
-        holds_next.shrink_to_fit();
-        state.client = holds_next;
         self.next_nonce += 1;
         let nonce = self.next_nonce.to_string();
         state.nonce = Some(nonce.clone());
