@@ -31,7 +31,7 @@ use crate::context::{MeshContext, Proxy, ProxyMetadata, dataplane_endpoints};
 use crate::generate::{OutboundBundle, OutboundCache, OutboundLayer, Policies, generate_shared, layer_for};
 use crate::metrics::XdsMetrics;
 use crate::mtls::{Ca, Identity, MeshMtls};
-use crate::resources::{SharedEncodings, XdsType};
+use crate::resources::{SharedEncodings, SharedLayer, XdsType};
 use crate::retire::ClusterRetirement;
 use crate::snapshot::{Snapshot, SnapshotCache};
 
@@ -117,6 +117,9 @@ struct ConnectedProxy {
     admin_tls: Option<Arc<AdminTls>>,
 }
 
+/// Whether two layers (by address) have the same clusters, with the layers.
+type SameClusters = HashMap<(usize, usize), (Arc<SharedLayer>, Arc<SharedLayer>, bool)>;
+
 /// What a proxy's configuration resting on a shared layer was generated
 /// from, besides its Dataplane.
 #[derive(Clone, Copy, Debug)]
@@ -132,18 +135,20 @@ impl ConnectedProxy {
     /// only endpoints moved since its own resources were generated (a new
     /// endpoint no longer generates, encodes and versions those again for
     /// every proxy that reaches it). `same_clusters` remembers which pairs
-    /// of layers have the same clusters (none is retired by the swap).
+    /// of layers have the same clusters (none is retired by the swap); it
+    /// holds the layers, so that their addresses stay theirs.
     fn on_new_layer(
         &mut self,
         resource: &Resource,
         mesh: &MeshContext,
         cache: &OutboundCache,
         current: Option<Arc<Snapshot>>,
-        same_clusters: &mut HashMap<(usize, usize), bool>,
+        same_clusters: &mut SameClusters,
     ) -> Option<Snapshot> {
         let resting = self.resting.filter(|r| r.own_build == mesh.own_build)?;
         let (old, current) = (self.layer.clone()?, current?);
-        let proxy = Proxy::new(resource, self.metadata.clone())?;
+        // Matching reads the Dataplane alone, not what Envoy said of itself.
+        let proxy = Proxy::new(resource, ProxyMetadata::default())?;
         let new = layer_for(mesh, resting.to_signature, cache, || {
             Policies::compute(&proxy, mesh)
         })?;
@@ -152,10 +157,11 @@ impl ConnectedProxy {
             Arc::as_ptr(old_resources) as usize,
             Arc::as_ptr(new_resources) as usize,
         );
-        let same = *same_clusters
-            .entry(key)
-            .or_insert_with(|| old_resources.same_names(new_resources, XdsType::Cluster));
-        if !same {
+        let (_, _, same) = same_clusters.entry(key).or_insert_with(|| {
+            let same = old_resources.same_names(new_resources, XdsType::Cluster);
+            (old_resources.clone(), new_resources.clone(), same)
+        });
+        if !*same {
             return None;
         }
         let snapshot = current.on_layer(old_resources, new_resources)?;

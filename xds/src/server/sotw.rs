@@ -14,9 +14,13 @@ use super::{
 use crate::resources::{EncodedResource, XdsType};
 use crate::snapshot::Snapshot;
 
+/// Names, sorted and unique.
+type Names = Arc<[Arc<str>]>;
+
 /// What was last sent for a type: the type version and the names sent,
-/// sorted (`None` for a wildcard response).
-type Sent = (String, Option<Vec<Arc<str>>>);
+/// sorted (`None` for a wildcard response). When every name subscribed to
+/// was sent (the usual case) they are the subscription's own list, shared.
+type Sent = (String, Option<Names>);
 
 #[derive(Debug, Default)]
 struct TypeState {
@@ -25,7 +29,7 @@ struct TypeState {
     /// holds share its strings (a stream keeps pointers, not copies: with
     /// a thousand streams asking for the same hundred endpoint names, the
     /// copies were a tenth of a stream's memory).
-    names: Vec<Arc<str>>,
+    names: Names,
     /// The nonce of the last response; requests quoting another are stale.
     nonce: Option<String>,
     sent: Option<Sent>,
@@ -113,7 +117,7 @@ impl SotwStream {
             .collect();
         names.sort_unstable();
         names.dedup();
-        state.names = names;
+        state.names = names.into();
         if let Some(t) = xds_type {
             self.respond(t, &mut out);
             if t == XdsType::Endpoints {
@@ -165,7 +169,7 @@ impl SotwStream {
             return;
         };
         let typed = snapshot.get(t);
-        let (resources, names): (Vec<Arc<EncodedResource>>, Option<Vec<Arc<str>>>) = if state.wildcard {
+        let (resources, names): (Vec<Arc<EncodedResource>>, Option<Names>) = if state.wildcard {
             (
                 typed.resources.values().map(|r| r.encoded.clone()).collect(),
                 None,
@@ -180,7 +184,11 @@ impl SotwStream {
                 .filter(|r| subscribed.contains(r.name()))
                 .map(|r| r.encoded.clone())
                 .collect();
-            let present = resources.iter().map(|r| r.name.clone()).collect();
+            let present = if resources.len() == state.names.len() {
+                state.names.clone()
+            } else {
+                resources.iter().map(|r| r.name.clone()).collect()
+            };
             (resources, Some(present))
         };
         let desired: Sent = (typed.version.clone(), names);
