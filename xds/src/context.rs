@@ -117,6 +117,8 @@ pub struct MeshContext {
     /// The policies prepared for matching. The same `Arc` while no policy
     /// changes, so what was matched against it stays valid.
     pub policy_index: Arc<kuma_crds::matching::PolicyIndex>,
+    /// The digests of what `policy_index` matched, kept with it.
+    pub to_digests: Arc<crate::generate::ToDigests>,
     /// A digest of the mesh name and spec.
     pub mesh_digest: u64,
     /// Unique to this build of the context (copies share it): what was
@@ -248,6 +250,7 @@ impl MeshContext {
         let policies = MeshPolicies {
             types: self.policy_types.clone(),
             index: self.policy_index.clone(),
+            to_digests: self.to_digests.clone(),
         };
         Self::build_with(&self.name, mesh, resources, policies)
     }
@@ -448,6 +451,7 @@ impl MeshContext {
             services,
             policy_types: policies.types,
             policy_index: policies.index,
+            to_digests: policies.to_digests,
             build,
             own_build: build,
             vip_targets,
@@ -467,6 +471,7 @@ impl MeshContext {
         MeshContext {
             policy_types: policies.types,
             policy_index: policies.index,
+            to_digests: policies.to_digests,
             build,
             own_build: build,
             ..self.clone()
@@ -508,6 +513,7 @@ fn single_protocol(protocols: Option<&BTreeSet<Protocol>>) -> Protocol {
 struct MeshPolicies {
     types: BTreeSet<ResourceType>,
     index: Arc<kuma_crds::matching::PolicyIndex>,
+    to_digests: Arc<crate::generate::ToDigests>,
 }
 
 impl MeshPolicies {
@@ -523,6 +529,7 @@ impl MeshPolicies {
         MeshPolicies {
             types: policies.keys().copied().collect(),
             index: Arc::new(kuma_crds::matching::PolicyIndex::new(&all)),
+            to_digests: Arc::default(),
         }
     }
 }

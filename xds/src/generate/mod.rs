@@ -20,7 +20,7 @@ pub use outbound::{
     KeyedTarget, OutboundBundle, OutboundLayer, OutboundTarget, VIP_PORT, layer_for, outbound_targets,
     vip_targets,
 };
-pub use policies::{Policies, PolicyRead};
+pub use policies::{Policies, PolicyRead, ToDigests};
 pub use system::{ADMIN_CLUSTER, READINESS_CLUSTER, admin_port_sent, prefix_route, static_hcm};
 pub use transparent::original_dst_cluster;
 

@@ -7,7 +7,7 @@
 //! policy for one service changes the signature of every proxy it selects)
 //! share the outbounds the difference does not reach.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
 use kuma_crds::matching::{Destination, InboundRules, MatchedPolicies, Merged};
@@ -16,13 +16,48 @@ use kuma_crds::resource::ResourceType;
 use crate::context::{MeshContext, Proxy};
 use crate::digest::JsonDigest;
 
+/// The digests of each shared matching result's `to` entries, made once per
+/// result (proxies selected alike share it) rather than once per proxy:
+/// digesting them was half of matching a proxy's policies. Kept with the
+/// mesh's policy index, whose results it describes.
+#[derive(Debug, Default)]
+pub struct ToDigests {
+    /// By the result's address; the result is held so the address stays its.
+    by_result: Mutex<HashMap<usize, (Arc<MatchedPolicies>, Arc<[u128]>)>>,
+}
+
+impl ToDigests {
+    /// The digest of each of `matched`'s `to` entries, in order.
+    fn of(&self, matched: &Arc<MatchedPolicies>) -> Arc<[u128]> {
+        let key = Arc::as_ptr(matched) as usize;
+        let mut by_result = self.by_result.lock().unwrap_or_else(|e| e.into_inner());
+        let (_, digests) = by_result.entry(key).or_insert_with(|| {
+            let digests = matched
+                .to
+                .entries
+                .iter()
+                .map(|e| {
+                    let mut d = JsonDigest::new();
+                    d.add(&e.target);
+                    d.add(&e.route_scope);
+                    d.add(&e.conf);
+                    d.add(&e.source);
+                    d.finish128()
+                })
+                .collect();
+            (matched.clone(), digests)
+        });
+        digests.clone()
+    }
+}
+
 /// The policies of every type that apply to one proxy.
 #[derive(Debug, Default)]
 pub struct Policies {
     /// Shared with every proxy the policies select alike.
     by_type: BTreeMap<ResourceType, Arc<MatchedPolicies>>,
     /// A digest of each `to` entry, parallel to `by_type[t].to.entries`.
-    entry_digests: BTreeMap<ResourceType, Vec<u128>>,
+    entry_digests: BTreeMap<ResourceType, Arc<[u128]>>,
     to_signature: u128,
     recording: Mutex<Recording>,
 }
@@ -66,29 +101,14 @@ impl Policies {
             .map(|t| (t, mesh.policy_index.match_shared(t, proxy.resource)))
             .filter(|(_, m)| !m.is_empty())
             .collect();
-        let entry_digests: BTreeMap<ResourceType, Vec<u128>> = by_type
+        let entry_digests: BTreeMap<ResourceType, Arc<[u128]>> = by_type
             .iter()
-            .map(|(t, matched)| {
-                let digests = matched
-                    .to
-                    .entries
-                    .iter()
-                    .map(|e| {
-                        let mut d = JsonDigest::new();
-                        d.add(&e.target);
-                        d.add(&e.route_scope);
-                        d.add(&e.conf);
-                        d.add(&e.source);
-                        d.finish128()
-                    })
-                    .collect();
-                (*t, digests)
-            })
+            .map(|(t, matched)| (*t, mesh.to_digests.of(matched)))
             .collect();
         let mut signature = JsonDigest::new();
         for (t, digests) in &entry_digests {
             signature.add(t.name());
-            signature.add(digests);
+            signature.add(&**digests);
         }
         Policies {
             by_type,
@@ -190,7 +210,7 @@ impl Policies {
             .to
             .entries
             .iter()
-            .zip(digests)
+            .zip(digests.iter())
             .filter(|(e, _)| e.applies_to(destination))
             .fold(0u128, |acc, (_, digest)| {
                 let mut words = [0u8; 32];
