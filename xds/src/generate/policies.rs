@@ -23,8 +23,11 @@ use crate::digest::JsonDigest;
 #[derive(Debug, Default)]
 pub struct ToDigests {
     /// By the result's address; the result is held so the address stays its.
-    by_result: Mutex<HashMap<usize, (Arc<MatchedPolicies>, Arc<[u128]>)>>,
+    by_result: Mutex<HashMap<usize, Digested>>,
 }
+
+/// A matching result and the digests of its `to` entries.
+type Digested = (Arc<MatchedPolicies>, Arc<[u128]>);
 
 impl ToDigests {
     /// The digest of each of `matched`'s `to` entries, in order.
