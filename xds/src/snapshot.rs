@@ -308,3 +308,141 @@ impl SnapshotCache {
             .clone()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::resources::{Origin, Resource};
+    use envoy_types::pb::envoy::config::cluster::v3::Cluster;
+    use envoy_types::pb::envoy::config::core::v3::{Address, SocketAddress, address};
+    use envoy_types::pb::envoy::config::endpoint::v3::{
+        ClusterLoadAssignment, Endpoint, LbEndpoint, LocalityLbEndpoints, lb_endpoint,
+    };
+    use envoy_types::pb::envoy::config::listener::v3::Listener;
+
+    /// A layer of one cluster `svc` with endpoints at `addresses`.
+    fn layer(addresses: &[&str]) -> Arc<SharedLayer> {
+        let mut set = ResourceSet::new();
+        set.add(
+            Origin::Outbound,
+            Resource::Cluster(Cluster {
+                name: "svc".into(),
+                ..Default::default()
+            }),
+        );
+        let lb_endpoints = addresses
+            .iter()
+            .map(|a| LbEndpoint {
+                host_identifier: Some(lb_endpoint::HostIdentifier::Endpoint(Endpoint {
+                    address: Some(Address {
+                        address: Some(address::Address::SocketAddress(SocketAddress {
+                            address: a.to_string(),
+                            ..Default::default()
+                        })),
+                    }),
+                    ..Default::default()
+                })),
+                ..Default::default()
+            })
+            .collect();
+        set.add(
+            Origin::Outbound,
+            Resource::Endpoints(ClusterLoadAssignment {
+                cluster_name: "svc".into(),
+                endpoints: vec![LocalityLbEndpoints {
+                    lb_endpoints,
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }),
+        );
+        Arc::new(SharedLayer::new(set))
+    }
+
+    /// A proxy's own listener (and, when given, endpoints named `own_eds`)
+    /// on `layer`.
+    fn proxy_on(layer: &Arc<SharedLayer>, own_eds: Option<&str>) -> ResourceSet {
+        let mut set = ResourceSet::new();
+        set.add(
+            Origin::Inbound,
+            Resource::Listener(Listener {
+                name: "inbound:10.0.0.1:8080".into(),
+                ..Default::default()
+            }),
+        );
+        if let Some(name) = own_eds {
+            set.add(
+                Origin::Inbound,
+                Resource::Endpoints(ClusterLoadAssignment {
+                    cluster_name: name.into(),
+                    ..Default::default()
+                }),
+            );
+        }
+        set.set_layer(layer.clone());
+        set
+    }
+
+    #[test]
+    fn a_snapshot_on_a_new_layer_is_what_generating_on_it_gives() {
+        let (old, new) = (layer(&["10.0.0.2"]), layer(&["10.0.0.2", "10.0.0.3"]));
+        let before = Snapshot::from_resources(&proxy_on(&old, None));
+        let swapped = before.on_layer(&old, &new).expect("rests on the old layer");
+        let generated = Snapshot::from_resources(&proxy_on(&new, None));
+        assert_eq!(swapped.changed_types(&generated), vec![]);
+        assert_eq!(swapped.changed_types(&before), vec![XdsType::Endpoints]);
+        let names = |s: &Snapshot| -> Vec<String> {
+            XdsType::ALL
+                .into_iter()
+                .flat_map(|t| {
+                    s.get(t)
+                        .resources
+                        .keys()
+                        .map(|n| n.to_string())
+                        .collect::<Vec<_>>()
+                })
+                .collect()
+        };
+        assert_eq!(names(&swapped), names(&generated));
+    }
+
+    #[test]
+    fn a_snapshot_not_resting_on_the_old_layer_or_versioned_with_its_clusters_is_not_swapped() {
+        let (old, new) = (layer(&["10.0.0.2"]), layer(&["10.0.0.3"]));
+        let elsewhere = layer(&["10.0.0.9"]);
+        let on_another = Snapshot::from_resources(&proxy_on(&elsewhere, None));
+        assert!(
+            on_another.on_layer(&old, &new).is_none(),
+            "rests on another layer"
+        );
+        let flat = Snapshot::from_resources(&{
+            let mut set = proxy_on(&old, None);
+            set.remove(XdsType::Listener, "inbound:10.0.0.1:8080");
+            set
+        });
+        assert!(flat.on_layer(&old, &new).is_none(), "copied out of the layer");
+        // Endpoints of its own named like a layer's cluster are versioned
+        // with that cluster; they must be versioned again.
+        let own_eds = Snapshot::from_resources(&{
+            let mut set = ResourceSet::new();
+            set.add(
+                Origin::Inbound,
+                Resource::Endpoints(ClusterLoadAssignment {
+                    cluster_name: "svc".into(),
+                    ..Default::default()
+                }),
+            );
+            set
+        });
+        assert!(
+            own_eds
+                .on_layer(&SharedLayer::new(ResourceSet::new()), &new)
+                .is_none()
+        );
+        let beside = Snapshot::from_resources(&proxy_on(&old, Some("local")));
+        assert!(
+            beside.on_layer(&old, &new).is_some(),
+            "other own endpoints are kept"
+        );
+    }
+}
