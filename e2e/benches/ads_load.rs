@@ -22,10 +22,11 @@
 //! Dataplanes kuma-cp writes, MeshTimeout CRDs, and a new endpoint is a new
 //! Pod turning Ready.
 //!
-//! With `ADS_LOAD_REACHES=k` (universal mode) each proxy names the k
-//! services after its own in `reachableServices`, as large meshes narrow
-//! what their proxies reach: each service is then reached by k / S of the
-//! proxies (1 % at k = 1, S = 100).
+//! With `ADS_LOAD_REACHES=k` each proxy names the k services after its own
+//! in `reachableServices` (in Kubernetes mode, its Pod's
+//! `kuma.io/transparent-proxying-reachable-services`), as large meshes
+//! narrow what their proxies reach: each service is then reached by k / S
+//! of the proxies (1 % at k = 1, S = 100).
 //!
 //! Asserts nothing but that every stream gets there within its bound.
 //! Run: `cargo bench -p kuma-e2e --bench ads_load` (`ADS_LOAD_PROXIES`,
@@ -279,14 +280,19 @@ struct KubeApis {
 }
 
 /// A Pod of `app` with Kuma's sidecar (injected: the bench runs no webhook)
-/// behind a transparent proxy, bound to a Node nobody runs.
-fn pod(name: &str, app: &str) -> Pod {
+/// behind a transparent proxy, bound to a Node nobody runs; it reaches
+/// only the Services `reachable` names (`kuma.io/service` tags), when any.
+fn pod(name: &str, app: &str, reachable: &[String]) -> Pod {
+    let mut annotations = serde_json::json!({
+        "kuma.io/sidecar-injected": "true",
+        "kuma.io/transparent-proxying": "enabled",
+        "kuma.io/transparent-proxying-inbound-port": "15006",
+        "kuma.io/transparent-proxying-outbound-port": "15001"});
+    if !reachable.is_empty() {
+        annotations["kuma.io/transparent-proxying-reachable-services"] = reachable.join(",").into();
+    }
     serde_json::from_value(serde_json::json!({
-        "metadata": {"name": name, "labels": {"app": app}, "annotations": {
-            "kuma.io/sidecar-injected": "true",
-            "kuma.io/transparent-proxying": "enabled",
-            "kuma.io/transparent-proxying-inbound-port": "15006",
-            "kuma.io/transparent-proxying-outbound-port": "15001"}},
+        "metadata": {"name": name, "labels": {"app": app}, "annotations": annotations},
         "spec": {"nodeName": "bench-node", "containers": [
             {"name": "app", "image": "app", "ports": [{"containerPort": 8080}]},
             {"name": "kuma-sidecar", "image": "kuma/kuma-dp"}]},
@@ -364,14 +370,21 @@ impl Mesh {
                 }
             }
             Mesh::Kubernetes(kube) => {
-                assert_eq!(shape.reaches, 0, "ADS_LOAD_REACHES is for universal mode");
                 let (pods, dataplanes) = (&kube.pods, &kube.dataplanes);
                 futures::stream::iter(0..proxies)
                     .for_each_concurrent(32, |i| async move {
                         let name = format!("pod-{i}");
                         pods.create(
                             &PostParams::default(),
-                            &pod(&name, &format!("app-{}", i % services)),
+                            &pod(
+                                &name,
+                                &format!("app-{}", i % services),
+                                &shape
+                                    .reachable(i)
+                                    .iter()
+                                    .map(|s| format!("svc-{s}_bench_svc_80"))
+                                    .collect::<Vec<_>>(),
+                            ),
                         )
                         .await
                         .expect("create a Pod");
@@ -445,7 +458,7 @@ impl Mesh {
             }
             (Mesh::Kubernetes(kube), Change::Endpoint { name, address }) => {
                 kube.pods
-                    .create(&PostParams::default(), &pod(&name, "app-0"))
+                    .create(&PostParams::default(), &pod(&name, "app-0", &[]))
                     .await
                     .expect("create a Pod");
                 report_ready(&kube.pods, &name, &address).await;

@@ -23,8 +23,8 @@ use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::reflector::{ObjectRef, Store};
-use kube::runtime::watcher;
+use kube::runtime::reflector::{self, ObjectRef, Store, reflector};
+use kube::runtime::{WatchStreamExt, watcher};
 use kuma_crds::admission::Context;
 use kuma_crds::format::to_kubernetes;
 use kuma_crds::kubernetes::pod::{PodInput, pod_to_dataplane};
@@ -32,7 +32,7 @@ use kuma_crds::kubernetes::{is_injected, owners_of};
 use kuma_crds::resource::ResourceType;
 use serde_json::{Value, json};
 
-use super::cache::{cache, cache_with_changes, in_namespace};
+use super::cache::{cache, cache_with_changes, in_namespace, prune};
 
 /// The field manager of everything kuma-cp applies.
 pub const FIELD_MANAGER: &str = "kuma-cp";
@@ -124,7 +124,14 @@ pub async fn run(client: kube::Client, admission: Context, stats: Arc<PodControl
         dataplane_resource: dataplane_resource.clone(),
         stats,
     });
-    let controller = Controller::new(Api::<Pod>::all(client.clone()), watcher::Config::default());
+    // The controller's own cache of Pods, pruned as the others are.
+    let (pod_cache, pod_writer) = reflector::store();
+    let pod_events = reflector(
+        pod_writer,
+        watcher(Api::<Pod>::all(client.clone()), watcher::Config::default()).modify(prune::<Pod>),
+    )
+    .applied_objects();
+    let controller = Controller::for_stream(pod_events, pod_cache);
     let services_for_slices = ctx.services.clone();
     let pods = controller.store();
     let pods_for_namespace = pods.clone();
