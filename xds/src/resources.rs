@@ -863,6 +863,34 @@ mod tests {
     }
 
     #[test]
+    fn encodings_nobody_holds_are_swept_as_the_table_grows() {
+        let mut encodings = SharedEncodings::default();
+        let encoded = |name: &str| {
+            let mut set = ResourceSet::new();
+            cluster_and_endpoints(&mut set, Origin::Inbound, name);
+            set.get(XdsType::Cluster, name).unwrap().encoded().clone()
+        };
+        // Held by nobody but the table's weak references once shared.
+        for i in 0..3000 {
+            encodings.share(&encoded(&format!("gone-{i}")));
+        }
+        let kept = encoded("kept");
+        let held = encodings.share(&kept);
+        for i in 0..3000 {
+            encodings.share(&encoded(&format!("later-{i}")));
+        }
+        assert!(
+            encodings.by_content.len() < 2048,
+            "dead entries are swept: {} left",
+            encodings.by_content.len()
+        );
+        assert!(
+            Arc::ptr_eq(&encodings.share(&encoded("kept")), &held),
+            "a live encoding stays shared"
+        );
+    }
+
+    #[test]
     fn a_set_on_a_layer_reads_and_versions_like_the_same_set_flat() {
         let mut shared = ResourceSet::new();
         for name in ["b", "d"] {
