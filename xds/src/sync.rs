@@ -104,10 +104,7 @@ struct ConnectedProxy {
     /// they name the services it was built from.
     bundles: Vec<Arc<OutboundBundle>>,
     /// The shared layer of outbounds its last config rests on.
-    layer: Option<Arc<OutboundLayer>>,
-    /// How it rests on that layer, for the layer alone to be replaced when
-    /// nothing of its own changed.
-    resting: Option<Resting>,
+    layer: Option<Resting>,
     /// Its identity certificate (mTLS) and the CA it was issued for.
     identity: Option<(Arc<Identity>, u64)>,
     /// Its clusters, removed ones kept for a while.
@@ -120,10 +117,12 @@ struct ConnectedProxy {
 /// Whether two layers (by address) have the same clusters, with the layers.
 type SameClusters = HashMap<(usize, usize), (Arc<SharedLayer>, Arc<SharedLayer>, bool)>;
 
-/// What a proxy's configuration resting on a shared layer was generated
-/// from, besides its Dataplane.
-#[derive(Clone, Copy, Debug)]
+/// The shared layer a proxy's configuration rests on, and what the rest of
+/// it was generated from besides its Dataplane (for the layer alone to be
+/// replaced when nothing of its own changed).
+#[derive(Clone, Debug)]
 struct Resting {
+    layer: Arc<OutboundLayer>,
     /// The [`MeshContext::own_build`] its own resources were generated in.
     own_build: u64,
     /// The signature of its `to` policies, which names its layer.
@@ -145,14 +144,14 @@ impl ConnectedProxy {
         current: Option<Arc<Snapshot>>,
         same_clusters: &mut SameClusters,
     ) -> Option<Snapshot> {
-        let resting = self.resting.filter(|r| r.own_build == mesh.own_build)?;
-        let (old, current) = (self.layer.clone()?, current?);
+        let resting = self.layer.as_mut().filter(|r| r.own_build == mesh.own_build)?;
+        let current = current?;
         // Matching reads the Dataplane alone, not what Envoy said of itself.
         let proxy = Proxy::new(resource, ProxyMetadata::default())?;
         let new = layer_for(mesh, resting.to_signature, cache, || {
             Policies::compute(&proxy, mesh)
         })?;
-        let (old_resources, new_resources) = (old.resources(), new.resources());
+        let (old_resources, new_resources) = (resting.layer.resources(), new.resources());
         let key = (
             Arc::as_ptr(old_resources) as usize,
             Arc::as_ptr(new_resources) as usize,
@@ -168,13 +167,13 @@ impl ConnectedProxy {
         if !self.clusters.rest_on(new_resources) {
             return None;
         }
-        self.layer = Some(new);
+        resting.layer = new;
         Some(snapshot)
     }
 
     /// Whether its last config was built from any of `services`.
     fn reaches_any(&self, services: &BTreeSet<String>) -> bool {
-        self.layer.as_ref().is_some_and(|l| l.reaches_any(services))
+        self.layer.as_ref().is_some_and(|r| r.layer.reaches_any(services))
             || self
                 .bundles
                 .iter()
@@ -355,7 +354,6 @@ impl Generator {
                         transparent: false,
                         bundles: Vec::new(),
                         layer: None,
-                        resting: None,
                         identity: None,
                         clusters: ClusterRetirement::default(),
                         admin_tls: None,
@@ -545,11 +543,7 @@ impl Generator {
                     self.metrics
                         .generation_seconds
                         .observe(started.elapsed().as_secs_f64());
-                    report.regenerated.insert(node.clone());
-                    if self.snapshots.set(&node, snapshot) {
-                        self.metrics.snapshot_updates.inc();
-                        report.changed.insert(node);
-                    }
+                    publish(&self.snapshots, &self.metrics, node, snapshot, report);
                     continue;
                 }
             }
@@ -608,16 +602,12 @@ impl Generator {
             self.metrics.generations.inc();
             connected.transparent = proxy.transparent_proxy().is_some();
             connected.bundles = generation.bundles;
-            connected.resting = generation.layer.as_ref().map(|_| Resting {
+            connected.layer = generation.layer.map(|layer| Resting {
+                layer,
                 own_build: mesh.own_build,
                 to_signature: policies.to_signature(),
             });
-            connected.layer = generation.layer;
-            report.regenerated.insert(node.clone());
-            if self.snapshots.set(&node, snapshot) {
-                self.metrics.snapshot_updates.inc();
-                report.changed.insert(node);
-            }
+            publish(&self.snapshots, &self.metrics, node, snapshot, report);
         }
         state.cache.drop_unreferenced();
         self.metrics.proxies.set(self.snapshots.configured() as i64);
@@ -631,6 +621,22 @@ impl Generator {
     /// Cache counters of a mesh.
     pub fn cache_stats(&self, mesh: &str) -> Option<crate::generate::CacheStats> {
         Some(self.meshes.get(mesh)?.cache.stats())
+    }
+}
+
+/// Publishes a regenerated proxy's snapshot (streams wake only if it
+/// changed).
+fn publish(
+    snapshots: &SnapshotCache,
+    metrics: &XdsMetrics,
+    node: String,
+    snapshot: Snapshot,
+    report: &mut BatchReport,
+) {
+    report.regenerated.insert(node.clone());
+    if snapshots.set(&node, snapshot) {
+        metrics.snapshot_updates.inc();
+        report.changed.insert(node);
     }
 }
 
