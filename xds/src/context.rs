@@ -72,7 +72,8 @@ pub struct Endpoint {
     pub zone: Option<String>,
     /// The dataplane's core name.
     pub dataplane: String,
-    /// The dataplane's labels, sent as Kuma sends them (`io.kuma.labels`).
+    /// The dataplane's labels, sent as Kuma sends them (`io.kuma.labels`,
+    /// where the endpoint has no tags but its service).
     pub labels: BTreeMap<String, String>,
 }
 

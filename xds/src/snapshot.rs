@@ -236,18 +236,18 @@ impl SnapshotCache {
     }
 
     /// Sets a node's snapshot; returns whether any type changed (an
-    /// identical snapshot wakes no stream).
+    /// identical snapshot wakes no stream). An identical snapshot still
+    /// takes the old one's place: it may rest on a newer shared layer of
+    /// the same content, which the proxy's record now names, and the old
+    /// layer should not be kept alive for it.
     pub fn set(&self, node: &str, snapshot: Snapshot) -> bool {
         let sender = self.sender(node);
         sender.send_if_modified(|current| {
-            if current
+            let changed = !current
                 .as_ref()
-                .is_some_and(|c| c.changed_types(&snapshot).is_empty())
-            {
-                return false;
-            }
+                .is_some_and(|c| c.changed_types(&snapshot).is_empty());
             *current = Some(Arc::new(snapshot));
-            true
+            changed
         })
     }
 
@@ -444,5 +444,24 @@ mod tests {
             beside.on_layer(&old, &new).is_some(),
             "other own endpoints are kept"
         );
+    }
+
+    #[test]
+    fn an_identical_snapshot_takes_the_old_ones_place_without_waking_streams() {
+        let (old, same) = (layer(&["10.0.0.2"]), layer(&["10.0.0.2"]));
+        let cache = SnapshotCache::new();
+        let mut watch = cache.watch("node");
+        assert!(cache.set("node", Snapshot::from_resources(&proxy_on(&old, None))));
+        watch.mark_unchanged();
+        let on_same = Snapshot::from_resources(&proxy_on(&same, None))
+            .on_layer(&same, &same)
+            .expect("rests on its layer");
+        assert!(!cache.set("node", on_same), "nothing changed");
+        assert!(!watch.has_changed().expect("open"), "no stream woken");
+        // The next swap finds the proxy resting on the layer its record
+        // names, not on the one of the same content before it.
+        let current = cache.get("node").expect("set");
+        assert!(current.on_layer(&same, &layer(&["10.0.0.3"])).is_some());
+        assert!(current.on_layer(&old, &layer(&["10.0.0.3"])).is_none());
     }
 }

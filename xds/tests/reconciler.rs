@@ -203,12 +203,23 @@ fn a_new_endpoint_regenerates_the_proxies_that_reach_its_service() {
     assert_eq!(report.regenerated, nodes(&["db-2", "web-1"]));
 
     // A dataplane's labels reach Envoy on its endpoints (Kuma's
-    // `io.kuma.labels`): a label change regenerates that proxy and the
-    // ones reaching its service, and changes only the latter's endpoints.
-    let relabelled = format!("{db2}labels:\n  team: storage\n");
+    // `io.kuma.labels`) only where it has no tags but its service: then a
+    // label change regenerates that proxy and the ones reaching its
+    // service, and changes only the latter's endpoints.
+    let untagged = db2.replace("        kuma.io/protocol: tcp\n", "");
+    let report = g.apply(vec![upsert(&untagged)]);
+    assert_eq!(report.changed, nodes(&["db-2", "web-1"]), "its protocol tag gone");
+    let relabelled = format!("{untagged}labels:\n  team: storage\n");
     let report = g.apply(vec![upsert(&relabelled)]);
     assert_eq!(report.regenerated, nodes(&["db-2", "web-1"]));
     assert_eq!(report.changed, nodes(&["web-1"]));
+
+    // With tags, the labels would repeat them: nobody's configuration changes.
+    let report = g.apply(vec![upsert(db2)]);
+    assert_eq!(report.changed, nodes(&["db-2", "web-1"]), "its protocol tag back");
+    let relabelled = format!("{db2}labels:\n  team: compute\n");
+    let report = g.apply(vec![upsert(&relabelled)]);
+    assert_eq!(report.changed, nodes(&[]));
 }
 
 #[test]

@@ -606,7 +606,9 @@ fn add_for_proxy(
 }
 
 /// The endpoints of a cluster: the service's ready endpoints whose tags
-/// include the subset's, grouped by zone. A service without endpoints gets
+/// include the subset's, grouped by zone, each with its tags (but the
+/// service) as metadata, or its labels where it has no other tags. A
+/// service without endpoints gets
 /// an empty assignment, which Envoy needs to finish warming the cluster.
 pub fn endpoints(
     cluster: &str,
@@ -634,7 +636,11 @@ pub fn endpoints(
                 envoy::string_struct(&meta),
             );
         }
-        if !e.labels.is_empty() {
+        // Workload labels stand in for tags only where there are none, as
+        // Kuma sends them: with tags they would repeat what `envoy.lb` says
+        // and be most of every endpoint's bytes, resent to every proxy
+        // reaching the service whenever its cluster changes.
+        if meta.is_empty() && !e.labels.is_empty() {
             filter_metadata.insert("io.kuma.labels".to_string(), envoy::string_struct(&e.labels));
         }
         if !filter_metadata.is_empty() {
