@@ -38,11 +38,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use envoy_types::pb::envoy::config::cluster::v3::Cluster as EnvoyCluster;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
-use kuma_e2e::ads::{CLUSTERS, ENDPOINTS, Protocol, connect, run_stream};
+use kuma_e2e::ads::{CLUSTERS, ENDPOINTS, LISTENERS, Protocol, connect, lite, run_stream};
 use kuma_e2e::k8s::{Cluster, Options};
 use kuma_e2e::kube_mesh::{addressed_dataplanes, kube_client, kuma_api_resource};
 use kuma_e2e::process::ControlPlane;
@@ -82,13 +81,13 @@ enum Probe {
 }
 
 impl Probe {
-    fn seen_in(&self, type_url: &str, resources: &[&envoy_types::pb::google::protobuf::Any]) -> bool {
+    fn seen_in(&self, type_url: &str, resources: &[&[u8]]) -> bool {
         match self {
             Probe::Nothing => false,
             Probe::ConnectTimeout(secs) => {
                 type_url == CLUSTERS
-                    && resources.iter().any(|any| {
-                        EnvoyCluster::decode(any.value.as_slice()).is_ok_and(|c| {
+                    && resources.iter().any(|encoded| {
+                        lite::Cluster::decode(*encoded).is_ok_and(|c| {
                             !c.name.starts_with("kuma:")
                                 && c.connect_timeout.is_some_and(|t| t.seconds == *secs)
                         })
@@ -98,7 +97,7 @@ impl Probe {
                 type_url == ENDPOINTS
                     && resources
                         .iter()
-                        .any(|any| any.value.windows(address.len()).any(|w| w == address.as_bytes()))
+                        .any(|encoded| encoded.windows(address.len()).any(|w| w == address.as_bytes()))
             }
         }
     }
@@ -113,6 +112,11 @@ struct Tracker {
     seen_at: Vec<AtomicU64>,
     /// Bytes each stream received until complete.
     bytes_until_complete: Vec<AtomicU64>,
+    /// Bytes all streams received until complete: clusters, listeners,
+    /// endpoints.
+    bytes_by_type: [AtomicU64; 3],
+    /// Bytes all streams received since the start.
+    received: AtomicU64,
     completed: AtomicUsize,
     seen: AtomicUsize,
     ended: AtomicUsize,
@@ -127,6 +131,8 @@ impl Tracker {
             complete_at: zeros(),
             seen_at: zeros(),
             bytes_until_complete: zeros(),
+            bytes_by_type: Default::default(),
+            received: AtomicU64::new(0),
             completed: AtomicUsize::new(0),
             seen: AtomicUsize::new(0),
             ended: AtomicUsize::new(0),
@@ -587,6 +593,14 @@ async fn measure(mode: Mode, protocol: Protocol, shape: Shape, rounds: usize) {
         full.as_secs_f64(),
         bytes as f64 / proxies as f64 / 1024.0
     );
+    let per_stream =
+        |t: usize| tracker.bytes_by_type[t].load(Ordering::SeqCst) as f64 / proxies as f64 / 1024.0;
+    println!(
+        "[{label}] of which clusters {:.0} KiB, listeners {:.0} KiB, endpoints {:.0} KiB",
+        per_stream(0),
+        per_stream(1),
+        per_stream(2)
+    );
     tokio::time::sleep(Duration::from_secs(5)).await;
     let rss_after = cp.proc.rss_kib();
     println!(
@@ -675,6 +689,7 @@ async fn measure(mode: Mode, protocol: Protocol, shape: Shape, rounds: usize) {
     for round in plan {
         tracker.reset_probe();
         let _ = probe_tx.send(round.probe);
+        let received_before = tracker.received.load(Ordering::SeqCst);
         mesh.apply(round.change).await;
         let returned = tracker.now();
         wait_until(
@@ -684,14 +699,18 @@ async fn measure(mode: Mode, protocol: Protocol, shape: Shape, rounds: usize) {
         )
         .await;
         let delays = tracker.delays_since(returned);
+        // What follows the probe (the changed clusters' endpoints) is part
+        // of the change's bytes too.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let received = tracker.received.load(Ordering::SeqCst) - received_before;
         println!(
-            "[{label}] {} → {}, round {}: {}",
+            "[{label}] {} → {}, round {}: {}; {:.0} KiB received per stream reached",
             round.what,
             round.audience,
             round.number,
-            percentiles(delays)
+            percentiles(delays),
+            received as f64 / round.streams.max(1) as f64 / 1024.0
         );
-        tokio::time::sleep(Duration::from_secs(1)).await;
     }
 
     // A reconnect storm: every stream but one service's (1 %) goes and
@@ -794,8 +813,18 @@ async fn stream(
     let mut bytes = 0u64;
     let mut complete = false;
     let ended = run_stream(connection, protocol, &node, |r| {
+        tracker.received.fetch_add(r.bytes as u64, Ordering::Relaxed);
         if !complete {
             bytes += r.bytes as u64;
+            let of_type = match r.type_url {
+                CLUSTERS => Some(0),
+                LISTENERS => Some(1),
+                ENDPOINTS => Some(2),
+                _ => None,
+            };
+            if let Some(t) = of_type {
+                tracker.bytes_by_type[t].fetch_add(r.bytes as u64, Ordering::Relaxed);
+            }
             if r.complete {
                 complete = true;
                 tracker.bytes_until_complete[i].store(bytes, Ordering::SeqCst);

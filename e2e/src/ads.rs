@@ -8,12 +8,8 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use envoy_types::pb::envoy::config::cluster::v3::{Cluster, cluster};
 use envoy_types::pb::envoy::config::core::v3::Node;
-use envoy_types::pb::envoy::service::discovery::v3::{
-    DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
-};
-use envoy_types::pb::google::protobuf::Any;
+use envoy_types::pb::envoy::service::discovery::v3::{DeltaDiscoveryRequest, DiscoveryRequest};
 use futures::StreamExt;
 use prost::Message;
 use tokio::sync::mpsc;
@@ -205,7 +201,7 @@ impl GrpcStream {
             }
             if let Some(message) = self.reader.ready.pop_front() {
                 let len = message.len();
-                return M::decode(message.as_slice())
+                return M::decode(Bytes::from(message))
                     .map(|m| Some((m, len)))
                     .map_err(|e| e.to_string());
             }
@@ -313,8 +309,8 @@ pub enum Protocol {
 pub struct Received<'a> {
     /// Its type URL.
     pub type_url: &'a str,
-    /// Its resources (for delta: the added or changed ones).
-    pub resources: Vec<&'a Any>,
+    /// Its resources, encoded (for delta: the added or changed ones).
+    pub resources: Vec<&'a [u8]>,
     /// Its encoded size.
     pub bytes: usize,
     /// Whether the stream now has clusters, listeners and the endpoints of
@@ -322,16 +318,94 @@ pub struct Received<'a> {
     pub complete: bool,
 }
 
+/// What the load generator reads of responses and clusters. Envoy decodes
+/// all of it, on cores of its own; the load generator shares the control
+/// plane's, so it decodes only what it acts on (prost skips the other
+/// fields) and keeps resources as slices of the message they came in.
+pub mod lite {
+    use bytes::Bytes;
+
+    /// A `google.protobuf.Any`.
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct Any {
+        #[prost(string, tag = "1")]
+        pub type_url: String,
+        #[prost(bytes = "bytes", tag = "2")]
+        pub value: Bytes,
+    }
+
+    /// A state-of-the-world `DiscoveryResponse`.
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct Response {
+        #[prost(string, tag = "1")]
+        pub version_info: String,
+        #[prost(message, repeated, tag = "2")]
+        pub resources: Vec<Any>,
+        #[prost(string, tag = "4")]
+        pub type_url: String,
+        #[prost(string, tag = "5")]
+        pub nonce: String,
+    }
+
+    /// A `Resource` of a delta response.
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct DeltaResource {
+        #[prost(message, optional, tag = "2")]
+        pub resource: Option<Any>,
+        #[prost(string, tag = "3")]
+        pub name: String,
+    }
+
+    /// A `DeltaDiscoveryResponse`.
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct DeltaResponse {
+        #[prost(message, repeated, tag = "2")]
+        pub resources: Vec<DeltaResource>,
+        #[prost(string, tag = "4")]
+        pub type_url: String,
+        #[prost(string, tag = "5")]
+        pub nonce: String,
+        #[prost(string, repeated, tag = "6")]
+        pub removed_resources: Vec<String>,
+    }
+
+    /// A `Cluster`: its name, discovery type, EDS name and connect timeout.
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct Cluster {
+        #[prost(string, tag = "1")]
+        pub name: String,
+        /// `DiscoveryType` (3: EDS), when given.
+        #[prost(int32, optional, tag = "2")]
+        pub discovery_type: Option<i32>,
+        #[prost(message, optional, tag = "3")]
+        pub eds_cluster_config: Option<EdsClusterConfig>,
+        #[prost(message, optional, tag = "4")]
+        pub connect_timeout: Option<Duration>,
+    }
+
+    /// A cluster's `EdsClusterConfig`.
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct EdsClusterConfig {
+        #[prost(string, tag = "2")]
+        pub service_name: String,
+    }
+
+    /// A `google.protobuf.Duration`'s seconds.
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct Duration {
+        #[prost(int64, tag = "1")]
+        pub seconds: i64,
+    }
+
+    /// `DiscoveryType::Eds`.
+    pub const EDS: i32 = 3;
+}
+
 /// Names of the EDS clusters among `clusters`.
-fn eds_names<'a>(clusters: impl Iterator<Item = &'a Any>) -> BTreeSet<String> {
+fn eds_names<'a>(clusters: impl Iterator<Item = &'a lite::Any>) -> BTreeSet<String> {
     clusters
-        .filter_map(|any| Cluster::decode(any.value.as_slice()).ok())
-        .filter(|c| {
-            c.cluster_discovery_type
-                == Some(cluster::ClusterDiscoveryType::Type(
-                    cluster::DiscoveryType::Eds as i32,
-                ))
-        })
+        .filter_map(|any| lite::Cluster::decode(any.value.clone()).ok())
+        .filter(|c| c.discovery_type == Some(lite::EDS))
         .map(|c| {
             c.eds_cluster_config
                 .map(|e| e.service_name)
@@ -386,7 +460,7 @@ pub async fn run_stream(
             let mut progress = Progress::default();
             let mut endpoints = (String::new(), String::new());
             loop {
-                let (response, bytes) = match stream.next::<DiscoveryResponse>().await {
+                let (response, bytes) = match stream.next::<lite::Response>().await {
                     Ok(Some(r)) => r,
                     Ok(None) => break,
                     Err(e) => return e,
@@ -418,7 +492,7 @@ pub async fn run_stream(
                 }
                 observe(Received {
                     type_url: &response.type_url,
-                    resources: response.resources.iter().collect(),
+                    resources: response.resources.iter().map(|a| a.value.as_ref()).collect(),
                     bytes,
                     complete: progress.complete(),
                 });
@@ -446,15 +520,15 @@ pub async fn run_stream(
             // Every EDS cluster by the cluster resource naming it.
             let mut eds_of: std::collections::BTreeMap<String, BTreeSet<String>> = Default::default();
             loop {
-                let (response, bytes) = match stream.next::<DeltaDiscoveryResponse>().await {
+                let (response, bytes) = match stream.next::<lite::DeltaResponse>().await {
                     Ok(Some(r)) => r,
                     Ok(None) => break,
                     Err(e) => return e,
                 };
-                let anys: Vec<&Any> = response
+                let anys: Vec<&[u8]> = response
                     .resources
                     .iter()
-                    .filter_map(|r| r.resource.as_ref())
+                    .filter_map(|r| r.resource.as_ref().map(|a| a.value.as_ref()))
                     .collect();
                 match response.type_url.as_str() {
                     CLUSTERS => {
@@ -553,5 +627,101 @@ pub async fn first_answer_over(
         Some(Ok(r)) => Ok(r.resources.len()),
         Some(Err(status)) => Err(status),
         None => Err(tonic::Status::cancelled("stream ended")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use envoy_types::pb::envoy::config::cluster::v3::{Cluster, cluster};
+    use envoy_types::pb::envoy::service::discovery::v3::{
+        DeltaDiscoveryResponse, DiscoveryResponse, Resource,
+    };
+    use envoy_types::pb::google::protobuf::{Any, Duration};
+    use prost::Message;
+
+    use super::lite;
+
+    fn eds_cluster() -> Cluster {
+        Cluster {
+            name: "backend".into(),
+            cluster_discovery_type: Some(cluster::ClusterDiscoveryType::Type(
+                cluster::DiscoveryType::Eds as i32,
+            )),
+            eds_cluster_config: Some(cluster::EdsClusterConfig {
+                service_name: "backend_eds".into(),
+                ..Default::default()
+            }),
+            connect_timeout: Some(Duration { seconds: 7, nanos: 0 }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn the_lite_messages_read_what_envoys_own_say() {
+        let any = Any {
+            type_url: super::CLUSTERS.into(),
+            value: eds_cluster().encode_to_vec(),
+        };
+        let response = DiscoveryResponse {
+            version_info: "v1".into(),
+            resources: vec![any.clone()],
+            type_url: super::CLUSTERS.into(),
+            nonce: "n1".into(),
+            ..Default::default()
+        };
+        let lite = lite::Response::decode(bytes::Bytes::from(response.encode_to_vec())).expect("decodes");
+        assert_eq!(
+            (
+                lite.version_info.as_str(),
+                lite.type_url.as_str(),
+                lite.nonce.as_str()
+            ),
+            ("v1", super::CLUSTERS, "n1")
+        );
+        assert_eq!(lite.resources[0].value.as_ref(), any.value.as_slice());
+        let cluster = lite::Cluster::decode(lite.resources[0].value.clone()).expect("decodes");
+        assert_eq!(cluster.name, "backend");
+        assert_eq!(cluster.connect_timeout.map(|d| d.seconds), Some(7));
+        assert_eq!(
+            super::eds_names(lite.resources.iter()),
+            ["backend_eds".to_string()].into()
+        );
+
+        let delta = DeltaDiscoveryResponse {
+            resources: vec![Resource {
+                name: "backend".into(),
+                resource: Some(any.clone()),
+                ..Default::default()
+            }],
+            type_url: super::CLUSTERS.into(),
+            nonce: "n2".into(),
+            removed_resources: vec!["gone".into()],
+            ..Default::default()
+        };
+        let lite = lite::DeltaResponse::decode(bytes::Bytes::from(delta.encode_to_vec())).expect("decodes");
+        assert_eq!(lite.resources[0].name, "backend");
+        assert_eq!(
+            lite.resources[0].resource.as_ref().map(|a| a.value.as_ref()),
+            Some(any.value.as_slice())
+        );
+        assert_eq!(
+            (lite.nonce.as_str(), lite.removed_resources),
+            ("n2", vec!["gone".to_string()])
+        );
+
+        let static_cluster = Cluster {
+            cluster_discovery_type: Some(cluster::ClusterDiscoveryType::Type(
+                cluster::DiscoveryType::Static as i32,
+            )),
+            ..eds_cluster()
+        };
+        let any = lite::Any {
+            type_url: super::CLUSTERS.into(),
+            value: static_cluster.encode_to_vec().into(),
+        };
+        assert!(
+            super::eds_names(std::iter::once(&any)).is_empty(),
+            "not an EDS cluster"
+        );
     }
 }
