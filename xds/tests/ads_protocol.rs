@@ -218,6 +218,58 @@ fn sotw_named_subscription_changes_are_answered() {
     assert_eq!(sent, ["db"]);
 }
 
+#[test]
+fn sotw_acks_naming_the_subscription_in_any_order_are_not_answered() {
+    let mut s = SotwStream::new();
+    s.on_snapshot(Some(eds_snapshot(&[("a", 1), ("b", 1), ("c", 1)])));
+    let first = s
+        .on_request(sotw(XdsType::Endpoints, &["c", "a", "b"], "", ""))
+        .unwrap()
+        .responses
+        .remove(0);
+    assert_eq!(first.resources.len(), 3);
+    for order in [["a", "b", "c"], ["b", "c", "a"]] {
+        let out = s
+            .on_request(sotw(
+                XdsType::Endpoints,
+                &order,
+                &first.version_info,
+                &first.nonce,
+            ))
+            .unwrap();
+        assert!(out.responses.is_empty(), "{order:?}: {:?}", out.responses);
+    }
+    // The same snapshot, fewer names: Envoy holds those already.
+    let out = s
+        .on_request(sotw(
+            XdsType::Endpoints,
+            &["c", "a"],
+            &first.version_info,
+            &first.nonce,
+        ))
+        .unwrap();
+    assert!(out.responses.is_empty(), "{:?}", out.responses);
+    // And a name the snapshot lacks, once it has it.
+    let out = s
+        .on_request(sotw(
+            XdsType::Endpoints,
+            &["a", "c", "d"],
+            &first.version_info,
+            &first.nonce,
+        ))
+        .unwrap();
+    assert!(
+        out.responses.is_empty(),
+        "nothing new to send: {:?}",
+        out.responses
+    );
+    let out = s
+        .on_snapshot(Some(eds_snapshot(&[("a", 1), ("b", 1), ("c", 1), ("d", 1)])))
+        .responses;
+    let sent: Vec<&str> = out[0].resources.iter().map(|r| &*r.name).collect();
+    assert_eq!(sent, ["d"]);
+}
+
 /// A snapshot of EDS clusters with one endpoint each at `ports[i]`.
 fn eds_snapshot(ports: &[(&str, u32)]) -> Arc<Snapshot> {
     use envoy_types::pb::envoy::config::cluster::v3::Cluster;

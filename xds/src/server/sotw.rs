@@ -40,6 +40,39 @@ struct TypeState {
     must_respond: bool,
 }
 
+impl TypeState {
+    /// Whether the last response is what a response now would be, seen
+    /// without building one: `version` (a digest of every resource of the
+    /// type) is the one sent, and the names sent are the subscription
+    /// itself, unchanged since (every name was present; with the same
+    /// resources, every name still is).
+    fn sent_as_it_is(&self, version: &str) -> bool {
+        if self.must_respond {
+            return false;
+        }
+        match &self.sent {
+            Some((sent_version, names)) if sent_version == version => match names {
+                None => self.wildcard,
+                Some(names) => !self.wildcard && Arc::ptr_eq(names, &self.names),
+            },
+            _ => false,
+        }
+    }
+}
+
+/// Whether a request's resource names are `names` (sorted and unique),
+/// whichever order the request gives them in.
+fn same_names(requested: &[String], names: &[Arc<str>]) -> bool {
+    let wanted = requested.iter().filter(|n| *n != "*");
+    if wanted.clone().map(String::as_str).eq(names.iter().map(|n| &**n)) {
+        return true;
+    }
+    let mut sorted: Vec<&str> = wanted.map(String::as_str).collect();
+    sorted.sort_unstable();
+    sorted.dedup();
+    sorted.into_iter().eq(names.iter().map(|n| &**n))
+}
+
 /// One SotW stream.
 #[derive(Debug)]
 pub struct SotwStream {
@@ -105,19 +138,23 @@ impl SotwStream {
         let wildcard_type = xds_type.is_some_and(|t| t.is_wildcard());
         state.wildcard = request.resource_names.iter().any(|n| n == "*")
             || (wildcard_type && request.resource_names.is_empty());
-        let known = xds_type.and_then(|t| self.snapshot.as_ref().map(|s| &s.get(t).resources));
-        let mut names: Vec<Arc<str>> = request
-            .resource_names
-            .iter()
-            .filter(|n| *n != "*")
-            .map(|n| match known.and_then(|r| r.get(n)) {
-                Some(r) => r.encoded.name.clone(),
-                None => Arc::from(n.as_str()),
-            })
-            .collect();
-        names.sort_unstable();
-        names.dedup();
-        state.names = names.into();
+        // An ACK names what the stream already subscribes to: the names
+        // (and so the response they were last compared with) stay as they are.
+        if !same_names(&request.resource_names, &state.names) {
+            let known = xds_type.and_then(|t| self.snapshot.as_ref().map(|s| &s.get(t).resources));
+            let mut names: Vec<Arc<str>> = request
+                .resource_names
+                .iter()
+                .filter(|n| *n != "*")
+                .map(|n| match known.and_then(|r| r.get(n)) {
+                    Some(r) => r.encoded.name.clone(),
+                    None => Arc::from(n.as_str()),
+                })
+                .collect();
+            names.sort_unstable();
+            names.dedup();
+            state.names = names.into();
+        }
         if let Some(t) = xds_type {
             self.respond(t, &mut out);
             if t == XdsType::Endpoints {
@@ -162,6 +199,21 @@ impl SotwStream {
         let Some(snapshot) = self.snapshot.clone() else {
             return;
         };
+        if self
+            .types
+            .get(t.type_url())
+            .is_some_and(|state| state.sent_as_it_is(&snapshot.get(t).version))
+        {
+            // Envoy has this version, of every name it asks for: nothing to
+            // work out again (most calls: every ACK, every type a snapshot
+            // leaves alone).
+            if let Some(state) = self.types.get_mut(t.type_url())
+                && state.held.is_some()
+            {
+                state.held = Some(snapshot.clone());
+            }
+            return;
+        }
         if waits_for_endpoints(t) && self.endpoints_pending(&snapshot) {
             return;
         }
