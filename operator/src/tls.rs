@@ -201,6 +201,9 @@ pub async fn serve(
             },
             () = &mut shutdown => break,
         };
+        // Each HTTP/2 flush is a whole response or a full frame: Nagle's
+        // algorithm would only hold its last segment back for an ACK.
+        let _ = tcp.set_nodelay(true);
         let acceptor = acceptor.clone();
         // Handlers see the peer as over plain HTTP (the API's loopback admin).
         let app = app
