@@ -371,6 +371,48 @@ fn delta(t: XdsType, subscribe: &[&str], nonce: &str) -> DeltaDiscoveryRequest {
 }
 
 #[test]
+fn delta_settled_streams_answer_a_changed_subscription_even_on_the_same_snapshot() {
+    let base = snapshot("basic/base-mesh");
+    let clusters = base.get(XdsType::Cluster).resources.len();
+    let mut s = DeltaStream::new();
+    s.on_snapshot(Some(base.clone()));
+    let first = s
+        .on_request(delta(XdsType::Cluster, &[], ""))
+        .unwrap()
+        .responses
+        .remove(0);
+    assert_eq!(first.resources.len(), clusters);
+    // Settled: the ACK, and the same snapshot again, send nothing.
+    assert!(
+        s.on_request(delta(XdsType::Cluster, &[], &first.nonce))
+            .unwrap()
+            .responses
+            .is_empty()
+    );
+    assert!(s.on_snapshot(Some(base.clone())).responses.is_empty());
+    // Envoy leaves the wildcard for one name: every other cluster it
+    // holds is removed, although the snapshot did not change.
+    let one = base
+        .get(XdsType::Cluster)
+        .resources
+        .keys()
+        .next()
+        .expect("a cluster")
+        .to_string();
+    let leave = DeltaDiscoveryRequest {
+        type_url: XdsType::Cluster.type_url().into(),
+        resource_names_subscribe: vec![one.clone()],
+        resource_names_unsubscribe: vec!["*".into()],
+        ..Default::default()
+    };
+    let out = s.on_request(leave).unwrap().responses;
+    assert_eq!(out.len(), 1, "{out:?}");
+    assert!(out[0].resources.is_empty());
+    assert_eq!(out[0].removed_resources.len(), clusters - 1);
+    assert!(!out[0].removed_resources.contains(&one));
+}
+
+#[test]
 fn delta_sends_only_what_changed_and_removals() {
     let base = snapshot("basic/base-mesh");
     let mut s = DeltaStream::new();

@@ -73,6 +73,20 @@ struct TypeState {
     client: Held,
     nonce: Option<String>,
     must_respond: bool,
+    /// Whether `client` is [`Held::All`] as the last response left it,
+    /// the subscription unchanged since: then a snapshot whose version of
+    /// the type is the held one's has nothing to send.
+    settled: bool,
+}
+
+impl TypeState {
+    /// Whether Envoy holds exactly the type's resources of `snapshot`, seen
+    /// without a walk: every ACK, and every type a snapshot leaves alone.
+    fn holds_all_of(&self, t: XdsType, snapshot: &Snapshot) -> bool {
+        self.settled
+            && !self.must_respond
+            && matches!(&self.client, Held::All(held) if held.get(t).version == snapshot.get(t).version)
+    }
 }
 
 /// One delta stream.
@@ -116,6 +130,12 @@ impl DeltaStream {
             state.wildcard =
                 xds_type.is_some_and(|t| t.is_wildcard()) && request.resource_names_subscribe.is_empty();
             state.must_respond = true;
+        }
+        if first
+            || !request.resource_names_subscribe.is_empty()
+            || !request.resource_names_unsubscribe.is_empty()
+        {
+            state.settled = false;
         }
         if !request.response_nonce.is_empty() {
             let kind = if state.nonce.as_deref() != Some(request.response_nonce.as_str()) {
@@ -186,6 +206,13 @@ impl DeltaStream {
         let Some(snapshot) = self.snapshot.clone() else {
             return;
         };
+        if let Some(state) = self.types.get_mut(t.type_url())
+            && state.holds_all_of(t, &snapshot)
+        {
+            // The record moves to the current snapshot, as the walk's would.
+            state.client = Held::All(snapshot);
+            return;
+        }
         if waits_for_endpoints(t) && self.endpoints_pending(&snapshot) {
             return;
         }
@@ -227,6 +254,7 @@ impl DeltaStream {
             holds_next.shrink_to_fit();
             Held::List(holds_next)
         };
+        state.settled = matches!(state.client, Held::All(_));
         if resources.is_empty() && removed.is_empty() && !state.must_respond {
             // Envoy holds exactly what it wants of this snapshot already.
             return;
