@@ -228,41 +228,16 @@ fn sotw_acks_naming_the_subscription_in_any_order_are_not_answered() {
         .responses
         .remove(0);
     assert_eq!(first.resources.len(), 3);
-    for order in [["a", "b", "c"], ["b", "c", "a"]] {
+    // ACKs naming the subscription in another order; then fewer names
+    // (Envoy holds those already); then a name the snapshot lacks (nothing
+    // to send until it has it).
+    let acks: [&[&str]; 4] = [&["a", "b", "c"], &["b", "c", "a"], &["c", "a"], &["a", "c", "d"]];
+    for names in acks {
         let out = s
-            .on_request(sotw(
-                XdsType::Endpoints,
-                &order,
-                &first.version_info,
-                &first.nonce,
-            ))
+            .on_request(sotw(XdsType::Endpoints, names, &first.version_info, &first.nonce))
             .unwrap();
-        assert!(out.responses.is_empty(), "{order:?}: {:?}", out.responses);
+        assert!(out.responses.is_empty(), "{names:?}: {:?}", out.responses);
     }
-    // The same snapshot, fewer names: Envoy holds those already.
-    let out = s
-        .on_request(sotw(
-            XdsType::Endpoints,
-            &["c", "a"],
-            &first.version_info,
-            &first.nonce,
-        ))
-        .unwrap();
-    assert!(out.responses.is_empty(), "{:?}", out.responses);
-    // And a name the snapshot lacks, once it has it.
-    let out = s
-        .on_request(sotw(
-            XdsType::Endpoints,
-            &["a", "c", "d"],
-            &first.version_info,
-            &first.nonce,
-        ))
-        .unwrap();
-    assert!(
-        out.responses.is_empty(),
-        "nothing new to send: {:?}",
-        out.responses
-    );
     let out = s
         .on_snapshot(Some(eds_snapshot(&[("a", 1), ("b", 1), ("c", 1), ("d", 1)])))
         .responses;
@@ -370,10 +345,9 @@ fn delta(t: XdsType, subscribe: &[&str], nonce: &str) -> DeltaDiscoveryRequest {
     }
 }
 
-#[test]
-fn delta_settled_streams_answer_a_changed_subscription_even_on_the_same_snapshot() {
-    let base = snapshot("basic/base-mesh");
-    let clusters = base.get(XdsType::Cluster).resources.len();
+/// A delta stream on `base` that subscribed to every cluster, was sent
+/// them all and ACKed.
+fn acked_wildcard_clusters(base: &Arc<Snapshot>) -> DeltaStream {
     let mut s = DeltaStream::new();
     s.on_snapshot(Some(base.clone()));
     let first = s
@@ -381,14 +355,19 @@ fn delta_settled_streams_answer_a_changed_subscription_even_on_the_same_snapshot
         .unwrap()
         .responses
         .remove(0);
-    assert_eq!(first.resources.len(), clusters);
-    // Settled: the ACK, and the same snapshot again, send nothing.
-    assert!(
-        s.on_request(delta(XdsType::Cluster, &[], &first.nonce))
-            .unwrap()
-            .responses
-            .is_empty()
-    );
+    assert_eq!(first.resources.len(), base.get(XdsType::Cluster).resources.len());
+    let out = s.on_request(delta(XdsType::Cluster, &[], &first.nonce)).unwrap();
+    assert_eq!(out.feedback[0].kind, FeedbackKind::Ack);
+    assert!(out.responses.is_empty());
+    s
+}
+
+#[test]
+fn delta_settled_streams_answer_a_changed_subscription_even_on_the_same_snapshot() {
+    let base = snapshot("basic/base-mesh");
+    let clusters = base.get(XdsType::Cluster).resources.len();
+    let mut s = acked_wildcard_clusters(&base);
+    // Settled: the same snapshot again sends nothing.
     assert!(s.on_snapshot(Some(base.clone())).responses.is_empty());
     // Envoy leaves the wildcard for one name: every other cluster it
     // holds is removed, although the snapshot did not change.
@@ -415,17 +394,7 @@ fn delta_settled_streams_answer_a_changed_subscription_even_on_the_same_snapshot
 #[test]
 fn delta_sends_only_what_changed_and_removals() {
     let base = snapshot("basic/base-mesh");
-    let mut s = DeltaStream::new();
-    s.on_snapshot(Some(base.clone()));
-    let first = s
-        .on_request(delta(XdsType::Cluster, &[], ""))
-        .unwrap()
-        .responses
-        .remove(0);
-    assert_eq!(first.resources.len(), base.get(XdsType::Cluster).resources.len());
-    let out = s.on_request(delta(XdsType::Cluster, &[], &first.nonce)).unwrap();
-    assert_eq!(out.feedback[0].kind, FeedbackKind::Ack);
-    assert!(out.responses.is_empty());
+    let mut s = acked_wildcard_clusters(&base);
 
     // A snapshot that changes a few clusters sends just those.
     let changed = snapshot("mesh_circuit_breaker/outbound-inbound");
