@@ -314,10 +314,7 @@ mod tests {
     use super::*;
     use crate::resources::{Origin, Resource};
     use envoy_types::pb::envoy::config::cluster::v3::Cluster;
-    use envoy_types::pb::envoy::config::core::v3::{Address, SocketAddress, address};
-    use envoy_types::pb::envoy::config::endpoint::v3::{
-        ClusterLoadAssignment, Endpoint, LbEndpoint, LocalityLbEndpoints, lb_endpoint,
-    };
+    use envoy_types::pb::envoy::config::endpoint::v3::{ClusterLoadAssignment, LocalityLbEndpoints};
     use envoy_types::pb::envoy::config::listener::v3::Listener;
 
     /// A layer of one cluster `svc` with endpoints at `addresses`.
@@ -332,18 +329,7 @@ mod tests {
         );
         let lb_endpoints = addresses
             .iter()
-            .map(|a| LbEndpoint {
-                host_identifier: Some(lb_endpoint::HostIdentifier::Endpoint(Endpoint {
-                    address: Some(Address {
-                        address: Some(address::Address::SocketAddress(SocketAddress {
-                            address: a.to_string(),
-                            ..Default::default()
-                        })),
-                    }),
-                    ..Default::default()
-                })),
-                ..Default::default()
-            })
+            .map(|a| crate::envoy::lb_endpoint(a, 8080))
             .collect();
         set.add(
             Origin::Outbound,

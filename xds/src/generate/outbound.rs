@@ -608,8 +608,8 @@ fn add_for_proxy(
 /// The endpoints of a cluster: the service's ready endpoints whose tags
 /// include the subset's, grouped by zone, each with its tags (but the
 /// service) as metadata, or its labels where it has no other tags. A
-/// service without endpoints gets
-/// an empty assignment, which Envoy needs to finish warming the cluster.
+/// service without endpoints gets an empty assignment, which Envoy needs
+/// to finish warming the cluster.
 pub fn endpoints(
     cluster: &str,
     service: Option<&Service>,

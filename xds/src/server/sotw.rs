@@ -199,18 +199,14 @@ impl SotwStream {
         let Some(snapshot) = self.snapshot.clone() else {
             return;
         };
-        if self
-            .types
-            .get(t.type_url())
-            .is_some_and(|state| state.sent_as_it_is(&snapshot.get(t).version))
+        if let Some(state) = self.types.get_mut(t.type_url())
+            && state.sent_as_it_is(&snapshot.get(t).version)
         {
             // Envoy has this version, of every name it asks for: nothing to
             // work out again (most calls: every ACK, every type a snapshot
             // leaves alone).
-            if let Some(state) = self.types.get_mut(t.type_url())
-                && state.held.is_some()
-            {
-                state.held = Some(snapshot.clone());
+            if state.held.is_some() {
+                state.held = Some(snapshot);
             }
             return;
         }
