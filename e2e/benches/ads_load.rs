@@ -115,8 +115,10 @@ struct Tracker {
     /// Bytes all streams received until complete: clusters, listeners,
     /// endpoints.
     bytes_by_type: [AtomicU64; 3],
-    /// Bytes all streams received since the start.
+    /// Bytes all streams received since the start, and of them clusters,
+    /// listeners, endpoints.
     received: AtomicU64,
+    received_by_type: [AtomicU64; 3],
     completed: AtomicUsize,
     seen: AtomicUsize,
     ended: AtomicUsize,
@@ -133,6 +135,7 @@ impl Tracker {
             bytes_until_complete: zeros(),
             bytes_by_type: Default::default(),
             received: AtomicU64::new(0),
+            received_by_type: Default::default(),
             completed: AtomicUsize::new(0),
             seen: AtomicUsize::new(0),
             ended: AtomicUsize::new(0),
@@ -152,6 +155,11 @@ impl Tracker {
             .filter(|at| *at > 0)
             .map(|at| at.saturating_sub(returned) as f64 / 1e6)
             .collect()
+    }
+
+    /// Bytes received so far of clusters, listeners, endpoints.
+    fn received_by_type(&self) -> [u64; 3] {
+        [0, 1, 2].map(|t| self.received_by_type[t].load(Ordering::SeqCst))
     }
 
     fn reset_probe(&self) {
@@ -690,6 +698,7 @@ async fn measure(mode: Mode, protocol: Protocol, shape: Shape, rounds: usize) {
         tracker.reset_probe();
         let _ = probe_tx.send(round.probe);
         let received_before = tracker.received.load(Ordering::SeqCst);
+        let by_type_before = tracker.received_by_type();
         mesh.apply(round.change).await;
         let returned = tracker.now();
         wait_until(
@@ -703,13 +712,17 @@ async fn measure(mode: Mode, protocol: Protocol, shape: Shape, rounds: usize) {
         // of the change's bytes too.
         tokio::time::sleep(Duration::from_secs(1)).await;
         let received = tracker.received.load(Ordering::SeqCst) - received_before;
+        let per_stream = |bytes: u64| bytes as f64 / round.streams.max(1) as f64 / 1024.0;
+        let by_type = tracker.received_by_type();
+        let [clusters, listeners, endpoints] = [0, 1, 2].map(|t| per_stream(by_type[t] - by_type_before[t]));
         println!(
-            "[{label}] {} → {}, round {}: {}; {:.0} KiB received per stream reached",
+            "[{label}] {} → {}, round {}: {}; {:.0} KiB received per stream reached \
+             (clusters {clusters:.0}, listeners {listeners:.0}, endpoints {endpoints:.0})",
             round.what,
             round.audience,
             round.number,
             percentiles(delays),
-            received as f64 / round.streams.max(1) as f64 / 1024.0
+            per_stream(received),
         );
     }
 
@@ -814,14 +827,17 @@ async fn stream(
     let mut complete = false;
     let ended = run_stream(connection, protocol, &node, |r| {
         tracker.received.fetch_add(r.bytes as u64, Ordering::Relaxed);
+        let of_type = match r.type_url {
+            CLUSTERS => Some(0),
+            LISTENERS => Some(1),
+            ENDPOINTS => Some(2),
+            _ => None,
+        };
+        if let Some(t) = of_type {
+            tracker.received_by_type[t].fetch_add(r.bytes as u64, Ordering::Relaxed);
+        }
         if !complete {
             bytes += r.bytes as u64;
-            let of_type = match r.type_url {
-                CLUSTERS => Some(0),
-                LISTENERS => Some(1),
-                ENDPOINTS => Some(2),
-                _ => None,
-            };
             if let Some(t) = of_type {
                 tracker.bytes_by_type[t].fetch_add(r.bytes as u64, Ordering::Relaxed);
             }
