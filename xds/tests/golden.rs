@@ -73,6 +73,42 @@ fn generated_config_matches_golden_files() {
     );
 }
 
+/// Endpoints carry what the clusters read: no cluster picks its transport
+/// socket by endpoint metadata (`transport_socket_matches`), so no endpoint
+/// carries the `envoy.transport_socket_match` copy of its tags that Kuma
+/// sends (it was nearly half of an endpoint's bytes).
+#[test]
+fn endpoints_carry_no_transport_socket_match_metadata() {
+    use kuma_xds::resources::Resource;
+    for (name, input) in cases() {
+        for (proxy, resources) in fixture(&input).generate_all(None) {
+            for generated in resources.iter() {
+                match generated.resource() {
+                    Resource::Cluster(c) => assert!(
+                        c.transport_socket_matches.is_empty(),
+                        "{name} {proxy}: cluster {} selects transport sockets by endpoint metadata",
+                        c.name
+                    ),
+                    Resource::Endpoints(cla) => {
+                        let carried = cla
+                            .endpoints
+                            .iter()
+                            .flat_map(|l| &l.lb_endpoints)
+                            .filter_map(|e| e.metadata.as_ref())
+                            .any(|m| m.filter_metadata.contains_key("envoy.transport_socket_match"));
+                        assert!(
+                            !carried,
+                            "{name} {proxy}: {} carries envoy.transport_socket_match",
+                            cla.cluster_name
+                        );
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+}
+
 /// Sharing outbound resources between proxies changes nothing: every proxy
 /// of every case gets the same config with a shared cache as without one,
 /// also when generated a second time from the warm cache.

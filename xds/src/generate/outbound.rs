@@ -629,12 +629,13 @@ pub fn endpoints(
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
         let mut filter_metadata = std::collections::HashMap::new();
+        // Only `envoy.lb`: Kuma repeats the tags under
+        // `envoy.transport_socket_match`, which Envoy reads only for a
+        // cluster with `transport_socket_matches`, and no cluster here has
+        // them; the copy was nearly half of every endpoint's bytes, resent
+        // to every proxy reaching the service whenever its cluster changes.
         if !meta.is_empty() {
             filter_metadata.insert("envoy.lb".to_string(), envoy::string_struct(&meta));
-            filter_metadata.insert(
-                "envoy.transport_socket_match".to_string(),
-                envoy::string_struct(&meta),
-            );
         }
         // Workload labels stand in for tags only where there are none, as
         // Kuma sends them: with tags they would repeat what `envoy.lb` says
