@@ -699,6 +699,7 @@ async fn measure(mode: Mode, protocol: Protocol, shape: Shape, rounds: usize) {
         let _ = probe_tx.send(round.probe);
         let received_before = tracker.received.load(Ordering::SeqCst);
         let by_type_before = tracker.received_by_type();
+        let work_before = ReconcileWork::of(&cp).await;
         mesh.apply(round.change).await;
         let returned = tracker.now();
         wait_until(
@@ -715,9 +716,10 @@ async fn measure(mode: Mode, protocol: Protocol, shape: Shape, rounds: usize) {
         let per_stream = |bytes: u64| bytes as f64 / round.streams.max(1) as f64 / 1024.0;
         let by_type = tracker.received_by_type();
         let [clusters, listeners, endpoints] = [0, 1, 2].map(|t| per_stream(by_type[t] - by_type_before[t]));
+        let work = ReconcileWork::of(&cp).await.since(&work_before);
         println!(
             "[{label}] {} → {}, round {}: {}; {:.0} KiB received per stream reached \
-             (clusters {clusters:.0}, listeners {listeners:.0}, endpoints {endpoints:.0})",
+             (clusters {clusters:.0}, listeners {listeners:.0}, endpoints {endpoints:.0}); {work}",
             round.what,
             round.audience,
             round.number,
@@ -810,6 +812,46 @@ async fn measure(mode: Mode, protocol: Protocol, shape: Shape, rounds: usize) {
     }
     for stream in streams {
         let _ = stream.await;
+    }
+}
+
+/// What kuma-cp's reconciler did, from its metrics: batches applied, the
+/// time they took and the proxies they regenerated.
+struct ReconcileWork {
+    batches: f64,
+    seconds: f64,
+    generations: f64,
+}
+
+impl ReconcileWork {
+    async fn of(cp: &ControlPlane) -> Self {
+        let metrics = cp.metric_values().await;
+        let value = |series: &str| metrics.get(series).copied().unwrap_or_default();
+        ReconcileWork {
+            batches: value("xds_reconcile_seconds_count"),
+            seconds: value("xds_reconcile_seconds_sum"),
+            generations: value("xds_generations_total"),
+        }
+    }
+
+    fn since(&self, before: &ReconcileWork) -> ReconcileWork {
+        ReconcileWork {
+            batches: self.batches - before.batches,
+            seconds: self.seconds - before.seconds,
+            generations: self.generations - before.generations,
+        }
+    }
+}
+
+impl std::fmt::Display for ReconcileWork {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "kuma-cp reconciled {:.0} batches in {:.1} ms, {:.0} proxies generated",
+            self.batches,
+            self.seconds * 1000.0,
+            self.generations
+        )
     }
 }
 

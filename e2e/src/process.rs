@@ -134,6 +134,16 @@ impl ControlPlane {
     /// kuma-cp's `/metrics` as (series, value), e.g.
     /// (`kuma_cp_kube_api_requests_total{verb="get"}`, 12).
     pub async fn metrics(&self) -> BTreeMap<String, u64> {
+        self.metric_values()
+            .await
+            .into_iter()
+            .map(|(series, value)| (series, value as u64))
+            .collect()
+    }
+
+    /// kuma-cp's `/metrics` as (series, value) without rounding, e.g.
+    /// (`xds_reconcile_seconds_sum`, 0.0123).
+    pub async fn metric_values(&self) -> BTreeMap<String, f64> {
         let text = reqwest::get(format!("http://127.0.0.1:{}/metrics", self.diag_port))
             .await
             .expect("metrics")
@@ -143,9 +153,7 @@ impl ControlPlane {
         text.lines()
             .filter(|l| !l.starts_with('#'))
             .filter_map(|l| l.rsplit_once(' '))
-            .filter_map(|(series, value)| {
-                Some((series.to_string(), value.trim().parse::<f64>().ok()? as u64))
-            })
+            .filter_map(|(series, value)| Some((series.to_string(), value.trim().parse::<f64>().ok()?)))
             .collect()
     }
 

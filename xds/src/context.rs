@@ -130,6 +130,12 @@ pub struct MeshContext {
     /// ([`MeshContext::with_dataplanes`]), so a proxy resting on a shared
     /// layer keeps its own resources and only has its layer replaced.
     pub own_build: u64,
+    /// Unique to what proxies' own resources are generated from apart from
+    /// the policies: a change of policies alone keeps it
+    /// ([`MeshContext::with_policies`]), so a proxy whose own resources read
+    /// the same of its new policies ([`crate::generate::Generation::own_reads`])
+    /// keeps them too.
+    pub base_build: u64,
     /// The VIP outbound of every service (what transparent proxies reach).
     pub vip_targets: Vec<crate::generate::KeyedTarget>,
     /// The mesh's mTLS, when enabled and its CA is available.
@@ -455,6 +461,7 @@ impl MeshContext {
             to_digests: policies.to_digests,
             build,
             own_build: build,
+            base_build: build,
             vip_targets,
             mtls,
             mtls_error,

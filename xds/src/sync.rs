@@ -28,7 +28,9 @@ use tokio::sync::mpsc;
 
 use crate::admin_tls::AdminTls;
 use crate::context::{MeshContext, Proxy, ProxyMetadata, dataplane_endpoints};
-use crate::generate::{OutboundBundle, OutboundCache, OutboundLayer, Policies, generate_shared, layer_for};
+use crate::generate::{
+    OutboundBundle, OutboundCache, OutboundLayer, Policies, PolicyRead, generate_shared, layer_for,
+};
 use crate::metrics::XdsMetrics;
 use crate::mtls::{Ca, Identity, MeshMtls};
 use crate::resources::{SharedEncodings, SharedLayer, XdsType};
@@ -123,8 +125,13 @@ type SameClusters = HashMap<(usize, usize), (Arc<SharedLayer>, Arc<SharedLayer>,
 #[derive(Clone, Debug)]
 struct Resting {
     layer: Arc<OutboundLayer>,
-    /// The [`MeshContext::own_build`] its own resources were generated in.
+    /// The [`MeshContext::own_build`] its own resources were generated in
+    /// (or found still right for).
     own_build: u64,
+    /// The [`MeshContext::base_build`] they were generated in.
+    base_build: u64,
+    /// What they read of its policies (`None`: more than can be compared).
+    own_reads: Option<Vec<PolicyRead>>,
     /// The signature of its `to` policies, which names its layer.
     to_signature: u128,
 }
@@ -133,7 +140,9 @@ impl ConnectedProxy {
     /// Its last configuration with only its shared layer replaced, when
     /// only endpoints moved since its own resources were generated (a new
     /// endpoint no longer generates, encodes and versions those again for
-    /// every proxy that reaches it). `same_clusters` remembers which pairs
+    /// every proxy that reaches it), or only policies whose new matching
+    /// gives its own resources the same reads (a mesh-wide `to` change
+    /// replaces every proxy's layer, not the proxies). `same_clusters` remembers which pairs
     /// of layers have the same clusters (none is retired by the swap); it
     /// holds the layers, so that their addresses stay theirs.
     fn on_new_layer(
@@ -144,13 +153,29 @@ impl ConnectedProxy {
         current: Option<Arc<Snapshot>>,
         same_clusters: &mut SameClusters,
     ) -> Option<Snapshot> {
-        let resting = self.layer.as_mut().filter(|r| r.own_build == mesh.own_build)?;
+        let resting = self.layer.as_mut()?;
         let current = current?;
         // Matching reads the Dataplane alone, not what Envoy said of itself.
         let proxy = Proxy::new(resource, ProxyMetadata::default())?;
-        let new = layer_for(mesh, resting.to_signature, cache, || {
-            Policies::compute(&proxy, mesh)
-        })?;
+        let (new, to_signature) = if resting.own_build == mesh.own_build {
+            let new = layer_for(mesh, resting.to_signature, cache, || {
+                Policies::compute(&proxy, mesh)
+            })?;
+            (new, resting.to_signature)
+        } else if resting.base_build == mesh.base_build {
+            let policies = Policies::compute(&proxy, mesh);
+            if !resting
+                .own_reads
+                .as_ref()
+                .is_some_and(|reads| policies.reads_match(reads))
+            {
+                return None;
+            }
+            let to_signature = policies.to_signature();
+            (layer_for(mesh, to_signature, cache, || &policies)?, to_signature)
+        } else {
+            return None;
+        };
         let (old_resources, new_resources) = (resting.layer.resources(), new.resources());
         let key = (
             Arc::as_ptr(old_resources) as usize,
@@ -168,6 +193,8 @@ impl ConnectedProxy {
             return None;
         }
         resting.layer = new;
+        resting.own_build = mesh.own_build;
+        resting.to_signature = to_signature;
         Some(snapshot)
     }
 
@@ -605,6 +632,8 @@ impl Generator {
             connected.layer = generation.layer.map(|layer| Resting {
                 layer,
                 own_build: mesh.own_build,
+                base_build: mesh.base_build,
+                own_reads: generation.own_reads,
                 to_signature: policies.to_signature(),
             });
             publish(&self.snapshots, &self.metrics, node, snapshot, report);

@@ -456,6 +456,79 @@ fn transparent_mesh_with(extra: Vec<Event>) -> (Generator, Arc<SnapshotCache>, A
 }
 
 #[test]
+fn a_policy_change_replaces_only_the_layer_under_proxies_whose_own_resources_read_the_same() {
+    // A proxy resting on the shared layer keeps its own resources when a
+    // policy change leaves what they read of its policies as it was (a
+    // mesh-wide `to` change): only its layer is replaced. After every step
+    // each proxy must be as if everything had been generated at once.
+    let timeout = |secs: u32| {
+        format!(
+            "type: MeshTimeout\nmesh: default\nname: mesh-wide\nspec:\n  targetRef:\n    kind: Mesh\n  to:\n    - targetRef:\n        kind: Mesh\n      default:\n        connectionTimeout: {secs}s\n"
+        )
+    };
+    let retry = "type: MeshRetry\nmesh: default\nname: retry-backend\nspec:\n  targetRef:\n    kind: Mesh\n  to:\n    - targetRef:\n        kind: MeshService\n        name: backend\n      default:\n        http:\n          numRetries: 3\n";
+    let inbound_timeout = "type: MeshTimeout\nmesh: default\nname: backend-inbound\nspec:\n  targetRef:\n    kind: MeshService\n    name: backend\n  from:\n    - targetRef:\n        kind: Mesh\n      default:\n        idleTimeout: 7s\n";
+    // The mesh's first fault injection makes every proxy send its tags,
+    // also those it does not select.
+    let faults = "type: MeshFaultInjection\nmesh: default\nname: db-faults\nspec:\n  targetRef:\n    kind: MeshService\n    name: db\n  from:\n    - targetRef:\n        kind: Mesh\n      default:\n        http:\n          - abort:\n              httpStatus: 500\n              percentage: 50\n";
+    let trace = "type: MeshTrace\nmesh: default\nname: trace\nspec:\n  targetRef:\n    kind: Mesh\n  default:\n    backends:\n      - type: Zipkin\n        zipkin:\n          url: http://zipkin.local:9411/api/v2/spans\n";
+    let metric = |port: u32| {
+        format!(
+            "type: MeshMetric\nmesh: default\nname: metrics\nspec:\n  targetRef:\n    kind: Mesh\n  default:\n    backends:\n      - type: Prometheus\n        prometheus:\n          port: {port}\n          path: /metrics\n"
+        )
+    };
+    let delete = |resource_type: ResourceType, name: &str| Event::Delete {
+        resource_type,
+        mesh: "default".into(),
+        name: name.into(),
+    };
+    // (step, its events, whether every proxy keeps its own resources)
+    let steps: Vec<(&str, Vec<Event>, bool)> = vec![
+        ("a mesh-wide `to` timeout", vec![upsert(&timeout(3))], true),
+        ("the timeout changed", vec![upsert(&timeout(4))], true),
+        ("a retry towards one service", vec![upsert(retry)], true),
+        (
+            "the timeout gone",
+            vec![delete(ResourceType::MeshTimeout, "mesh-wide")],
+            true,
+        ),
+        ("an inbound timeout", vec![upsert(inbound_timeout)], false),
+        (
+            "an endpoint after it",
+            vec![upsert(&transparent_proxy(
+                "backend-3",
+                "backend",
+                "192.168.1.99",
+                "http",
+            ))],
+            true,
+        ),
+        ("the timeout again", vec![upsert(&timeout(5))], true),
+        ("a mesh-wide metric", vec![upsert(&metric(5670))], false),
+        ("its port changed", vec![upsert(&metric(5671))], false),
+        ("the timeout with the metric", vec![upsert(&timeout(6))], true),
+        ("a fault injection for db alone", vec![upsert(faults)], false),
+        ("a trace for every proxy", vec![upsert(trace)], false),
+    ];
+    let (mut g, snapshots, metrics) = transparent_mesh_with(Vec::new());
+    let mut applied = Vec::new();
+    for (step, events, kept) in steps {
+        applied.extend(events.iter().cloned());
+        let generated_before = metrics.generations.get();
+        let report = g.apply(events);
+        assert!(!report.changed.is_empty(), "{step}: some proxy changes");
+        let generated = metrics.generations.get() - generated_before;
+        if kept {
+            assert_eq!(generated, 0, "{step}: no proxy generated whole");
+        } else {
+            assert!(generated > 0, "{step}: proxies generated whole");
+        }
+        let (_, fresh, _) = transparent_mesh_with(applied.clone());
+        assert_same_configs(&snapshots, &fresh, step);
+    }
+}
+
+#[test]
 fn a_moved_endpoint_replaces_only_the_layer_under_proxies_resting_on_one() {
     // Proxies whose outbounds are the mesh's shared layer keep their own
     // resources when only endpoints move, and have the layer replaced;
@@ -486,7 +559,8 @@ fn a_moved_endpoint_replaces_only_the_layer_under_proxies_resting_on_one() {
             vec![upsert(&backend_3("").replace("protocol: http", "protocol: tcp"))],
             true,
         ),
-        ("a policy", vec![upsert(timeout)], false),
+        // A `to` policy leaves their own resources too (the next test).
+        ("a policy", vec![upsert(timeout)], true),
         ("an endpoint after the policy", vec![upsert(&backend_3(""))], true),
         (
             "a proxy's own inbound and an endpoint",

@@ -222,7 +222,7 @@ impl ToRules {
 }
 
 /// One inbound rule: an optional client match and its configuration.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct InboundRule {
     /// The client match; `None` matches every client.
     pub matches: Option<RuleMatch>,
@@ -243,7 +243,7 @@ pub struct Tag {
 }
 
 /// A region of client tags and the merge of every `from` entry covering it.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct SourceRule {
     /// The conditions, all of which must hold.
     pub subset: Vec<Tag>,
@@ -262,7 +262,7 @@ impl SourceRule {
 }
 
 /// Inbound configuration of one inbound.
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
 pub struct InboundRules {
     /// Rules from `rules[]` (and from-as-rules `from[]`), most specific match
     /// first; within equal matches, least specific policy first.

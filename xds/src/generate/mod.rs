@@ -59,6 +59,10 @@ pub struct Generation {
     pub bundles: Vec<std::sync::Arc<OutboundBundle>>,
     /// The shared layer of outbounds the resources rest on.
     pub layer: Option<std::sync::Arc<OutboundLayer>>,
+    /// What the resources besides the layer read of the proxy's policies,
+    /// when they rest on a layer and all of it could be recorded: while
+    /// other policies give the same reads, only the layer changes.
+    pub own_reads: Option<Vec<policies::PolicyRead>>,
 }
 
 /// Generates with policies already matched, sharing outbound resources
@@ -71,17 +75,21 @@ pub fn generate_shared(
 ) -> Generation {
     let mut rs = ResourceSet::new();
     let mut bundles = Vec::new();
-    system::generate(proxy, mesh, policies, &mut rs);
-    tls::generate(proxy, mesh, &mut rs);
-    transparent::generate(proxy, mesh, policies, &mut rs);
-    dns::generate(proxy, mesh, &mut rs);
-    inbound::generate(proxy, mesh, policies, &mut rs);
-    probes::generate(proxy, &mut rs);
-    let layer = outbound::generate(proxy, mesh, policies, cache, &mut rs, &mut bundles);
-    crate::plugins::mesh_proxy_patch::apply(policies, &mut rs);
+    let (layer, own_reads) = policies.recording(|| {
+        system::generate(proxy, mesh, policies, &mut rs);
+        tls::generate(proxy, mesh, &mut rs);
+        transparent::generate(proxy, mesh, policies, &mut rs);
+        dns::generate(proxy, mesh, &mut rs);
+        inbound::generate(proxy, mesh, policies, &mut rs);
+        probes::generate(proxy, &mut rs);
+        let layer = outbound::generate(proxy, mesh, policies, cache, &mut rs, &mut bundles);
+        crate::plugins::mesh_proxy_patch::apply(policies, &mut rs);
+        layer
+    });
     Generation {
         resources: rs,
         bundles,
+        own_reads: own_reads.filter(|_| layer.is_some()),
         layer,
     }
 }

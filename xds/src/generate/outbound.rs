@@ -144,22 +144,28 @@ pub(super) fn generate(
         && !policies.has(ResourceType::MeshProxyPatch)
         && takes_every_vip(proxy, mesh)
     {
-        let layer = match cache {
+        // The layer is keyed by the `to` signature: what building it reads
+        // is not the proxy's own resources' business.
+        let layer = policies.unrecorded(|| match cache {
             Some(cache) => layer_for(mesh, policies.to_signature(), cache, || policies),
             None => build_layer(mesh, policies, None).map(Arc::new),
-        };
+        });
         if let Some(layer) = layer {
             rs.set_layer(layer.resources().clone());
             return Some(layer);
         }
     }
-    let targets = outbound_targets(proxy, mesh);
-    used.reserve(targets.len());
-    for (target, target_digest) in targets {
-        let bundle = bundle(&target, target_digest, mesh, policies, cache);
-        add_for_proxy(&target, &bundle, proxy, mesh, policies, &edits, rs);
-        used.push(bundle);
-    }
+    // Without a layer the proxy is generated whole on every policy change:
+    // what its outbounds read need not be recorded.
+    policies.unrecorded(|| {
+        let targets = outbound_targets(proxy, mesh);
+        used.reserve(targets.len());
+        for (target, target_digest) in targets {
+            let bundle = bundle(&target, target_digest, mesh, policies, cache);
+            add_for_proxy(&target, &bundle, proxy, mesh, policies, &edits, rs);
+            used.push(bundle);
+        }
+    });
     None
 }
 
@@ -306,9 +312,8 @@ impl ProxyEdits {
     fn of(proxy: &Proxy<'_>, mesh: &MeshContext, policies: &Policies) -> Self {
         // Peers match `from`-scoped faults on the caller's tags, which Kuma
         // sends on every request once the mesh has a MeshFaultInjection.
-        let kuma_tags = mesh
-            .policy_types
-            .contains(&ResourceType::MeshFaultInjection)
+        let kuma_tags = policies
+            .mesh_has(ResourceType::MeshFaultInjection)
             .then(|| serialize_tag_set(&proxy.tag_set()));
         ProxyEdits {
             own_listeners: policies.has(ResourceType::MeshAccessLog)

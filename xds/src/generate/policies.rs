@@ -7,7 +7,7 @@
 //! policy for one service changes the signature of every proxy it selects)
 //! share the outbounds the difference does not reach.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 
 use kuma_crds::matching::{Destination, InboundRules, MatchedPolicies, Merged};
@@ -24,6 +24,16 @@ use crate::digest::JsonDigest;
 pub struct ToDigests {
     /// By the result's address; the result is held so the address stays its.
     by_result: Mutex<HashMap<usize, Digested>>,
+    /// Digests of a result's inbound rules and single-item configuration,
+    /// by the result's address (held in `by_result`) and the part.
+    parts: Mutex<HashMap<(usize, Part), u128>>,
+}
+
+/// A part of a matching result that generation reads besides its `to`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum Part {
+    Inbound(usize),
+    Single,
 }
 
 /// A matching result and the digests of its `to` entries.
@@ -52,6 +62,27 @@ impl ToDigests {
         });
         digests.clone()
     }
+
+    /// A digest of `part` of `matched` (a result [`ToDigests::of`] holds).
+    fn part(&self, matched: &Arc<MatchedPolicies>, part: Part) -> u128 {
+        let key = (Arc::as_ptr(matched) as usize, part);
+        let mut parts = self.parts.lock().unwrap_or_else(|e| e.into_inner());
+        *parts.entry(key).or_insert_with(|| {
+            // Nothing for the part digests as nothing of the type does (0).
+            let mut d = JsonDigest::new();
+            match part {
+                Part::Inbound(index) => match matched.inbounds.get(&index) {
+                    Some(rules) => d.add(rules),
+                    None => return 0,
+                },
+                Part::Single => match &matched.single {
+                    Some(single) => d.add(single),
+                    None => return 0,
+                },
+            }
+            d.finish128()
+        })
+    }
 }
 
 /// The policies of every type that apply to one proxy.
@@ -62,6 +93,10 @@ pub struct Policies {
     /// A digest of each `to` entry, parallel to `by_type[t].to.entries`.
     entry_digests: BTreeMap<ResourceType, Arc<[u128]>>,
     to_signature: u128,
+    /// Where the digests of the other parts are kept.
+    digests: Arc<ToDigests>,
+    /// The policy types the mesh has, whoever they select.
+    mesh_types: BTreeSet<ResourceType>,
     recording: Mutex<Recording>,
 }
 
@@ -71,6 +106,8 @@ impl Clone for Policies {
             by_type: self.by_type.clone(),
             entry_digests: self.entry_digests.clone(),
             to_signature: self.to_signature,
+            digests: self.digests.clone(),
+            mesh_types: self.mesh_types.clone(),
             recording: Mutex::default(),
         }
     }
@@ -84,6 +121,12 @@ pub enum PolicyRead {
     /// The `to` entries of the type that apply to the destination (a
     /// digest of them, in merge order).
     To(ResourceType, Destination, u128),
+    /// The inbound rules of the type for an inbound (a digest of them).
+    Inbound(ResourceType, usize, u128),
+    /// The merged single-item configuration of the type (a digest of it).
+    Single(ResourceType, u128),
+    /// Whether the mesh has a policy of the type, whoever it selects.
+    MeshHas(ResourceType, bool),
 }
 
 #[derive(Debug, Default)]
@@ -117,6 +160,8 @@ impl Policies {
             by_type,
             entry_digests,
             to_signature: signature.finish128(),
+            digests: mesh.to_digests.clone(),
+            mesh_types: mesh.policy_types.clone(),
             recording: Mutex::default(),
         }
     }
@@ -155,9 +200,17 @@ impl Policies {
         self.to_conf(t, destination)?.conf().ok()
     }
 
+    /// Whether the mesh has a policy of the type, whoever it selects.
+    /// Generation asks this rather than the mesh, so that it is recorded.
+    pub fn mesh_has(&self, t: ResourceType) -> bool {
+        let has = self.mesh_types.contains(&t);
+        self.record(|| PolicyRead::MeshHas(t, has));
+        has
+    }
+
     /// The inbound rules of a type for inbound `index`.
     pub fn inbound(&self, t: ResourceType, index: usize) -> Option<&InboundRules> {
-        self.record_opaque();
+        self.record(|| PolicyRead::Inbound(t, index, self.part_digest(t, Part::Inbound(index))));
         self.by_type.get(&t)?.inbounds.get(&index)
     }
 
@@ -168,7 +221,7 @@ impl Policies {
 
     /// The merged single-item configuration of a type.
     pub fn single(&self, t: ResourceType) -> Option<&Merged> {
-        self.record_opaque();
+        self.record(|| PolicyRead::Single(t, self.part_digest(t, Part::Single)));
         self.by_type.get(&t)?.single.as_ref()
     }
 
@@ -184,15 +237,32 @@ impl Policies {
     }
 
     /// Runs `f`, recording what it reads: `None` when it read something
-    /// that cannot be compared with another proxy's policies.
+    /// that cannot be compared with another proxy's policies. Within an
+    /// outer recording, what `f` read is the outer run's read too.
     pub fn recording<T>(&self, f: impl FnOnce() -> T) -> (T, Option<Vec<PolicyRead>>) {
-        *self.lock() = Recording::On(Vec::new());
+        let outer = std::mem::replace(&mut *self.lock(), Recording::On(Vec::new()));
         let out = f();
-        let reads = match std::mem::take(&mut *self.lock()) {
+        let mut recording = self.lock();
+        let reads = match std::mem::replace(&mut *recording, outer) {
             Recording::On(reads) => Some(reads),
             Recording::Off | Recording::Opaque => None,
         };
+        match (&mut *recording, &reads) {
+            (Recording::On(outer), Some(reads)) => outer.extend(reads.iter().cloned()),
+            (Recording::On(_), None) => *recording = Recording::Opaque,
+            _ => {}
+        }
+        drop(recording);
         (out, reads)
+    }
+
+    /// Runs `f` without recording what it reads (what it builds is keyed
+    /// by what it depends on, e.g. a shared layer by the `to` signature).
+    pub fn unrecorded<T>(&self, f: impl FnOnce() -> T) -> T {
+        let outer = std::mem::take(&mut *self.lock());
+        let out = f();
+        *self.lock() = outer;
+        out
     }
 
     /// Whether these policies give what `reads` recorded of others.
@@ -200,7 +270,18 @@ impl Policies {
         reads.iter().all(|read| match read {
             PolicyRead::Has(t, has) => self.by_type.contains_key(t) == *has,
             PolicyRead::To(t, destination, digest) => self.relevant_digest(*t, destination) == *digest,
+            PolicyRead::Inbound(t, index, digest) => self.part_digest(*t, Part::Inbound(*index)) == *digest,
+            PolicyRead::Single(t, digest) => self.part_digest(*t, Part::Single) == *digest,
+            PolicyRead::MeshHas(t, has) => self.mesh_types.contains(t) == *has,
         })
+    }
+
+    /// A digest of a part of the type's matched policies (0 when none of
+    /// the type apply).
+    fn part_digest(&self, t: ResourceType, part: Part) -> u128 {
+        self.by_type
+            .get(&t)
+            .map_or(0, |matched| self.digests.part(matched, part))
     }
 
     /// A digest of the `to` entries of a type that apply to `destination`,
