@@ -142,9 +142,10 @@ impl ConnectedProxy {
     /// endpoint no longer generates, encodes and versions those again for
     /// every proxy that reaches it), or only policies whose new matching
     /// gives its own resources the same reads (a mesh-wide `to` change
-    /// replaces every proxy's layer, not the proxies). `same_clusters` remembers which pairs
-    /// of layers have the same clusters (none is retired by the swap); it
-    /// holds the layers, so that their addresses stay theirs.
+    /// replaces every proxy's layer, not the proxies). `same_clusters`
+    /// remembers which pairs of layers have the same clusters (none is
+    /// retired by the swap); it holds the layers, so that their addresses
+    /// stay theirs.
     fn on_new_layer(
         &mut self,
         resource: &Resource,
