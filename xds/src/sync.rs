@@ -159,7 +159,7 @@ impl ConnectedProxy {
         // Matching reads the Dataplane alone, not what Envoy said of itself.
         let proxy = Proxy::new(resource, ProxyMetadata::default())?;
         let (new, to_signature) = if resting.own_build == mesh.own_build {
-            let new = layer_for(mesh, resting.to_signature, cache, || {
+            let new = layer_for(mesh, resting.to_signature, resting.layer.reach(), cache, || {
                 Policies::compute(&proxy, mesh)
             })?;
             (new, resting.to_signature)
@@ -173,7 +173,8 @@ impl ConnectedProxy {
                 return None;
             }
             let to_signature = policies.to_signature();
-            (layer_for(mesh, to_signature, cache, || &policies)?, to_signature)
+            let new = layer_for(mesh, to_signature, resting.layer.reach(), cache, || &policies)?;
+            (new, to_signature)
         } else {
             return None;
         };

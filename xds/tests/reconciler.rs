@@ -11,6 +11,7 @@ use kuma_crds::format::parse;
 use kuma_crds::resource::{Resource, ResourceType};
 use kuma_xds::context::ProxyMetadata;
 use kuma_xds::metrics::XdsMetrics;
+use kuma_xds::resources::XdsType;
 use kuma_xds::snapshot::SnapshotCache;
 use kuma_xds::sync::{Event, Generator};
 use support::Fixture;
@@ -71,7 +72,6 @@ fn a_policy_regenerates_only_the_proxies_it_selects() {
     let after = snapshots.get("default.web-1").unwrap();
     // Cluster idle timeouts, the TCP proxy's idle timeout on the db
     // listener, and endpoints re-sent for the changed clusters.
-    use kuma_xds::resources::XdsType;
     assert_eq!(
         after.changed_types(&before),
         vec![XdsType::Cluster, XdsType::Endpoints, XdsType::Listener]
@@ -453,6 +453,121 @@ fn transparent_mesh_with(extra: Vec<Event>) -> (Generator, Arc<SnapshotCache>, A
     events.extend(extra);
     g.apply(events);
     (g, snapshots, metrics)
+}
+
+/// A transparent proxy that names what it reaches (every service when
+/// `reach` is empty).
+fn reaching_proxy(name: &str, service: &str, address: &str, reach: &[&str]) -> String {
+    let mut yaml = transparent_proxy(name, service, address, "http");
+    if !reach.is_empty() {
+        yaml.push_str("    reachableServices:\n");
+        for r in reach {
+            yaml.push_str(&format!("      - {r}\n"));
+        }
+    }
+    yaml
+}
+
+/// Two proxies each of web (reaching backend), backend (reaching db) and
+/// db (reaching everything), connected, with `extra` in the first batch.
+fn reaching_mesh_with(extra: Vec<Event>) -> (Generator, Arc<SnapshotCache>, Arc<XdsMetrics>) {
+    let snapshots = Arc::new(SnapshotCache::new());
+    let metrics = Arc::new(XdsMetrics::default());
+    let mut g = Generator::new(snapshots.clone(), metrics.clone());
+    let mut events = vec![upsert("type: Mesh\nname: default")];
+    for (i, (service, reach)) in [("web", vec!["backend"]), ("backend", vec!["db"]), ("db", vec![])]
+        .iter()
+        .enumerate()
+    {
+        for n in 1..=2 {
+            let name = format!("{service}-{n}");
+            events.push(upsert(&reaching_proxy(
+                &name,
+                service,
+                &format!("192.168.2.{}", 10 * i + n),
+                reach,
+            )));
+            events.push(Event::Connected {
+                node: format!("default.{name}"),
+                metadata: ProxyMetadata::default(),
+            });
+        }
+    }
+    events.extend(extra);
+    g.apply(events);
+    (g, snapshots, metrics)
+}
+
+#[test]
+fn proxies_naming_what_they_reach_rest_on_a_layer_of_their_reach() {
+    // Proxies with the same `reachableServices` share a layer of those
+    // services' outbounds: endpoint and `to` policy changes replace only
+    // the layer, and every proxy stays as if generated at once.
+    let timeout = |target: &str| {
+        format!(
+            "type: MeshTimeout\nmesh: default\nname: timeout\nspec:\n  targetRef:\n    kind: Mesh\n  to:\n    - targetRef:\n{target}      default:\n        connectionTimeout: 4s\n"
+        )
+    };
+    // (step, its events, whether every proxy keeps its own resources)
+    let steps: Vec<(&str, Vec<Event>, bool)> = vec![
+        (
+            "a new backend endpoint",
+            vec![upsert(&reaching_proxy(
+                "backend-3",
+                "backend",
+                "192.168.2.99",
+                &["db"],
+            ))],
+            true,
+        ),
+        (
+            "a mesh-wide `to` timeout",
+            vec![upsert(&timeout("        kind: Mesh\n"))],
+            true,
+        ),
+        (
+            "the timeout for db alone",
+            vec![upsert(&timeout("        kind: MeshService\n        name: db\n"))],
+            true,
+        ),
+        (
+            "web-1 reaches db too",
+            vec![upsert(&reaching_proxy(
+                "web-1",
+                "web",
+                "192.168.2.1",
+                &["backend", "db"],
+            ))],
+            false,
+        ),
+        (
+            "a new db endpoint",
+            vec![upsert(&reaching_proxy("db-3", "db", "192.168.2.98", &[]))],
+            true,
+        ),
+    ];
+    let (mut g, snapshots, metrics) = reaching_mesh_with(Vec::new());
+    let web = snapshots.get("default.web-1").expect("web-1 configured");
+    let has_cluster = |name: &str| web.get(XdsType::Cluster).resources.keys().any(|n| &**n == name);
+    assert!(
+        has_cluster("backend") && !has_cluster("db"),
+        "web reaches backend only"
+    );
+    let mut applied = Vec::new();
+    for (step, events, kept) in steps {
+        applied.extend(events.iter().cloned());
+        let generated_before = metrics.generations.get();
+        let report = g.apply(events);
+        assert!(!report.changed.is_empty(), "{step}: some proxy changes");
+        let generated = metrics.generations.get() - generated_before;
+        if kept {
+            assert_eq!(generated, 0, "{step}: no proxy generated whole");
+        } else {
+            assert!(generated > 0, "{step}: proxies generated whole");
+        }
+        let (_, fresh, _) = reaching_mesh_with(applied.clone());
+        assert_same_configs(&snapshots, &fresh, step);
+    }
 }
 
 #[test]

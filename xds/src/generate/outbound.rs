@@ -142,13 +142,13 @@ pub(super) fn generate(
     if !edits.own_listeners
         && !edits.locality
         && !policies.has(ResourceType::MeshProxyPatch)
-        && takes_every_vip(proxy, mesh)
+        && let Some(reach) = vip_reach(proxy, mesh)
     {
-        // The layer is keyed by the `to` signature: what building it reads
-        // is not the proxy's own resources' business.
+        // The layer is keyed by the `to` signature and the reach: what
+        // building it reads is not the proxy's own resources' business.
         let layer = policies.unrecorded(|| match cache {
-            Some(cache) => layer_for(mesh, policies.to_signature(), cache, || policies),
-            None => build_layer(mesh, policies, None).map(Arc::new),
+            Some(cache) => layer_for(mesh, policies.to_signature(), &reach, cache, || policies),
+            None => build_layer(mesh, policies, &reach, None).map(Arc::new),
         });
         if let Some(layer) = layer {
             rs.set_layer(layer.resources().clone());
@@ -169,19 +169,43 @@ pub(super) fn generate(
     None
 }
 
-/// Whether the proxy's outbounds are exactly the mesh's VIP outbounds: a
-/// transparent proxy without explicit outbounds, `reachableServices` or an
-/// inbound on a VIP's address and port.
-fn takes_every_vip(proxy: &Proxy<'_>, mesh: &MeshContext) -> bool {
+/// Which of the mesh's VIP outbounds a transparent proxy takes, when they
+/// are all of its outbounds: every one (`None`) or, with
+/// `reachableServices`, those of the services it names (sorted) and every
+/// MeshService's, which it does not narrow ([`outbound_targets`]).
+pub type VipReach = Option<Arc<[String]>>;
+
+/// The proxy's [`VipReach`]; `None` when its outbounds are not only VIP
+/// outbounds: no transparent proxy, explicit outbounds, or an inbound on a
+/// VIP's address and port.
+fn vip_reach(proxy: &Proxy<'_>, mesh: &MeshContext) -> Option<VipReach> {
     let tp = proxy.transparent_proxy().is_some_and(|(_, out)| out > 0);
-    tp && reachable_services(proxy).is_none()
+    let only_vips = tp
         && proxy.dataplane.outbounds().is_empty()
         && inbound_addresses(proxy).iter().all(|(address, port)| {
             !mesh
                 .vip_targets
                 .iter()
                 .any(|(t, _)| t.port == *port && t.address == *address)
+        });
+    only_vips.then(|| {
+        reachable_services(proxy).map(|names| {
+            let names: std::collections::BTreeSet<&String> = names.iter().collect();
+            names.into_iter().cloned().collect()
         })
+    })
+}
+
+/// Whether a proxy with `reach` takes the VIP outbound `target`, as
+/// [`outbound_targets`] decides.
+fn reaches_target(reach: &VipReach, target: &OutboundTarget, mesh: &MeshContext) -> bool {
+    reach.as_ref().is_none_or(|names| {
+        names.binary_search(&target.service).is_ok()
+            || mesh
+                .services
+                .get(&target.service)
+                .is_some_and(|s| s.is_mesh_service())
+    })
 }
 
 /// The services `reachableServices` narrows a transparent proxy to (what
@@ -206,9 +230,10 @@ fn inbound_addresses<'a>(proxy: &'a Proxy<'_>) -> Vec<(&'a str, u32)> {
         .collect()
 }
 
-/// Every VIP outbound of a mesh as the proxies with the same `to` policies
-/// and nothing of their own in their outbounds get it: one layer that all
-/// of them rest on, encoded and versioned once.
+/// The VIP outbounds of a mesh as the proxies with the same `to` policies,
+/// the same reach (every service, or the same `reachableServices`) and
+/// nothing of their own in their outbounds get them: one layer that all of
+/// them rest on, encoded and versioned once.
 #[derive(Debug)]
 pub struct OutboundLayer {
     resources: Arc<SharedLayer>,
@@ -217,22 +242,31 @@ pub struct OutboundLayer {
     _bundles: Vec<Arc<OutboundBundle>>,
     /// The services they were built from.
     services: BTreeSet<String>,
+    /// Which VIP outbounds it holds.
+    reach: VipReach,
 }
 
 /// The shared layer of the proxies whose `to` policies have `to_signature`
-/// and whose outbounds are the mesh's VIP outbounds, built when absent
-/// from `policies` (asked for only then).
+/// and whose outbounds are the mesh's VIP outbounds `reach` takes, built
+/// when absent from `policies` (asked for only then).
 pub fn layer_for<P: std::borrow::Borrow<Policies>>(
     mesh: &MeshContext,
     to_signature: u128,
+    reach: &VipReach,
     cache: &OutboundCache,
     policies: impl FnOnce() -> P,
 ) -> Option<Arc<OutboundLayer>> {
-    let key = bundle_key(to_signature, mesh.build, 0);
-    cache.get_or_build_layer(key, || build_layer(mesh, policies().borrow(), Some(cache)))
+    let reach_digest = reach.as_ref().map_or(0, |names| crate::digest::digest(&**names));
+    let key = bundle_key(to_signature, mesh.build, reach_digest);
+    cache.get_or_build_layer(key, || build_layer(mesh, policies().borrow(), reach, Some(cache)))
 }
 
 impl OutboundLayer {
+    /// Which VIP outbounds it holds.
+    pub fn reach(&self) -> &VipReach {
+        &self.reach
+    }
+
     /// Its resources.
     pub fn resources(&self) -> &Arc<SharedLayer> {
         &self.resources
@@ -244,17 +278,21 @@ impl OutboundLayer {
     }
 }
 
-/// The layer of the mesh's VIP outbounds under `policies`; `None` when an
-/// outbound needs something of each proxy (HTTP health checks send the
-/// proxy's tags).
+/// The layer of the mesh's VIP outbounds `reach` takes under `policies`;
+/// `None` when an outbound needs something of each proxy (HTTP health
+/// checks send the proxy's tags).
 fn build_layer(
     mesh: &MeshContext,
     policies: &Policies,
+    reach: &VipReach,
     cache: Option<&OutboundCache>,
 ) -> Option<OutboundLayer> {
     let mut set = ResourceSet::new();
-    let mut bundles = Vec::with_capacity(mesh.vip_targets.len());
+    let mut bundles = Vec::new();
     for (target, target_digest) in &mesh.vip_targets {
+        if !reaches_target(reach, target, mesh) {
+            continue;
+        }
         let bundle = bundle(target, *target_digest, mesh, policies, cache);
         set.add_shared(bundle.listener.clone());
         for c in &bundle.clusters {
@@ -279,6 +317,7 @@ fn build_layer(
         resources: Arc::new(SharedLayer::new(set)),
         _bundles: bundles,
         services,
+        reach: reach.clone(),
     })
 }
 
