@@ -131,7 +131,7 @@ struct Resting {
     /// The [`MeshContext::base_build`] they were generated in.
     base_build: u64,
     /// What they read of its policies (`None`: more than can be compared).
-    own_reads: Option<Vec<PolicyRead>>,
+    own_reads: Option<Box<[PolicyRead]>>,
     /// The signature of its `to` policies, which names its layer.
     to_signature: u128,
 }

@@ -62,7 +62,7 @@ pub struct Generation {
     /// What the resources besides the layer read of the proxy's policies,
     /// when they rest on a layer and all of it could be recorded: while
     /// other policies give the same reads, only the layer changes.
-    pub own_reads: Option<Vec<policies::PolicyRead>>,
+    pub own_reads: Option<Box<[policies::PolicyRead]>>,
 }
 
 /// Generates with policies already matched, sharing outbound resources
@@ -89,7 +89,16 @@ pub fn generate_shared(
     Generation {
         resources: rs,
         bundles,
-        own_reads: own_reads.filter(|_| layer.is_some()),
+        // Each read once (several generators ask whether a type applies).
+        own_reads: own_reads.filter(|_| layer.is_some()).map(|reads| {
+            let mut unique: Vec<policies::PolicyRead> = Vec::with_capacity(reads.len());
+            for read in reads {
+                if !unique.contains(&read) {
+                    unique.push(read);
+                }
+            }
+            unique.into_boxed_slice()
+        }),
         layer,
     }
 }

@@ -119,8 +119,9 @@ pub enum PolicyRead {
     /// Whether any policy of the type selects the proxy.
     Has(ResourceType, bool),
     /// The `to` entries of the type that apply to the destination (a
-    /// digest of them, in merge order).
-    To(ResourceType, Destination, u128),
+    /// digest of them, in merge order). Boxed: the other reads are small,
+    /// and every proxy resting on a layer keeps its own.
+    To(ResourceType, Box<Destination>, u128),
     /// The inbound rules of the type for an inbound (a digest of them).
     Inbound(ResourceType, usize, u128),
     /// The merged single-item configuration of the type (a digest of it).
@@ -187,7 +188,13 @@ impl Policies {
 
     /// The merged `to` configuration of a type for a destination.
     pub fn to_conf(&self, t: ResourceType, destination: &Destination) -> Option<Merged> {
-        self.record(|| PolicyRead::To(t, destination.clone(), self.relevant_digest(t, destination)));
+        self.record(|| {
+            PolicyRead::To(
+                t,
+                Box::new(destination.clone()),
+                self.relevant_digest(t, destination),
+            )
+        });
         self.by_type.get(&t)?.to.conf(destination)
     }
 
