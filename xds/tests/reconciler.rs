@@ -13,7 +13,7 @@ use kuma_xds::context::ProxyMetadata;
 use kuma_xds::metrics::XdsMetrics;
 use kuma_xds::resources::XdsType;
 use kuma_xds::snapshot::SnapshotCache;
-use kuma_xds::sync::{Event, Generator};
+use kuma_xds::sync::{BatchReport, Event, Generator};
 use support::Fixture;
 
 /// A generator over the shared golden mesh with every proxy connected.
@@ -429,13 +429,32 @@ fn transparent_proxy(name: &str, service: &str, address: &str, protocol: &str) -
     )
 }
 
-/// Six connected transparent proxies of three services, with `extra`
+/// A mesh of the connected proxies `dataplanes` (name, YAML), with `extra`
 /// events in the same first batch.
-fn transparent_mesh_with(extra: Vec<Event>) -> (Generator, Arc<SnapshotCache>, Arc<XdsMetrics>) {
+fn mesh_of_connected(
+    dataplanes: Vec<(String, String)>,
+    extra: Vec<Event>,
+) -> (Generator, Arc<SnapshotCache>, Arc<XdsMetrics>) {
     let snapshots = Arc::new(SnapshotCache::new());
     let metrics = Arc::new(XdsMetrics::default());
     let mut g = Generator::new(snapshots.clone(), metrics.clone());
     let mut events = vec![upsert("type: Mesh\nname: default")];
+    for (name, yaml) in dataplanes {
+        events.push(upsert(&yaml));
+        events.push(Event::Connected {
+            node: format!("default.{name}"),
+            metadata: ProxyMetadata::default(),
+        });
+    }
+    events.extend(extra);
+    g.apply(events);
+    (g, snapshots, metrics)
+}
+
+/// Six connected transparent proxies of three services, with `extra`
+/// events in the same first batch.
+fn transparent_mesh_with(extra: Vec<Event>) -> (Generator, Arc<SnapshotCache>, Arc<XdsMetrics>) {
+    let mut dataplanes = Vec::new();
     for (i, (service, protocol)) in [("web", "http"), ("backend", "http"), ("db", "tcp")]
         .iter()
         .enumerate()
@@ -443,16 +462,47 @@ fn transparent_mesh_with(extra: Vec<Event>) -> (Generator, Arc<SnapshotCache>, A
         for n in 1..=2 {
             let name = format!("{service}-{n}");
             let address = format!("192.168.1.{}", 10 * i + n);
-            events.push(upsert(&transparent_proxy(&name, service, &address, protocol)));
-            events.push(Event::Connected {
-                node: format!("default.{name}"),
-                metadata: ProxyMetadata::default(),
-            });
+            let yaml = transparent_proxy(&name, service, &address, protocol);
+            dataplanes.push((name, yaml));
         }
     }
-    events.extend(extra);
-    g.apply(events);
-    (g, snapshots, metrics)
+    mesh_of_connected(dataplanes, extra)
+}
+
+/// A mesh built by `mesh_with` from a first batch of events.
+type MeshWith = fn(Vec<Event>) -> (Generator, Arc<SnapshotCache>, Arc<XdsMetrics>);
+
+/// Applies each step's events to the mesh `mesh_with` builds from no extra
+/// events and checks whether every proxy kept its
+/// own resources (none generated whole) as the step says, `check` on the
+/// report, and that every proxy is as a fresh control plane given all the
+/// events so far generates it.
+fn apply_steps(
+    steps: Vec<(&str, Vec<Event>, bool)>,
+    mesh_with: MeshWith,
+    check: impl Fn(&str, &BatchReport),
+) {
+    let (mut g, snapshots, metrics) = mesh_with(Vec::new());
+    let mut applied = Vec::new();
+    for (step, events, kept) in steps {
+        applied.extend(events.iter().cloned());
+        let generated_before = metrics.generations.get();
+        let report = g.apply(events);
+        check(step, &report);
+        let generated = metrics.generations.get() - generated_before;
+        if kept {
+            assert_eq!(generated, 0, "{step}: no proxy generated whole");
+        } else {
+            assert!(generated > 0, "{step}: proxies generated whole");
+        }
+        let (_, fresh, _) = mesh_with(applied.clone());
+        assert_same_configs(&snapshots, &fresh, step);
+    }
+}
+
+/// A step's check: it changed some proxy's configuration.
+fn some_proxy_changes(step: &str, report: &BatchReport) {
+    assert!(!report.changed.is_empty(), "{step}: some proxy changes");
 }
 
 /// A transparent proxy that names what it reaches (every service when
@@ -471,31 +521,18 @@ fn reaching_proxy(name: &str, service: &str, address: &str, reach: &[&str]) -> S
 /// Two proxies each of web (reaching backend), backend (reaching db) and
 /// db (reaching everything), connected, with `extra` in the first batch.
 fn reaching_mesh_with(extra: Vec<Event>) -> (Generator, Arc<SnapshotCache>, Arc<XdsMetrics>) {
-    let snapshots = Arc::new(SnapshotCache::new());
-    let metrics = Arc::new(XdsMetrics::default());
-    let mut g = Generator::new(snapshots.clone(), metrics.clone());
-    let mut events = vec![upsert("type: Mesh\nname: default")];
+    let mut dataplanes = Vec::new();
     for (i, (service, reach)) in [("web", vec!["backend"]), ("backend", vec!["db"]), ("db", vec![])]
         .iter()
         .enumerate()
     {
         for n in 1..=2 {
             let name = format!("{service}-{n}");
-            events.push(upsert(&reaching_proxy(
-                &name,
-                service,
-                &format!("192.168.2.{}", 10 * i + n),
-                reach,
-            )));
-            events.push(Event::Connected {
-                node: format!("default.{name}"),
-                metadata: ProxyMetadata::default(),
-            });
+            let yaml = reaching_proxy(&name, service, &format!("192.168.2.{}", 10 * i + n), reach);
+            dataplanes.push((name, yaml));
         }
     }
-    events.extend(extra);
-    g.apply(events);
-    (g, snapshots, metrics)
+    mesh_of_connected(dataplanes, extra)
 }
 
 #[test]
@@ -546,28 +583,14 @@ fn proxies_naming_what_they_reach_rest_on_a_layer_of_their_reach() {
             true,
         ),
     ];
-    let (mut g, snapshots, metrics) = reaching_mesh_with(Vec::new());
+    let (_, snapshots, _) = reaching_mesh_with(Vec::new());
     let web = snapshots.get("default.web-1").expect("web-1 configured");
     let has_cluster = |name: &str| web.get(XdsType::Cluster).resources.keys().any(|n| &**n == name);
     assert!(
         has_cluster("backend") && !has_cluster("db"),
         "web reaches backend only"
     );
-    let mut applied = Vec::new();
-    for (step, events, kept) in steps {
-        applied.extend(events.iter().cloned());
-        let generated_before = metrics.generations.get();
-        let report = g.apply(events);
-        assert!(!report.changed.is_empty(), "{step}: some proxy changes");
-        let generated = metrics.generations.get() - generated_before;
-        if kept {
-            assert_eq!(generated, 0, "{step}: no proxy generated whole");
-        } else {
-            assert!(generated > 0, "{step}: proxies generated whole");
-        }
-        let (_, fresh, _) = reaching_mesh_with(applied.clone());
-        assert_same_configs(&snapshots, &fresh, step);
-    }
+    apply_steps(steps, reaching_mesh_with, some_proxy_changes);
 }
 
 #[test]
@@ -625,22 +648,7 @@ fn a_policy_change_replaces_only_the_layer_under_proxies_whose_own_resources_rea
         ("a fault injection for db alone", vec![upsert(faults)], false),
         ("a trace for every proxy", vec![upsert(trace)], false),
     ];
-    let (mut g, snapshots, metrics) = transparent_mesh_with(Vec::new());
-    let mut applied = Vec::new();
-    for (step, events, kept) in steps {
-        applied.extend(events.iter().cloned());
-        let generated_before = metrics.generations.get();
-        let report = g.apply(events);
-        assert!(!report.changed.is_empty(), "{step}: some proxy changes");
-        let generated = metrics.generations.get() - generated_before;
-        if kept {
-            assert_eq!(generated, 0, "{step}: no proxy generated whole");
-        } else {
-            assert!(generated > 0, "{step}: proxies generated whole");
-        }
-        let (_, fresh, _) = transparent_mesh_with(applied.clone());
-        assert_same_configs(&snapshots, &fresh, step);
-    }
+    apply_steps(steps, transparent_mesh_with, some_proxy_changes);
 }
 
 #[test]
@@ -697,20 +705,7 @@ fn a_moved_endpoint_replaces_only_the_layer_under_proxies_resting_on_one() {
         ),
         ("an endpoint gone", vec![delete("backend-3")], true),
     ];
-    let (mut g, snapshots, metrics) = transparent_mesh_with(Vec::new());
-    let mut applied = Vec::new();
-    for (step, events, kept) in steps {
-        applied.extend(events.iter().cloned());
-        let generated_before = metrics.generations.get();
-        let report = g.apply(events);
+    apply_steps(steps, transparent_mesh_with, |step, report| {
         assert_eq!(report.regenerated.len(), 6, "{step}: every proxy reaches backend");
-        let generated = metrics.generations.get() - generated_before;
-        if kept {
-            assert_eq!(generated, 0, "{step}: no proxy generated whole");
-        } else {
-            assert!(generated > 0, "{step}: proxies generated whole");
-        }
-        let (_, fresh, _) = transparent_mesh_with(applied.clone());
-        assert_same_configs(&snapshots, &fresh, step);
-    }
+    });
 }
