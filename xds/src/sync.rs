@@ -145,7 +145,8 @@ impl ConnectedProxy {
     /// replaces every proxy's layer, not the proxies). `same_clusters`
     /// remembers which pairs of layers have the same clusters (none is
     /// retired by the swap); it holds the layers, so that their addresses
-    /// stay theirs.
+    /// stay theirs. Policies it matches are left in `matched`, for the
+    /// proxy's generation when the swap cannot be made.
     fn on_new_layer(
         &mut self,
         resource: &Resource,
@@ -153,6 +154,7 @@ impl ConnectedProxy {
         cache: &OutboundCache,
         current: Option<Arc<Snapshot>>,
         same_clusters: &mut SameClusters,
+        matched: &mut Option<Policies>,
     ) -> Option<Snapshot> {
         let resting = self.layer.as_mut()?;
         let current = current?;
@@ -164,7 +166,7 @@ impl ConnectedProxy {
             })?;
             (new, resting.to_signature)
         } else if resting.base_build == mesh.base_build {
-            let policies = Policies::compute(&proxy, mesh);
+            let policies = &*matched.insert(Policies::compute(&proxy, mesh));
             if !resting
                 .own_reads
                 .as_ref()
@@ -173,7 +175,7 @@ impl ConnectedProxy {
                 return None;
             }
             let to_signature = policies.to_signature();
-            let new = layer_for(mesh, to_signature, resting.layer.reach(), cache, || &policies)?;
+            let new = layer_for(mesh, to_signature, resting.layer.reach(), cache, || policies)?;
             (new, to_signature)
         } else {
             return None;
@@ -563,12 +565,19 @@ impl Generator {
                 self.snapshots.clear(&node);
                 continue;
             };
+            // Policies the swap matched, used again when it cannot be made.
+            let mut matched = None;
             if !c.proxies.contains(&name) {
                 let started = Instant::now();
                 let current = self.snapshots.get(&node);
-                if let Some(snapshot) =
-                    connected.on_new_layer(resource, &mesh, &state.cache, current, &mut same_clusters)
-                {
+                if let Some(snapshot) = connected.on_new_layer(
+                    resource,
+                    &mesh,
+                    &state.cache,
+                    current,
+                    &mut same_clusters,
+                    &mut matched,
+                ) {
                     self.metrics
                         .generation_seconds
                         .observe(started.elapsed().as_secs_f64());
@@ -614,7 +623,8 @@ impl Generator {
                     proxy
                 }
             };
-            let policies = Policies::compute(&proxy, &mesh);
+            // Matching reads the Dataplane alone: the swap's match serves.
+            let policies = matched.unwrap_or_else(|| Policies::compute(&proxy, &mesh));
             let mut generation = generate_shared(&proxy, &mesh, &policies, Some(&state.cache));
             generation.resources.share_encodings(&mut state.encodings);
             connected

@@ -89,16 +89,7 @@ pub fn generate_shared(
     Generation {
         resources: rs,
         bundles,
-        // Each read once (several generators ask whether a type applies).
-        own_reads: own_reads.filter(|_| layer.is_some()).map(|reads| {
-            let mut unique: Vec<policies::PolicyRead> = Vec::with_capacity(reads.len());
-            for read in reads {
-                if !unique.contains(&read) {
-                    unique.push(read);
-                }
-            }
-            unique.into_boxed_slice()
-        }),
+        own_reads: own_reads.filter(|_| layer.is_some()).map(Vec::into_boxed_slice),
         layer,
     }
 }

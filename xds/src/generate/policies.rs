@@ -251,7 +251,13 @@ impl Policies {
         let out = f();
         let mut recording = self.lock();
         let reads = match std::mem::replace(&mut *recording, outer) {
-            Recording::On(reads) => Some(reads),
+            // Each read once: several generators ask the same.
+            Recording::On(all) => Some(all.into_iter().fold(Vec::new(), |mut unique, read| {
+                if !unique.contains(&read) {
+                    unique.push(read);
+                }
+                unique
+            })),
             Recording::Off | Recording::Opaque => None,
         };
         match (&mut *recording, &reads) {
