@@ -10,7 +10,7 @@ mod support;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use kuma_xds::generate::OutboundCache;
+use kuma_xds::generate::{OutboundCache, SERVICE_WIDE_TAGS};
 use kuma_xds::static_config::static_bootstrap;
 use support::{Fixture, envoy_bin, files_with_suffix};
 
@@ -90,17 +90,27 @@ fn endpoints_carry_no_transport_socket_match_metadata() {
                         c.name
                     ),
                     Resource::Endpoints(cla) => {
-                        let carried = cla
-                            .endpoints
-                            .iter()
-                            .flat_map(|l| &l.lb_endpoints)
-                            .filter_map(|e| e.metadata.as_ref())
-                            .any(|m| m.filter_metadata.contains_key("envoy.transport_socket_match"));
-                        assert!(
-                            !carried,
-                            "{name} {proxy}: {} carries envoy.transport_socket_match",
-                            cla.cluster_name
-                        );
+                        for e in cla.endpoints.iter().flat_map(|l| &l.lb_endpoints) {
+                            let Some(metadata) = &e.metadata else { continue };
+                            assert!(
+                                !metadata
+                                    .filter_metadata
+                                    .contains_key("envoy.transport_socket_match"),
+                                "{name} {proxy}: {} carries envoy.transport_socket_match",
+                                cla.cluster_name
+                            );
+                            // Tags every endpoint of the service has alike
+                            // tell none apart: they are not sent.
+                            let tags = metadata.filter_metadata.get("envoy.lb");
+                            let wide = SERVICE_WIDE_TAGS
+                                .iter()
+                                .find(|t| tags.is_some_and(|s| s.fields.contains_key(**t)));
+                            assert!(
+                                wide.is_none(),
+                                "{name} {proxy}: {} carries {wide:?}",
+                                cla.cluster_name
+                            );
+                        }
                     }
                     _ => {}
                 }
