@@ -10,7 +10,7 @@ mod support;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use kuma_xds::generate::{OutboundCache, SERVICE_WIDE_TAGS};
+use kuma_xds::generate::OutboundCache;
 use kuma_xds::static_config::static_bootstrap;
 use support::{Fixture, envoy_bin, files_with_suffix};
 
@@ -97,17 +97,6 @@ fn endpoints_carry_no_transport_socket_match_metadata() {
                                     .filter_metadata
                                     .contains_key("envoy.transport_socket_match"),
                                 "{name} {proxy}: {} carries envoy.transport_socket_match",
-                                cla.cluster_name
-                            );
-                            // Tags every endpoint of the service has alike
-                            // tell none apart: they are not sent.
-                            let tags = metadata.filter_metadata.get("envoy.lb");
-                            let wide = SERVICE_WIDE_TAGS
-                                .iter()
-                                .find(|t| tags.is_some_and(|s| s.fields.contains_key(**t)));
-                            assert!(
-                                wide.is_none(),
-                                "{name} {proxy}: {} carries {wide:?}",
                                 cla.cluster_name
                             );
                         }

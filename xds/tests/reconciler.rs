@@ -208,9 +208,8 @@ fn a_new_endpoint_regenerates_the_proxies_that_reach_its_service() {
     // service, and changes only the latter's endpoints.
     let untagged = db2.replace("        kuma.io/protocol: tcp\n", "");
     let report = g.apply(vec![upsert(&untagged)]);
-    // Endpoints carry no protocol (their cluster says it): web-1 keeps its
-    // configuration.
-    assert_eq!(report.changed, nodes(&["db-2"]), "its protocol tag gone");
+    // db-1's protocol tag now tells it from db-2: web-1's endpoints change.
+    assert_eq!(report.changed, nodes(&["db-2", "web-1"]), "its protocol tag gone");
     let relabelled = format!("{untagged}labels:\n  team: storage\n");
     let report = g.apply(vec![upsert(&relabelled)]);
     assert_eq!(report.regenerated, nodes(&["db-2", "web-1"]));

@@ -17,8 +17,8 @@ mod transparent;
 
 pub use cache::{CacheStats, OutboundCache};
 pub use outbound::{
-    KeyedTarget, OutboundBundle, OutboundLayer, OutboundTarget, SERVICE_WIDE_TAGS, VIP_PORT, layer_for,
-    outbound_targets, vip_targets,
+    KeyedTarget, OutboundBundle, OutboundLayer, OutboundTarget, VIP_PORT, layer_for, outbound_targets,
+    vip_targets,
 };
 pub use policies::{Policies, PolicyRead, ToDigests};
 pub use system::{ADMIN_CLUSTER, READINESS_CLUSTER, admin_port_sent, prefix_route, static_hcm};
