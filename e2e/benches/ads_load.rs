@@ -52,6 +52,9 @@ use tokio::sync::watch;
 /// How long any phase may take before the bench gives up.
 const LIMIT: Duration = Duration::from_secs(600);
 
+/// The MeshTimeout of every proxy the mesh-wide rounds change.
+const MESH_WIDE_TIMEOUT: &str = "bench-timeout";
+
 fn env_or(name: &str, default: usize) -> usize {
     std::env::var(name)
         .ok()
@@ -363,15 +366,18 @@ impl Mesh {
         } = shape;
         match self {
             Mesh::Universal { http, base } => {
-                // Only this bench's MeshTimeout applies.
+                // Only this bench's MeshTimeout applies. The leader writes
+                // the mesh's defaults after kuma-cp is ready: deleting one
+                // before it exists would leave it to come later, and the
+                // first round would then measure another change.
                 for name in ["mesh-timeout-all-default", "mesh-gateways-timeout-all-default"] {
-                    api(
-                        http,
-                        reqwest::Method::DELETE,
-                        format!("{base}/meshes/default/meshtimeouts/{name}"),
-                        None,
-                    )
-                    .await;
+                    let url = format!("{base}/meshes/default/meshtimeouts/{name}");
+                    let deadline = Instant::now() + LIMIT;
+                    while !http.get(&url).send().await.is_ok_and(|r| r.status().is_success()) {
+                        assert!(Instant::now() < deadline, "{url}: not written within {LIMIT:?}");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                    api(http, reqwest::Method::DELETE, url, None).await;
                 }
                 for i in 0..proxies {
                     api(
@@ -531,6 +537,15 @@ async fn measure(mode: Mode, protocol: Protocol, shape: Shape, rounds: usize) {
         Some(cluster) => Mesh::kubernetes(cluster, services).await,
     };
     let started = Instant::now();
+    // The mesh-wide MeshTimeout exists before the streams: every round
+    // changes its `connectionTimeout` alone (its creation would also change
+    // every outbound listener, and the first round would measure that).
+    mesh.apply(Change::MeshTimeout {
+        name: MESH_WIDE_TIMEOUT,
+        secs: 9,
+        service: None,
+    })
+    .await;
     mesh.register(shape).await;
     println!(
         "[{label}] {proxies} {} of {services} services registered in {:.1} s",
@@ -652,7 +667,7 @@ async fn measure(mode: Mode, protocol: Protocol, shape: Shape, rounds: usize) {
             audience: format!("all {proxies} streams"),
             probe: Probe::ConnectTimeout(secs),
             change: Change::MeshTimeout {
-                name: "bench-timeout",
+                name: MESH_WIDE_TIMEOUT,
                 secs,
                 service: None,
             },
