@@ -409,10 +409,10 @@ fn delta_sends_only_what_changed_and_removals() {
         .collect();
     assert_eq!(names, expected);
     assert!(!names.is_empty() && names.len() < changed.get(XdsType::Cluster).resources.len());
-    for r in &next.resources {
+    for r in &next.to_message().resources {
         assert_eq!(
             r.version,
-            resource_version(changed.get(XdsType::Cluster).resources[r.name()].version)
+            resource_version(changed.get(XdsType::Cluster).resources[r.name.as_str()].version)
         );
     }
 }

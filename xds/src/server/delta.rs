@@ -12,7 +12,7 @@ use super::{
     sorted_names, waits_for_endpoints,
 };
 use crate::resources::XdsType;
-use crate::snapshot::{Snapshot, resource_version};
+use crate::snapshot::Snapshot;
 
 /// What Envoy holds of a type: `(name, version)` pairs sorted by name and
 /// unique, so that a response is one walk along the snapshot's sorted
@@ -226,7 +226,11 @@ impl DeltaStream {
         let mut held = state.client.iter(t).peekable();
         let mut resources = Vec::new();
         let mut removed: Vec<String> = Vec::new();
-        let mut holds_next: Vec<(Arc<str>, u64)> = Vec::new();
+        // How many of the snapshot's resources Envoy will hold: the list of
+        // them is built only when that is not all (a list per stream and
+        // snapshot, a reference count per resource, was most of a
+        // mesh-wide change's walk).
+        let mut kept = 0;
         for (name, r) in typed.resources.iter() {
             while let Some((gone, _)) = held.next_if(|(n, _)| ***n < **name) {
                 removed.push(gone.to_string());
@@ -235,11 +239,11 @@ impl DeltaStream {
             if state.wildcard || subscribed.contains(name) {
                 if holds != Some(r.version) {
                     resources.push(DeltaResource {
-                        version: resource_version(r.version),
+                        version: r.version,
                         encoded: r.encoded.clone(),
                     });
                 }
-                holds_next.push((name.clone(), r.version));
+                kept += 1;
             } else if holds.is_some() {
                 removed.push(name.to_string());
             }
@@ -248,11 +252,18 @@ impl DeltaStream {
         // Held as the snapshot when Envoy will hold all of its resources of
         // the type; also when nothing is sent, so that an older snapshot
         // (and the shared layer it rests on) is not kept alive by the stream.
-        state.client = if holds_next.len() == typed.resources.len() {
+        state.client = if kept == typed.resources.len() {
             Held::All(snapshot.clone())
         } else {
-            holds_next.shrink_to_fit();
-            Held::List(holds_next)
+            let mut subscribed = sorted_names(state.names.iter().map(|n| &**n));
+            let mut list: Vec<(Arc<str>, u64)> = typed
+                .resources
+                .iter()
+                .filter(|(name, _)| state.wildcard || subscribed.contains(name))
+                .map(|(name, r)| (name.clone(), r.version))
+                .collect();
+            list.shrink_to_fit();
+            Held::List(list)
         };
         state.settled = matches!(state.client, Held::All(_));
         if resources.is_empty() && removed.is_empty() && !state.must_respond {

@@ -91,8 +91,10 @@ impl XdsResponse for SotwResponse {
 /// A resource of a delta response.
 #[derive(Clone, Debug)]
 pub struct DeltaResource {
-    /// Its version (what Envoy quotes back after a reconnection).
-    pub version: String,
+    /// Its version (what Envoy quotes back after a reconnection), written as
+    /// [`crate::snapshot::resource_version`] does, without a string per
+    /// resource and stream.
+    pub version: u64,
     /// The resource.
     pub encoded: Arc<EncodedResource>,
 }
@@ -105,7 +107,7 @@ impl DeltaResource {
 
     /// Resource: version = 1, resource = 2 (the shared field), name = 3.
     fn fields_len(&self) -> usize {
-        string_len(1, &self.version) + self.encoded.any_field().len() + string_len(3, self.name())
+        length_delimited_len(1, VERSION_LEN) + self.encoded.any_field().len() + string_len(3, self.name())
     }
 }
 
@@ -134,7 +136,7 @@ impl DeltaResponse {
                 .iter()
                 .map(|r| Resource {
                     name: r.name().to_string(),
-                    version: r.version.clone(),
+                    version: crate::snapshot::resource_version(r.version),
                     resource: Some(any(&r.encoded)),
                     ..Default::default()
                 })
@@ -180,7 +182,7 @@ impl XdsResponse for DeltaResponse {
         framer.string(1, &self.system_version_info);
         for r in &self.resources {
             framer.key_and_len(2, r.fields_len());
-            framer.string(1, &r.version);
+            framer.hex(1, r.version);
             framer.string(3, r.name());
             framer.shared(r.encoded.any_field());
         }
@@ -201,6 +203,9 @@ fn any(r: &EncodedResource) -> Any {
         value: r.bytes().to_vec(),
     }
 }
+
+/// The length of a resource version: a `u64` in hex, zero-padded.
+const VERSION_LEN: usize = 16;
 
 /// The length of a length-delimited field holding `len` bytes.
 fn length_delimited_len(tag: u32, len: usize) -> usize {
@@ -255,6 +260,17 @@ impl Framer {
             self.key_and_len(tag, s.len());
             self.small.put_slice(s.as_bytes());
         }
+    }
+
+    /// A string field holding `value` as [`VERSION_LEN`] hex digits.
+    fn hex(&mut self, tag: u32, value: u64) {
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
+        self.key_and_len(tag, VERSION_LEN);
+        let mut digits = [0u8; VERSION_LEN];
+        for (i, d) in digits.iter_mut().enumerate() {
+            *d = DIGITS[((value >> (4 * (VERSION_LEN - 1 - i))) & 0xf) as usize];
+        }
+        self.small.put_slice(&digits);
     }
 
     fn message(&mut self, tag: u32, m: &impl Message) {
@@ -329,7 +345,7 @@ mod tests {
             type_url: XdsType::Listener.type_url(),
             nonce: "4".into(),
             resources: vec![DeltaResource {
-                version: "00000000000000ff".into(),
+                version: 0xff,
                 encoded: a.clone(),
             }],
             removed_resources: vec!["gone".into(), "also-gone".into()],

@@ -406,18 +406,17 @@ impl DeltaCheck {
             let mut names = BTreeSet::new();
             for d in &r.resources {
                 self.envoy.resource_is_the_snapshots(t, d.name(), &d.encoded)?;
-                let version = self.envoy.snapshot.as_ref().and_then(|s| {
-                    s.get(t)
-                        .resources
-                        .get(d.name())
-                        .map(|v| resource_version(v.version))
-                });
-                if version.as_deref() != Some(d.version.as_str()) {
+                let version = self
+                    .envoy
+                    .snapshot
+                    .as_ref()
+                    .and_then(|s| s.get(t).resources.get(d.name()).map(|v| v.version));
+                if version != Some(d.version) {
                     return Err(format!(
                         "{} {} sent at version {}",
                         t.short(),
                         d.name(),
-                        d.version
+                        resource_version(d.version)
                     ));
                 }
                 if !names.insert(d.name().to_string()) {
