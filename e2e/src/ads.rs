@@ -533,30 +533,39 @@ pub async fn run_stream(
                 match response.type_url.as_str() {
                     CLUSTERS => {
                         progress.clusters = true;
+                        // Whether any cluster names other endpoints than
+                        // before (a changed cluster usually names the same).
+                        let mut moved = false;
                         for r in &response.resources {
                             let names = r
                                 .resource
                                 .as_ref()
                                 .map(|a| eds_names(std::iter::once(a)))
                                 .unwrap_or_default();
-                            eds_of.insert(r.name.clone(), names);
+                            if eds_of.get(&r.name) != Some(&names) {
+                                eds_of.insert(r.name.clone(), names);
+                                moved = true;
+                            }
                         }
                         for removed in &response.removed_resources {
-                            eds_of.remove(removed);
+                            moved |= eds_of.remove(removed).is_some();
                         }
-                        let wanted: BTreeSet<String> = eds_of.values().flatten().cloned().collect();
-                        if wanted != progress.endpoints_wanted {
-                            let subscribe = wanted.difference(&progress.endpoints_wanted).cloned().collect();
-                            let unsubscribe =
-                                progress.endpoints_wanted.difference(&wanted).cloned().collect();
-                            progress.endpoints_wanted = wanted;
-                            progress.endpoints_answered = false;
-                            stream.send(&DeltaDiscoveryRequest {
-                                type_url: ENDPOINTS.into(),
-                                resource_names_subscribe: subscribe,
-                                resource_names_unsubscribe: unsubscribe,
-                                ..Default::default()
-                            });
+                        if moved {
+                            let wanted: BTreeSet<String> = eds_of.values().flatten().cloned().collect();
+                            if wanted != progress.endpoints_wanted {
+                                let subscribe =
+                                    wanted.difference(&progress.endpoints_wanted).cloned().collect();
+                                let unsubscribe =
+                                    progress.endpoints_wanted.difference(&wanted).cloned().collect();
+                                progress.endpoints_wanted = wanted;
+                                progress.endpoints_answered = false;
+                                stream.send(&DeltaDiscoveryRequest {
+                                    type_url: ENDPOINTS.into(),
+                                    resource_names_subscribe: subscribe,
+                                    resource_names_unsubscribe: unsubscribe,
+                                    ..Default::default()
+                                });
+                            }
                         }
                     }
                     LISTENERS => progress.listeners = true,
