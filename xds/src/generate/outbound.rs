@@ -635,12 +635,15 @@ fn add_for_proxy(
             Resource::Endpoints(cla) if edits.locality => {
                 let mut cla = cla.clone();
                 let cluster_destination = mesh.destination(&c.service, &c.tags);
+                let service = mesh.services.get(&c.service);
+                let alike = tags_alike(service.map(|s| s.endpoints.as_slice()).unwrap_or(&[]));
                 plugins::mesh_load_balancing_strategy::endpoints(
                     &mut cla,
                     proxy,
                     mesh,
                     policies,
                     &cluster_destination,
+                    &alike,
                 );
                 rs.add(Origin::Outbound, Resource::Endpoints(cla));
             }
@@ -725,9 +728,10 @@ pub fn endpoints(
 /// service's name, usually its protocol and zone, on Kubernetes the
 /// Service, namespace and port the name is made of and the labels of its
 /// Pods' template. As endpoint metadata they could tell no endpoint from
-/// another: a MeshRetry `omitHostsWithTags` or a locality `affinityTags`
-/// naming one matches all of a service's endpoints or none, and both pick
-/// among them alike.
+/// another: a MeshRetry `omitHostsWithTags` naming one matches all of a
+/// service's endpoints or none, and either way picks among them alike.
+/// Locality affinity, which weighs one tag after another, reads them back
+/// ([`plugins::mesh_load_balancing_strategy::endpoints`]).
 fn tags_alike(endpoints: &[Endpoint]) -> BTreeMap<&str, &str> {
     let Some((first, rest)) = endpoints.split_first() else {
         return BTreeMap::new();

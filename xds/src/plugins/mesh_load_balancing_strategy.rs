@@ -175,13 +175,17 @@ fn legacy_locality(mesh: &MeshContext) -> bool {
 /// With `localZone` or `crossZone` configured, other zones are kept only
 /// when a `crossZone.failover` rule lets them in (at that rule's priority),
 /// `localZone.affinityTags` weight local sub-zones, and the overprovisioning
-/// factor comes from `failoverThreshold` (200 by default).
+/// factor comes from `failoverThreshold` (200 by default). `alike` are the
+/// tags every endpoint of the service has with the same value, left out of
+/// their metadata (by the outbound generator's `endpoints`): affinity reads
+/// them as every endpoint's own, as Kuma does.
 pub fn endpoints(
     cla: &mut ClusterLoadAssignment,
     proxy: &Proxy<'_>,
     mesh: &MeshContext,
     policies: &Policies,
     destination: &Destination,
+    alike: &BTreeMap<&str, &str>,
 ) {
     let locality = match policies.to_typed::<Conf>(T, destination) {
         Some(conf) => conf.locality_awareness.clone(),
@@ -213,22 +217,21 @@ pub fn endpoints(
             .unwrap_or_default();
         for lb in group.lb_endpoints {
             let (priority, sub_zone, weight) = if zone == local_zone {
-                let tags = lb
+                let own = lb
                     .metadata
                     .as_ref()
                     .and_then(|m| m.filter_metadata.get("envoy.lb"))
-                    .map(|s| {
-                        s.fields
-                            .iter()
-                            .filter_map(|(k, v)| match &v.kind {
-                                Some(envoy_types::pb::google::protobuf::value::Kind::StringValue(s)) => {
-                                    Some((k.clone(), s.clone()))
-                                }
-                                _ => None,
-                            })
-                            .collect::<BTreeMap<_, _>>()
-                    })
-                    .unwrap_or_default();
+                    .into_iter()
+                    .flat_map(|s| &s.fields)
+                    .filter_map(|(k, v)| match &v.kind {
+                        Some(envoy_types::pb::google::protobuf::value::Kind::StringValue(s)) => {
+                            Some((k.clone(), s.clone()))
+                        }
+                        _ => None,
+                    });
+                let tags: BTreeMap<String, String> = own
+                    .chain(alike.iter().map(|(k, v)| (k.to_string(), v.to_string())))
+                    .collect();
                 let n = affinity.len() as u32;
                 let matched = affinity.iter().enumerate().find(|(_, a)| {
                     tags.get(&a.key)

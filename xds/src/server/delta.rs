@@ -227,9 +227,9 @@ impl DeltaStream {
         let mut resources = Vec::new();
         let mut removed: Vec<String> = Vec::new();
         // How many of the snapshot's resources Envoy will hold: the list of
-        // them is built only when that is not all (a list per stream and
-        // snapshot, a reference count per resource, was most of a
-        // mesh-wide change's walk).
+        // them is built only when that is not all (else it was a list per
+        // stream and snapshot, and a reference count taken on names every
+        // stream shares, thrown away at once).
         let mut kept = 0;
         for (name, r) in typed.resources.iter() {
             while let Some((gone, _)) = held.next_if(|(n, _)| ***n < **name) {
