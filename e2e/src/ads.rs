@@ -403,16 +403,18 @@ pub mod lite {
 
 /// Names of the EDS clusters among `clusters`.
 fn eds_names<'a>(clusters: impl Iterator<Item = &'a lite::Any>) -> BTreeSet<String> {
-    clusters
-        .filter_map(|any| lite::Cluster::decode(any.value.clone()).ok())
-        .filter(|c| c.discovery_type == Some(lite::EDS))
-        .map(|c| {
-            c.eds_cluster_config
-                .map(|e| e.service_name)
-                .filter(|s| !s.is_empty())
-                .unwrap_or(c.name)
-        })
-        .collect()
+    clusters.filter_map(eds_name).collect()
+}
+
+/// The EDS name of a cluster, when it is an EDS cluster.
+fn eds_name(cluster: &lite::Any) -> Option<String> {
+    let c = lite::Cluster::decode(cluster.value.clone()).ok()?;
+    (c.discovery_type == Some(lite::EDS)).then(|| {
+        c.eds_cluster_config
+            .map(|e| e.service_name)
+            .filter(|s| !s.is_empty())
+            .unwrap_or(c.name)
+    })
 }
 
 /// What a stream has received so far.
@@ -517,8 +519,8 @@ pub async fn run_stream(
                 Err(e) => return e,
             };
             let mut progress = Progress::default();
-            // Every EDS cluster by the cluster resource naming it.
-            let mut eds_of: std::collections::BTreeMap<String, BTreeSet<String>> = Default::default();
+            // The EDS name of every cluster resource, by its name.
+            let mut eds_of: std::collections::BTreeMap<String, Option<String>> = Default::default();
             loop {
                 let (response, bytes) = match stream.next::<lite::DeltaResponse>().await {
                     Ok(Some(r)) => r,
@@ -537,13 +539,9 @@ pub async fn run_stream(
                         // before (a changed cluster usually names the same).
                         let mut moved = false;
                         for r in &response.resources {
-                            let names = r
-                                .resource
-                                .as_ref()
-                                .map(|a| eds_names(std::iter::once(a)))
-                                .unwrap_or_default();
-                            if eds_of.get(&r.name) != Some(&names) {
-                                eds_of.insert(r.name.clone(), names);
+                            let name = r.resource.as_ref().and_then(eds_name);
+                            if eds_of.get(&r.name) != Some(&name) {
+                                eds_of.insert(r.name.clone(), name);
                                 moved = true;
                             }
                         }
