@@ -649,6 +649,14 @@ async fn measure(mode: Mode, protocol: Protocol, shape: Shape, rounds: usize) {
         "[{label}] kuma-cp CPU while idle: {:.1} % of a core",
         (cpu_seconds(pid) - cpu) / 10.0 * 100.0
     );
+    // jemalloc hands pages freed after the configuration burst back over
+    // about 10 s (its default decay): read again once they are gone.
+    let rss_settled = cp.proc.rss_kib();
+    println!(
+        "[{label}] kuma-cp RSS 15 s after every stream was configured: {} MiB, {:.0} KiB per further stream",
+        rss_settled / 1024,
+        rss_settled.saturating_sub(rss_shared) as f64 / (proxies - first).max(1) as f64
+    );
 
     // Each round: the probe the streams watch for, the resource whose PUT
     // makes the change, how many streams it reaches, and the delays from
