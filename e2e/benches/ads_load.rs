@@ -49,13 +49,13 @@ use kuma_e2e::temp_dir;
 use prost::Message;
 use tokio::sync::watch;
 
-/// How long any phase may take before the bench gives up.
 /// The load generator stands in for N Envoys on cores of their own but
 /// shares kuma-cp's 2: it allocates as kuma-cp does (with the system
 /// allocator, malloc and free were a sixth of its time in a mesh-wide round).
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
+/// How long any phase may take before the bench gives up.
 const LIMIT: Duration = Duration::from_secs(600);
 
 /// The MeshTimeout of every proxy the mesh-wide rounds change.
