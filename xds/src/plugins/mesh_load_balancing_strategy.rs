@@ -217,30 +217,27 @@ pub fn endpoints(
             .unwrap_or_default();
         for lb in group.lb_endpoints {
             let (priority, sub_zone, weight) = if zone == local_zone {
+                // Its tags: its metadata's, or the ones every endpoint of
+                // the service shares (left out of the metadata).
                 let own = lb
                     .metadata
                     .as_ref()
-                    .and_then(|m| m.filter_metadata.get("envoy.lb"))
-                    .into_iter()
-                    .flat_map(|s| &s.fields)
-                    .filter_map(|(k, v)| match &v.kind {
-                        Some(envoy_types::pb::google::protobuf::value::Kind::StringValue(s)) => {
-                            Some((k.clone(), s.clone()))
-                        }
-                        _ => None,
-                    });
-                let tags: BTreeMap<String, String> = own
-                    .chain(alike.iter().map(|(k, v)| (k.to_string(), v.to_string())))
-                    .collect();
+                    .and_then(|m| m.filter_metadata.get("envoy.lb"));
+                let tag = |key: &str| match own.and_then(|s| s.fields.get(key)).and_then(|v| v.kind.as_ref())
+                {
+                    Some(envoy_types::pb::google::protobuf::value::Kind::StringValue(v)) => Some(v.as_str()),
+                    _ => alike.get(key).copied(),
+                };
                 let n = affinity.len() as u32;
-                let matched = affinity.iter().enumerate().find(|(_, a)| {
-                    tags.get(&a.key)
-                        .is_some_and(|v| proxy_tags.get(&a.key) == Some(v))
+                let matched = affinity.iter().enumerate().find_map(|(i, a)| {
+                    tag(&a.key)
+                        .filter(|v| proxy_tags.get(&a.key).map(String::as_str) == Some(*v))
+                        .map(|v| (i, a, v))
                 });
                 match matched {
-                    Some((i, a)) => {
+                    Some((i, a, value)) => {
                         let weight = a.weight.unwrap_or_else(|| 9 * 10u32.pow(n - i as u32 - 1));
-                        (0, format!("{}={}", a.key, tags[&a.key]), weight)
+                        (0, format!("{}={value}", a.key), weight)
                     }
                     None => (0, String::new(), 1),
                 }
