@@ -107,6 +107,10 @@ impl Insights {
         {
             s.disconnect_time = Some(now.clone());
         }
+        // Room for this one alone: a proxy usually has one stream, and a
+        // Vec's first growth makes room for four (about 1.1 KiB unused per
+        // proxy).
+        proxy.subscriptions.reserve_exact(1);
         proxy.subscriptions.push(DiscoverySubscription {
             id: id.clone(),
             control_plane_instance_id: control_plane.to_string(),

@@ -205,10 +205,17 @@ pub async fn serve(
         // algorithm would only hold its last segment back for an ACK.
         let _ = tcp.set_nodelay(true);
         let acceptor = acceptor.clone();
-        // Handlers see the peer as over plain HTTP (the API's loopback admin).
-        let app = app
-            .clone()
-            .layer(axum::Extension(axum::extract::ConnectInfo(peer)));
+        // Handlers see the peer as over plain HTTP (the API's loopback
+        // admin). Inserted into each request rather than layered onto the
+        // router: a layered router is a copy of its route table, 3-5 KiB
+        // held by every connection (every proxy's ADS stream).
+        let app = tower::ServiceExt::map_request(
+            app.clone(),
+            move |mut request: http::Request<hyper::body::Incoming>| {
+                request.extensions_mut().insert(axum::extract::ConnectInfo(peer));
+                request
+            },
+        );
         let watcher = graceful.watcher();
         tokio::spawn(async move {
             let Ok(Ok(stream)) = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await else {

@@ -253,8 +253,9 @@ pub struct Generator {
     retirements: BTreeMap<String, SystemTime>,
     /// How long removed clusters stay.
     cluster_grace: Duration,
-    /// The CA of proxies' admin listeners (none: they serve `/ready` only).
-    admin_ca: Option<Arc<Ca>>,
+    /// The CA of proxies' admin listeners (none: they serve `/ready` only)
+    /// and its certificate, which every proxy's listener holds.
+    admin_ca: Option<(Arc<Ca>, Arc<str>)>,
 }
 
 /// What a batch did, for logs and tests.
@@ -284,7 +285,8 @@ impl Generator {
     /// Exposes every proxy's Envoy admin over mTLS with certificates of
     /// `ca` (see [`crate::admin_tls`]).
     pub fn with_admin_ca(mut self, ca: Ca) -> Self {
-        self.admin_ca = Some(Arc::new(ca));
+        let pem = Arc::from(ca.cert_pem.as_str());
+        self.admin_ca = Some((Arc::new(ca), pem));
         self
     }
 
@@ -616,7 +618,7 @@ impl Generator {
                     }
                 },
             };
-            let proxy = match admin_tls(connected, self.admin_ca.as_deref(), &proxy) {
+            let proxy = match admin_tls(connected, self.admin_ca.as_ref(), &proxy) {
                 Ok(admin) => proxy.with_admin_tls(admin),
                 Err(e) => {
                     tracing::warn!(proxy = %node, error = %e, "cannot issue the certificate of the proxy's admin listener; it serves /ready only");
@@ -710,19 +712,19 @@ fn identity(
 /// at its address or there is no CA.
 fn admin_tls(
     connected: &mut ConnectedProxy,
-    ca: Option<&Ca>,
+    ca: Option<&(Arc<Ca>, Arc<str>)>,
     proxy: &Proxy<'_>,
 ) -> Result<Option<Arc<AdminTls>>, crate::mtls::MtlsError> {
-    let Some(ca) = ca.filter(|_| !proxy.admin_on_own_address()) else {
+    let Some((ca, ca_pem)) = ca.filter(|_| !proxy.admin_on_own_address()) else {
         return Ok(None);
     };
     if let Some(current) = &connected.admin_tls
         && current.address == proxy.address()
-        && current.ca_pem == ca.cert_pem
+        && *current.ca_pem == *ca.cert_pem
     {
         return Ok(Some(current.clone()));
     }
-    let fresh = Arc::new(crate::admin_tls::issue_server(ca, proxy.address())?);
+    let fresh = Arc::new(crate::admin_tls::issue_server(ca, proxy.address())?.sharing_ca_pem(ca_pem));
     connected.admin_tls = Some(fresh.clone());
     Ok(Some(fresh))
 }

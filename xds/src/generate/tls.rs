@@ -115,7 +115,7 @@ pub fn admin_downstream(admin: &AdminTls) -> TransportSocket {
         }],
         validation_context_type: Some(common_tls_context::ValidationContextType::ValidationContext(
             CertificateValidationContext {
-                trusted_ca: Some(envoy::inline_string(admin.ca_pem.as_str())),
+                trusted_ca: Some(envoy::inline_string(&*admin.ca_pem)),
                 match_typed_subject_alt_names: vec![SubjectAltNameMatcher {
                     san_type: subject_alt_name_matcher::SanType::Dns as i32,
                     matcher: Some(StringMatcher {

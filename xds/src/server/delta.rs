@@ -1,15 +1,15 @@
 //! The incremental (delta) protocol of one ADS stream, as a state machine
 //! over requests and snapshots (no I/O).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use envoy_types::pb::envoy::service::discovery::v3::DeltaDiscoveryRequest;
 use tonic::Status;
 
 use super::{
-    DeltaResource, DeltaResponse, Feedback, FeedbackKind, StreamOutput, StreamProtocol, endpoints_pending,
-    sorted_names, waits_for_endpoints,
+    ByTypeUrl, DeltaResource, DeltaResponse, Feedback, FeedbackKind, StreamOutput, StreamProtocol,
+    endpoints_pending, sorted_names, waits_for_endpoints,
 };
 use crate::resources::XdsType;
 use crate::snapshot::Snapshot;
@@ -92,7 +92,7 @@ impl TypeState {
 /// One delta stream.
 #[derive(Debug, Default)]
 pub struct DeltaStream {
-    types: BTreeMap<String, TypeState>,
+    types: ByTypeUrl<TypeState>,
     snapshot: Option<Arc<Snapshot>>,
     next_nonce: u64,
 }
@@ -114,7 +114,7 @@ impl DeltaStream {
         let mut out = DeltaOutput::default();
         let xds_type = XdsType::from_type_url(&request.type_url);
         let first = !self.types.contains_key(&request.type_url);
-        let state = self.types.entry(request.type_url.clone()).or_default();
+        let state = self.types.get_or_default(&request.type_url);
         if first {
             // Resources Envoy still holds from an earlier stream are not
             // sent again unless they changed.

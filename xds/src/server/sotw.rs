@@ -1,14 +1,13 @@
 //! The state-of-the-world protocol of one ADS stream, as a state machine
 //! over requests and snapshots (no I/O), so its rules are tested directly.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use envoy_types::pb::envoy::service::discovery::v3::DiscoveryRequest;
 use tonic::Status;
 
 use super::{
-    Feedback, FeedbackKind, Sorted, SotwResponse, StreamOutput, StreamProtocol, endpoints_pending,
+    ByTypeUrl, Feedback, FeedbackKind, Sorted, SotwResponse, StreamOutput, StreamProtocol, endpoints_pending,
     sorted_names, waits_for_endpoints,
 };
 use crate::resources::{EncodedResource, XdsType};
@@ -76,7 +75,7 @@ fn same_names(requested: &[String], names: &[Arc<str>]) -> bool {
 /// One SotW stream.
 #[derive(Debug)]
 pub struct SotwStream {
-    types: BTreeMap<String, TypeState>,
+    types: ByTypeUrl<TypeState>,
     snapshot: Option<Arc<Snapshot>>,
     next_nonce: u64,
 }
@@ -94,7 +93,7 @@ impl SotwStream {
     /// A stream with no subscriptions and no snapshot yet.
     pub fn new() -> Self {
         SotwStream {
-            types: BTreeMap::new(),
+            types: ByTypeUrl::default(),
             snapshot: None,
             next_nonce: 0,
         }
@@ -107,7 +106,7 @@ impl SotwStream {
         }
         let mut out = SotwOutput::default();
         let xds_type = XdsType::from_type_url(&request.type_url);
-        let state = self.types.entry(request.type_url.clone()).or_default();
+        let state = self.types.get_or_default(&request.type_url);
         if !request.response_nonce.is_empty() {
             if state.nonce.as_deref() != Some(request.response_nonce.as_str()) {
                 if request.error_detail.is_some() {
