@@ -80,6 +80,28 @@ struct TypeState {
 }
 
 impl TypeState {
+    /// A response of type `t` at `typed`'s version, under the next nonce.
+    fn response(
+        &mut self,
+        next_nonce: &mut u64,
+        t: XdsType,
+        typed: &crate::snapshot::TypeSnapshot,
+        resources: Vec<DeltaResource>,
+        removed_resources: Vec<String>,
+    ) -> DeltaResponse {
+        *next_nonce += 1;
+        let nonce = next_nonce.to_string();
+        self.nonce = Some(nonce.clone());
+        self.must_respond = false;
+        DeltaResponse {
+            system_version_info: typed.version.clone(),
+            resources,
+            type_url: t.type_url(),
+            removed_resources,
+            nonce,
+        }
+    }
+
     /// Whether Envoy holds exactly the type's resources of `snapshot`, seen
     /// without a walk: every ACK, and every type a snapshot leaves alone.
     fn holds_all_of(&self, t: XdsType, snapshot: &Snapshot) -> bool {
@@ -220,6 +242,28 @@ impl DeltaStream {
             return;
         };
         let typed = snapshot.get(t);
+        if let Held::All(held) = &state.client
+            && state.settled
+            && !state.must_respond
+            && let Some(moved) = typed.resources.moved_since(&held.get(t).resources)
+        {
+            // Envoy holds every resource of the type it held before, under
+            // the same subscription, and the names are the same: it gets
+            // what moved, and holds all of them again.
+            let resources: Vec<DeltaResource> = moved
+                .into_iter()
+                .map(|r| DeltaResource {
+                    version: r.version,
+                    encoded: r.encoded.clone(),
+                })
+                .collect();
+            state.client = Held::All(snapshot.clone());
+            if !resources.is_empty() {
+                let response = state.response(&mut self.next_nonce, t, typed, resources, Vec::new());
+                out.responses.push(response);
+            }
+            return;
+        }
         // One walk along three sorted sequences: the snapshot's resources,
         // what Envoy holds, and (without a wildcard) what it subscribed to.
         let mut subscribed = sorted_names(state.names.iter().map(|n| &**n));
@@ -249,6 +293,7 @@ impl DeltaStream {
             }
         }
         removed.extend(held.map(|(gone, _)| gone.to_string()));
+        drop(subscribed);
         // Held as the snapshot when Envoy will hold all of its resources of
         // the type; also when nothing is sent, so that an older snapshot
         // (and the shared layer it rests on) is not kept alive by the stream.
@@ -270,17 +315,8 @@ impl DeltaStream {
             // Envoy holds exactly what it wants of this snapshot already.
             return;
         }
-        self.next_nonce += 1;
-        let nonce = self.next_nonce.to_string();
-        state.nonce = Some(nonce.clone());
-        state.must_respond = false;
-        out.responses.push(DeltaResponse {
-            system_version_info: typed.version.clone(),
-            resources,
-            type_url: t.type_url(),
-            removed_resources: removed,
-            nonce,
-        });
+        let response = state.response(&mut self.next_nonce, t, typed, resources, removed);
+        out.responses.push(response);
     }
 }
 
