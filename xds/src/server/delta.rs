@@ -235,7 +235,12 @@ impl DeltaStream {
             state.client = Held::All(snapshot);
             return;
         }
-        if waits_for_endpoints(t) && self.endpoints_pending(&snapshot) {
+        // Only for a type Envoy subscribed to: working out whether endpoints
+        // are pending walks every cluster, and Envoy seldom subscribes to
+        // routes (Kuma's listeners carry theirs).
+        if !self.types.contains_key(t.type_url())
+            || waits_for_endpoints(t) && self.endpoints_pending(&snapshot)
+        {
             return;
         }
         let Some(state) = self.types.get_mut(t.type_url()) else {
