@@ -1,5 +1,5 @@
-//! The ADS gRPC service: tonic decodes Envoy's requests, and the responses
-//! are framed here, each message in a buffer of its own size.
+//! The ADS gRPC service: Envoy's requests are decoded and the responses
+//! framed here, each message in a buffer of its own size.
 //!
 //! Why not tonic's generated server: its encoder keeps one buffer per
 //! stream that grows to the largest message the stream ever sent and is
@@ -16,13 +16,12 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 use envoy_types::pb::envoy::service::discovery::v3::{DeltaDiscoveryRequest, DiscoveryRequest};
 use futures::future::BoxFuture;
 use http_body::Frame;
 use prost::Message;
 use tokio::sync::mpsc;
-use tonic::codec::{BufferSettings, DecodeBuf, Decoder, Streaming};
 use tonic::server::NamedService;
 use tonic::{Request, Status};
 
@@ -110,36 +109,96 @@ fn check_request<B>(request: &http::Request<B>) -> Result<(), Status> {
 }
 
 /// The request with its body as a stream of decoded messages.
-fn decoding<M: Message + Default + Send + 'static>(
+fn decoding<M: Message + Default>(
     request: http::Request<tonic::body::Body>,
     max_request_bytes: usize,
-) -> Request<Streaming<M>> {
-    Request::from_http(request.map(|body| {
-        Streaming::new_request(
-            ProstDecoder::<M>(PhantomData),
-            body,
-            None,
-            Some(max_request_bytes),
-        )
-    }))
+) -> Request<Requests<M>> {
+    Request::from_http(request.map(|body| Requests::new(body, max_request_bytes)))
 }
 
-/// Decodes one protobuf message per gRPC frame.
-struct ProstDecoder<M>(PhantomData<M>);
+/// Envoy's requests on one stream, one gRPC message at a time. The bytes
+/// of a message are gathered only until it is decoded: tonic's `Streaming`
+/// kept a buffer as large as the largest request the stream had sent (a
+/// state-of-the-world ACK names every endpoint resource Envoy holds, a few
+/// KiB at a hundred services) for the stream's life.
+pub struct Requests<M> {
+    body: tonic::body::Body,
+    /// Received and not yet decoded; no allocation while empty.
+    buf: BytesMut,
+    max_request_bytes: usize,
+    ended: bool,
+    message: PhantomData<fn() -> M>,
+}
 
-impl<M: Message + Default> Decoder for ProstDecoder<M> {
-    type Item = M;
-    type Error = Status;
-
-    /// Envoy's requests are small (an ACK is a few hundred bytes; the first,
-    /// with the node's metadata, a few KiB): start each stream's buffer at
-    /// 1 KiB rather than tonic's 8 KiB; it grows when a request needs it.
-    fn buffer_settings(&self) -> BufferSettings {
-        BufferSettings::new(1024, 32 * 1024)
+impl<M: Message + Default> Requests<M> {
+    fn new(body: tonic::body::Body, max_request_bytes: usize) -> Self {
+        Requests {
+            body,
+            buf: BytesMut::new(),
+            max_request_bytes,
+            ended: false,
+            message: PhantomData,
+        }
     }
 
-    fn decode(&mut self, buf: &mut DecodeBuf<'_>) -> Result<Option<M>, Status> {
-        M::decode(buf)
+    /// The next request, `None` once Envoy ends the stream, or why it
+    /// cannot be read (the stream then ends with that status).
+    pub async fn message(&mut self) -> Result<Option<M>, Status> {
+        loop {
+            if let Some(message) = self.decode_buffered()? {
+                return Ok(Some(message));
+            }
+            if self.ended {
+                return if self.buf.is_empty() {
+                    Ok(None)
+                } else {
+                    Err(Status::internal("the request stream ended inside a message"))
+                };
+            }
+            let body = &mut self.body;
+            match std::future::poll_fn(|cx| http_body::Body::poll_frame(Pin::new(&mut *body), cx)).await {
+                None => self.ended = true,
+                Some(Err(status)) => return Err(status),
+                // Trailers of a request stream carry nothing to act on.
+                Some(Ok(frame)) => {
+                    if let Ok(data) = frame.into_data() {
+                        self.buf.extend_from_slice(&data);
+                    }
+                }
+            }
+        }
+    }
+
+    /// The first whole message buffered, decoded.
+    fn decode_buffered(&mut self) -> Result<Option<M>, Status> {
+        let Some(prefix) = self.buf.get(..5) else {
+            return Ok(None);
+        };
+        if prefix[0] != 0 {
+            return Err(Status::unimplemented(
+                "compressed requests are not supported; send uncompressed requests",
+            ));
+        }
+        let len = u32::from_be_bytes([prefix[1], prefix[2], prefix[3], prefix[4]]) as usize;
+        if len > self.max_request_bytes {
+            return Err(Status::out_of_range(format!(
+                "request of {len} bytes, over the limit of {} bytes",
+                self.max_request_bytes
+            )));
+        }
+        if self.buf.len() < 5 + len {
+            // Room for the rest of it at once.
+            self.buf.reserve(5 + len - self.buf.len());
+            return Ok(None);
+        }
+        self.buf.advance(5);
+        let message = self.buf.split_to(len).freeze();
+        if self.buf.is_empty() {
+            // Give the allocation back with the message (the usual case:
+            // one request per HTTP/2 frame).
+            self.buf = BytesMut::new();
+        }
+        M::decode(message)
             .map(Some)
             .map_err(|e| Status::internal(format!("undecodable request: {e}")))
     }
@@ -261,6 +320,90 @@ impl http_body::Body for ResponseBody {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A request body of the given DATA frames.
+    struct Frames(std::collections::VecDeque<Bytes>);
+
+    impl http_body::Body for Frames {
+        type Data = Bytes;
+        type Error = Status;
+
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            _cx: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, Status>>> {
+            Poll::Ready(self.0.pop_front().map(|data| Ok(Frame::data(data))))
+        }
+    }
+
+    fn requests(frames: Vec<Vec<u8>>, max: usize) -> Requests<DiscoveryRequest> {
+        let body = Frames(frames.into_iter().map(Bytes::from).collect());
+        Requests::new(tonic::body::Body::new(body), max)
+    }
+
+    /// A gRPC message frame of a request for `type_url`.
+    fn framed(type_url: &str) -> Vec<u8> {
+        let message = DiscoveryRequest {
+            type_url: type_url.into(),
+            resource_names: vec!["backend".into(); 40],
+            ..Default::default()
+        }
+        .encode_to_vec();
+        let mut frame = vec![0];
+        frame.extend_from_slice(&(message.len() as u32).to_be_bytes());
+        frame.extend_from_slice(&message);
+        frame
+    }
+
+    async fn type_urls(mut requests: Requests<DiscoveryRequest>) -> Result<Vec<String>, Status> {
+        let mut urls = Vec::new();
+        while let Some(request) = requests.message().await? {
+            urls.push(request.type_url);
+            assert!(
+                requests.buf.is_empty() == (requests.buf.capacity() == 0),
+                "an empty buffer holds no allocation"
+            );
+        }
+        Ok(urls)
+    }
+
+    #[tokio::test]
+    async fn requests_are_read_across_and_within_frames() {
+        let (a, b, c) = (framed("a"), framed("b"), framed("c"));
+        // One per frame; one split over three frames (inside the prefix
+        // too); two in one frame; the second of them ending in the next.
+        let mut joined = b.clone();
+        joined.extend_from_slice(&c[..10]);
+        let cases = [
+            vec![a.clone(), b.clone()],
+            vec![a[..3].to_vec(), a[3..20].to_vec(), a[20..].to_vec()],
+            vec![[a.clone(), b.clone()].concat()],
+            vec![a.clone(), joined, c[10..].to_vec()],
+        ];
+        let expected = [vec!["a", "b"], vec!["a"], vec!["a", "b"], vec!["a", "b", "c"]];
+        for (frames, expected) in cases.into_iter().zip(expected) {
+            let urls = type_urls(requests(frames, 1 << 20)).await.expect("read");
+            assert_eq!(urls, expected);
+        }
+    }
+
+    #[tokio::test]
+    async fn bad_request_streams_end_with_a_status() {
+        let a = framed("a");
+        let cut = type_urls(requests(vec![a[..a.len() - 1].to_vec()], 1 << 20)).await;
+        assert_eq!(cut.expect_err("cut short").code(), tonic::Code::Internal);
+        let over = type_urls(requests(vec![a.clone()], a.len() - 6)).await;
+        assert_eq!(over.expect_err("too large").code(), tonic::Code::OutOfRange);
+        let mut compressed = a.clone();
+        compressed[0] = 1;
+        let compressed = type_urls(requests(vec![compressed], 1 << 20)).await;
+        assert_eq!(
+            compressed.expect_err("compressed").code(),
+            tonic::Code::Unimplemented
+        );
+        let garbage = type_urls(requests(vec![vec![0, 0, 0, 0, 2, 0xff, 0xff]], 1 << 20)).await;
+        assert_eq!(garbage.expect_err("undecodable").code(), tonic::Code::Internal);
+    }
 
     #[test]
     fn small_chunks_are_gathered_and_large_ones_go_shared() {

@@ -25,7 +25,9 @@ use envoy_types::pb::envoy::config::core::v3::{ControlPlane, Node};
 use envoy_types::pb::envoy::service::discovery::v3::{DeltaDiscoveryRequest, DiscoveryRequest};
 use tokio::sync::{Semaphore, mpsc};
 use tonic::metadata::MetadataMap;
-use tonic::{Request, Status, Streaming};
+use tonic::{Request, Status};
+
+use grpc::Requests;
 
 use crate::metrics::XdsMetrics;
 use crate::resources::XdsType;
@@ -317,7 +319,7 @@ impl AdsServer {
     /// the stream's encoded responses.
     async fn serve<P: StreamProtocol>(
         &self,
-        request: Request<Streaming<P::Request>>,
+        request: Request<Requests<P::Request>>,
         protocol: P,
     ) -> Result<grpc::Frames, Status> {
         let (admitted, configuring, first, requests) = self.admit(request).await?;
@@ -337,8 +339,8 @@ impl AdsServer {
     /// configured.
     async fn admit<Req: FirstRequest>(
         &self,
-        request: Request<Streaming<Req>>,
-    ) -> Result<(Admitted, Configuring, Req, Streaming<Req>), Status> {
+        request: Request<Requests<Req>>,
+    ) -> Result<(Admitted, Configuring, Req, Requests<Req>), Status> {
         let Ok(permit) = self.streams.clone().try_acquire_owned() else {
             self.metrics.refused_streams.inc();
             return Err(Status::resource_exhausted("too many xDS streams"));
@@ -412,7 +414,7 @@ struct Admitted {
 }
 
 /// The first request of a stream names the node.
-pub trait FirstRequest: Send + 'static {
+pub trait FirstRequest: prost::Message + Default + Send + 'static {
     /// The node the request comes from.
     fn node(&self) -> Option<&Node>;
 }
@@ -519,7 +521,7 @@ impl Driver {
         configuring: Configuring,
         mut state: P,
         first: P::Request,
-        mut requests: Streaming<P::Request>,
+        mut requests: Requests<P::Request>,
         tx: mpsc::Sender<Result<Vec<Bytes>, Status>>,
     ) {
         let labels = crate::metrics::ModeLabels {
