@@ -228,21 +228,21 @@ impl DeltaStream {
         let Some(snapshot) = self.snapshot.clone() else {
             return;
         };
-        if let Some(state) = self.types.get_mut(t.type_url())
-            && state.holds_all_of(t, &snapshot)
-        {
+        // Nothing for a type Envoy did not subscribe to (routes, with Kuma's
+        // listeners), before anything else: working out whether endpoints
+        // are pending walks every cluster.
+        let Some(state) = self.types.get_mut(t.type_url()) else {
+            return;
+        };
+        if state.holds_all_of(t, &snapshot) {
             // The record moves to the current snapshot, as the walk's would.
             state.client = Held::All(snapshot);
             return;
         }
-        // Only for a type Envoy subscribed to: working out whether endpoints
-        // are pending walks every cluster, and Envoy seldom subscribes to
-        // routes (Kuma's listeners carry theirs).
-        if !self.types.contains_key(t.type_url())
-            || waits_for_endpoints(t) && self.endpoints_pending(&snapshot)
-        {
+        if waits_for_endpoints(t) && self.endpoints_pending(&snapshot) {
             return;
         }
+        // Looked up again: working out the pending endpoints read the stream.
         let Some(state) = self.types.get_mut(t.type_url()) else {
             return;
         };

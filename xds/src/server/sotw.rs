@@ -198,9 +198,13 @@ impl SotwStream {
         let Some(snapshot) = self.snapshot.clone() else {
             return;
         };
-        if let Some(state) = self.types.get_mut(t.type_url())
-            && state.sent_as_it_is(&snapshot.get(t).version)
-        {
+        // Nothing for a type Envoy did not subscribe to (routes, with Kuma's
+        // listeners), before anything else: working out whether endpoints
+        // are pending walks every cluster.
+        let Some(state) = self.types.get_mut(t.type_url()) else {
+            return;
+        };
+        if state.sent_as_it_is(&snapshot.get(t).version) {
             // Envoy has this version, of every name it asks for: nothing to
             // work out again (most calls: every ACK, every type a snapshot
             // leaves alone).
@@ -209,14 +213,10 @@ impl SotwStream {
             }
             return;
         }
-        // Only for a type Envoy subscribed to: working out whether endpoints
-        // are pending walks every cluster, and Envoy seldom subscribes to
-        // routes (Kuma's listeners carry theirs).
-        if !self.types.contains_key(t.type_url())
-            || waits_for_endpoints(t) && self.endpoints_pending(&snapshot)
-        {
+        if waits_for_endpoints(t) && self.endpoints_pending(&snapshot) {
             return;
         }
+        // Looked up again: working out the pending endpoints read the stream.
         let Some(state) = self.types.get_mut(t.type_url()) else {
             return;
         };
